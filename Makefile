@@ -1,0 +1,60 @@
+# The two commands of the README: `make run` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
+PROJECT ?= $(CURDIR)/.tuneloop/sample
+PORT ?= 8501
+STAMP := $(VENV)/.installed
+export DO_NOT_TRACK := true
+export SCARF_NO_ANALYTICS := true
+export UNSTRUCTURED_DISABLE_NOTICE := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+export STREAMLIT_BROWSER_GATHER_USAGE_STATS := false
+
+.PHONY: setup run test check lint typecheck bench browser-deps sample clean
+
+$(STAMP): pyproject.toml requirements.txt requirements-nodeps.txt constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -r requirements-nodeps.txt
+	$(PIP) --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# Debian's chromium for the browser test (Playwright cannot download browsers offline).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
+	      || echo "warning: could not install chromium; the browser test will be skipped"; \
+	  else echo "warning: chromium missing and not root; the browser test will be skipped"; fi; }
+
+sample: setup
+	$(BIN)/tuneloop sample --project "$(PROJECT)"
+
+run: setup sample
+	$(BIN)/tuneloop ui --project "$(PROJECT)" --port $(PORT)
+
+test: setup browser-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check .
+
+typecheck: setup
+	$(BIN)/mypy store ingest analysis training models tuneloop app
+
+check: lint typecheck test
+
+bench: setup
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) .tuneloop .pytest_cache

@@ -1,0 +1,1 @@
+"""Getting data in (and out): dataset import/export, and raw documents to pairs."""

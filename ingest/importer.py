@@ -1,0 +1,160 @@
+"""Import dataset files into a project, one transaction per file.
+
+Parsing, validation and hashing happen *without* a database connection: valid rows are
+streamed in bounded batches to a temporary Parquet file under the project's cache folder.
+Only then is the database opened, and the whole file is inserted in one transaction with
+one set-based INSERT. So memory stays bounded for any file size, the database is held only
+for the insert, and a file either lands whole (its valid rows) or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+
+from ingest.datasets import FileFormatError, RecordError, detect_format, iter_records, normalise
+from store import pairs as pairs_store
+from store.db import Project
+from store.ids import event_id
+from store.records import Provenance
+
+BATCH_ROWS = 20_000
+MAX_REPORTED_ERRORS = 1000
+
+
+@dataclass
+class LineError:
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+@dataclass
+class FileResult:
+    path: str
+    format: str = ""
+    rows: int = 0
+    new: int = 0
+    existing: int = 0
+    skipped: int = 0
+    errors: list[LineError] = field(default_factory=list)
+    fatal: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.fatal is None and self.skipped == 0
+
+
+Progress = Callable[[int], None]
+
+
+def _stage(
+    path: Path, fmt: str, *, encoding: str, mapping: dict[str, str] | None, author: str, status: str,
+    out: Path, result: FileResult, progress: Progress | None,
+) -> int:
+    """Parse ``path`` into batch rows written to ``out`` (Parquet); return rows staged."""
+    writer: pq.ParquetWriter | None = None
+    buf: list[dict] = []
+    staged = 0
+    uri = str(path)
+
+    def flush() -> None:
+        nonlocal writer, buf
+        if not buf:
+            return
+        tbl = pairs_store.rows_to_arrow(buf)
+        if writer is None:
+            writer = pq.ParquetWriter(str(out), pairs_store.BATCH_SCHEMA, compression="zstd")
+        writer.write_table(tbl)
+        buf = []
+
+    try:
+        for line, rec in iter_records(path, fmt, encoding, mapping):
+            result.rows += 1
+            try:
+                norm = normalise(fmt, rec)
+            except RecordError as exc:
+                result.skipped += 1
+                if len(result.errors) < MAX_REPORTED_ERRORS:
+                    result.errors.append(LineError(line, exc.field, f"{path.name}:{line}: {exc}"))
+                continue
+            buf.append(
+                pairs_store.batch_row(
+                    norm.content, tags=norm.tags, split=norm.split, status=status, author=author,
+                    provenance=Provenance(generator=f"import:{fmt}", source_uri=uri, source_line=line),
+                )
+            )
+            staged += 1
+            if len(buf) >= BATCH_ROWS:
+                flush()
+                if progress:
+                    progress(BATCH_ROWS)
+        flush()
+        if progress and staged % BATCH_ROWS:
+            progress(staged % BATCH_ROWS)
+    finally:
+        if writer is not None:
+            writer.close()
+    return staged
+
+
+def import_file(
+    project: Project,
+    path: str | os.PathLike[str],
+    fmt: str | None = None,
+    *,
+    encoding: str = "utf-8",
+    mapping: dict[str, str] | None = None,
+    author: str = "import",
+    status: str = "pending",
+    progress: Progress | None = None,
+) -> FileResult:
+    p = Path(path)
+    result = FileResult(path=str(p))
+    try:
+        if not p.exists():
+            raise FileFormatError(f"{p}: no such file")
+        if p.is_dir():
+            raise FileFormatError(f"{p}: is a folder; pass the files inside it")
+        if p.stat().st_size == 0:
+            raise FileFormatError(f"{p}: the file is empty")
+        fmt = fmt or detect_format(p, encoding)
+        result.format = fmt
+        project.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=project.cache_dir, prefix="import-") as tmp:
+            staged_path = Path(tmp) / "batch.parquet"
+            staged = _stage(p, fmt, encoding=encoding, mapping=mapping, author=author, status=status,
+                            out=staged_path, result=result, progress=progress)
+            if result.rows == 0:
+                raise FileFormatError(f"{p}: no records found (empty file or header only)")
+            with project.transaction() as con:
+                new = pairs_store.insert_rows(con, str(staged_path)) if staged else 0
+                con.execute(
+                    "INSERT INTO import_batches VALUES (?, ?, ?, ?, ?, ?, ?::JSON, ?, ?)",
+                    [event_id("i_"), str(p), fmt, result.rows, new, result.skipped,
+                     _errors_json(result.errors[:100]), author, pairs_store.now()],
+                )
+            result.new = new
+            result.existing = staged - new
+    except FileFormatError as exc:
+        result.fatal = str(exc)
+    except UnicodeDecodeError as exc:
+        result.fatal = f"{p}: not valid {encoding} ({exc.reason}); re-save as UTF-8 or pass --encoding"
+    return result
+
+
+def _errors_json(errors: Sequence[LineError]) -> str:
+    return orjson.dumps([{"line": e.line, "field": e.field, "message": e.message} for e in errors]).decode()
+
+
+def import_files(project: Project, paths: Sequence[str | os.PathLike[str]], fmt: str | None = None, **kw) -> list[FileResult]:
+    return [import_file(project, p, fmt, **kw) for p in paths]

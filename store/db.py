@@ -1,0 +1,197 @@
+"""Projects and connections.
+
+A project is a folder: ``tuneloop.duckdb`` plus artifact folders (``runs/``, ``exports/``,
+``uploads/``, ``cache/``). DuckDB lets one process at a time hold the file (readers too),
+so every caller opens a *short-lived* connection for one unit of work and closes it; when
+another process holds the file, ``connect`` retries with backoff until ``timeout`` and then
+raises ``StoreBusyError`` (a message a user can act on, never a raw lock error). Long work
+(parsing, training, generation) happens outside a connection; training processes exchange
+files through their run folder and never open the database.
+
+Inside one process several threads may connect at once: DuckDB shares one instance per
+file, and each ``connect`` returns its own connection, so no connection crosses threads.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+DB_NAME = "tuneloop.duckdb"
+ENV_PROJECT = "TUNELOOP_PROJECT"
+DEFAULT_TIMEOUT_S = float(os.environ.get("TUNELOOP_LOCK_TIMEOUT", "120"))
+
+
+class StoreBusyError(RuntimeError):
+    """The project database stayed locked by another process for longer than the timeout."""
+
+
+class ConflictError(RuntimeError):
+    """An optimistic-concurrency check failed; the losing write was still recorded."""
+
+    def __init__(self, message: str, kept_revision_id: str | None = None):
+        super().__init__(message)
+        self.kept_revision_id = kept_revision_id
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+def _is_txn_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.TransactionException) or "Conflict on" in str(exc)
+
+
+# One process-wide lock per database file serialises *opening* (DuckDB's instance cache is
+# not safe against concurrent first opens of the same file from several threads).
+_open_locks: dict[str, threading.Lock] = {}
+_open_locks_guard = threading.Lock()
+
+
+def _open_lock(path: str) -> threading.Lock:
+    with _open_locks_guard:
+        return _open_locks.setdefault(path, threading.Lock())
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.root / "uploads"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / "cache"
+
+    def exists(self) -> bool:
+        return self.db_path.exists()
+
+    def init(self) -> Project:
+        """Create the folders and the database (idempotent), and apply pending migrations."""
+        from store.migrations import migrate
+
+        for d in (self.root, self.runs_dir, self.exports_dir, self.uploads_dir, self.cache_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        with self.connect() as con:
+            migrate(con)
+        return self
+
+    @contextmanager
+    def connect(self, timeout: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived read-write connection, retried while another process holds the file."""
+        timeout = DEFAULT_TIMEOUT_S if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        path = str(self.db_path)
+        while True:
+            try:
+                with _open_lock(path):
+                    con = duckdb.connect(path)
+                break
+            except duckdb.IOException as exc:
+                if not _is_lock_error(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreBusyError(
+                        f"The project database {path} is in use by another process "
+                        f"and stayed locked for {timeout:.0f} s. Wait for that command to finish "
+                        f"(or raise TUNELOOP_LOCK_TIMEOUT) and try again."
+                    ) from None
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 1.6, 0.5)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def transaction(self, timeout: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside BEGIN/COMMIT; any exception rolls the whole unit back."""
+        with self.connect(timeout) as con:
+            con.begin()
+            try:
+                yield con
+            except BaseException:
+                con.rollback()
+                raise
+            con.commit()
+
+
+def retry_on_conflict(fn, attempts: int = 8):
+    """Run ``fn()`` again when a concurrent transaction in this process conflicted with it."""
+    for i in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # duckdb raises several classes for the same conflict
+            if not _is_txn_conflict(exc) or i == attempts - 1:
+                raise
+            time.sleep(0.01 * (2**i) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def resolve_project_dir(project: str | os.PathLike[str] | None = None) -> Path:
+    if project:
+        return Path(project).expanduser().resolve()
+    env = os.environ.get(ENV_PROJECT)
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path.cwd().resolve()
+
+
+def open_project(project: str | os.PathLike[str] | None = None, create: bool = False) -> Project:
+    """The project at ``project``, else $TUNELOOP_PROJECT, else the current folder."""
+    root = resolve_project_dir(project)
+    p = Project(root)
+    if not p.exists():
+        if not create:
+            raise FileNotFoundError(
+                f"No tuneloop project at {root} (no {DB_NAME}). Run `tuneloop init {root}` "
+                f"or pass --project DIR / set {ENV_PROJECT}."
+            )
+        return p.init()
+    with p.connect() as con:
+        from store.migrations import migrate
+
+        migrate(con)
+    return p
+
+
+# DuckDB 2.0 refuses new relation work on a connection while an execute() result is only
+# partly read (``fetchone`` on a multi-row result). Store code reads with these helpers,
+# which always consume the whole result.
+def one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0] if rows else None
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
+    row = one(con, sql, params)
+    return None if row is None else row[0]
+
+
+def frame(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
+    """A query's result as a Polars frame (zero-copy through Arrow)."""
+    return con.sql(sql, params=params or None).pl()

@@ -1,0 +1,426 @@
+"""Ordered, named migrations, recorded in ``_migrations``.
+
+Each migration is a function that takes a connection inside a transaction. ``migrate``
+applies the ones not yet recorded, in order; running it twice is a no-op, and a database
+created fresh and one migrated step by step end with the same schema (tests check both).
+Never edit a migration that has shipped: append a new one.
+
+Design notes:
+- Content tables (documents, elements, chunks, pair_revisions, predictions, error_labels,
+  reviews, *_events) are append-only: the product inserts into them and never updates or
+  deletes. ``pairs``, ``error_categories`` and ``runs`` hold current state; every change
+  to them is also recorded in an append-only log in the same transaction.
+- Slices are frozen: a slice row and its items are written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import duckdb
+
+Migration = Callable[[duckdb.DuckDBPyConnection], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+@migration
+def m001_documents_and_pairs(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+        CREATE TABLE documents (
+            id VARCHAR PRIMARY KEY,            -- d_ + sha256(file bytes)
+            uri VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            filetype VARCHAR NOT NULL,
+            size_bytes BIGINT NOT NULL,
+            n_pages INTEGER,
+            title VARCHAR NOT NULL DEFAULT '',
+            text VARCHAR NOT NULL DEFAULT '',
+            previous_id VARCHAR,               -- older version of the same uri
+            metadata JSON,
+            created_at TIMESTAMP NOT NULL,
+            author VARCHAR NOT NULL DEFAULT ''
+        )""")
+    con.execute("""
+        CREATE TABLE elements (
+            id VARCHAR PRIMARY KEY,
+            document_id VARCHAR NOT NULL,
+            idx INTEGER NOT NULL,
+            type VARCHAR NOT NULL,
+            text VARCHAR NOT NULL,
+            page INTEGER,
+            parent_id VARCHAR,
+            char_start INTEGER NOT NULL,
+            char_end INTEGER NOT NULL,
+            metadata JSON
+        )""")
+    con.execute("""
+        CREATE TABLE chunks (
+            id VARCHAR PRIMARY KEY,
+            document_id VARCHAR NOT NULL,
+            idx INTEGER NOT NULL,
+            title VARCHAR NOT NULL DEFAULT '',
+            text VARCHAR NOT NULL,
+            element_ids VARCHAR[] NOT NULL,
+            page_start INTEGER,
+            page_end INTEGER,
+            char_start INTEGER NOT NULL,
+            char_end INTEGER NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE pairs (
+            id VARCHAR PRIMARY KEY,            -- p_ + sha256(canonical JSON of first content)
+            head_revision_id VARCHAR NOT NULL,
+            version INTEGER NOT NULL,          -- bumps on every revision or status change
+            status VARCHAR NOT NULL,
+            split VARCHAR,
+            duplicate_of VARCHAR,
+            document_id VARCHAR,
+            page INTEGER,
+            element_ids VARCHAR[],
+            char_start INTEGER,
+            char_end INTEGER,
+            generator VARCHAR NOT NULL,
+            generator_version VARCHAR NOT NULL DEFAULT '',
+            source_uri VARCHAR NOT NULL DEFAULT '',
+            source_line INTEGER,
+            author VARCHAR NOT NULL,
+            updated_by VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE pair_revisions (
+            id VARCHAR PRIMARY KEY,            -- r_ + sha256(pair id, parent, content, tags)
+            pair_id VARCHAR NOT NULL,
+            revision_no INTEGER NOT NULL,
+            parent_id VARCHAR,
+            instruction VARCHAR NOT NULL,
+            input VARCHAR NOT NULL DEFAULT '',
+            response VARCHAR NOT NULL DEFAULT '',
+            system VARCHAR NOT NULL DEFAULT '',
+            messages JSON,
+            tags VARCHAR[] NOT NULL DEFAULT [],
+            author VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL DEFAULT '',
+            conflict BOOLEAN NOT NULL DEFAULT false,  -- saved against a stale version
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE reviews (
+            id VARCHAR PRIMARY KEY,
+            pair_id VARCHAR NOT NULL,
+            revision_id VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            previous_status VARCHAR,
+            author VARCHAR NOT NULL,
+            comment VARCHAR NOT NULL DEFAULT '',
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE import_batches (
+            id VARCHAR PRIMARY KEY,
+            uri VARCHAR NOT NULL,
+            format VARCHAR NOT NULL,
+            n_rows INTEGER NOT NULL,
+            n_new INTEGER NOT NULL,
+            n_skipped INTEGER NOT NULL,
+            errors JSON,
+            author VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("CREATE INDEX pairs_status_idx ON pairs(status)")
+    con.execute("CREATE INDEX revisions_pair_idx ON pair_revisions(pair_id)")
+    con.execute("CREATE INDEX elements_doc_idx ON elements(document_id)")
+
+
+@migration
+def m002_curation(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+        CREATE TABLE duplicate_clusters (
+            id VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,             -- exact_prompt, exact_full, near_lexical, near_semantic
+            params JSON,
+            kept_pair_id VARCHAR NOT NULL,
+            size INTEGER NOT NULL,
+            resolution VARCHAR NOT NULL DEFAULT 'auto',  -- auto, confirmed, not_duplicates
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE duplicate_members (
+            cluster_id VARCHAR NOT NULL,
+            pair_id VARCHAR NOT NULL,
+            revision_id VARCHAR NOT NULL,
+            similarity DOUBLE NOT NULL,
+            is_kept BOOLEAN NOT NULL,
+            PRIMARY KEY (cluster_id, pair_id)
+        )""")
+    con.execute("""
+        CREATE TABLE quality_signals (
+            revision_id VARCHAR NOT NULL,
+            pair_id VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            version VARCHAR NOT NULL,
+            score DOUBLE NOT NULL,
+            flagged BOOLEAN NOT NULL,
+            reason VARCHAR NOT NULL DEFAULT '',
+            details JSON,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (revision_id, name, version)
+        )""")
+    con.execute("""
+        CREATE TABLE embeddings (
+            revision_id VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,            -- model name@version
+            field VARCHAR NOT NULL,            -- prompt, full, ...
+            vector FLOAT[] NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (revision_id, model, field)
+        )""")
+    con.execute("""
+        CREATE TABLE clusterings (
+            id VARCHAR PRIMARY KEY,
+            model VARCHAR NOT NULL,
+            k INTEGER NOT NULL,
+            params JSON,
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE topic_clusters (
+            clustering_id VARCHAR NOT NULL,
+            cluster INTEGER NOT NULL,
+            name VARCHAR NOT NULL,
+            keywords VARCHAR[] NOT NULL,
+            size INTEGER NOT NULL,
+            PRIMARY KEY (clustering_id, cluster)
+        )""")
+    con.execute("""
+        CREATE TABLE cluster_assignments (
+            clustering_id VARCHAR NOT NULL,
+            revision_id VARCHAR NOT NULL,
+            pair_id VARCHAR NOT NULL,
+            cluster INTEGER NOT NULL,
+            x DOUBLE,
+            y DOUBLE,
+            PRIMARY KEY (clustering_id, revision_id)
+        )""")
+    con.execute("CREATE INDEX signals_pair_idx ON quality_signals(pair_id)")
+    con.execute("CREATE INDEX dup_members_pair_idx ON duplicate_members(pair_id)")
+
+
+@migration
+def m003_slices_and_runs(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+        CREATE TABLE slices (
+            id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            content_hash VARCHAR NOT NULL,     -- sha256 over (revision id, split, weight) in order
+            filter JSON NOT NULL,
+            seed INTEGER NOT NULL,
+            eval_fraction DOUBLE NOT NULL,
+            split_by VARCHAR NOT NULL,
+            parent_id VARCHAR,
+            n_items INTEGER NOT NULL,
+            n_train INTEGER NOT NULL,
+            n_eval INTEGER NOT NULL,
+            description VARCHAR NOT NULL DEFAULT '',
+            author VARCHAR NOT NULL DEFAULT '',
+            created_at TIMESTAMP NOT NULL,
+            UNIQUE (name, version)
+        )""")
+    con.execute("""
+        CREATE TABLE slice_items (
+            slice_id VARCHAR NOT NULL,
+            position INTEGER NOT NULL,
+            pair_id VARCHAR NOT NULL,
+            revision_id VARCHAR NOT NULL,
+            split VARCHAR NOT NULL,
+            weight DOUBLE NOT NULL DEFAULT 1.0,
+            PRIMARY KEY (slice_id, position)
+        )""")
+    con.execute("""
+        CREATE TABLE runs (
+            id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL DEFAULT '',
+            kind VARCHAR NOT NULL,             -- train, baseline
+            base_model VARCHAR NOT NULL,
+            slice_id VARCHAR,
+            slice_hash VARCHAR,
+            parent_run_id VARCHAR,
+            config JSON NOT NULL,
+            status VARCHAR NOT NULL,
+            run_dir VARCHAR NOT NULL,
+            adapter_path VARCHAR,
+            error VARCHAR,
+            summary JSON,
+            author VARCHAR NOT NULL DEFAULT '',
+            created_at TIMESTAMP NOT NULL,
+            started_at TIMESTAMP,
+            finished_at TIMESTAMP
+        )""")
+    con.execute("""
+        CREATE TABLE run_events (
+            run_id VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            message VARCHAR NOT NULL DEFAULT '',
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE run_metrics (
+            run_id VARCHAR NOT NULL,
+            step INTEGER NOT NULL,
+            name VARCHAR NOT NULL,             -- loss, val_loss, lr, tokens_per_s, grad_norm, ...
+            value DOUBLE NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (run_id, step, name)
+        )""")
+    con.execute("""
+        CREATE TABLE prediction_sets (
+            id VARCHAR PRIMARY KEY,
+            run_id VARCHAR NOT NULL,
+            slice_id VARCHAR,
+            split VARCHAR,
+            model VARCHAR NOT NULL,            -- base model (+ adapter path) that generated
+            generation_config JSON NOT NULL,
+            n INTEGER NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE predictions (
+            id VARCHAR PRIMARY KEY,
+            prediction_set_id VARCHAR NOT NULL,
+            run_id VARCHAR NOT NULL,
+            pair_id VARCHAR NOT NULL,
+            revision_id VARCHAR NOT NULL,
+            prompt VARCHAR NOT NULL,
+            output VARCHAR NOT NULL,
+            reference VARCHAR NOT NULL DEFAULT '',
+            n_prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            n_output_tokens INTEGER NOT NULL DEFAULT 0,
+            finish_reason VARCHAR NOT NULL DEFAULT 'stop',
+            latency_ms DOUBLE NOT NULL DEFAULT 0,
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE metrics (
+            run_id VARCHAR NOT NULL,
+            prediction_set_id VARCHAR NOT NULL,
+            slice_id VARCHAR,
+            scope VARCHAR NOT NULL,            -- overall, label:<name>, category:<id>, ...
+            name VARCHAR NOT NULL,
+            value DOUBLE NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (prediction_set_id, scope, name)
+        )""")
+    con.execute("CREATE INDEX predictions_set_idx ON predictions(prediction_set_id)")
+    con.execute("CREATE INDEX slice_items_slice_idx ON slice_items(slice_id)")
+
+
+@migration
+def m004_errors(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+        CREATE TABLE error_categories (
+            id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            description VARCHAR NOT NULL DEFAULT '',
+            merged_into VARCHAR,
+            active BOOLEAN NOT NULL DEFAULT true,
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE taxonomy_events (
+            id VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,             -- add, rename, merge, split, deactivate
+            payload JSON NOT NULL,
+            author VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE error_labels (
+            id VARCHAR PRIMARY KEY,
+            prediction_id VARCHAR NOT NULL,
+            category_id VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,           -- auto, human
+            detector VARCHAR NOT NULL DEFAULT '',
+            decision VARCHAR NOT NULL,         -- proposed, confirmed, rejected
+            confidence DOUBLE NOT NULL DEFAULT 1.0,
+            evidence VARCHAR NOT NULL DEFAULT '',
+            author VARCHAR NOT NULL DEFAULT '',
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE preference_pairs (
+            id VARCHAR PRIMARY KEY,
+            pair_id VARCHAR NOT NULL,
+            prediction_id VARCHAR,
+            prompt VARCHAR NOT NULL,
+            chosen VARCHAR NOT NULL,
+            rejected VARCHAR NOT NULL,
+            category_id VARCHAR,
+            author VARCHAR NOT NULL DEFAULT '',
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("CREATE INDEX error_labels_pred_idx ON error_labels(prediction_id)")
+
+
+@migration
+def m005_users(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+        CREATE TABLE users (
+            name VARCHAR PRIMARY KEY,
+            display_name VARCHAR NOT NULL DEFAULT '',
+            role VARCHAR NOT NULL,             -- admin, reviewer, annotator
+            password_hash VARCHAR,             -- scrypt; NULL for OIDC-only users
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("""
+        CREATE TABLE assignments (
+            pair_id VARCHAR NOT NULL,
+            user_name VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (pair_id, user_name)
+        )""")
+
+
+def applied(con: duckdb.DuckDBPyConnection) -> list[str]:
+    con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
+    return [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]
+
+
+def migrate(con: duckdb.DuckDBPyConnection, upto: str | None = None) -> list[str]:
+    """Apply pending migrations in order (up to and including ``upto``); return their names."""
+    done = set(applied(con))
+    ran: list[str] = []
+    for name, fn in MIGRATIONS:
+        if name not in done:
+            con.begin()
+            try:
+                fn(con)
+                con.execute(
+                    "INSERT INTO _migrations VALUES (?, ?)", [name, datetime.now(UTC).replace(tzinfo=None)]
+                )
+            except BaseException:
+                con.rollback()
+                raise
+            con.commit()
+            ran.append(name)
+        if upto is not None and name == upto:
+            break
+    return ran
+
+
+def schema(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str, str]]:
+    """(table, column, type, nullable) for every user table, in a stable order."""
+    return [
+        tuple(r)
+        for r in con.execute(
+            """SELECT table_name, column_name, data_type, is_nullable FROM information_schema.columns
+               WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"""
+        ).fetchall()
+    ]

@@ -1,0 +1,520 @@
+"""Pairs: append-only revisions and reviews, plus a current-state projection.
+
+- ``pair_revisions`` and ``reviews`` are logs: rows are inserted, never updated or deleted.
+- ``pairs`` holds, per pair, the head revision, the status and a ``version`` counter. It is
+  updated in the same transaction as the log row that changes it, so it always equals a
+  replay of the logs.
+- Optimistic concurrency: every edit or status change names the ``version`` it was based
+  on. If another writer got there first, the edit is still stored (as a revision marked
+  ``conflict`` whose parent is the revision the writer saw) and ``ConflictError`` tells
+  the caller; the head is not moved, so nothing is silently overwritten.
+- Bulk inserts move Arrow tables (``insert_rows``); a pair whose id already exists is
+  skipped, which makes re-imports no-ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import duckdb
+import orjson
+import polars as pl
+import pyarrow as pa
+
+from store.db import ConflictError, one, scalar
+from store.filters import compile_filter
+from store.ids import content_id, event_id, pair_content, pair_id
+from store.records import (
+    Message,
+    NewPair,
+    Pair,
+    PairRevision,
+    Provenance,
+    Review,
+    SliceFilter,
+    Status,
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def revision_id(pair: str, parent: str | None, content: dict[str, Any], tags: Sequence[str]) -> str:
+    return content_id({"pair": pair, "parent": parent, "content": content, "tags": sorted(tags)}, prefix="r_")
+
+
+# Arrow schema of a bulk batch: one row per new pair (its first revision).
+BATCH_SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("revision_id", pa.string()),
+        ("instruction", pa.string()),
+        ("input", pa.string()),
+        ("response", pa.string()),
+        ("system", pa.string()),
+        ("messages", pa.string()),  # JSON text or null
+        ("tags", pa.list_(pa.string())),
+        ("split", pa.string()),
+        ("status", pa.string()),
+        ("document_id", pa.string()),
+        ("page", pa.int32()),
+        ("element_ids", pa.list_(pa.string())),
+        ("char_start", pa.int32()),
+        ("char_end", pa.int32()),
+        ("generator", pa.string()),
+        ("generator_version", pa.string()),
+        ("source_uri", pa.string()),
+        ("source_line", pa.int32()),
+        ("author", pa.string()),
+    ]
+)
+
+
+def batch_row(
+    content: dict[str, Any],
+    *,
+    tags: Sequence[str] = (),
+    split: str | None = None,
+    status: str = "pending",
+    provenance: Provenance | None = None,
+    author: str = "import",
+) -> dict[str, Any]:
+    """One bulk-insert row from pair content (as made by ``store.ids.pair_content``)."""
+    pid = pair_id(content)
+    prov = provenance or Provenance()
+    return {
+        "pair_id": pid,
+        "revision_id": revision_id(pid, None, content, tags),
+        "instruction": content["instruction"],
+        "input": content["input"],
+        "response": content["response"],
+        "system": content["system"],
+        "messages": orjson.dumps(content["messages"]).decode() if content["messages"] else None,
+        "tags": list(tags),
+        "split": split,
+        "status": str(status),
+        "document_id": prov.document_id,
+        "page": prov.page,
+        "element_ids": list(prov.element_ids) or None,
+        "char_start": prov.char_start,
+        "char_end": prov.char_end,
+        "generator": prov.generator,
+        "generator_version": prov.generator_version,
+        "source_uri": prov.source_uri,
+        "source_line": prov.source_line,
+        "author": author,
+    }
+
+
+def rows_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=BATCH_SCHEMA)
+
+
+def _sql_literal(text: str) -> str:
+    """A string literal for the few places DuckDB cannot bind a parameter (table functions in DDL)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
+    """Insert new pairs from an Arrow table (or a Parquet path); return how many were new.
+
+    Rows whose pair id already exists, and repeats inside the batch, are skipped. The caller
+    owns the transaction.
+    """
+    ts = now()
+    if isinstance(batch, str):
+        source = "read_parquet(" + _sql_literal(batch) + ")"
+    else:
+        con.register("_batch_arrow", batch)
+        source = "_batch_arrow"
+    try:
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _batch_new AS
+               SELECT * FROM (
+                   SELECT *, row_number() OVER (PARTITION BY pair_id ORDER BY source_line NULLS LAST) AS _rn
+                   FROM {source}
+               ) b
+               WHERE _rn = 1 AND NOT EXISTS (SELECT 1 FROM pairs p WHERE p.id = b.pair_id)"""
+        )
+        n = scalar(con, "SELECT count(*) FROM _batch_new")
+        con.execute(
+            """INSERT INTO pair_revisions
+               (id, pair_id, revision_no, parent_id, instruction, input, response, system, messages,
+                tags, author, reason, conflict, created_at)
+               SELECT revision_id, pair_id, 1, NULL, instruction, coalesce(input, ''), coalesce(response, ''),
+                      coalesce(system, ''), messages::JSON, coalesce(tags, []), author, 'created', false, ?
+               FROM _batch_new""",
+            [ts],
+        )
+        con.execute(
+            """INSERT INTO pairs
+               (id, head_revision_id, version, status, split, duplicate_of, document_id, page, element_ids,
+                char_start, char_end, generator, generator_version, source_uri, source_line,
+                author, updated_by, created_at, updated_at)
+               SELECT pair_id, revision_id, 1, status, split, NULL, document_id, page, element_ids,
+                      char_start, char_end, generator, coalesce(generator_version, ''),
+                      coalesce(source_uri, ''), source_line, author, author, ?, ?
+               FROM _batch_new""",
+            [ts, ts],
+        )
+        return int(n)
+    finally:
+        con.execute("DROP TABLE IF EXISTS _batch_new")
+        if not isinstance(batch, str):
+            con.unregister("_batch_arrow")
+
+
+def add_pairs(con: duckdb.DuckDBPyConnection, pairs: Iterable[NewPair]) -> list[str]:
+    """Insert records (small batches: generators, tests, the app); return every pair id."""
+    rows = []
+    for p in pairs:
+        c = p.content
+        content = pair_content(
+            c.instruction, c.input, c.response, c.system, [m.model_dump() for m in c.messages]
+        )
+        rows.append(
+            batch_row(
+                content, tags=p.tags, split=p.split, status=p.status, provenance=p.provenance, author=p.author
+            )
+        )
+    if rows:
+        insert_rows(con, rows_to_arrow(rows))
+    return [r["pair_id"] for r in rows]
+
+
+# ---------------------------------------------------------------- reading
+
+_PAIR_COLUMNS = """p.id, p.head_revision_id, p.version, p.status, p.split, p.duplicate_of,
+    r.instruction, r.input, r.response, r.system, r.messages, r.tags,
+    p.document_id, p.page, p.element_ids, p.char_start, p.char_end, p.generator, p.generator_version,
+    p.source_uri, p.source_line, p.author, p.updated_by, p.created_at, p.updated_at"""
+
+_FROM = "pairs p JOIN pair_revisions r ON r.id = p.head_revision_id"
+
+
+def _messages(raw: Any) -> list[Message]:
+    if not raw:
+        return []
+    data = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    return [Message(**m) for m in data]
+
+
+def _to_pair(row: tuple) -> Pair:
+    (pid, head, version, status, split, dup, instr, inp, resp, system, messages, tags, doc, page, elems,
+     cs, ce, gen, genv, suri, sline, author, upd_by, created, updated) = row
+    return Pair(
+        id=pid, head_revision_id=head, version=version, status=status, split=split, duplicate_of=dup,
+        instruction=instr, input=inp, response=resp, system=system, messages=_messages(messages),
+        tags=list(tags or []),
+        provenance=Provenance(
+            document_id=doc, page=page, element_ids=list(elems or []), char_start=cs, char_end=ce,
+            generator=gen, generator_version=genv, source_uri=suri, source_line=sline,
+        ),
+        author=author, updated_by=upd_by, created_at=created, updated_at=updated,
+    )
+
+
+def get(con: duckdb.DuckDBPyConnection, pid: str) -> Pair:
+    row = one(con, f"SELECT {_PAIR_COLUMNS} FROM {_FROM} WHERE p.id = ?", [pid])
+    if row is None:
+        raise KeyError(f"no pair with id {pid!r}")
+    return _to_pair(row)
+
+
+def query(
+    con: duckdb.DuckDBPyConnection,
+    flt: SliceFilter | None = None,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    order: str = "created",
+) -> list[Pair]:
+    """One page of pairs matching ``flt``; filtering, ordering and paging happen in SQL."""
+    where, params = compile_filter(flt or SliceFilter(exclude_duplicates=False))
+    order_sql = {
+        "created": "p.created_at, p.id",
+        "updated": "p.updated_at DESC, p.id",
+        "id": "p.id",
+        "source": "p.source_uri, p.source_line, p.document_id, p.char_start, p.id",
+    }[order]
+    rows = con.execute(
+        f"SELECT {_PAIR_COLUMNS} FROM {_FROM} WHERE {where} ORDER BY {order_sql} LIMIT ? OFFSET ?",
+        [*params, int(limit), int(offset)],
+    ).fetchall()
+    return [_to_pair(r) for r in rows]
+
+
+def count(con: duckdb.DuckDBPyConnection, flt: SliceFilter | None = None) -> int:
+    where, params = compile_filter(flt or SliceFilter(exclude_duplicates=False))
+    return int(scalar(con, f"SELECT count(*) FROM {_FROM} WHERE {where}", params))
+
+
+def frame(con: duckdb.DuckDBPyConnection, flt: SliceFilter | None = None, *, limit: int | None = None) -> pl.DataFrame:
+    """Matching pairs (head content + provenance columns) as a Polars frame."""
+    where, params = compile_filter(flt or SliceFilter(exclude_duplicates=False))
+    lim = "" if limit is None else f" LIMIT {int(limit)}"
+    return con.sql(
+        f"""SELECT p.id AS pair_id, p.head_revision_id AS revision_id, p.status, p.split,
+                   r.instruction, r.input, r.response, r.system, r.messages::VARCHAR AS messages, r.tags,
+                   p.document_id, p.page, p.char_start, p.char_end, p.generator, p.generator_version,
+                   p.source_uri, p.source_line, p.created_at
+            FROM {_FROM} WHERE {where} ORDER BY p.created_at, p.id{lim}""",
+        params=params,
+    ).pl()
+
+
+def count_by_status(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    out = {s.value: 0 for s in Status}
+    for status, n in con.execute("SELECT status, count(*) FROM pairs GROUP BY status").fetchall():
+        out[status] = int(n)
+    return out
+
+
+def history(con: duckdb.DuckDBPyConnection, pid: str) -> list[PairRevision]:
+    head = one(con, "SELECT head_revision_id FROM pairs WHERE id = ?", [pid])
+    rows = con.execute(
+        """SELECT id, pair_id, revision_no, parent_id, instruction, input, response, system, messages, tags,
+                  author, reason, created_at
+           FROM pair_revisions WHERE pair_id = ? ORDER BY revision_no, created_at""",
+        [pid],
+    ).fetchall()
+    return [
+        PairRevision(
+            id=r[0], pair_id=r[1], revision_no=r[2], parent_id=r[3], instruction=r[4], input=r[5],
+            response=r[6], system=r[7], messages=_messages(r[8]), tags=list(r[9] or []), author=r[10],
+            reason=r[11], created_at=r[12], is_head=bool(head and head[0] == r[0]),
+        )
+        for r in rows
+    ]
+
+
+def reviews(con: duckdb.DuckDBPyConnection, pid: str) -> list[Review]:
+    rows = con.execute(
+        """SELECT id, pair_id, revision_id, status, previous_status, author, comment, created_at
+           FROM reviews WHERE pair_id = ? ORDER BY created_at, id""",
+        [pid],
+    ).fetchall()
+    return [
+        Review(id=r[0], pair_id=r[1], revision_id=r[2], status=r[3], previous_status=r[4], author=r[5],
+               comment=r[6], created_at=r[7])
+        for r in rows
+    ]
+
+
+# ---------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class RevisionResult:
+    revision_id: str
+    version: int
+    conflict: bool = False
+
+
+def revise(
+    con: duckdb.DuckDBPyConnection,
+    pid: str,
+    *,
+    expected_version: int,
+    author: str,
+    reason: str = "",
+    instruction: str | None = None,
+    input: str | None = None,
+    response: str | None = None,
+    system: str | None = None,
+    messages: list[dict[str, str]] | None = None,
+    tags: Sequence[str] | None = None,
+    status: Status | str | None = None,
+    base_revision_id: str | None = None,
+) -> RevisionResult:
+    """Append a revision of ``pid`` based on ``expected_version``; move the head if still current.
+
+    On a stale ``expected_version`` the revision is still stored (``conflict = true``, its
+    parent is the head the writer saw) and ``ConflictError`` is raised after commit.
+    Runs in its own transaction.
+    """
+    con.begin()
+    try:
+        cur = one(con,
+            """SELECT p.version, p.head_revision_id, p.status, r.instruction, r.input, r.response, r.system,
+                      r.messages, r.tags, r.revision_no
+               FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id WHERE p.id = ?""",
+            [pid],
+        )
+        if cur is None:
+            raise KeyError(f"no pair with id {pid!r}")
+        version, head, cur_status, c_instr, c_inp, c_resp, c_sys, c_msgs, c_tags, _ = cur
+        conflict = version != expected_version
+        # The writer's base is the revision they were looking at; on a conflict the new
+        # revision hangs off it, beside the current head, rather than off the head.
+        base_id = base_revision_id or head
+        base = {"instruction": c_instr, "input": c_inp, "response": c_resp, "system": c_sys,
+                "messages": [m.model_dump() for m in _messages(c_msgs)]}
+        new_content = pair_content(
+            base["instruction"] if instruction is None else instruction,
+            base["input"] if input is None else input,
+            base["response"] if response is None else response,
+            base["system"] if system is None else system,
+            base["messages"] if messages is None else messages,
+        )
+        new_tags = list(c_tags or []) if tags is None else list(tags)
+        same_content = new_content == pair_content(**base) and sorted(new_tags) == sorted(c_tags or [])
+        ts = now()
+        rev_no = scalar(con,
+            "SELECT coalesce(max(revision_no), 0) + 1 FROM pair_revisions WHERE pair_id = ?", [pid]
+        )
+        rid = head
+        if not same_content:
+            rid = revision_id(pid, base_id, new_content, new_tags)
+            if conflict:
+                rid = content_id({"r": rid, "conflict_at": ts.isoformat(), "author": author}, prefix="r_")
+            exists = one(con, "SELECT 1 FROM pair_revisions WHERE id = ?", [rid])
+            if not exists:
+                con.execute(
+                    """INSERT INTO pair_revisions (id, pair_id, revision_no, parent_id, instruction, input,
+                           response, system, messages, tags, author, reason, conflict, created_at)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?, ?, ?, ?, ?)""",
+                    [rid, pid, rev_no, base_id, new_content["instruction"], new_content["input"],
+                     new_content["response"], new_content["system"],
+                     orjson.dumps(new_content["messages"]).decode() if new_content["messages"] else None,
+                     new_tags, author, reason, conflict, ts],
+                )
+        if conflict:
+            con.commit()
+            raise ConflictError(
+                f"Pair {pid} changed since you opened it (version {expected_version} -> {version}). "
+                f"Your edit was kept as revision {rid} beside the current one; nothing was overwritten.",
+                kept_revision_id=rid,
+            )
+        new_status = str(status) if status is not None else cur_status
+        if rid != head or new_status != cur_status:
+            con.execute(
+                """UPDATE pairs SET head_revision_id = ?, version = version + 1, status = ?, updated_by = ?,
+                       updated_at = ? WHERE id = ? AND version = ?""",
+                [rid, new_status, author, ts, pid, version],
+            )
+            if new_status != cur_status or rid != head:
+                con.execute(
+                    "INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [event_id("v_"), pid, rid, new_status, cur_status, author, reason, ts],
+                )
+            version += 1
+        con.commit()
+        return RevisionResult(revision_id=rid, version=version)
+    except ConflictError:
+        raise
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def set_status(
+    con: duckdb.DuckDBPyConnection,
+    pid: str,
+    status: Status | str,
+    *,
+    author: str,
+    comment: str = "",
+    expected_version: int | None = None,
+    duplicate_of: str | None = None,
+) -> int:
+    """Record a review decision; returns the new version. Own transaction."""
+    status = Status(status)
+    con.begin()
+    try:
+        cur = one(con, "SELECT version, status, head_revision_id FROM pairs WHERE id = ?", [pid])
+        if cur is None:
+            raise KeyError(f"no pair with id {pid!r}")
+        version, prev, head = cur
+        if expected_version is not None and expected_version != version:
+            raise ConflictError(
+                f"Pair {pid} changed since you opened it (version {expected_version} -> {version}); "
+                f"reload it and decide again."
+            )
+        ts = now()
+        con.execute(
+            """UPDATE pairs SET status = ?, version = version + 1, updated_by = ?, updated_at = ?,
+                   duplicate_of = CASE WHEN ? = 'duplicate' THEN ? ELSE duplicate_of END
+               WHERE id = ?""",
+            [status.value, author, ts, status.value, duplicate_of, pid],
+        )
+        con.execute(
+            "INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [event_id("v_"), pid, head, status.value, prev, author, comment, ts],
+        )
+        con.commit()
+        return version + 1
+    except ConflictError:
+        con.rollback()
+        raise
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def set_status_many(
+    con: duckdb.DuckDBPyConnection,
+    pair_ids: Sequence[str],
+    status: Status | str,
+    *,
+    author: str,
+    comment: str = "",
+    duplicate_of: Sequence[str | None] | None = None,
+) -> int:
+    """Bulk review decision (one transaction); pairs already in ``status`` are left alone."""
+    status = Status(status)
+    if not pair_ids:
+        return 0
+    tbl = pa.table({"pair_id": list(pair_ids),
+                    "dup": list(duplicate_of) if duplicate_of is not None else [None] * len(pair_ids)},
+                   schema=pa.schema([("pair_id", pa.string()), ("dup", pa.string())]))
+    ts = now()
+    con.begin()
+    try:
+        con.register("_ids", tbl)
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE _chg AS
+               SELECT p.id, p.status AS prev, p.head_revision_id AS head, i.dup
+               FROM pairs p JOIN (SELECT DISTINCT ON (pair_id) * FROM _ids) i ON i.pair_id = p.id
+               WHERE p.status <> ?""",
+            [status.value],
+        )
+        n = scalar(con, "SELECT count(*) FROM _chg")
+        con.execute(
+            """INSERT INTO reviews SELECT 'v_' || md5(id || ? || random()::VARCHAR), id, head, ?, prev, ?, ?, ?
+               FROM _chg""",
+            [ts.isoformat(), status.value, author, comment, ts],
+        )
+        con.execute(
+            """UPDATE pairs SET status = ?, version = pairs.version + 1, updated_by = ?, updated_at = ?,
+                   duplicate_of = CASE WHEN ? = 'duplicate' THEN _chg.dup ELSE pairs.duplicate_of END
+               FROM _chg WHERE pairs.id = _chg.id""",
+            [status.value, author, ts, status.value],
+        )
+        con.execute("DROP TABLE _chg")
+        con.unregister("_ids")
+        con.commit()
+        return int(n)
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def revisions_frame(con: duckdb.DuckDBPyConnection, revision_ids: Sequence[str]) -> pl.DataFrame:
+    """Content of specific revisions (e.g. a slice's items), in the order given."""
+    tbl = pa.table({"rid": list(revision_ids), "pos": list(range(len(revision_ids)))})
+    con.register("_rids", tbl)
+    try:
+        return con.sql(
+            """SELECT r.id AS revision_id, r.pair_id, r.instruction, r.input, r.response, r.system,
+                      r.messages::VARCHAR AS messages, r.tags, p.document_id, p.page, p.char_start, p.char_end,
+                      p.generator, p.generator_version, p.source_uri, p.source_line, p.status
+               FROM _rids x JOIN pair_revisions r ON r.id = x.rid JOIN pairs p ON p.id = r.pair_id
+               ORDER BY x.pos"""
+        ).pl()
+    finally:
+        con.unregister("_rids")

@@ -1,0 +1,234 @@
+"""Slices: named, frozen, seeded lists of pair-revision ids.
+
+A slice is written once and never changed. It records the filter that chose it, the seed,
+the eval fraction, the unit kept whole on one side of the split (``pair``, ``document`` or
+``cluster``: pairs from one document never straddle train and eval) and an optional parent
+slice. Its ``content_hash`` is the SHA-256 of its ordered (revision, split, weight) items,
+so two slices with the same hash train on exactly the same data. The same name again makes
+a new version; ``get(name)`` returns the newest.
+
+Split assignment is deterministic: units are sorted, shuffled with ``random.Random(seed)``
+and the first ``round(n_units * eval_fraction)`` go to eval. Item order inside the slice is
+a seeded shuffle too, so the training order is reproducible.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import orjson
+import polars as pl
+import pyarrow as pa
+
+from store.db import one, scalar
+from store.filters import compile_filter
+from store.ids import content_id, event_id
+from store.pairs import now
+from store.records import Slice, SliceFilter, SliceItem
+
+SPLIT_UNITS = ("pair", "document", "cluster", "existing")
+
+
+@dataclass(frozen=True)
+class Item:
+    pair_id: str
+    revision_id: str
+    split: str
+    weight: float = 1.0
+
+
+def assign_splits(units: Sequence[str], eval_fraction: float, seed: int) -> dict[str, str]:
+    """Map each distinct unit to train/eval; deterministic for (set of units, fraction, seed)."""
+    distinct = sorted(set(units))
+    random.Random(seed).shuffle(distinct)
+    n_eval = int(round(len(distinct) * eval_fraction))
+    if eval_fraction > 0 and n_eval == 0 and len(distinct) > 1:
+        n_eval = 1
+    return {u: ("eval" if i < n_eval else "train") for i, u in enumerate(distinct)}
+
+
+def candidates(con: duckdb.DuckDBPyConnection, flt: SliceFilter) -> pl.DataFrame:
+    """Pairs matching ``flt`` with the columns split assignment needs."""
+    where, params = compile_filter(flt)
+    lim = f" LIMIT {int(flt.limit)}" if flt.limit else ""
+    return con.sql(
+        f"""SELECT p.id AS pair_id, p.head_revision_id AS revision_id, p.split AS declared_split,
+                   coalesce(p.document_id, nullif(p.source_uri, ''), p.id) AS document_unit,
+                   coalesce(
+                     (SELECT min(m2.pair_id) FROM duplicate_members m1
+                        JOIN duplicate_clusters c ON c.id = m1.cluster_id AND c.resolution <> 'not_duplicates'
+                        JOIN duplicate_members m2 ON m2.cluster_id = m1.cluster_id
+                      WHERE m1.pair_id = p.id), p.id) AS cluster_unit
+            FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id
+            WHERE {where} ORDER BY p.id{lim}""",
+        params=params,
+    ).pl()
+
+
+def plan_items(cands: pl.DataFrame, *, seed: int, eval_fraction: float, split_by: str) -> list[Item]:
+    """Pure: split assignment and seeded order for candidate rows."""
+    if split_by not in SPLIT_UNITS:
+        raise ValueError(f"split_by must be one of {SPLIT_UNITS}, not {split_by!r}")
+    rows = cands.to_dicts()
+    if split_by == "existing":
+        split_of = {r["pair_id"]: (r["declared_split"] or "train") for r in rows}
+        items = [Item(r["pair_id"], r["revision_id"], split_of[r["pair_id"]]) for r in rows]
+    else:
+        unit_col = {"pair": "pair_id", "document": "document_unit", "cluster": "cluster_unit"}[split_by]
+        assignment = assign_splits([r[unit_col] for r in rows], eval_fraction, seed)
+        items = [Item(r["pair_id"], r["revision_id"], assignment[r[unit_col]]) for r in rows]
+    items.sort(key=lambda it: it.pair_id)
+    random.Random(seed + 1).shuffle(items)
+    items.sort(key=lambda it: it.split != "train")  # stable: train first, each side shuffled
+    return items
+
+
+def items_hash(items: Sequence[Item]) -> str:
+    return content_id([[it.revision_id, it.split, it.weight] for it in items], prefix="h_", length=64)
+
+
+def freeze(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    items: Sequence[Item],
+    *,
+    filter: dict[str, Any] | None = None,
+    seed: int = 0,
+    eval_fraction: float = 0.0,
+    split_by: str = "pair",
+    parent_id: str | None = None,
+    description: str = "",
+    author: str = "",
+) -> Slice:
+    """Write a slice and its items in one transaction; returns the frozen record."""
+    if not name or not name.strip():
+        raise ValueError("a slice needs a name")
+    if not items:
+        raise ValueError(f"slice {name!r} would be empty: no pairs match its filter")
+    h = items_hash(items)
+    ts = now()
+    con.begin()
+    try:
+        version = scalar(con,
+            "SELECT coalesce(max(version), 0) + 1 FROM slices WHERE name = ?", [name]
+        )
+        sid = event_id("s_")
+        n_train = sum(1 for it in items if it.split == "train")
+        con.execute(
+            "INSERT INTO slices VALUES (?, ?, ?, ?, ?::JSON, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [sid, name, version, h, orjson.dumps(filter or {}).decode(), seed, eval_fraction, split_by,
+             parent_id, len(items), n_train, len(items) - n_train, description, author, ts],
+        )
+        tbl = pa.table({
+            "slice_id": [sid] * len(items),
+            "position": list(range(len(items))),
+            "pair_id": [it.pair_id for it in items],
+            "revision_id": [it.revision_id for it in items],
+            "split": [it.split for it in items],
+            "weight": [float(it.weight) for it in items],
+        })
+        con.register("_items", tbl)
+        con.execute("INSERT INTO slice_items SELECT * FROM _items")
+        con.unregister("_items")
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return get(con, sid)
+
+
+def create(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    flt: SliceFilter,
+    *,
+    seed: int = 0,
+    eval_fraction: float = 0.1,
+    split_by: str = "document",
+    parent_id: str | None = None,
+    description: str = "",
+    author: str = "",
+) -> Slice:
+    """Freeze the pairs matching ``flt`` (their current head revisions) as a new slice."""
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"eval fraction must be in [0, 1), not {eval_fraction}")
+    items = plan_items(candidates(con, flt), seed=seed, eval_fraction=eval_fraction, split_by=split_by)
+    return freeze(
+        con, name, items, filter=flt.model_dump(mode="json", exclude_none=True), seed=seed,
+        eval_fraction=eval_fraction, split_by=split_by, parent_id=parent_id, description=description,
+        author=author,
+    )
+
+
+_SLICE_COLS = """id, name, version, content_hash, filter, seed, eval_fraction, split_by, parent_id, n_items,
+    n_train, n_eval, description, author, created_at"""
+
+
+def _to_slice(r: tuple) -> Slice:
+    return Slice(
+        id=r[0], name=r[1], version=r[2], content_hash=r[3], filter=orjson.loads(r[4]) if r[4] else {},
+        seed=r[5], eval_fraction=r[6], split_by=r[7], parent_id=r[8], n_items=r[9], n_train=r[10],
+        n_eval=r[11], description=r[12], author=r[13], created_at=r[14],
+    )
+
+
+def get(con: duckdb.DuckDBPyConnection, ref: str) -> Slice:
+    """A slice by id, ``name`` (newest version) or ``name@version``."""
+    name, _, ver = ref.partition("@")
+    if ver:
+        row = one(con, f"SELECT {_SLICE_COLS} FROM slices WHERE name = ? AND version = ?", [name, int(ver)])
+    else:
+        row = one(con,
+            f"SELECT {_SLICE_COLS} FROM slices WHERE id = ? OR name = ? ORDER BY (id = ?) DESC, version DESC LIMIT 1",
+            [ref, ref, ref],
+        )
+    if row is None:
+        raise KeyError(f"no slice named {ref!r}; `tuneloop slice list` shows the slices")
+    return _to_slice(row)
+
+
+def list_slices(con: duckdb.DuckDBPyConnection) -> list[Slice]:
+    rows = con.execute(f"SELECT {_SLICE_COLS} FROM slices ORDER BY name, version").fetchall()
+    return [_to_slice(r) for r in rows]
+
+
+def items(con: duckdb.DuckDBPyConnection, slice_id: str, split: str | None = None) -> list[SliceItem]:
+    sql = "SELECT slice_id, position, pair_id, revision_id, split, weight FROM slice_items WHERE slice_id = ?"
+    params: list[Any] = [slice_id]
+    if split:
+        sql += " AND split = ?"
+        params.append(split)
+    rows = con.execute(sql + " ORDER BY position", params).fetchall()
+    return [SliceItem(slice_id=r[0], position=r[1], pair_id=r[2], revision_id=r[3], split=r[4], weight=r[5])
+            for r in rows]
+
+
+def examples(con: duckdb.DuckDBPyConnection, slice_id: str, split: str | None = None) -> pl.DataFrame:
+    """The slice's items joined with their (frozen) revision content and provenance, in order."""
+    sql = """SELECT i.position, i.split, i.weight, r.id AS revision_id, r.pair_id, r.instruction, r.input,
+                    r.response, r.system, r.messages::VARCHAR AS messages, r.tags, p.document_id, p.page,
+                    p.char_start, p.char_end, p.generator, p.generator_version, p.source_uri, p.source_line
+             FROM slice_items i JOIN pair_revisions r ON r.id = i.revision_id JOIN pairs p ON p.id = i.pair_id
+             WHERE i.slice_id = ?"""
+    params: list[Any] = [slice_id]
+    if split:
+        sql += " AND i.split = ?"
+        params.append(split)
+    return con.sql(sql + " ORDER BY i.position", params=params).pl()
+
+
+def lineage(con: duckdb.DuckDBPyConnection, slice_id: str) -> list[Slice]:
+    """This slice and its ancestors, newest first."""
+    out: list[Slice] = []
+    seen: set[str] = set()
+    cur: str | None = slice_id
+    while cur and cur not in seen:
+        seen.add(cur)
+        s = get(con, cur)
+        out.append(s)
+        cur = s.parent_id
+    return out

@@ -1,0 +1,49 @@
+"""The `tuneloop` command: one thin CLI over the library functions every stage exposes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from store.config import ConfigError
+from store.db import ConflictError, StoreBusyError
+from tuneloop.commands import analysis_cmds, data_cmds, errors_cmds, ingest_cmds, training_cmds
+from tuneloop.common import err
+
+app = typer.Typer(
+    name="tuneloop",
+    help="Data-centric annotation and error analysis for fine-tuning LLMs.\n\n"
+    "Example: tuneloop init ./proj && tuneloop import data.jsonl --project ./proj && tuneloop stats --project ./proj",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+for module in (data_cmds, ingest_cmds, analysis_cmds, training_cmds, errors_cmds):
+    module.register(app)
+
+
+def main() -> None:
+    """Run the CLI; expected failures print one line, anything else one line plus a hint."""
+    try:
+        app()
+    except (StoreBusyError, ConfigError, ConflictError, FileNotFoundError, KeyError, ValueError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)
+    except Exception as exc:  # a bug: still one clean line unless debugging is asked for
+        if os.environ.get("TUNELOOP_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+        err.print("[dim](set TUNELOOP_DEBUG=1 for the traceback)[/]")
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

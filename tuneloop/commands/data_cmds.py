@@ -1,0 +1,337 @@
+"""Foundation commands: init, import, export, pairs, slice, stats, sample, ui."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ingest.datasets import FORMATS, FileFormatError, parse_mapping
+from ingest.exporter import EXPORT_FORMATS, export_slice
+from ingest.importer import import_file
+from store import pairs as pairs_store
+from store import slices as slices_store
+from store.filters import parse_where
+from store.records import SliceFilter, Status
+from store.stats import project_stats
+from tuneloop.common import AuthorOpt, ProjectOpt, console, default_author, err, fail, project
+
+slice_app = typer.Typer(help="Frozen, seeded slices of pairs.", no_args_is_help=True)
+pairs_app = typer.Typer(help="List, show, edit and review pairs.", no_args_is_help=True)
+
+
+def init(path: Annotated[Path, typer.Argument(help="Folder for the new project.")] = Path(".")) -> None:
+    """Create a project folder with its database (idempotent).
+
+    Example: tuneloop init ./my-project
+    """
+    p = project(path, create=True)
+    console.print(f"project ready at [bold]{p.root}[/]")
+
+
+def import_cmd(
+    files: Annotated[list[Path], typer.Argument(help="Files to import.")],
+    format: Annotated[str | None, typer.Option("--format", "-f", help=f"One of {'|'.join(FORMATS)} (default: detect).")] = None,
+    map: Annotated[str | None, typer.Option("--map", help="Column mapping for CSV/Parquet, e.g. instruction=text,response=category.")] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
+    status: Annotated[Status, typer.Option(help="Status given to new pairs.")] = Status.pending,
+    project_dir: ProjectOpt = None,
+    author: AuthorOpt = "",
+) -> None:
+    """Import datasets (Alpaca, ShareGPT, chat messages, prompt/completion, CSV, Parquet).
+
+    Each file is one transaction: it lands whole (its valid lines) or not at all. Malformed
+    lines are reported with file, line and field, and make the exit code 1.
+
+    Example: tuneloop import data.jsonl intents.csv --map instruction=text,response=category
+    """
+    if format and format not in FORMATS:
+        raise fail(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
+    try:
+        mapping = parse_mapping(map)
+    except FileFormatError as exc:
+        raise fail(str(exc)) from None
+    p = project(project_dir, create=True)
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not sys.stderr.isatty()) as bar:
+        for f in files:
+            task = bar.add_task(f"importing {f.name}", total=None)
+            r = import_file(p, f, format, encoding=encoding, mapping=mapping, author=author or default_author(),
+                            status=status.value, progress=lambda n, t=task: bar.advance(t, n))
+            bar.remove_task(task)
+            results.append(r)
+            if r.fatal:
+                err.print(f"[red]error:[/] {r.fatal}", highlight=False, soft_wrap=True)
+            for e in r.errors[:20]:
+                err.print(f"[yellow]skipped[/] {e.message}", highlight=False, soft_wrap=True)
+            if len(r.errors) > 20:
+                err.print(f"[yellow]... and {r.skipped - 20} more skipped lines in {f}[/]")
+    t = Table(title="import summary")
+    for c in ("file", "format", "rows", "new", "already present", "skipped", "result"):
+        t.add_column(c, justify="right" if c in ("rows", "new", "already present", "skipped") else "left")
+    for r in results:
+        res = "[red]failed[/]" if r.fatal else ("[yellow]partial[/]" if r.skipped else "[green]ok[/]")
+        t.add_row(r.path, r.format, str(r.rows), str(r.new), str(r.existing), str(r.skipped), res)
+    console.print(t)
+    if any(not r.ok for r in results):
+        raise typer.Exit(1)
+
+
+def export_cmd(
+    slice: Annotated[str, typer.Option("--slice", "-s", help="Slice name (newest version), name@version or id.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file.")],
+    format: Annotated[str, typer.Option("--format", "-f", help=f"One of {'|'.join(EXPORT_FORMATS)}.")] = "messages",
+    split: Annotated[str | None, typer.Option(help="Only this split (train or eval).")] = None,
+    project_dir: ProjectOpt = None,
+) -> None:
+    """Export a slice for training anywhere (TRL, LLaMA-Factory, axolotl), with provenance and split.
+
+    Example: tuneloop export --slice support-v1 --format messages --out train.jsonl
+    """
+    p = project(project_dir)
+    n = export_slice(p, slice, format, out, split)
+    console.print(f"wrote {n} records to [bold]{out}[/] ({format})")
+
+
+def stats(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False, project_dir: ProjectOpt = None) -> None:
+    """Counts of documents, pairs by status, revisions, slices, runs, predictions and error labels.
+
+    Example: tuneloop stats --json
+    """
+    p = project(project_dir)
+    with p.connect() as con:
+        s = project_stats(con)
+    if json_out:
+        print(json.dumps(s, indent=2))
+        return
+    t = Table(title=f"project {p.root}")
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    for k, v in s.items():
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                t.add_row(f"{k}: {k2}", str(v2))
+        else:
+            t.add_row(k, str(v))
+    console.print(t)
+
+
+# ------------------------------------------------------------------ slices
+
+
+@slice_app.command("create")
+def slice_create(
+    name: Annotated[str, typer.Argument(help="Slice name; the same name again makes a new version.")],
+    where: Annotated[str, typer.Option(help="Filter, e.g. 'status=accepted and clean=pii'. Fields: status, tag, text, document, generator, split, flagged, clean, cluster, limit, duplicates.")] = "status=accepted",
+    split: Annotated[float, typer.Option("--split", help="Train fraction, e.g. 0.9 (the rest is eval).")] = 0.9,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the order.")] = 0,
+    split_by: Annotated[str, typer.Option(help="Unit kept on one side: document, cluster, pair, or existing (use each pair's split).")] = "document",
+    parent: Annotated[str | None, typer.Option(help="Parent slice (name or id).")] = None,
+    description: Annotated[str, typer.Option(help="Free text.")] = "",
+    project_dir: ProjectOpt = None,
+    author: AuthorOpt = "",
+) -> None:
+    """Freeze the pairs matching a filter as a named, seeded slice with a train/eval split.
+
+    Example: tuneloop slice create support-v1 --where "status=accepted" --split 0.9 --seed 0
+    """
+    if not 0 < split <= 1:
+        raise fail(f"--split {split}: expected the train fraction in (0, 1], e.g. 0.9")
+    flt = parse_where(where)
+    p = project(project_dir)
+    with p.connect() as con:
+        parent_id = slices_store.get(con, parent).id if parent else None
+        s = slices_store.create(con, name, flt, seed=seed, eval_fraction=round(1 - split, 6), split_by=split_by,
+                                parent_id=parent_id, description=description, author=author or default_author())
+    console.print(f"slice [bold]{s.name}@{s.version}[/] ({s.id}): {s.n_items} items, {s.n_train} train / "
+                  f"{s.n_eval} eval, hash {s.content_hash[:16]}")
+
+
+@slice_app.command("list")
+def slice_list(project_dir: ProjectOpt = None) -> None:
+    """List slices with their sizes and hashes.
+
+    Example: tuneloop slice list
+    """
+    p = project(project_dir)
+    with p.connect() as con:
+        rows = slices_store.list_slices(con)
+    t = Table(title="slices")
+    for c in ("name", "version", "id", "items", "train", "eval", "split by", "seed", "parent", "hash", "created"):
+        t.add_column(c)
+    for s in rows:
+        t.add_row(s.name, str(s.version), s.id, str(s.n_items), str(s.n_train), str(s.n_eval), s.split_by,
+                  str(s.seed), s.parent_id or "", s.content_hash[:12], str(s.created_at)[:19])
+    console.print(t)
+
+
+@slice_app.command("show")
+def slice_show(ref: Annotated[str, typer.Argument(help="Slice name, name@version or id.")], project_dir: ProjectOpt = None) -> None:
+    """Show a slice: definition, lineage and first items.
+
+    Example: tuneloop slice show support-v1
+    """
+    p = project(project_dir)
+    with p.connect() as con:
+        s = slices_store.get(con, ref)
+        lineage = slices_store.lineage(con, s.id)
+        ex = slices_store.examples(con, s.id).head(10)
+    console.print_json(data=s.model_dump(mode="json"))
+    console.print("lineage: " + " <- ".join(f"{x.name}@{x.version}" for x in lineage))
+    for row in ex.iter_rows(named=True):
+        console.print(f"[dim]{row['split']:5}[/] {row['instruction'][:80]!r} -> {row['response'][:60]!r}", highlight=False)
+
+
+# ------------------------------------------------------------------ pairs
+
+
+@pairs_app.command("list")
+def pairs_list(
+    where: Annotated[str, typer.Option(help="Filter (as in `slice create --where`).")] = "duplicates=include",
+    limit: int = 20,
+    offset: int = 0,
+    project_dir: ProjectOpt = None,
+) -> None:
+    """List pairs matching a filter.
+
+    Example: tuneloop pairs list --where "status=pending" --limit 50
+    """
+    p = project(project_dir)
+    with p.connect() as con:
+        flt = parse_where(where)
+        total = pairs_store.count(con, flt)
+        rows = pairs_store.query(con, flt, limit=limit, offset=offset)
+    t = Table(title=f"{total} pairs")
+    for c in ("id", "status", "v", "instruction", "response", "source"):
+        t.add_column(c, overflow="ellipsis", max_width=50 if c in ("instruction", "response") else None)
+    for r in rows:
+        src = r.provenance.source_uri or r.provenance.document_id or ""
+        t.add_row(r.id, r.status, str(r.version), r.instruction, r.response, src)
+    console.print(t)
+
+
+@pairs_app.command("show")
+def pairs_show(pair_id: str, project_dir: ProjectOpt = None) -> None:
+    """Show a pair with its full revision and review history.
+
+    Example: tuneloop pairs show p_0123abcd...
+    """
+    p = project(project_dir)
+    with p.connect() as con:
+        pair = pairs_store.get(con, pair_id)
+        hist = pairs_store.history(con, pair_id)
+        revs = pairs_store.reviews(con, pair_id)
+    console.print_json(data=pair.model_dump(mode="json"))
+    for h in hist:
+        mark = "*" if h.is_head else " "
+        console.print(f"{mark} r{h.revision_no} {h.id} by {h.author} ({h.reason}) {str(h.created_at)[:19]}", highlight=False)
+    for rv in revs:
+        console.print(f"  review {rv.previous_status} -> {rv.status} by {rv.author} {rv.comment}", highlight=False)
+
+
+@pairs_app.command("edit")
+def pairs_edit(
+    pair_id: str,
+    instruction: Annotated[str | None, typer.Option()] = None,
+    input: Annotated[str | None, typer.Option("--input")] = None,
+    response: Annotated[str | None, typer.Option()] = None,
+    tags: Annotated[str | None, typer.Option(help="Comma-separated tags (replaces the list).")] = None,
+    reason: Annotated[str, typer.Option(help="Why (kept in the history).")] = "",
+    version: Annotated[int | None, typer.Option(help="The version you edited (default: current).")] = None,
+    project_dir: ProjectOpt = None,
+    author: AuthorOpt = "",
+) -> None:
+    """Edit a pair: appends a revision (the old one stays in the history).
+
+    Example: tuneloop pairs edit p_0123... --response "Corrected answer" --reason "typo"
+    """
+    p = project(project_dir)
+    with p.connect() as con:
+        cur = pairs_store.get(con, pair_id)
+        res = pairs_store.revise(
+            con, pair_id, expected_version=version if version is not None else cur.version,
+            author=author or default_author(), reason=reason, instruction=instruction, input=input,
+            response=response, tags=[t.strip() for t in tags.split(",") if t.strip()] if tags is not None else None,
+        )
+    console.print(f"pair {pair_id}: head revision {res.revision_id}, version {res.version}")
+
+
+def _review(status: Status):
+    def cmd(
+        pair_ids: Annotated[list[str], typer.Argument(help="Pair ids.")],
+        comment: Annotated[str, typer.Option(help="Why.")] = "",
+        project_dir: ProjectOpt = None,
+        author: AuthorOpt = "",
+    ) -> None:
+        p = project(project_dir)
+        with p.connect() as con:
+            n = pairs_store.set_status_many(con, pair_ids, status, author=author or default_author(), comment=comment)
+        console.print(f"{n} pair(s) marked {status.value}")
+
+    cmd.__doc__ = f"Mark pairs {status.value} (recorded as a review).\n\nExample: tuneloop pairs {status.value.replace('_', '-')} p_0123..."
+    return cmd
+
+
+for _s in (Status.accepted, Status.rejected, Status.needs_fix, Status.pending):
+    pairs_app.command(_s.value.replace("_", "-") if _s != Status.accepted else "accept")(_review(_s))
+
+
+# ------------------------------------------------------------------ sample and ui
+
+
+def sample(
+    project_dir: ProjectOpt = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the project exists.")] = False,
+) -> None:
+    """Create the sample project (a fictional company's documents and pairs) if none exists.
+
+    Example: tuneloop sample --project ./.tuneloop/sample
+    """
+    from tuneloop.sample import build_sample_project
+
+    root = Path(project_dir or os.environ.get("TUNELOOP_PROJECT") or ".tuneloop/sample")
+    p = build_sample_project(root, force=force)
+    with p.connect() as con:
+        s = project_stats(con)
+    console.print(f"sample project at [bold]{p.root}[/]: {s['documents']} documents, {s['pairs']} pairs, {s['slices']} slices")
+
+
+def ui(
+    project_dir: ProjectOpt = None,
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
+    address: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Start the browser app on a project.
+
+    Example: tuneloop ui --project ./my-project --port 8501
+    """
+    p = project(project_dir, create=True)
+    app_path = Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py"
+    env = {**os.environ, "TUNELOOP_PROJECT": str(p.root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.port", str(port), "--server.address",
+           address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none", "--runner.magicEnabled", "false"]
+    console.print(f"tuneloop app on http://{address}:{port} (project {p.root})")
+    raise typer.Exit(subprocess.call(cmd, env=env, cwd=str(app_path.parents[1])))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("import")(import_cmd)
+    app.command("export")(export_cmd)
+    app.command("stats")(stats)
+    app.command("sample")(sample)
+    app.command("ui")(ui)
+    app.add_typer(slice_app, name="slice")
+    app.add_typer(pairs_app, name="pairs")
+
+
+__all__ = ["register", "SliceFilter"]

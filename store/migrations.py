@@ -388,6 +388,18 @@ def m005_users(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+# Later migrations live in one module per area so parallel work never edits the same file.
+# Reserved name ranges: m010-m019 ingest, m020-m029 curation, m030-m039 training,
+# m040-m049 errors, m050-m059 app. ``migrate`` applies them sorted by name.
+from store import (  # noqa: E402
+    _migrations_app,  # noqa: F401
+    _migrations_curation,  # noqa: F401
+    _migrations_errors,  # noqa: F401
+    _migrations_ingest,  # noqa: F401
+    _migrations_training,  # noqa: F401
+)
+
+
 def applied(con: duckdb.DuckDBPyConnection) -> list[str]:
     con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
     return [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]
@@ -397,7 +409,7 @@ def migrate(con: duckdb.DuckDBPyConnection, upto: str | None = None) -> list[str
     """Apply pending migrations in order (up to and including ``upto``); return their names."""
     done = set(applied(con))
     ran: list[str] = []
-    for name, fn in MIGRATIONS:
+    for name, fn in sorted(MIGRATIONS, key=lambda m: m[0]):
         if name not in done:
             con.begin()
             try:

@@ -1,0 +1,289 @@
+"""Runs, their metrics, and prediction sets.
+
+- A run row holds the current state (status, adapter path, summary); every status change is
+  also appended to ``run_events`` in the same transaction.
+- Training processes never open the database: they write their run folder, and whoever
+  syncs it (CLI, app) calls ``set_status``/``add_metrics`` here.
+- Predictions are immutable: a prediction pass is a new ``prediction_sets`` row with its
+  rows written once in one transaction; nothing updates or deletes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import duckdb
+import orjson
+import polars as pl
+import pyarrow as pa
+
+from store.db import frame, one
+from store.ids import content_id, event_id
+from store.pairs import now
+from store.records import Run, RunStatus
+
+TERMINAL = {RunStatus.succeeded.value, RunStatus.failed.value, RunStatus.cancelled.value}
+
+_RUN_COLS = """id, name, kind, base_model, slice_id, slice_hash, parent_run_id, config, status, run_dir,
+    adapter_path, error, summary, author, created_at, started_at, finished_at"""
+
+
+def _to_run(r: tuple) -> Run:
+    return Run(
+        id=r[0], name=r[1], kind=r[2], base_model=r[3], slice_id=r[4], slice_hash=r[5], parent_run_id=r[6],
+        config=orjson.loads(r[7]) if r[7] else {}, status=r[8], run_dir=r[9], adapter_path=r[10], error=r[11],
+        summary=orjson.loads(r[12]) if r[12] else {}, author=r[13], created_at=r[14], started_at=r[15],
+        finished_at=r[16],
+    )
+
+
+def new_run_id() -> str:
+    return event_id("run_")
+
+
+def create(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    base_model: str,
+    config: dict[str, Any],
+    run_dir: str,
+    kind: str = "train",
+    run_id: str | None = None,
+    slice_id: str | None = None,
+    slice_hash: str | None = None,
+    parent_run_id: str | None = None,
+    name: str = "",
+    author: str = "",
+    status: RunStatus | str = RunStatus.queued,
+) -> Run:
+    rid = run_id or new_run_id()
+    ts = now()
+    con.begin()
+    try:
+        con.execute(
+            f"INSERT INTO runs ({_RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?::JSON, ?, ?, NULL, NULL, NULL, ?, ?, NULL, NULL)",
+            [rid, name, kind, base_model, slice_id, slice_hash, parent_run_id, orjson.dumps(config).decode(),
+             str(status), run_dir, author, ts],
+        )
+        con.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)", [rid, str(status), "created", ts])
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return get(con, rid)
+
+
+def get(con: duckdb.DuckDBPyConnection, ref: str) -> Run:
+    """A run by id, or by name (the newest run of that name)."""
+    row = one(
+        con,
+        f"SELECT {_RUN_COLS} FROM runs WHERE id = ? OR name = ? ORDER BY (id = ?) DESC, created_at DESC LIMIT 1",
+        [ref, ref, ref],
+    )
+    if row is None:
+        raise KeyError(f"no run {ref!r}; `tuneloop runs list` shows the runs")
+    return _to_run(row)
+
+
+def list_runs(con: duckdb.DuckDBPyConnection, limit: int = 200, status: str | None = None) -> list[Run]:
+    sql = f"SELECT {_RUN_COLS} FROM runs"
+    params: list[Any] = []
+    if status:
+        sql += " WHERE status = ?"
+        params.append(status)
+    rows = con.execute(sql + " ORDER BY created_at DESC LIMIT ?", [*params, int(limit)]).fetchall()
+    return [_to_run(r) for r in rows]
+
+
+def set_status(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    status: RunStatus | str,
+    *,
+    message: str = "",
+    error: str | None = None,
+    adapter_path: str | None = None,
+    summary: dict[str, Any] | None = None,
+) -> None:
+    """Move a run to ``status`` (a terminal status is final) and log the event."""
+    status = str(RunStatus(status))
+    ts = now()
+    con.begin()
+    try:
+        cur = one(con, "SELECT status FROM runs WHERE id = ?", [run_id])
+        if cur is None:
+            raise KeyError(f"no run {run_id!r}")
+        if cur[0] in TERMINAL and cur[0] != status:
+            con.rollback()
+            return
+        con.execute(
+            """UPDATE runs SET status = ?,
+                   error = coalesce(?, error),
+                   adapter_path = coalesce(?, adapter_path),
+                   summary = coalesce(?::JSON, summary),
+                   started_at = CASE WHEN ? = 'running' AND started_at IS NULL THEN ? ELSE started_at END,
+                   finished_at = CASE WHEN ? IN ('succeeded', 'failed', 'cancelled') THEN ? ELSE finished_at END
+               WHERE id = ?""",
+            [status, error, adapter_path, orjson.dumps(summary).decode() if summary is not None else None,
+             status, ts, status, ts, run_id],
+        )
+        if cur[0] != status or message:
+            con.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)", [run_id, status, message or (error or ""), ts])
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
+def events(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[str, str, Any]]:
+    return [tuple(r) for r in con.execute(
+        "SELECT status, message, created_at FROM run_events WHERE run_id = ? ORDER BY created_at", [run_id]
+    ).fetchall()]
+
+
+def add_metrics(con: duckdb.DuckDBPyConnection, run_id: str, rows: Iterable[tuple[int, str, float]]) -> int:
+    """Record per-step metrics (loss, val_loss, lr, tokens_per_s, grad_norm, ...); re-sync safe."""
+    rows = list(rows)
+    if not rows:
+        return 0
+    tbl = pa.table({
+        "run_id": [run_id] * len(rows),
+        "step": [int(r[0]) for r in rows],
+        "name": [str(r[1]) for r in rows],
+        "value": [float(r[2]) for r in rows],
+    })
+    con.register("_m", tbl)
+    try:
+        con.execute(
+            """INSERT OR REPLACE INTO run_metrics
+               SELECT run_id, step, name, last(value), ? FROM _m GROUP BY run_id, step, name""",
+            [now()],
+        )
+    finally:
+        con.unregister("_m")
+    return len(rows)
+
+
+def metrics_frame(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """Long frame (step, name, value) of a run's metrics, by step."""
+    return frame(con, "SELECT step, name, value FROM run_metrics WHERE run_id = ? ORDER BY step, name", [run_id])
+
+
+# ---------------------------------------------------------------- predictions
+
+PREDICTION_COLUMNS = ["pair_id", "revision_id", "prompt", "output", "reference", "n_prompt_tokens",
+                      "n_output_tokens", "finish_reason", "latency_ms"]
+
+
+def add_predictions(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str,
+    model: str,
+    generation_config: dict[str, Any],
+    rows: pl.DataFrame | Sequence[dict[str, Any]],
+    slice_id: str | None = None,
+    split: str | None = None,
+) -> str:
+    """Store one prediction pass (immutable) in one transaction; returns the prediction set id."""
+    df = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(list(rows), infer_schema_length=None)
+    missing = [c for c in ("pair_id", "revision_id", "prompt", "output") if c not in df.columns]
+    if missing:
+        raise ValueError(f"predictions need columns {missing}")
+    defaults = {"reference": "", "n_prompt_tokens": 0, "n_output_tokens": 0, "finish_reason": "stop", "latency_ms": 0.0}
+    for col, val in defaults.items():
+        if col not in df.columns:
+            df = df.with_columns(pl.lit(val).alias(col))
+    psid = event_id("ps_")
+    ids = [content_id([psid, r], prefix="pr_") for r in df["revision_id"].to_list()]
+    df = df.select(PREDICTION_COLUMNS).with_columns(
+        pl.Series("id", ids), pl.lit(psid).alias("prediction_set_id"), pl.lit(run_id).alias("run_id"),
+        pl.col("n_prompt_tokens").cast(pl.Int32), pl.col("n_output_tokens").cast(pl.Int32),
+        pl.col("latency_ms").cast(pl.Float64),
+    )
+    ts = now()
+    con.begin()
+    try:
+        con.execute(
+            "INSERT INTO prediction_sets VALUES (?, ?, ?, ?, ?, ?::JSON, ?, ?)",
+            [psid, run_id, slice_id, split, model, orjson.dumps(generation_config).decode(), df.height, ts],
+        )
+        con.register("_preds", df.to_arrow())
+        con.execute(
+            """INSERT INTO predictions (id, prediction_set_id, run_id, pair_id, revision_id, prompt, output, reference,
+                   n_prompt_tokens, n_output_tokens, finish_reason, latency_ms, created_at)
+               SELECT id, prediction_set_id, run_id, pair_id, revision_id, prompt, output, reference,
+                   n_prompt_tokens, n_output_tokens, finish_reason, latency_ms, ? FROM _preds""",
+            [ts],
+        )
+        con.unregister("_preds")
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return psid
+
+
+def prediction_sets(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    return frame(
+        con,
+        """SELECT id, run_id, slice_id, split, model, generation_config::VARCHAR AS generation_config, n, created_at
+           FROM prediction_sets WHERE run_id = ? ORDER BY created_at""",
+        [run_id],
+    )
+
+
+def latest_prediction_set(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
+    row = one(con, "SELECT id FROM prediction_sets WHERE run_id = ? ORDER BY created_at DESC LIMIT 1", [run_id])
+    return row[0] if row else None
+
+
+def predictions_frame(
+    con: duckdb.DuckDBPyConnection, prediction_set_id: str, *, limit: int | None = None, offset: int = 0
+) -> pl.DataFrame:
+    """Predictions of one pass with the pair's provenance, ordered by pair id."""
+    lim = "" if limit is None else f" LIMIT {int(limit)} OFFSET {int(offset)}"
+    return frame(
+        con,
+        f"""SELECT x.id AS prediction_id, x.pair_id, x.revision_id, x.prompt, x.output, x.reference,
+                   x.n_prompt_tokens, x.n_output_tokens, x.finish_reason, x.latency_ms,
+                   r.instruction, r.input, r.response, r.tags, p.document_id, p.char_start, p.char_end,
+                   p.generator, p.source_uri
+            FROM predictions x JOIN pair_revisions r ON r.id = x.revision_id JOIN pairs p ON p.id = x.pair_id
+            WHERE x.prediction_set_id = ? ORDER BY x.pair_id{lim}""",
+        [prediction_set_id],
+    )
+
+
+def save_metrics(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str,
+    prediction_set_id: str,
+    rows: Iterable[tuple[str, str, float]],
+    slice_id: str | None = None,
+) -> int:
+    """Store (scope, name, value) metrics of one prediction set; recomputing replaces them."""
+    rows = [(str(s), str(n), float(v)) for s, n, v in rows]
+    ts = now()
+    con.begin()
+    try:
+        con.execute("DELETE FROM metrics WHERE prediction_set_id = ?", [prediction_set_id])
+        if rows:
+            con.executemany(
+                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [[run_id, prediction_set_id, slice_id, s, n, v, ts] for s, n, v in rows],
+            )
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    return len(rows)
+
+
+def metrics_of(con: duckdb.DuckDBPyConnection, prediction_set_id: str) -> pl.DataFrame:
+    return frame(
+        con, "SELECT scope, name, value FROM metrics WHERE prediction_set_id = ? ORDER BY scope, name",
+        [prediction_set_id],
+    )

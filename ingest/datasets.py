@@ -276,7 +276,8 @@ def normalise(fmt: str, rec: Any) -> Normalised:
         raise RecordError("(record)", f"is {type(rec).__name__}; expected a JSON object")
     if fmt in ("alpaca", "csv", "parquet") and not rec.get("messages"):
         instr = _text(rec, "instruction", True, "a string (the task or question)")
-        resp_key = "output" if "output" in rec else "response"
+        # Alpaca calls it output; mapped CSV/Parquet columns arrive as response.
+        resp_key = "output" if "output" in rec or (fmt == "alpaca" and "response" not in rec) else "response"
         resp = _text(rec, resp_key, True, "a string (the answer)")
         if not instr.strip():
             raise RecordError("instruction", "is empty; expected the task or question")

@@ -240,7 +240,7 @@ def _split(rec: dict[str, Any]) -> str | None:
     return "eval" if s in ("test", "validation") else s
 
 
-def from_messages(messages: list[dict[str, str]], field: str = "messages") -> dict[str, Any]:
+def from_messages(messages: Any, field: str = "messages") -> dict[str, Any]:
     """Pair content from a conversation; a plain system/user/assistant exchange is single-turn."""
     if not isinstance(messages, list) or not messages:
         raise RecordError(field, "expected a non-empty list of {role, content} objects")

@@ -94,7 +94,7 @@ def main() -> None:
         if out.returncode:
             print(out.stderr)
             raise SystemExit(1)
-        new, dt, maxrss_kb = out.stdout.split()
+        new, dt, _maxrss_kb = out.stdout.strip().splitlines()[-1].split()
         rate = int(new) / float(dt)
         child_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         rows = [

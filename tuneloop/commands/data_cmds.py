@@ -64,8 +64,12 @@ def import_cmd(
                   console=err, transient=True, disable=not sys.stderr.isatty()) as bar:
         for f in files:
             task = bar.add_task(f"importing {f.name}", total=None)
+
+            def advance(n: int, t=task) -> None:
+                bar.advance(t, n)
+
             r = import_file(p, f, format, encoding=encoding, mapping=mapping, author=author or default_author(),
-                            status=status.value, progress=lambda n, t=task: bar.advance(t, n))
+                            status=status.value, progress=advance)
             bar.remove_task(task)
             results.append(r)
             if r.fatal:

@@ -1,12 +1,32 @@
-"""The only module that touches ``st.session_state`` and Streamlit caches."""
+"""The only module that touches ``st.session_state`` and Streamlit caches.
+
+- ``project()`` is the project of this server (``TUNELOOP_PROJECT``), opened once.
+- ``db()`` hands a page a *short-lived* connection for one action. DuckDB admits one
+  process per file, so while a CLI command (ingest, a training sync) holds the file the
+  page shows "busy, retrying" and waits, then offers a retry, never a raw lock error.
+- ``user()``/``role()`` are the signed-in account: OIDC through ``st.login`` when
+  ``[auth]`` is configured in secrets, else named accounts (store/users.py); a project
+  without accounts runs as a local admin so ``make run`` opens straight into the app.
+- Cached aggregates are keyed on a data version that every write in this session bumps.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import streamlit as st
 
-from store.db import Project, open_project
+from store import users as users_store
+from store import views
+from store import warm as warm_store
+from store.db import Project, StoreBusyError, open_project
+
+BUSY_TIMEOUT_S = float(os.environ.get("TUNELOOP_APP_BUSY_TIMEOUT", "20"))
+WARM_IDLE_S = float(os.environ.get("TUNELOOP_APP_WARM_S", "3"))
 
 
 @st.cache_resource(show_spinner=False)
@@ -20,5 +40,168 @@ def project() -> Project:
     return _project(root)
 
 
+@contextmanager
+def db(warm: bool = True) -> Iterator[Any]:
+    """A connection for one action; waits politely while another process writes the project.
+
+    ``warm``: keep the database instance open a few seconds after this user action
+    (store/warm.py), so the next rerun does not re-read it from disk. Polling fragments pass
+    ``warm=False`` so an open page never keeps the file from CLI commands.
+    """
+    p = project()
+    if warm:
+        warm_store.hold(p, idle_s=WARM_IDLE_S)
+    try:
+        cm = p.connect(timeout=0.25)
+        con = cm.__enter__()
+    except StoreBusyError:
+        try:
+            with st.spinner("The project is busy (another tuneloop command is writing to it); retrying…"):
+                cm = p.connect(timeout=BUSY_TIMEOUT_S)
+                con = cm.__enter__()
+        except StoreBusyError:
+            st.warning(
+                "The project is still busy: another tuneloop command (an ingest or a training sync) holds the "
+                "database. Your work is safe; try again in a moment.", icon=":material/hourglass_top:")
+            st.button("Retry", key=f"busy_retry_{bump_count()}")
+            st.stop()
+            raise
+    try:
+        yield con
+    except BaseException as exc:
+        cm.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    else:
+        cm.__exit__(None, None, None)
+
+
+# ---------------------------------------------------------------- generic per-session values
+
+
+def get(key: str, default: Any = None) -> Any:
+    return st.session_state.get(key, default)
+
+
+def put(key: str, value: Any) -> None:
+    st.session_state[key] = value
+
+
+def pop(key: str) -> Any:
+    return st.session_state.pop(key, None)
+
+
+def flash(message: str, kind: str = "success") -> None:
+    """A message shown once on the next run (after an action's rerun)."""
+    st.session_state.setdefault("_flash", []).append((kind, message))
+
+
+def show_flash() -> None:
+    for kind, message in st.session_state.pop("_flash", []):
+        st.toast(message, icon={"success": ":material/check_circle:", "warning": ":material/warning:",
+                                "error": ":material/error:"}.get(kind))
+
+
+def bump_count() -> int:
+    return int(st.session_state.get("_data_version", 0))
+
+
+def bump() -> None:
+    """Invalidate this session's cached aggregates after a write."""
+    st.session_state["_data_version"] = bump_count() + 1
+
+
+# ---------------------------------------------------------------- cached aggregates
+
+
+@st.cache_data(ttl=30, show_spinner=False, max_entries=64)
+def _facets(root: str, version: int) -> dict[str, Any]:
+    with _project(root).connect() as con:
+        return views.facets(con)
+
+
+def facets() -> dict[str, Any]:
+    project()
+    return _facets(st.session_state["project_root"], bump_count())
+
+
+# ---------------------------------------------------------------- identity
+
+
+def _oidc_configured() -> bool:
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all
+        return False
+
+
+def sign_in() -> bool:
+    """Resolve the signed-in user; render a sign-in form and return False when nobody is."""
+    if st.session_state.get("user"):
+        return True
+    if _oidc_configured():
+        if not st.user.is_logged_in:
+            st.title("tuneloop")
+            st.button("Sign in", on_click=st.login, type="primary")
+            return False
+        name = str(st.user.get("email") or st.user.get("name") or "user")
+        with db() as con:
+            u = users_store.ensure_oidc_user(con, name, str(st.user.get("name") or name))
+        st.session_state.update(user=u.name, role=u.role)
+        return True
+    with db() as con:
+        n_users = users_store.count_users(con)
+    if n_users == 0:
+        st.session_state.update(user=os.environ.get("TUNELOOP_USER") or "admin", role="admin", local_admin=True)
+        return True
+    st.title("Sign in to tuneloop")
+    with st.form("sign_in"):
+        name = st.text_input("User name")
+        password = st.text_input("Password", type="password")
+        ok = st.form_submit_button("Sign in", type="primary")
+    if ok:
+        with db() as con:
+            account = users_store.authenticate(con, name, password)
+        if account is None:
+            st.error("Unknown user name or wrong password.")
+        else:
+            st.session_state.update(user=account.name, role=account.role)
+            st.rerun()
+    return False
+
+
+def sign_out() -> None:
+    for k in ("user", "role", "local_admin"):
+        st.session_state.pop(k, None)
+    if _oidc_configured() and st.user.is_logged_in:
+        st.logout()
+
+
 def user() -> str:
     return st.session_state.get("user") or os.environ.get("TUNELOOP_USER") or "reviewer"
+
+
+def role() -> str:
+    return st.session_state.get("role") or "admin"
+
+
+def is_local_admin() -> bool:
+    return bool(st.session_state.get("local_admin"))
+
+
+def can(action: str) -> bool:
+    """Role rules: annotators review; reviewers also curate and analyse; admins also train and manage."""
+    allowed = {
+        "annotator": {"review"},
+        "reviewer": {"review", "curate", "analyse", "ingest"},
+        "admin": {"review", "curate", "analyse", "ingest", "train", "manage"},
+    }
+    return action in allowed.get(role(), set())
+
+
+# ---------------------------------------------------------------- paging
+
+
+def pager(base: str, signature: Any) -> tuple[str, int]:
+    """(widget key, 1-based page) for an ``st.pagination``; a new ``signature`` (filter) starts at page 1."""
+    key = f"{base}_{hashlib.sha1(repr(signature).encode()).hexdigest()[:12]}"
+    return key, max(1, int(st.session_state.get(key) or 1))

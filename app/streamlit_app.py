@@ -13,10 +13,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 for _k, _v in {"DO_NOT_TRACK": "true", "SCARF_NO_ANALYTICS": "true", "HF_HUB_OFFLINE": "1"}.items():
     os.environ.setdefault(_k, _v)
 
+from app import state  # noqa: E402
+
 st.set_page_config(page_title="tuneloop", page_icon=":material/model_training:", layout="wide")
 
 VIEWS = Path(__file__).parent / "views"
-pages = {
-    "Project": [st.Page(VIEWS / "overview.py", title="Overview", icon=":material/dashboard:", default=True)],
-}
+
+
+def page(name: str, title: str, icon: str, default: bool = False) -> st.Page:
+    return st.Page(VIEWS / f"{name}.py", title=title, icon=icon, url_path=name, default=default)
+
+
+if not state.sign_in():
+    st.stop()
+
+pages: dict[str, list[st.Page]] = {"Project": [page("overview", "Overview", ":material/dashboard:", default=True)]}
+curate = [page("review", "Review", ":material/rate_review:")]
+if state.can("ingest"):
+    curate.insert(0, page("ingest", "Ingest", ":material/upload_file:"))
+if state.can("curate"):
+    curate += [page("duplicates", "Duplicates", ":material/content_copy:"),
+               page("explore", "Explore", ":material/travel_explore:"),
+               page("slices", "Slices", ":material/dataset:")]
+pages["Curate"] = curate
+if state.can("analyse"):
+    pages["Model"] = [page("train", "Train", ":material/model_training:"),
+                      page("errors", "Errors", ":material/bug_report:"),
+                      page("compare", "Compare", ":material/compare_arrows:")]
+pages["Team"] = [page("users", "Reviewers", ":material/group:")]
+
+with st.sidebar:
+    st.caption(f"Signed in as **{state.user()}** ({state.role()})"
+               + (" · local admin: add accounts under Reviewers" if state.is_local_admin() else ""))
+    if not state.is_local_admin():
+        st.button("Sign out", on_click=state.sign_out, key="sign_out", type="tertiary")
+    st.caption(f"Project `{state.project().root}`")
+
+state.show_flash()
 st.navigation(pages).run()

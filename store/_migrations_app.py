@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
-import duckdb  # noqa: F401
+import duckdb
 
-from store.migrations import migration  # noqa: F401
+from store.migrations import migration
+
+
+@migration
+def m050_search_text(con: duckdb.DuckDBPyConnection) -> None:
+    # Derived, rebuildable: the lower-cased text of each pair revision, so a text search scans
+    # one column with a plain substring match instead of three ILIKEs (store/views.py keeps
+    # it in step with the append-only pair_revisions before each search).
+    con.execute("""
+        CREATE TABLE search_text (
+            revision_id VARCHAR PRIMARY KEY,
+            text VARCHAR NOT NULL
+        )""")

@@ -315,7 +315,7 @@ class RevisionResult:
     conflict: bool = False
 
 
-def revise(
+def append_revision(
     con: duckdb.DuckDBPyConnection,
     pid: str,
     *,
@@ -331,85 +331,88 @@ def revise(
     status: Status | str | None = None,
     base_revision_id: str | None = None,
 ) -> RevisionResult:
-    """Append a revision of ``pid`` based on ``expected_version``; move the head if still current.
+    """Append a revision of ``pid`` inside the caller's transaction; move the head if still current.
 
-    On a stale ``expected_version`` the revision is still stored (``conflict = true``, its
-    parent is the head the writer saw) and ``ConflictError`` is raised after commit.
-    Runs in its own transaction.
+    Fields left as None keep the head's value. On a stale ``expected_version`` the revision
+    is still stored (``conflict = true``, its parent is ``base_revision_id``, the revision
+    the writer saw) and the head is not moved; the result says ``conflict`` and carries the
+    current version. Content equal to the head's is a no-op.
     """
+    cur = one(con,
+        """SELECT p.version, p.head_revision_id, p.status, r.instruction, r.input, r.response, r.system,
+                  r.messages, r.tags
+           FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id WHERE p.id = ?""",
+        [pid],
+    )
+    if cur is None:
+        raise KeyError(f"no pair with id {pid!r}")
+    version, head, cur_status, c_instr, c_inp, c_resp, c_sys, c_msgs, c_tags = cur
+    conflict = version != expected_version
+    # The writer's base is the revision they were looking at; on a conflict the new
+    # revision hangs off it, beside the current head, rather than off the head.
+    base_id = base_revision_id or head
+    base = {"instruction": c_instr, "input": c_inp, "response": c_resp, "system": c_sys,
+            "messages": [m.model_dump() for m in _messages(c_msgs)]}
+    new_content = pair_content(
+        base["instruction"] if instruction is None else instruction,
+        base["input"] if input is None else input,
+        base["response"] if response is None else response,
+        base["system"] if system is None else system,
+        base["messages"] if messages is None else messages,
+    )
+    new_tags = list(c_tags or []) if tags is None else list(tags)
+    same_content = new_content == pair_content(**base) and sorted(new_tags) == sorted(c_tags or [])
+    ts = now()
+    rid = head
+    if not same_content:
+        rid = revision_id(pid, base_id, new_content, new_tags)
+        if conflict:
+            rid = content_id({"r": rid, "conflict_at": ts.isoformat(), "author": author}, prefix="r_")
+        if not one(con, "SELECT 1 FROM pair_revisions WHERE id = ?", [rid]):
+            rev_no = scalar(con, "SELECT coalesce(max(revision_no), 0) + 1 FROM pair_revisions WHERE pair_id = ?", [pid])
+            con.execute(
+                """INSERT INTO pair_revisions (id, pair_id, revision_no, parent_id, instruction, input,
+                       response, system, messages, tags, author, reason, conflict, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?, ?, ?, ?, ?)""",
+                [rid, pid, rev_no, base_id, new_content["instruction"], new_content["input"],
+                 new_content["response"], new_content["system"],
+                 orjson.dumps(new_content["messages"]).decode() if new_content["messages"] else None,
+                 new_tags, author, reason, conflict, ts],
+            )
+    if conflict:
+        return RevisionResult(revision_id=rid, version=version, conflict=True)
+    new_status = str(status) if status is not None else cur_status
+    if rid != head or new_status != cur_status:
+        con.execute(
+            """UPDATE pairs SET head_revision_id = ?, version = version + 1, status = ?, updated_by = ?,
+                   updated_at = ? WHERE id = ? AND version = ?""",
+            [rid, new_status, author, ts, pid, version],
+        )
+        con.execute(
+            "INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [event_id("v_"), pid, rid, new_status, cur_status, author, reason, ts],
+        )
+        version += 1
+    return RevisionResult(revision_id=rid, version=version)
+
+
+def revise(con: duckdb.DuckDBPyConnection, pid: str, *, expected_version: int, **changes: Any) -> RevisionResult:
+    """``append_revision`` in its own transaction; a stale version raises ``ConflictError``
+    after the losing revision has been committed beside the head (nothing is overwritten)."""
     con.begin()
     try:
-        cur = one(con,
-            """SELECT p.version, p.head_revision_id, p.status, r.instruction, r.input, r.response, r.system,
-                      r.messages, r.tags, r.revision_no
-               FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id WHERE p.id = ?""",
-            [pid],
-        )
-        if cur is None:
-            raise KeyError(f"no pair with id {pid!r}")
-        version, head, cur_status, c_instr, c_inp, c_resp, c_sys, c_msgs, c_tags, _ = cur
-        conflict = version != expected_version
-        # The writer's base is the revision they were looking at; on a conflict the new
-        # revision hangs off it, beside the current head, rather than off the head.
-        base_id = base_revision_id or head
-        base = {"instruction": c_instr, "input": c_inp, "response": c_resp, "system": c_sys,
-                "messages": [m.model_dump() for m in _messages(c_msgs)]}
-        new_content = pair_content(
-            base["instruction"] if instruction is None else instruction,
-            base["input"] if input is None else input,
-            base["response"] if response is None else response,
-            base["system"] if system is None else system,
-            base["messages"] if messages is None else messages,
-        )
-        new_tags = list(c_tags or []) if tags is None else list(tags)
-        same_content = new_content == pair_content(**base) and sorted(new_tags) == sorted(c_tags or [])
-        ts = now()
-        rev_no = scalar(con,
-            "SELECT coalesce(max(revision_no), 0) + 1 FROM pair_revisions WHERE pair_id = ?", [pid]
-        )
-        rid = head
-        if not same_content:
-            rid = revision_id(pid, base_id, new_content, new_tags)
-            if conflict:
-                rid = content_id({"r": rid, "conflict_at": ts.isoformat(), "author": author}, prefix="r_")
-            exists = one(con, "SELECT 1 FROM pair_revisions WHERE id = ?", [rid])
-            if not exists:
-                con.execute(
-                    """INSERT INTO pair_revisions (id, pair_id, revision_no, parent_id, instruction, input,
-                           response, system, messages, tags, author, reason, conflict, created_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?, ?, ?, ?, ?)""",
-                    [rid, pid, rev_no, base_id, new_content["instruction"], new_content["input"],
-                     new_content["response"], new_content["system"],
-                     orjson.dumps(new_content["messages"]).decode() if new_content["messages"] else None,
-                     new_tags, author, reason, conflict, ts],
-                )
-        if conflict:
-            con.commit()
-            raise ConflictError(
-                f"Pair {pid} changed since you opened it (version {expected_version} -> {version}). "
-                f"Your edit was kept as revision {rid} beside the current one; nothing was overwritten.",
-                kept_revision_id=rid,
-            )
-        new_status = str(status) if status is not None else cur_status
-        if rid != head or new_status != cur_status:
-            con.execute(
-                """UPDATE pairs SET head_revision_id = ?, version = version + 1, status = ?, updated_by = ?,
-                       updated_at = ? WHERE id = ? AND version = ?""",
-                [rid, new_status, author, ts, pid, version],
-            )
-            if new_status != cur_status or rid != head:
-                con.execute(
-                    "INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [event_id("v_"), pid, rid, new_status, cur_status, author, reason, ts],
-                )
-            version += 1
-        con.commit()
-        return RevisionResult(revision_id=rid, version=version)
-    except ConflictError:
-        raise
+        res = append_revision(con, pid, expected_version=expected_version, **changes)
     except BaseException:
         con.rollback()
         raise
+    con.commit()
+    if res.conflict:
+        raise ConflictError(
+            f"Pair {pid} changed since you opened it (version {expected_version} -> {res.version}). "
+            f"Your edit was kept as revision {res.revision_id} beside the current one; nothing was overwritten.",
+            kept_revision_id=res.revision_id,
+        )
+    return res
 
 
 def set_status(
@@ -438,7 +441,7 @@ def set_status(
         ts = now()
         con.execute(
             """UPDATE pairs SET status = ?, version = version + 1, updated_by = ?, updated_at = ?,
-                   duplicate_of = CASE WHEN ? = 'duplicate' THEN ? ELSE duplicate_of END
+                   duplicate_of = CASE WHEN ? = 'duplicate' THEN ? ELSE NULL END
                WHERE id = ?""",
             [status.value, author, ts, status.value, duplicate_of, pid],
         )
@@ -491,7 +494,7 @@ def set_status_many(
         )
         con.execute(
             """UPDATE pairs SET status = ?, version = pairs.version + 1, updated_by = ?, updated_at = ?,
-                   duplicate_of = CASE WHEN ? = 'duplicate' THEN _chg.dup ELSE pairs.duplicate_of END
+                   duplicate_of = CASE WHEN ? = 'duplicate' THEN _chg.dup ELSE NULL END
                FROM _chg WHERE pairs.id = _chg.id""",
             [status.value, author, ts, status.value],
         )

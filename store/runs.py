@@ -136,6 +136,25 @@ def set_status(
         raise
 
 
+def reopen(con: duckdb.DuckDBPyConnection, run_id: str, *, message: str = "resumed") -> None:
+    """Put a failed or cancelled run back to queued to resume it (logged; a success stays final)."""
+    ts = now()
+    con.begin()
+    try:
+        cur = one(con, "SELECT status FROM runs WHERE id = ?", [run_id])
+        if cur is None:
+            raise KeyError(f"no run {run_id!r}")
+        if cur[0] == RunStatus.succeeded.value:
+            raise ValueError(f"run {run_id} already succeeded; start a new run instead")
+        con.execute("UPDATE runs SET status = ?, error = NULL, finished_at = NULL WHERE id = ?",
+                    [RunStatus.queued.value, run_id])
+        con.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)", [run_id, RunStatus.queued.value, message, ts])
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+
+
 def events(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[str, str, Any]]:
     return [tuple(r) for r in con.execute(
         "SELECT status, message, created_at FROM run_events WHERE run_id = ? ORDER BY created_at", [run_id]
@@ -232,6 +251,20 @@ def prediction_sets(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame
            FROM prediction_sets WHERE run_id = ? ORDER BY created_at""",
         [run_id],
     )
+
+
+def prediction_set(con: duckdb.DuckDBPyConnection, prediction_set_id: str) -> dict[str, Any] | None:
+    """One prediction set's row (run, slice, split, model, generation_config JSON text, n) or None."""
+    row = one(
+        con,
+        """SELECT id, run_id, slice_id, split, model, generation_config::VARCHAR, n, created_at
+           FROM prediction_sets WHERE id = ?""",
+        [prediction_set_id],
+    )
+    if row is None:
+        return None
+    keys = ("id", "run_id", "slice_id", "split", "model", "generation_config", "n", "created_at")
+    return dict(zip(keys, row))
 
 
 def latest_prediction_set(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:

@@ -57,7 +57,7 @@ def candidates(con: duckdb.DuckDBPyConnection, flt: SliceFilter) -> pl.DataFrame
     lim = f" LIMIT {int(flt.limit)}" if flt.limit else ""
     return con.sql(
         f"""SELECT p.id AS pair_id, p.head_revision_id AS revision_id, p.split AS declared_split,
-                   coalesce(p.document_id, nullif(p.source_uri, ''), p.id) AS document_unit,
+                   coalesce(p.document_id, p.id) AS document_unit,
                    coalesce(
                      (SELECT min(m2.pair_id) FROM duplicate_members m1
                         JOIN duplicate_clusters c ON c.id = m1.cluster_id AND c.resolution <> 'not_duplicates'

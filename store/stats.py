@@ -25,6 +25,17 @@ def project_stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "reviews": _scalar(con, "SELECT count(*) FROM reviews"),
         "duplicate_clusters": _scalar(con, "SELECT count(*) FROM duplicate_clusters"),
         "duplicates_marked": _scalar(con, "SELECT count(*) FROM pairs WHERE duplicate_of IS NOT NULL"),
+        "duplicate_clusters_by_kind": {
+            kind: {"clusters": int(n), "members": int(m)}
+            for kind, n, m in con.execute(
+                """SELECT c.kind, count(DISTINCT c.id), count(m.pair_id) FROM duplicate_clusters c
+                   LEFT JOIN duplicate_members m ON m.cluster_id = c.id
+                   WHERE c.resolution <> 'not_duplicates' GROUP BY c.kind ORDER BY c.kind"""
+            ).fetchall()
+        },
+        "pairs_flagged": _scalar(con,
+            """SELECT count(DISTINCT s.pair_id) FROM quality_signals s
+               JOIN pairs p ON p.head_revision_id = s.revision_id WHERE s.flagged"""),
         "signals_flagged": {
             name: int(n)
             for name, n in con.execute(
@@ -32,6 +43,7 @@ def project_stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
             ).fetchall()
         },
         "embeddings": _scalar(con, "SELECT count(*) FROM embeddings"),
+        "clusterings": _scalar(con, "SELECT count(*) FROM clusterings"),
         "slices": _scalar(con, "SELECT count(*) FROM slices"),
         "runs": _scalar(con, "SELECT count(*) FROM runs"),
         "runs_by_status": {

@@ -140,3 +140,13 @@ def test_threads_editing_different_pairs(project):
     with project.connect() as con:
         assert all(pairs.get(con, pid).response == "v4" for pid in ids)
         assert sum(len(pairs.history(con, pid)) for pid in ids) == 8 * 6
+
+
+def test_leaving_duplicate_status_clears_the_pointer(project):
+    with project.connect() as con:
+        a, b = pairs.add_pairs(con, [_new("same question"), _new("Same question!")])
+        pairs.set_status_many(con, [b], Status.duplicate, author="dedupe", duplicate_of=[a])
+        assert pairs.count(con, SliceFilter()) == 1
+        pairs.set_status(con, b, Status.pending, author="ana", comment="not a duplicate")
+        assert pairs.get(con, b).duplicate_of is None
+        assert pairs.count(con, SliceFilter()) == 2

@@ -63,8 +63,8 @@ def build_sample_project(root: Path, force: bool = False) -> Project:
         # The document corpus (ingest issue) extends this when available.
         from tuneloop.sample_corpus import add_corpus  # type: ignore[import-not-found]
     except ImportError:
-        add_corpus = None
-    if add_corpus is not None:
+        pass
+    else:
         add_corpus(p)
     with p.transaction() as con:
         pairs_store.add_pairs(con, seed_pairs())

@@ -119,12 +119,14 @@ def stats(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     t = Table(title=f"project {p.root}")
     t.add_column("what")
     t.add_column("count", justify="right")
-    for k, v in s.items():
-        if isinstance(v, dict):
-            for k2, v2 in v.items():
-                t.add_row(f"{k}: {k2}", str(v2))
+    def rows(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k2, v2 in value.items():
+                rows(f"{prefix}: {k2}" if prefix else str(k2), v2)
         else:
-            t.add_row(k, str(v))
+            t.add_row(prefix, str(value))
+
+    rows("", s)
     console.print(t)
 
 

@@ -1,9 +1,217 @@
-"""Commands of this stage (filled in by its issue)."""
+"""Ingest commands: `tuneloop ingest PATH...`, `tuneloop documents list|show`."""
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tuneloop.common import AuthorOpt, ProjectOpt, console, default_author, err, fail, project
+
+documents_app = typer.Typer(help="Stored documents: versions, elements and the pairs made from them.",
+                            no_args_is_help=True)
+
+
+def _options(raw: list[str], generators: list[str]) -> dict[str, dict[str, Any]]:
+    """`-o NAME.key=value` (or `key=value` when one generator is used) -> per-generator options."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in raw:
+        if "=" not in item:
+            raise fail(f"option {item!r} is not key=value (e.g. -o sections.min_chars=50)")
+        key, value = item.split("=", 1)
+        if "." in key:
+            gen, key = key.split(".", 1)
+        elif len(generators) == 1:
+            gen = generators[0]
+        else:
+            raise fail(f"option {item!r}: name the generator, e.g. -o {generators[0]}.{key}=...")
+        out.setdefault(gen, {})[key] = value
+    return out
+
+
+def ingest_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Files, folders (recursive) and .zip archives.")],
+    generator: Annotated[list[str], typer.Option("--generator", "-g",
+                         help="Pair generator(s): sections, qa, model, or a plugin; repeat for several.")] = ["sections"],  # noqa: B006
+    workers: Annotated[int, typer.Option(help="Parser processes (0: parse in this process, no time limit).")] = 1,
+    chunk_max_chars: Annotated[int, typer.Option(help="Largest chunk, in characters.")] = 1500,
+    chunk_min_chars: Annotated[int, typer.Option(help="Smaller chunks merge with the next one.")] = 200,
+    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible server for --generator model, "
+                                                 "e.g. http://127.0.0.1:8000/v1.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name for --generator model (default: bundled).")] = None,
+    option: Annotated[list[str], typer.Option("--option", "-o",
+                      help="Generator option GEN.KEY=VALUE, e.g. -o sections.templates='Explain {heading}.'")] = [],  # noqa: B006
+    timeout: Annotated[float, typer.Option(help="Per-file parse time limit in seconds.")] = 300.0,
+    max_file_mb: Annotated[float, typer.Option(help="Files larger than this fail with a clear reason.")] = 100.0,
+    pdf_strategy: Annotated[str, typer.Option(help="auto (text layer, OCR only if installed), fast, "
+                                              "ocr_only or hi_res.")] = "auto",
+    project_dir: ProjectOpt = None,
+    author: AuthorOpt = "",
+) -> None:
+    """Turn documents into candidate instruction-response pairs with provenance.
+
+    Every pair records its document, page, element ids, character span and generator. Each file
+    is one transaction; a bad file is reported and the batch goes on (exit code 1 if any failed).
+
+    Example: tuneloop ingest ./handbook ./faq.html -g sections -g qa --workers 2
+    """
+    from ingest.documents import IngestConfig, ingest
+    from ingest.generators import available
+
+    names = list(dict.fromkeys(generator))
+    unknown = [g for g in names if g not in available()]
+    if unknown:
+        raise fail(f"unknown generator {', '.join(unknown)}; available: {', '.join(available())}")
+    opts = _options(option, names)
+    if endpoint or model:
+        m = opts.setdefault("model", {})
+        if endpoint:
+            m.update(backend="openai", endpoint=endpoint)
+        if model:
+            m["model"] = model
+    try:
+        cfg = IngestConfig(
+            generators=tuple(names), generator_options=opts, workers=workers, chunk_max_chars=chunk_max_chars,
+            chunk_min_chars=chunk_min_chars, max_file_mb=max_file_mb, timeout_s=timeout,
+            pdf_strategy=pdf_strategy, author=author or default_author())
+        from ingest.generators import create
+
+        for g in names:  # reject bad options before any work
+            create(g, opts.get(g))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    p = project(project_dir, create=True)
+    stats: Counter[str] = Counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("ingesting", total=None)
+
+        def on_file(r) -> None:
+            stats["files"] += 1
+            stats["pairs"] += r.pairs_new
+            stats["errors"] += 0 if r.ok else 1
+            bar.update(task, advance=1, description=f"files {stats['files']} · pairs {stats['pairs']} · "
+                                                    f"errors {stats['errors']}")
+            if not r.ok:
+                err.print(f"[red]failed[/] {r.uri}: {r.error}", highlight=False, soft_wrap=True)
+
+        report = ingest(p, paths, cfg, progress=on_file)
+    _summary(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _summary(report) -> None:
+    files = report.files
+    t = Table(title=f"ingest summary ({len(files)} files, {report.seconds:.1f} s)")
+    if len(files) <= 40:
+        for c in ("file", "type", "pages", "status", "elements", "chunks", "new pairs", "pairs"):
+            t.add_column(c, justify="right" if c in ("pages", "elements", "chunks", "new pairs", "pairs") else "left")
+        for f in files:
+            status = f.status if f.ok else f"[red]failed: {f.error_kind}[/]"
+            t.add_row(f.uri, f.filetype, str(f.n_pages or ""), status, str(f.n_elements), str(f.n_chunks),
+                      str(f.pairs_new), str(f.pairs_total))
+    else:
+        for c in ("type", "files", "ok", "failed", "pages", "new pairs"):
+            t.add_column(c, justify="left" if c == "type" else "right")
+        by: dict[str, Counter[str]] = {}
+        for f in files:
+            n = by.setdefault(f.filetype or "?", Counter())
+            n["files"] += 1
+            n["ok" if f.ok else "failed"] += 1
+            n["pages"] += (f.n_pages or 1) if f.ok else 0
+            n["pairs"] += f.pairs_new
+        for ft, n in sorted(by.items()):
+            t.add_row(ft, str(n["files"]), str(n["ok"]), str(n["failed"]), str(n["pages"]), str(n["pairs"]))
+    console.print(t)
+    statuses = Counter(f.status for f in files)
+    console.print(", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + f"; {report.pairs_new} new pairs")
+    if report.failed:
+        err.print(f"[bold red]{len(report.failed)} file(s) failed:[/]")
+        for f in report.failed:
+            err.print(f"  {f.uri}: {f.error}", highlight=False, soft_wrap=True)
+
+
+def list_cmd(
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
+    offset: Annotated[int, typer.Option(help="Rows to skip.")] = 0,
+    project_dir: ProjectOpt = None,
+) -> None:
+    """List stored documents (every version), newest first.
+
+    Example: tuneloop documents list --limit 20
+    """
+    from store import documents as docs_store
+
+    p = project(project_dir)
+    with p.connect() as con:
+        df = docs_store.list_frame(con, limit=limit, offset=offset)
+        total = docs_store.count(con)
+    t = Table(title=f"documents ({total})")
+    for c in ("id", "uri", "type", "pages", "title", "elements", "chunks", "pairs", "version of"):
+        t.add_column(c, justify="right" if c in ("pages", "elements", "chunks", "pairs") else "left")
+    for r in df.iter_rows(named=True):
+        t.add_row(r["id"][:14], r["uri"], r["filetype"], str(r["n_pages"] or ""), (r["title"] or "")[:40],
+                  str(r["n_elements"]), str(r["n_chunks"]), str(r["n_pairs"]), (r["previous_id"] or "")[:14])
+    console.print(t)
+
+
+def show_cmd(
+    document: Annotated[str, typer.Argument(help="Document id (or a unique prefix), or its uri (newest version).")],
+    elements: Annotated[bool, typer.Option("--elements/--no-elements", help="List the elements.")] = True,
+    max_elements: Annotated[int, typer.Option(help="Elements to list at most.")] = 200,
+    project_dir: ProjectOpt = None,
+) -> None:
+    """Show a document: its versions, elements, and the pairs made from them.
+
+    Example: tuneloop documents show handbook/handbook.md
+    """
+    from store import documents as docs_store
+
+    p = project(project_dir)
+    with p.connect() as con:
+        doc = docs_store.find(con, document)
+        if doc is None:
+            raise fail(f"no document {document!r}; see `tuneloop documents list`")
+        els = docs_store.elements(con, doc.id) if elements else []
+        pairs = docs_store.pairs_frame(con, doc.id)
+        versions = docs_store.versions(con, doc.uri)
+    console.print(f"[bold]{doc.title}[/]  {doc.id}")
+    console.print(f"uri {doc.uri} · {doc.filetype} · {doc.size_bytes} bytes · pages {doc.n_pages or '-'} · "
+                  f"version {[v.id for v in versions].index(doc.id) + 1} of {len(versions)}"
+                  + (f" (previous {doc.previous_id})" if doc.previous_id else ""), highlight=False)
+    by_el: dict[str, list[str]] = {}
+    for r in pairs.iter_rows(named=True):
+        for eid in r["element_ids"] or []:
+            by_el.setdefault(eid, []).append(r["id"])
+    if els:
+        t = Table(title=f"elements ({len(els)})")
+        for c in ("#", "type", "page", "chars", "text", "pairs"):
+            t.add_column(c)
+        for e in els[:max_elements]:
+            text = e.text if len(e.text) <= 90 else e.text[:87] + "..."
+            t.add_row(str(e.idx), e.type, str(e.page or ""), f"{e.char_start}-{e.char_end}", text,
+                      str(len(by_el.get(e.id, []))))
+        console.print(t)
+    t = Table(title=f"pairs from this document ({pairs.height})")
+    for c in ("pair", "generator", "status", "span", "instruction", "response"):
+        t.add_column(c)
+    for r in pairs.iter_rows(named=True):
+        span = f"{r['char_start']}-{r['char_end']}" if r["char_start"] is not None else ""
+        resp = r["response"] if len(r["response"]) <= 80 else r["response"][:77] + "..."
+        t.add_row(r["id"][:12], f"{r['generator']}@{r['generator_version']}", r["status"], span,
+                  r["instruction"][:70], resp)
+    console.print(t)
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the root app."""
+    app.command("ingest")(ingest_cmd)
+    documents_app.command("list")(list_cmd)
+    documents_app.command("show")(show_cmd)
+    app.add_typer(documents_app, name="documents")

@@ -1,9 +1,327 @@
-"""Commands of this stage (filled in by its issue)."""
+"""Training commands: train, runs list|show|cancel|resume, predict, metrics, export-model."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from store import runs as runs_store
+from store.config import ConfigError
+from tuneloop.common import AuthorOpt, ProjectOpt, console, default_author, err, fail, project
+
+runs_app = typer.Typer(help="List, show, cancel and resume training runs.", no_args_is_help=True)
+
+
+def _bar() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
+                    disable=not sys.stderr.isatty())
+
+
+def _follow(p, run_id: str) -> None:
+    """Wait for a run with a progress bar; Ctrl-C detaches (the run goes on)."""
+    from training.runner import wait_run
+
+    with _bar() as bar:
+        task = bar.add_task(f"training {run_id}", total=None, info="starting")
+
+        def show(st: dict) -> None:
+            total = st.get("total_steps")
+            if total:
+                bar.update(task, total=total, completed=st.get("step") or 0,
+                           info=f"loss {st['loss']:.4f}" if st.get("loss") is not None else st.get("status", ""))
+        try:
+            run = wait_run(p, run_id, progress=show)
+        except KeyboardInterrupt:
+            err.print(f"detached; the run goes on. `tuneloop runs show {run_id}` follows it, "
+                      f"`tuneloop runs cancel {run_id}` stops it.")
+            raise typer.Exit(0) from None
+    style = "green" if run.status == "succeeded" else "red"
+    console.print(f"run [bold]{run.id}[/] [{style}]{run.status}[/]" + (f": {run.error}" if run.error else ""))
+    if run.adapter_path:
+        console.print(f"result: {run.adapter_path}")
+    if run.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def train(
+    slice_ref: Annotated[str, typer.Option("--slice", "-s", help="Slice name or id to train on.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="Config overrides key=value (see docs/training.md).")] = None,
+    base: Annotated[str | None, typer.Option("--base", help="Base model: smollm2 (default, bundled), a HF id or a folder.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
+    name: Annotated[str, typer.Option(help="A name for the run.")] = "",
+    init_adapter: Annotated[Path | None, typer.Option("--init-adapter", help="Continue from this LoRA adapter folder.")] = None,
+    parent_run: Annotated[str | None, typer.Option("--parent-run", help="Run this one derives from (lineage).")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Start the run and return at once.")] = False,
+    project_dir: ProjectOpt = None,
+    author: AuthorOpt = "",
+) -> None:
+    """Fine-tune a base model on a slice (LoRA by default) in its own process.
+
+    The run is tracked in the project (status, per-step metrics, config, adapter) and resumes
+    from its last checkpoint with `tuneloop runs resume RUN`.
+
+    Example: tuneloop train --slice support-v1 max_steps=200 learning_rate=1e-4 lora_r=8
+    """
+    from training.runner import start_run
+
+    p = project(project_dir)
+    try:
+        rid = start_run(p, slice_ref, base_model=base, config_path=config, overrides=tuple(overrides or ()),
+                        parent_run_id=parent_run, init_adapter=str(init_adapter) if init_adapter else None,
+                        name=name, author=author or default_author())
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc).strip('"')) from None
+    console.print(f"started run [bold]{rid}[/] on slice {slice_ref}")
+    if not detach:
+        _follow(p, rid)
+
+
+@runs_app.command("list")
+def runs_list(
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    project_dir: ProjectOpt = None,
+) -> None:
+    """List runs, newest first (live runs are synced from their folders first).
+
+    Example: tuneloop runs list --status running
+    """
+    from training.runner import sync_run
+
+    p = project(project_dir)
+    with p.connect() as con:
+        rows = runs_store.list_runs(con, limit=limit, status=status)
+    rows = [sync_run(p, r.id) if r.status in ("queued", "running") else r for r in rows]
+    if as_json:
+        console.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
+        return
+    t = Table(title="runs")
+    for c in ("id", "name", "kind", "status", "base", "slice", "step", "final loss", "created"):
+        t.add_column(c)
+    for r in rows:
+        s = r.summary or {}
+        t.add_row(r.id, r.name, r.kind, r.status, Path(r.base_model).name, r.slice_id or "",
+                  f"{s.get('step', s.get('steps', ''))}/{s.get('total_steps', '')}" if r.kind == "train" else "",
+                  f"{s['final_loss']:.4f}" if isinstance(s.get("final_loss"), float) else "",
+                  str(r.created_at)[:19])
+    console.print(t)
+
+
+@runs_app.command("show")
+def runs_show(
+    run: Annotated[str, typer.Argument(help="Run id or name.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow a live run with a progress bar.")] = False,
+    project_dir: ProjectOpt = None,
+) -> None:
+    """Show a run: status, config, summary, latest metrics, prediction sets.
+
+    Example: tuneloop runs show run_01ab... --follow
+    """
+    from training.runner import sync_run
+
+    p = project(project_dir)
+    try:
+        r = sync_run(p, _resolve(p, run))
+    except KeyError as exc:
+        raise fail(str(exc).strip('"')) from None
+    if follow and r.status in ("queued", "running"):
+        _follow(p, r.id)
+        r = sync_run(p, r.id)
+    console.print(f"[bold]{r.id}[/] {r.name} - {r.kind}, [bold]{r.status}[/]" + (f"\nerror: {r.error}" if r.error else ""))
+    console.print(f"base {r.base_model}; slice {r.slice_id} (hash {str(r.slice_hash)[:12]}); run dir {r.run_dir}")
+    if r.adapter_path:
+        console.print(f"result: {r.adapter_path}")
+    console.print_json(json.dumps({"config": r.config, "summary": r.summary}, default=str))
+    with p.connect() as con:
+        m = runs_store.metrics_frame(con, r.id)
+        sets = runs_store.prediction_sets(con, r.id)
+    if m.height:
+        t = Table(title="last metrics")
+        t.add_column("name")
+        t.add_column("step", justify="right")
+        t.add_column("value", justify="right")
+        for name in sorted(set(m["name"])):
+            last = m.filter(m["name"] == name).tail(1).row(0, named=True)
+            t.add_row(name, str(last["step"]), f"{last['value']:.5g}")
+        console.print(t)
+    for s in sets.iter_rows(named=True):
+        console.print(f"predictions {s['id']}: {s['n']} on {s['split']} ({str(s['created_at'])[:19]})")
+
+
+@runs_app.command("cancel")
+def runs_cancel(run: Annotated[str, typer.Argument(help="Run id or name.")], project_dir: ProjectOpt = None) -> None:
+    """Cancel a run: it saves a checkpoint and stops (resumable).
+
+    Example: tuneloop runs cancel run_01ab...
+    """
+    from training.runner import cancel_run
+
+    p = project(project_dir)
+    r = cancel_run(p, _resolve(p, run))
+    console.print(f"run {r.id}: {r.status}" + ("" if r.status in runs_store.TERMINAL else " (cancel requested)"))
+
+
+@runs_app.command("resume")
+def runs_resume(
+    run: Annotated[str, typer.Argument(help="Run id or name.")],
+    detach: Annotated[bool, typer.Option("--detach", help="Return at once.")] = False,
+    project_dir: ProjectOpt = None,
+) -> None:
+    """Resume a failed, killed or cancelled run from its last checkpoint.
+
+    Example: tuneloop runs resume run_01ab...
+    """
+    from training.runner import resume_run
+
+    p = project(project_dir)
+    try:
+        rid = resume_run(p, _resolve(p, run))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"resumed run [bold]{rid}[/]")
+    if not detach:
+        _follow(p, rid)
+
+
+def _resolve(p, ref: str) -> str:
+    with p.connect() as con:
+        try:
+            return runs_store.get(con, ref).id
+        except KeyError as exc:
+            raise fail(str(exc).strip('"')) from None
+
+
+def predict(
+    run: Annotated[str | None, typer.Option("--run", "-r", help="Run id or name whose model predicts.")] = None,
+    base: Annotated[str | None, typer.Option("--base", help="Predict with an untrained base model instead.")] = None,
+    slice_ref: Annotated[str | None, typer.Option("--slice", "-s", help="Slice (default: the run's slice).")] = None,
+    split: Annotated[str, typer.Option(help="eval or train.")] = "eval",
+    max_new_tokens: Annotated[int | None, typer.Option(help="Default: 1.5x the longest reference (16-512).")] = None,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (default); > 0 samples.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling when temperature > 0.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 16,
+    limit: Annotated[int | None, typer.Option(help="Only the first N pairs.")] = None,
+    system_prompt: Annotated[str, typer.Option(help="System prompt for --base predictions.")] = "",
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    project_dir: ProjectOpt = None,
+    author: AuthorOpt = "",
+) -> None:
+    """Generate predictions for a slice split in batches, store them (immutable) and score them.
+
+    Example: tuneloop predict --run run_01ab... --split eval
+    Example: tuneloop predict --base smollm2 --slice support-v1
+    """
+    from training.predict import predict_base, predict_run
+
+    if bool(run) == bool(base):
+        raise fail("pass exactly one of --run RUN or --base MODEL (with --slice)")
+    if base and not slice_ref:
+        raise fail("--base needs --slice NAME")
+    p = project(project_dir)
+    kw: dict[str, Any] = dict(split=split, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+              batch_size=batch_size, limit=limit, seed=seed)
+    with _bar() as bar:
+        task = bar.add_task("predicting", total=None, info="loading model")
+        kw["progress"] = lambda done, total: bar.update(task, total=total, completed=done, info="")
+        try:
+            if base:
+                assert slice_ref is not None
+                rid, psid = predict_base(p, slice_ref, base_model=base, system_prompt=system_prompt,
+                                         author=author or default_author(), **kw)
+            else:
+                assert run is not None
+                rid = _resolve(p, run)
+                psid = predict_run(p, rid, slice_ref=slice_ref, **kw)
+        except (KeyError, ValueError) as exc:
+            raise fail(str(exc).strip('"')) from None
+    console.print(f"prediction set [bold]{psid}[/] of run {rid}")
+    _print_metrics(p, psid)
+
+
+def _print_metrics(p, psid: str, per_label: bool = False) -> None:
+    with p.connect() as con:
+        m = runs_store.metrics_of(con, psid)
+    t = Table(title=f"metrics of {psid}")
+    for c in ("scope", "name", "value"):
+        t.add_column(c, justify="right" if c == "value" else "left")
+    for s, n, v in m.iter_rows():
+        if s == "overall" or (per_label and s.startswith("label:")):
+            t.add_row(s, n, f"{v:.4g}")
+    console.print(t)
+
+
+def metrics(
+    run: Annotated[str, typer.Option("--run", "-r", help="Run id or name.")],
+    prediction_set: Annotated[str | None, typer.Option("--set", help="Prediction set (default: the latest).")] = None,
+    per_label: Annotated[bool, typer.Option("--per-label", help="Also per-label P/R/F1.")] = False,
+    recompute: Annotated[bool, typer.Option(help="Recompute from the stored predictions.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    project_dir: ProjectOpt = None,
+) -> None:
+    """Show a run's prediction metrics (EM, token F1, ROUGE-L, BLEU, perplexity, accuracy...).
+
+    Example: tuneloop metrics --run run_01ab... --per-label
+    """
+    from training.predict import compute_metrics
+
+    p = project(project_dir)
+    rid = _resolve(p, run)
+    with p.connect() as con:
+        psid = prediction_set or runs_store.latest_prediction_set(con, rid)
+    if not psid:
+        raise fail(f"run {rid} has no predictions yet; run `tuneloop predict --run {rid}`")
+    if recompute:
+        compute_metrics(p, psid)
+    if as_json:
+        with p.connect() as con:
+            m = runs_store.metrics_of(con, psid)
+        console.print_json(json.dumps(m.to_dicts()))
+        return
+    _print_metrics(p, psid, per_label)
+
+
+def export_model(
+    run: Annotated[str, typer.Option("--run", "-r", help="Run id or name.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    merged: Annotated[bool, typer.Option("--merged", help="Merge the adapter into the base (safetensors).")] = False,
+    project_dir: ProjectOpt = None,
+) -> None:
+    """Export a run's result: the PEFT adapter folder, or with --merged a full merged model.
+
+    Example: tuneloop export-model --run run_01ab... --merged --out ./merged-model
+    """
+    from training.export import export_adapter, export_merged
+
+    p = project(project_dir)
+    rid = _resolve(p, run)
+    try:
+        path = export_merged(p, rid, out) if merged else export_adapter(p, rid, out)
+    except (ValueError, FileExistsError) as exc:
+        raise fail(str(exc)) from None
+    console.print(f"exported to [bold]{path}[/]")
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the root app."""
+    app.command("train")(train)
+    app.add_typer(runs_app, name="runs")
+    app.command("predict")(predict)
+    app.command("metrics")(metrics)
+    app.command("export-model")(export_model)

@@ -1,0 +1,1 @@
+"""Curation and error analysis: pure functions over store records and Polars frames."""

@@ -1,0 +1,448 @@
+"""Quality signals: named, versioned detectors over a frame of pairs (pure).
+
+Each detector takes a frame with ``instruction``, ``input`` and ``response`` (plus
+``messages`` for multi-turn pairs) and returns, row-aligned, ``score`` (float, 0 = clean),
+``flagged`` (bool), ``reason`` (one line a reviewer can act on, empty when clean) and
+``details`` (JSON text or null). ``run`` stacks them into the long form stored in
+``quality_signals``: one row per (revision, detector) with a non-zero score.
+
+Invariants and reasons:
+- A detector's ``version`` changes whenever its rule changes, so stored rows say which rule
+  produced them; the name alone is what slice filters use (``clean=pii``).
+- Everything is a Polars expression over whole columns; only candidate PII numbers (a
+  handful of rows) are validated (Luhn, IBAN mod-97) in Python.
+- Reasons never repeat the PII they found: they say what kind and how many.
+- ``length`` is relative to the frame it runs on (robust z-score of log length), so run it
+  over the whole project, not a hand-picked subset.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from analysis.normalize import normalize_expr
+
+OUT_SCHEMA = {"score": pl.Float64, "flagged": pl.Boolean, "reason": pl.String, "details": pl.String}
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    target_language: str = "en"
+    max_response_words: int = 4000
+    z_threshold: float = 3.5
+    min_rows_for_outliers: int = 20
+    repetition_threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class Detector:
+    name: str
+    version: str
+    description: str
+    fn: Callable[[pl.DataFrame, SignalConfig], pl.DataFrame] = field(repr=False)
+
+
+def with_turns(df: pl.DataFrame) -> pl.DataFrame:
+    """Fill empty instruction/response of multi-turn pairs from their messages (first user
+    turn, last assistant turn), so every detector sees one prompt and one response."""
+    out = df
+    for col in ("instruction", "input", "response"):
+        if col not in out.columns:
+            out = out.with_columns(pl.lit("").alias(col))
+    out = out.with_columns(pl.col("instruction", "input", "response").fill_null(""))
+    if "messages" not in out.columns or out["messages"].null_count() == out.height:
+        return out
+    msgs = pl.col("messages").str.json_decode(pl.List(pl.Struct({"role": pl.String, "content": pl.String})))
+    out = out.with_columns(_m=msgs)
+    user = pl.col("_m").list.eval(pl.element().filter(pl.element().struct.field("role") == "user")
+                                  .struct.field("content")).list.first()
+    asst = pl.col("_m").list.eval(pl.element().filter(pl.element().struct.field("role") == "assistant")
+                                  .struct.field("content")).list.last()
+    return out.with_columns(
+        instruction=pl.when(pl.col("instruction") == "").then(user.fill_null("")).otherwise("instruction"),
+        response=pl.when(pl.col("response") == "").then(asst.fill_null("")).otherwise("response"),
+    ).drop("_m")
+
+
+def _result(score: pl.Expr, flagged: pl.Expr, reason: pl.Expr, details: pl.Expr | None = None) -> list[pl.Expr]:
+    return [
+        score.fill_null(0.0).cast(pl.Float64).alias("score"),
+        flagged.fill_null(False).alias("flagged"),
+        pl.when(flagged.fill_null(False)).then(reason).otherwise(pl.lit("")).alias("reason"),
+        (details if details is not None else pl.lit(None, dtype=pl.String)).alias("details"),
+    ]
+
+
+# ---------------------------------------------------------------------------- detectors
+
+_PLACEHOLDER = (
+    r"(?i)^(?:n/?a|n\.a\.?|none|null|nil|nan|tbd|todo|[-—–_.?]+|…|"
+    r"[<\[(]?\s*no[\s_-]*(?:output|response|answer|input)\s*[>\])]?|<\s*noinput\s*>|empty)$"
+)
+
+
+def _empty_response(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
+    r = pl.col("response").str.strip_chars()
+    empty = r == ""
+    placeholder = r.str.contains(_PLACEHOLDER)
+    return df.select(*_result(
+        pl.when(empty).then(1.0).when(placeholder).then(0.9).otherwise(0.0),
+        empty | placeholder,
+        pl.when(empty).then(pl.lit("response is empty")).otherwise(
+            pl.format("response is only the placeholder {}", r.str.slice(0, 40).map_elements(json.dumps, return_dtype=pl.String))
+        ),
+    ))
+
+
+_URL_ONLY = r"(?i)^<?(?:https?://|www\.)\S+>?$"
+_ATTACH_ONLY = (
+    r"(?i)^[\[<({]?\s*(?:image|img|photo|picture|pic|attachment|attached|file|audio|video|pdf|document|"
+    r"screenshot|link|url|figure|chart|table)s?(?:\s*\d+)?\s*[\]>)}]?\.?$"
+)
+_FILENAME_ONLY = r"(?i)^\S+\.(?:png|jpe?g|gif|bmp|webp|svg|pdf|docx?|xlsx?|pptx?|csv|mp3|mp4|wav|mov|zip)$"
+_SEE_ATTACHED = r"(?i)^\(?\s*(?:see|refer to|check)\s+(?:the\s+)?(?:attached|attachment|image|link|file|picture)\b.{0,40}$"
+_MEDIA_REF = (
+    r"(?i)\b(?:this|these|attached|following|given|provided|above|below|uploaded)\s+(?:image|picture|photo|"
+    r"photograph|screenshot|video|audio|recording|attachment|chart|graph|diagram|link|url|file)s?\b"
+    r"|\bthe\s+(?:image|picture|photo|screenshot|attachment|attached file)s?\b"
+)
+
+
+def _placeholder_input(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
+    inp = pl.col("input").str.strip_chars()
+    instr = pl.col("instruction").str.strip_chars()
+    target = pl.when(inp != "").then(inp).otherwise(instr)
+    url = target.str.contains(_URL_ONLY)
+    attach = target.str.contains(_ATTACH_ONLY) | target.str.contains(_FILENAME_ONLY) | target.str.contains(_SEE_ATTACHED)
+    # "Describe this image." with no input at all: the model can only invent the image.
+    missing_media = (
+        (inp == "") & instr.str.contains(_MEDIA_REF) & ~instr.str.contains(r"https?://|www\.")
+        & (pl.col("instruction").str.count_matches(r"\S+") < 30)
+    )
+    where = pl.when(inp != "").then(pl.lit("input")).otherwise(pl.lit("instruction"))
+    return df.select(*_result(
+        pl.when(url | attach).then(1.0).when(missing_media).then(0.8).otherwise(0.0),
+        url | attach | missing_media,
+        pl.when(url).then(pl.format("{} is only a URL: the model cannot open it and would hallucinate", where))
+        .when(attach).then(pl.format("{} is only an attachment placeholder: the attachment is not in the data", where))
+        .otherwise(pl.lit("instruction refers to an image/link/attachment that is not in the pair")),
+    ))
+
+
+_MERGED = (
+    r"(?im)(?:^|\n)\s*(?:#{1,4}\s*)?(?:\d+\s*[.)]\s*)?(?:instruction|new instruction|next instruction)\s*\d*\s*:"
+    r"|(?:^|\n)\s*#{2,4}\s*(?:input|response|instruction)\b"
+)
+
+
+def _merged_instructions(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
+    n = pl.col("response").str.count_matches(_MERGED)
+    return df.select(*_result(
+        n.cast(pl.Float64), n > 0,
+        pl.format("response contains {} embedded 'Instruction:' block(s): several examples were merged into one", n),
+        pl.format('{{"count": {}}}', n),
+    ))
+
+
+def _echoes_instruction(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
+    ni = normalize_expr(pl.concat_str([pl.col("instruction"), pl.col("input")], separator=" "))
+    nr = normalize_expr(pl.col("response"))
+    tmp = df.select(ni=ni, nr=nr)
+    li, lr = pl.col("ni").str.len_chars(), pl.col("nr").str.len_chars()
+    # at least four words: a short intent ("Activate my card") may legitimately equal its label
+    long_enough = pl.col("ni").str.count_matches(" ") >= 3
+    contained = (lr > 0) & long_enough & pl.col("nr").str.contains(pl.col("ni"), literal=True)
+    share = pl.when(contained).then(li / lr).otherwise(0.0)
+    same = (pl.col("ni") == pl.col("nr")) & long_enough
+    flagged = same | (share >= 0.6)
+    return tmp.select(*_result(
+        pl.when(same).then(1.0).otherwise(share), flagged,
+        pl.when(same).then(pl.lit("response repeats the instruction verbatim"))
+        .otherwise(pl.format("response is mostly the instruction repeated ({}% of it)", (share * 100).round(0).cast(pl.Int64))),
+    ))
+
+
+def _length(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
+    words = pl.col("response").str.count_matches(r"\S+")
+    tmp = df.select(w=words, pw=pl.concat_str([pl.col("instruction"), pl.col("input")], separator=" ").str.strip_chars().str.len_chars())
+    logw = (pl.col("w") + 1).log()
+    nonempty = pl.col("w") > 0
+    med = logw.filter(nonempty).median()
+    mad = (logw - med).abs().filter(nonempty).median()
+    mean_ad = (logw - med).abs().filter(nonempty).mean()
+    # MAD is 0 when most lengths are equal; fall back to the mean absolute deviation
+    scale = pl.when(mad > 0).then(1.4826 * mad).otherwise(1.2533 * mean_ad)
+    enough = nonempty.sum() >= cfg.min_rows_for_outliers
+    z = pl.when(nonempty & enough & (scale > 0)).then((logw - med) / scale).otherwise(0.0)
+    med_words = (med.exp() - 1).round(0).cast(pl.Int64)
+    too_long = pl.col("w") > cfg.max_response_words
+    short_prompt = pl.col("pw") < 3
+    outlier = z.abs() > cfg.z_threshold
+    tmp = tmp.with_columns(z=z, med_words=med_words)
+    flagged = too_long | short_prompt | outlier
+    reason = (
+        pl.when(too_long).then(pl.format("very long response: {} words (limit {})", pl.col("w"), pl.lit(cfg.max_response_words)))
+        .when(short_prompt).then(pl.format("very short prompt: {} characters", pl.col("pw")))
+        .when(pl.col("z") > 0).then(pl.format("unusually long response: {} words (median {}, robust z {})",
+                                              pl.col("w"), pl.col("med_words"), pl.col("z").round(1)))
+        .otherwise(pl.format("unusually short response: {} words (median {}, robust z {})",
+                             pl.col("w"), pl.col("med_words"), pl.col("z").round(1)))
+    )
+    score = pl.max_horizontal(pl.col("z").abs() / cfg.z_threshold, too_long.cast(pl.Float64) * 2, short_prompt.cast(pl.Float64))
+    return tmp.select(*_result(
+        score, flagged, reason,
+        pl.format('{{"words": {}, "median_words": {}, "z": {}}}', pl.col("w"), pl.col("med_words").fill_null(0), pl.col("z").round(2)),
+    ))
+
+
+def _repetition(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
+    w = pl.col("response").str.to_lowercase().str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
+    tri = w.list.eval(pl.concat_str([pl.element(), pl.element().shift(-1), pl.element().shift(-2)], separator=" ")).list.drop_nulls()
+    # "aaaaaaaa…" or "hahahaha…": a 30+ character token made of at most three distinct characters
+    runs = pl.col("response").str.extract_all(r"\S{30,}").list.eval(
+        (pl.element().str.split("").list.n_unique() <= 3).cast(pl.Int64)
+    ).list.sum()
+    tmp = df.select(
+        tri=tri,
+        lines=pl.col("response").str.split("\n").list.eval(pl.element().str.strip_chars().filter(pl.element() != "")),
+        runs=runs.fill_null(0),
+    ).select(
+        "runs",
+        n=pl.col("tri").list.len(),
+        u=pl.col("tri").list.n_unique(),
+        nl=pl.col("lines").list.len(),
+        ul=pl.col("lines").list.n_unique(),
+    )
+    ratio = pl.when(pl.col("n") >= 12).then(pl.col("u") / pl.col("n")).otherwise(1.0)
+    line_ratio = pl.when(pl.col("nl") >= 4).then(pl.col("ul") / pl.col("nl")).otherwise(1.0)
+    tmp = tmp.with_columns(worst=pl.min_horizontal(ratio, line_ratio, pl.when(pl.col("runs") > 0).then(0.0).otherwise(1.0)),
+                           ratio=ratio, line_ratio=line_ratio)
+    flagged = pl.col("worst") < cfg.repetition_threshold
+    return tmp.select(*_result(
+        (1.0 - pl.col("worst")), flagged,
+        pl.when(pl.col("runs") > 0).then(pl.lit("heavy repetition: a long run of one repeated character group"))
+        .when(pl.col("line_ratio") < pl.col("ratio"))
+        .then(pl.format("heavy repetition: only {} of {} lines are distinct", pl.col("ul"), pl.col("nl")))
+        .otherwise(pl.format("heavy repetition: only {}% of word trigrams are distinct", (pl.col("ratio") * 100).round(0).cast(pl.Int64))),
+    ))
+
+
+_CONNECTOR_END = r"(?i)(?:[,;:(\[{–—-]|\b(?:and|or|but|the|a|an|to|of|with|for|in|on|that|which|because|is|are|was|were|as|by|from))$"
+
+
+def _truncated(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
+    r = pl.col("response").str.strip_chars()
+    words = r.str.count_matches(r"\S+")
+    fences = r.str.count_matches("```")
+    open_fence = (fences % 2) == 1
+    dangling = (words >= 8) & r.str.contains(_CONNECTOR_END)
+    last_line = r.str.split("\n").list.last().str.strip_chars()
+    is_item = last_line.str.contains(r"^(?:[-*•#|]|\d+[.)])")
+    no_stop = (words >= 40) & ~r.str.contains(r"[.!?\"'’”)\]}*`>:;]$") & ~is_item
+    score = pl.when(open_fence).then(1.0).when(dangling).then(0.9).when(no_stop).then(0.4).otherwise(0.0)
+    flagged = open_fence | dangling
+    return df.select(*_result(
+        score, flagged,
+        pl.when(open_fence).then(pl.lit("response ends inside an unclosed ``` code block"))
+        .otherwise(pl.format("response ends mid-sentence: …{}", r.str.slice(-30).map_elements(json.dumps, return_dtype=pl.String))),
+    ))
+
+
+# stop words that are frequent in one language and rare in the others
+_STOPWORDS = {
+    "en": "the and is are was were of to in that it with for this you not have be on as at by from what how my "
+          "can i your do does will would",
+    "de": "der das und ist nicht ein eine mit für auf dem sich auch wie wir sie ich",
+    "fr": "le la les et est des une un pas pour que qui dans sur avec ce vous nous je",
+    "es": "el la los las es de que en un una por con para se su como pero",
+    "it": "il lo la gli le di che un una per con non sono del della ma",
+    "pt": "os de que em um uma para com não se da por mas você",
+    "nl": "de het een en van dat niet op met voor zijn ik je ook maar wat",
+}
+_SCRIPTS = {
+    "Cyrillic": r"\p{Cyrillic}", "Greek": r"\p{Greek}", "Arabic": r"\p{Arabic}", "Hebrew": r"\p{Hebrew}",
+    "Han": r"\p{Han}", "Japanese kana": r"[\p{Hiragana}\p{Katakana}]", "Hangul": r"\p{Hangul}",
+    "Devanagari": r"\p{Devanagari}", "Thai": r"\p{Thai}",
+}
+_TARGET_SCRIPT = {"ru": "Cyrillic", "uk": "Cyrillic", "el": "Greek", "ar": "Arabic", "he": "Hebrew",
+                  "zh": "Han", "ja": "Japanese kana", "ko": "Hangul", "hi": "Devanagari", "th": "Thai"}
+
+
+def _language_of(text: pl.Expr, prefix: str, target: str) -> list[pl.Expr]:
+    lower = text.str.to_lowercase()
+    words = text.str.count_matches(r"\p{L}+")
+    letters = text.str.count_matches(r"\p{L}")
+    latin = text.str.count_matches(r"\p{Latin}")
+    exprs = [words.alias(f"{prefix}_words"), letters.alias(f"{prefix}_letters"), latin.alias(f"{prefix}_latin")]
+    for script, rx in _SCRIPTS.items():
+        exprs.append(text.str.count_matches(rx).alias(f"{prefix}_s_{script}"))
+    for lang, sw in _STOPWORDS.items():
+        rx = r"\b(?:" + "|".join(sw.split()) + r")\b"
+        exprs.append(lower.str.count_matches(rx).alias(f"{prefix}_w_{lang}"))
+    return exprs
+
+
+def _language(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
+    target = cfg.target_language
+    prompt = pl.concat_str([pl.col("instruction"), pl.col("input")], separator=" ")
+    translating = prompt.str.contains(r"(?i)translat|übersetz|tradu")
+    tmp = df.select(*_language_of(prompt, "p", target), *_language_of(pl.col("response"), "r", target), tr=translating)
+    out = []
+    for prefix in ("p", "r"):
+        scripts = [pl.when(pl.col(f"{prefix}_s_{s}") > 0.5 * pl.col(f"{prefix}_letters")).then(pl.lit(s)) for s in _SCRIPTS]
+        foreign_script = pl.coalesce(scripts)
+        if target in _TARGET_SCRIPT:
+            foreign_script = pl.when(foreign_script != _TARGET_SCRIPT[target]).then(foreign_script)
+        hits = {lang: pl.col(f"{prefix}_w_{lang}") for lang in _STOPWORDS}
+        tgt_hits = hits.get(target, pl.lit(0))
+        best_n = pl.max_horizontal(list(hits.values()))
+        best_lang = pl.coalesce([pl.when(h == best_n).then(pl.lit(lang)) for lang, h in hits.items()])
+        latin_text = pl.col(f"{prefix}_latin") > 0.5 * pl.col(f"{prefix}_letters")
+        other_lang = (
+            latin_text & (pl.col(f"{prefix}_words") >= 8) & (best_n >= 3) & (best_lang != target)
+            & (best_n >= 2 * tgt_hits + 1)
+        )
+        if target not in _STOPWORDS:
+            other_lang = pl.lit(False)
+        lang = pl.when(foreign_script.is_not_null()).then(pl.format("{} script", foreign_script)).when(other_lang).then(best_lang)
+        out.append(lang.alias(f"{prefix}_lang"))
+    tmp = tmp.with_columns(out).with_columns(r_lang=pl.when(~pl.col("tr")).then(pl.col("r_lang")))
+    flagged = pl.col("p_lang").is_not_null() | pl.col("r_lang").is_not_null()
+    reason = pl.concat_str([
+        pl.when(pl.col("p_lang").is_not_null()).then(pl.format("prompt looks like {}", pl.col("p_lang"))),
+        pl.when(pl.col("r_lang").is_not_null()).then(pl.format("response looks like {}", pl.col("r_lang"))),
+    ], separator="; ", ignore_nulls=True)
+    return tmp.select(*_result(
+        flagged.cast(pl.Float64), flagged,
+        pl.format("{} (target language {})", reason, pl.lit(target)),
+        pl.when(flagged).then(pl.format('{{"prompt": "{}", "response": "{}"}}', pl.col("p_lang").fill_null(""), pl.col("r_lang").fill_null(""))),
+    ))
+
+
+_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+_PHONE = (
+    r"(?:\+\d{1,3}[\s.-]?(?:\(?\d{1,4}\)?[\s.-]?){2,4}\d{2,4})"
+    r"|(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b"
+    r"|\b0\d{2,4}[\s-]\d{3,4}[\s-]\d{3,4}\b"
+)
+_CARD = r"\b(?:\d[ -]?){12,18}\d\b"
+_IBAN = r"\b[A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){2,7}(?:\s?[A-Z0-9]{1,4})?\b"
+_SSN = r"\b(?:00[1-9]|0[1-9]\d|[1-578]\d{2}|6[0-57-9]\d|66[0-57-9])-(?:0[1-9]|[1-9]\d)-(?:000[1-9]|00[1-9]\d|0[1-9]\d{2}|[1-9]\d{3})\b"
+
+
+def luhn_ok(number: str) -> bool:
+    digits = [int(c) for c in number if c.isdigit()]
+    if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
+        return False
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            d = d * 2 - 9 if d * 2 > 9 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def iban_ok(text: str) -> bool:
+    s = text.replace(" ", "")
+    if not 15 <= len(s) <= 34:
+        return False
+    moved = s[4:] + s[:4]
+    num = "".join(str(int(c, 36)) for c in moved)
+    return int(num) % 97 == 1
+
+
+def _valid_count(df: pl.DataFrame, text: pl.Expr, rx: str, check: Callable[[str], bool]) -> pl.Series:
+    cands = df.select(_i=pl.int_range(0, df.height, dtype=pl.Int64), c=text.str.extract_all(rx)).explode("c").drop_nulls("c")
+    if cands.height == 0:
+        return pl.Series("n", [0] * df.height, dtype=pl.Int64)
+    ok = cands.with_columns(ok=pl.col("c").map_elements(check, return_dtype=pl.Boolean)).filter("ok")
+    counts = ok.group_by("_i").agg(n=pl.len())
+    return pl.DataFrame({"_i": pl.int_range(0, df.height, dtype=pl.Int64, eager=True)}).join(
+        counts, on="_i", how="left", maintain_order="left"
+    )["n"].fill_null(0).cast(pl.Int64)
+
+
+def _pii(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
+    text = pl.concat_str([pl.col("instruction"), pl.col("input"), pl.col("response")], separator="\n")
+    tmp = df.select(
+        email=text.str.count_matches(_EMAIL),
+        ssn=text.str.count_matches(_SSN),
+        # phone numbers: drop the card-like digit runs first so a card is not also a phone
+        phone=text.str.replace_all(_CARD, " ").str.replace_all(_SSN, " ").str.count_matches(_PHONE),
+    ).with_columns(
+        card=_valid_count(df, text, _CARD, luhn_ok),
+        iban=_valid_count(df, text, _IBAN, iban_ok),
+    )
+    names = {"email": "e-mail address", "phone": "phone number", "card": "payment card number",
+             "iban": "IBAN", "ssn": "US social security number"}
+    total = pl.sum_horizontal(list(names))
+    parts = [pl.when(pl.col(k) > 0).then(pl.format("{} x{}", pl.lit(v), pl.col(k))) for k, v in names.items()]
+    return tmp.select(*_result(
+        total.cast(pl.Float64), total > 0,
+        pl.format("contains personal data: {}", pl.concat_str(parts, separator=", ", ignore_nulls=True)),
+        pl.when(total > 0).then(pl.struct(list(names)).struct.json_encode()),
+    ))
+
+
+_MOJIBAKE = (
+    "Ã[\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2013\u2014\u2018-\u201e"
+    "\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]|Â[\u00a0-\u00bf]|â€|\ufffd|ï»¿|Ã¢â"
+)
+
+
+def _mojibake(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
+    text = pl.concat_str([pl.col("instruction"), pl.col("input"), pl.col("response")], separator="\n")
+    n = text.str.count_matches(_MOJIBAKE)
+    return df.select(*_result(
+        n.cast(pl.Float64), n > 0,
+        pl.format("{} mojibake sequence(s) such as 'Ã©' or 'â€™': text was decoded with the wrong encoding", n),
+    ))
+
+
+DETECTORS: dict[str, Detector] = {d.name: d for d in [
+    Detector("empty_response", "1", "empty or placeholder response (N/A, <No Output>, <nooutput>)", _empty_response),
+    Detector("placeholder_input", "1", "input that is only a URL or an attachment placeholder", _placeholder_input),
+    Detector("merged_instructions", "1", "a second 'Instruction:' block inside the response", _merged_instructions),
+    Detector("echoes_instruction", "1", "response that repeats the instruction", _echoes_instruction),
+    Detector("length", "1", "very short/long responses and log-length outliers", _length),
+    Detector("repetition", "1", "heavily repeated trigrams or lines", _repetition),
+    Detector("truncated", "1", "unclosed code block or a response that stops mid-sentence", _truncated),
+    Detector("language", "1", "prompt or response not in the target language", _language),
+    Detector("pii", "1", "e-mail, phone, payment card (Luhn), IBAN (mod 97), US SSN", _pii),
+    Detector("mojibake", "1", "text decoded with the wrong encoding", _mojibake),
+]}
+
+
+def detect(df: pl.DataFrame, name: str, cfg: SignalConfig | None = None) -> pl.DataFrame:
+    """One detector's row-aligned output (score, flagged, reason, details) for ``df``."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
+    base = with_turns(df)
+    return DETECTORS[name].fn(base, cfg or SignalConfig()).cast(OUT_SCHEMA)  # type: ignore[arg-type]
+
+
+def run(df: pl.DataFrame, names: list[str] | None = None, cfg: SignalConfig | None = None) -> pl.DataFrame:
+    """Long frame of every non-zero signal: revision_id, pair_id, name, version, score, flagged, reason, details."""
+    cfg = cfg or SignalConfig()
+    names = names or list(DETECTORS)
+    for n in names:
+        if n not in DETECTORS:
+            raise ValueError(f"unknown detector {n!r}; known: {', '.join(DETECTORS)}")
+    base = with_turns(df)
+    ids = base.select("revision_id", "pair_id")
+    parts = []
+    for n in names:
+        d = DETECTORS[n]
+        res = pl.concat([ids, d.fn(base, cfg).cast(OUT_SCHEMA)], how="horizontal")  # type: ignore[arg-type]
+        parts.append(res.filter((pl.col("score") != 0) | pl.col("flagged")).with_columns(
+            name=pl.lit(d.name), version=pl.lit(d.version)
+        ))
+    cols = ["revision_id", "pair_id", "name", "version", "score", "flagged", "reason", "details"]
+    if not parts:
+        return pl.DataFrame(schema={"revision_id": pl.String, "pair_id": pl.String, "name": pl.String,
+                                    "version": pl.String, **OUT_SCHEMA})
+    return pl.concat([p.select(cols) for p in parts])

@@ -1,0 +1,139 @@
+"""Compare: two runs on the same eval pairs; per-category deltas with intervals, fixed and broken
+examples, a per-example diff, and "retrain on the corrected slice"."""
+
+from __future__ import annotations
+
+import difflib
+
+import altair as alt
+import streamlit as st
+
+from app import components as ui
+from app import jobs, state
+from store import errors as errors_store
+from store import views
+
+INLINE_MAX = 20_000
+
+st.title("Compare")
+try:
+    from analysis.errors import workflow
+except ImportError:
+    workflow = None  # type: ignore[assignment]
+if workflow is None:
+    ui.not_available("Run comparison", "the error-analysis workflow (`analysis/errors/workflow.py`)")
+    st.stop()
+
+with state.db() as con:
+    runs = views.runs_with_predictions(con)
+if len(runs) < 2:
+    st.info("Comparing needs two runs with predictions (e.g. a run and its retrained successor).")
+    if runs:
+        st.caption(f"Only {runs[0][1] or runs[0][0]} has predictions so far.")
+else:
+    label = {r[0]: f"{r[1] or r[0]} · {r[2]}" for r in runs}
+    ids = [r[0] for r in runs]
+
+    def run_label(run_id: str) -> str:
+        return label[run_id]
+
+    c1, c2 = st.columns(2)
+    run_a = c1.selectbox("Run A (before)", ids, index=1, key="cmp_a", format_func=run_label)
+    run_b = c2.selectbox("Run B (after)", ids, index=0, key="cmp_b", format_func=run_label)
+
+    @st.cache_data(ttl=60, show_spinner="Comparing…", max_entries=8)
+    def _compare(root: str, a: str, b: str, version: int):
+        cmp = workflow.compare_runs(state.project(), a, b)
+        return cmp.table, cmp.fixed, cmp.broken, cmp.n_common, cmp.notes
+
+    psets = {r[0]: (r[3], r[4]) for r in runs}
+    with state.db() as con:  # small sets are categorised inline by the comparison; large ones in the background
+        uncategorised = [r for r in (run_a, run_b) if r is not None
+                         and psets[r][1] > INLINE_MAX and errors_store.labelled_sets(con, psets[r][0]) == 0]
+    if run_a is None or run_b is None:
+        st.warning("Pick two runs to compare.")
+    elif run_a == run_b:
+        st.warning("Pick two different runs.")
+    elif uncategorised:
+        st.info("Categorise both runs' errors first: " + ", ".join(label[r] for r in uncategorised))
+        for r in uncategorised:
+            ui.job_button(f"Categorise {label[r]}", "errors", ["errors", "auto", "--run", r], key=f"cmp_auto_{r}")
+    else:
+        table, fixed, broken, n_common, notes = _compare(str(state.project().root), run_a, run_b, state.bump_count())
+        for n in notes:
+            st.caption(n)
+        c = st.columns(4)
+        any_row = table.row(0, named=True) if table.height else None
+        c[0].metric("Common eval pairs", f"{n_common:,}")
+        if any_row:
+            c[1].metric("Error rate A", f"{any_row['rate_a']:.1%}")
+            c[2].metric("Error rate B", f"{any_row['rate_b']:.1%}", f"{any_row['delta']:+.1%}", delta_color="inverse")
+        c[3].metric("Fixed / broken", f"{fixed.height:,} / {broken.height:,}")
+        if table.height:
+            st.subheader("Per-category error rate, A → B")
+            df = table.select("category", "rate_a", "rate_b", "delta", "delta_lo", "delta_hi").to_pandas()
+            base = alt.Chart(df).encode(y=alt.Y("category:N", sort=None, title=None))
+            bars = base.mark_bar().encode(
+                x=alt.X("delta:Q", title="change in error rate (B − A), 95 % interval", axis=alt.Axis(format="%")),
+                color=alt.condition("datum.delta <= 0", alt.value("#16a34a"), alt.value("#dc2626")),
+                tooltip=["category", alt.Tooltip("rate_a", format=".1%"), alt.Tooltip("rate_b", format=".1%"),
+                         alt.Tooltip("delta", format="+.1%")])
+            rules = base.mark_rule().encode(x="delta_lo:Q", x2="delta_hi:Q")
+            st.altair_chart(bars + rules, width="stretch")
+        tab_fixed, tab_broken, tab_table = st.tabs([f"Fixed ({fixed.height:,})", f"Broken ({broken.height:,})",
+                                                    "Table"])
+        for tab, frame_, key in ((tab_fixed, fixed, "fixed"), (tab_broken, broken, "broken")):
+            with tab:
+                if frame_.is_empty():
+                    st.caption("None.")
+                    continue
+                shown = frame_.head(500)
+                ev = st.dataframe(shown, hide_index=True, width="stretch", on_select="rerun",
+                                  selection_mode="single-row", key=f"cmp_{key}")
+                rows = ev.selection.rows if ev is not None else []
+                r = shown.row(rows[0] if rows else 0, named=True)
+                st.caption(f"Pair `{r['pair_id']}`: output A → output B")
+                st.code("\n".join(difflib.unified_diff((r["output_a"] or "").splitlines(),
+                                                       (r["output_b"] or "").splitlines(), "run A", "run B",
+                                                       lineterm="")) or "(identical)", language="diff")
+                st.caption("Reference")
+                st.markdown(ui.esc_block(r["reference"] or ""))
+        with tab_table:
+            st.dataframe(table, hide_index=True, width="stretch")
+
+st.divider()
+st.subheader("Retrain on the corrected slice")
+if not runs:
+    st.stop()
+with state.db() as con:
+    cats = [c.name for c in errors_store.categories(con, include_inactive=False)]
+r1, r2 = st.columns(2)
+src = r1.selectbox("From run", [r[0] for r in runs], key="rt_from",
+                   format_func=lambda i: next(f"{r[1] or r[0]} · {r[2]}" for r in runs if r[0] == i))
+only = r2.multiselect("Only corrections of these categories (optional)", cats, key="rt_only")
+o1, o2 = st.columns(2)
+upweight = o1.number_input("Upweight corrected items", 1.0, 10.0, 1.0, 0.5, key="rt_up")
+cont = o2.toggle("Continue from the run's adapter", key="rt_cont")
+if not state.can("train"):
+    st.caption("Only admins start training runs.")
+elif st.button("Retrain on corrected slice", type="primary", key="rt_go", icon=":material/replay:"):
+    args = ["retrain", "--from-run", src, "--upweight", str(upweight)]
+    if only:
+        args += ["--only-categories", ",".join(only)]
+    if cont:
+        args.append("--continue-adapter")
+    job = jobs.start(state.project(), "retrain", args, title=f"retrain from {src}", author=state.user())
+    state.put("rt_job", job.id)
+
+job_id = state.get("rt_job")
+if job_id:
+    @st.fragment(run_every=2)
+    def watch_job() -> None:
+        job = jobs.get(state.project(), job_id)
+        if job is None:
+            return
+        st.caption(f"Job {job.id}: **{job.status}**")
+        st.code(job.log(3000) or "(starting…)", language=None)
+        if job.status == "succeeded":
+            st.success("The corrected slice is frozen and the new run started: follow it on the **Train** page.")
+    watch_job()

@@ -1,0 +1,202 @@
+"""Errors: a run's errors by category, drill into a category, prediction vs reference vs source,
+confirm / change categories, correct the answer (a new revision and a preference pair)."""
+
+from __future__ import annotations
+
+import polars as pl
+import streamlit as st
+
+from app import components as ui
+from app import jobs, state
+from store import errors as errors_store
+from store import pairs as pairs_store
+from store import views
+from store.db import ConflictError
+from store.records import Status
+
+PAGE_SIZE = 25
+
+st.title("Errors")
+with state.db() as con:
+    runs = views.runs_with_predictions(con)
+if not runs:
+    st.info("No run has predictions yet. Train a run on the **Train** page (or `tuneloop train`), then "
+            "`tuneloop predict --run RUN`.")
+    st.stop()
+
+run = st.selectbox("Run", runs, key="er_run", format_func=lambda r: f"{r[1] or r[0]} · {r[2]} · {r[4]:,} predictions")
+run_id, psid = run[0], run[3]
+
+with state.db() as con:
+    counts, n_preds, n_err = views.error_overview(con, psid)
+    cats = errors_store.categories(con, include_inactive=False)
+
+if counts.is_empty():
+    st.info("The predictions of this run have not been categorised yet.")
+    if state.can("analyse") and st.button("Categorise errors now (`tuneloop errors auto`)", key="er_auto"):
+        job = jobs.start(state.project(), "errors", ["errors", "auto", "--run", run_id],
+                         title=f"categorise errors of {run_id}", author=state.user())
+        st.success(f"Started in the background (job {job.id}); reload in a moment.")
+    st.stop()
+
+c = st.columns(3)
+c[0].metric("Predictions", f"{n_preds:,}")
+c[1].metric("With an error", f"{n_err:,}", f"{n_err / max(n_preds, 1):.0%}", delta_color="off")
+c[2].metric("Confirmed by reviewers", f"{int(counts['confirmed'].sum()):,}")
+
+chart = counts.select("category", "confirmed", "proposed").unpivot(
+    index="category", variable_name="label", value_name="predictions")
+st.bar_chart(chart, x="category", y="predictions", color="label", horizontal=True,
+             height=60 + 28 * counts.height)
+
+names = dict(zip(counts["category_id"], counts["category"]))
+left, right = st.columns([2, 1])
+cat = left.selectbox("Category", [None, *counts["category_id"].to_list()], key="er_cat",
+                     format_func=lambda c: "all errors" if c is None else f"{names[c]} ({int(counts.filter(pl.col('category_id') == c)['errors'][0]):,})")
+label_state = right.segmented_control("Label state", ["open", "proposed", "confirmed", "rejected"], default="open",
+                                      key="er_state")
+st_filter = None if label_state in (None, "open") else label_state
+
+with state.db() as con:
+    if st_filter is None:  # the open errors of a category (or all): already counted above
+        total = n_err if cat is None else int(counts.filter(pl.col("category_id") == cat)["errors"][0])
+    else:
+        total = views.error_example_count(con, psid, category_id=cat, state=st_filter)
+    n_pages = max(1, -(-total // PAGE_SIZE))
+    page_key, pg = state.pager("er_page", (psid, cat, st_filter))
+    pg = min(pg, n_pages)
+    examples = views.error_examples(con, psid, category_id=cat, state=st_filter, limit=PAGE_SIZE,
+                                    offset=(pg - 1) * PAGE_SIZE)
+
+sel = st.dataframe(examples.drop("pair_id"), hide_index=True, width="stretch", on_select="rerun",
+                   selection_mode="single-row", key="er_table",
+                   column_config={"prediction_id": None, "confidence": st.column_config.ProgressColumn(
+                       min_value=0.0, max_value=1.0, format="%.2f")})
+st.pagination(n_pages, key=page_key)
+st.caption(f"{total:,} predictions · page {pg} of {n_pages:,}")
+
+rows = sel.selection.rows if sel is not None else []
+chosen = examples["prediction_id"][rows[0]] if rows else state.get("er_pred")
+if chosen not in examples["prediction_id"].to_list():
+    chosen = examples["prediction_id"][0] if examples.height else None
+state.put("er_pred", chosen)
+if chosen is None:
+    st.stop()
+
+with state.db() as con:
+    pred = views.prediction_detail(con, chosen)
+    if pred is None:  # removed since the table was read (e.g. by another session)
+        st.warning(f"Prediction {chosen} is no longer in the project; pick another one.")
+        st.stop()
+    labels = views.prediction_labels(con, chosen)
+    pair = pairs_store.get(con, pred["pair_id"])
+    ctx = views.source_context(con, pair)
+
+st.divider()
+st.subheader(ui.short(pair.instruction, 120))
+a, b, s = st.columns(3)
+with a:
+    st.caption(f"Prediction ({pred['finish_reason']}, {pred['n_output_tokens']} tokens)")
+    with st.container(border=True):
+        st.markdown(ui.esc_block(pred["output"]) or "_(empty)_")
+with b:
+    st.caption("Reference")
+    with st.container(border=True):
+        st.markdown(ui.esc_block(pred["reference"]) or "_(empty)_")
+with s:
+    if ctx is not None:
+        ui.source_panel(ctx, pair)
+    else:
+        st.caption("Input / source")
+        with st.container(border=True):
+            st.markdown(ui.esc_block(pair.input) or "_(no source span)_")
+
+
+def label(category_id: str, decision: str) -> None:
+    with state.db() as con:
+        errors_store.review(con, chosen, category_id, decision, author=state.user())
+    state.flash(f"{names.get(category_id, category_id)}: {decision}")
+    state.bump()
+
+
+def change(old: str) -> None:
+    new = state.get(f"er_change_{old}")
+    if new and new != old:
+        with state.db() as con:
+            errors_store.change_category(con, chosen, old, new, author=state.user())
+        state.flash(f"changed {names.get(old, old)} → {new}")
+        state.bump()
+
+
+st.caption("Categories")
+cat_ids = [c.id for c in cats]
+for r in labels.iter_rows(named=True):
+    cols = st.columns([3, 1, 1, 2])
+    badge = {"confirmed": ":green-badge", "rejected": ":gray-badge", "proposed": ":orange-badge"}[r["state"]]
+    cols[0].markdown(f"{badge}[{ui.esc(r['category'])}] {r['state']}"
+                     + (f" · {r['confidence']:.2f}" if r["confidence"] is not None else "")
+                     + (f" · {ui.esc(ui.short(r['evidence'] or '', 80))}" if r["evidence"] else ""))
+    cols[1].button("Confirm", key=f"er_ok_{r['category_id']}", on_click=label, args=(r["category_id"], "confirmed"),
+                   disabled=r["state"] == "confirmed")
+    cols[2].button("Reject", key=f"er_no_{r['category_id']}", on_click=label, args=(r["category_id"], "rejected"),
+                   disabled=r["state"] == "rejected")
+    cols[3].selectbox("Change to", cat_ids, index=None, key=f"er_change_{r['category_id']}",
+                      label_visibility="collapsed", placeholder="change to…", on_change=change,
+                      args=(r["category_id"],))
+with st.popover("Add a category"):
+    new_cat = st.selectbox("Category", cat_ids, key="er_add_cat")
+    st.button("Add as confirmed", key="er_add", on_click=label, args=(new_cat, "confirmed"))
+
+st.caption("Correct the data")
+with st.form("er_correct"):
+    fixed = st.text_area("The right answer (becomes a new revision of the pair and a preference pair)",
+                         value=pred["reference"], key="er_fix_text", height=120)
+    fc = st.columns(2)
+    fix_cat = fc[0].selectbox("Error category", [None, *cat_ids], key="er_fix_cat",
+                              format_func=lambda c: "(none)" if c is None else c)
+    reason = fc[1].text_input("Reason", key="er_fix_reason")
+    save = st.form_submit_button("Save correction", type="primary", key="er_fix_save")
+if save:
+    try:
+        with state.db() as con:
+            res = errors_store.correct(con, chosen, fixed, author=state.user(), category_id=fix_cat, reason=reason,
+                                       expected_version=pair.version)
+        state.bump()
+        st.success(f"Saved: revision `{res.revision_id}` of pair `{res.pair_id}` and preference pair "
+                   f"`{res.preference_id}`.")
+    except ConflictError as exc:
+        st.warning(str(exc))
+    except ValueError as exc:
+        st.error(str(exc))
+bad = st.columns(2)
+if bad[0].button("Bad data: needs fix", key="er_bad_fix"):
+    with state.db() as con:
+        errors_store.mark_bad(con, chosen, Status.needs_fix, author=state.user(), category_id=cat)
+    state.bump()
+    st.success("The pair is now in the needs-fix queue of the Review page.")
+if bad[1].button("Bad data: reject the pair", key="er_bad_reject"):
+    with state.db() as con:
+        errors_store.mark_bad(con, chosen, Status.rejected, author=state.user(), category_id=cat)
+    state.bump()
+    st.success("The pair is rejected; retraining leaves it out.")
+
+with st.expander("Error clusters: find categories the taxonomy lacks"):
+    from analysis.errors import workflow
+
+    @st.cache_data(ttl=300, show_spinner="Clustering the failing predictions…", max_entries=4)
+    def _clusters(root: str, rid: str, version: int) -> pl.DataFrame:
+        return workflow.discover(state.project(), rid, use_embeddings=False)[0]
+
+    if st.button("Cluster the failing predictions", key="er_discover"):
+        state.put("er_discover_run", run_id)
+    if state.get("er_discover_run") == run_id:
+        try:
+            cl = _clusters(str(state.project().root), run_id, state.bump_count())
+        except ValueError as exc:
+            st.info(str(exc))
+        else:
+            for r in cl.head(12).iter_rows(named=True):
+                st.markdown(f"**{r['size']}** · {ui.esc(', '.join(r['keywords']))} · categories: "
+                            f"{ui.esc(r['categories'] or '(none)')} · {r['uncategorised']} uncategorised")
+                for ex in r["examples"][:2]:
+                    st.caption(ui.esc(ui.short(ex, 160)))

@@ -1,0 +1,146 @@
+"""Explore: filter on every signal, tag, status, source and cluster; text and semantic search;
+the embedding map; save the current filter as a frozen slice; bulk actions on the filtered set."""
+
+from __future__ import annotations
+
+import altair as alt
+import polars as pl
+import streamlit as st
+
+from app import components as ui
+from app import jobs, state
+from store import slices as slices_store
+from store import views
+from store.records import SliceFilter, Status
+
+PAGE_SIZE = 50
+
+st.title("Explore")
+f = state.facets()
+
+# ---------------------------------------------------------------- filters
+with st.container(border=True):
+    c = st.columns(4)
+    status = c[0].multiselect("Status", [s.value for s in Status], key="ex_status")
+    tags = c[1].multiselect("Tags (any)", f["tags"], key="ex_tags")
+    gens = c[2].multiselect("Source generator", f["generators"], key="ex_gens")
+    splits = c[3].multiselect("Split", f["splits"], key="ex_splits")
+    c = st.columns(4)
+    sig_names = [n for n, _ in f["signals"]]
+    flagged = c[0].multiselect("Flagged by", sig_names, key="ex_flagged",
+                               format_func=lambda n: f"{n} ({dict(f['signals'])[n]:,})")
+    clean = c[1].multiselect("Clean of", sig_names, key="ex_clean")
+    clusters = c[2].multiselect("Cluster", f["clusters"], key="ex_clusters",
+                                format_func=lambda t: f"{t[0]} · {t[1]} ({t[2]:,})")
+    docs = c[3].multiselect("Document", f["documents"], key="ex_docs", format_func=lambda d: d[1])
+    text_col, dups_col = st.columns([3, 1])
+    text = text_col.text_input("Text search", key="ex_text", placeholder="words in the instruction, input or response")
+    include_dups = dups_col.toggle("Include duplicates", key="ex_dups")
+
+flt = SliceFilter(
+    status=[Status(s) for s in status] or None, tags_any=tags or None, generators=gens or None, splits=splits or None,
+    signals_flagged=flagged or None, signals_clean=clean or None,
+    cluster_ids=[t[0] for t in clusters] or None, document_ids=[d[0] for d in docs] or None,
+    text=text or None, exclude_duplicates=not include_dups,
+)
+
+if text:
+    with state.db() as con:
+        backlog = views.search_index_missing(con)
+    if backlog > views.INLINE_INDEX_MAX:
+        running = [j for j in jobs.recent(state.project(), kind="search-index", limit=1) if j.running]
+        if not running:
+            jobs.start(state.project(), "search-index", [], title="build the text-search index",
+                       author=state.user(), module="app.search_index_job")
+        st.caption(f"Indexing {backlog:,} new revisions for text search in the background; until it is done a "
+                   "search scans the text (slower, same results).")
+page_key, pg = state.pager("ex_page", flt.model_dump_json())
+with state.db() as con:
+    summary = views.explore_summary(con, flt, limit=PAGE_SIZE, offset=(pg - 1) * PAGE_SIZE)
+total, by_status, table = summary.total, summary.by_status, summary.table
+n_pages = max(1, -(-total // PAGE_SIZE))
+
+m1, m2 = st.columns([1, 3])
+m1.metric("Matching pairs", f"{total:,}")
+if by_status:
+    m2.bar_chart(pl.DataFrame({"status": list(by_status), "pairs": list(by_status.values())}), x="status",
+                 y="pairs", horizontal=True, height=160)
+
+tab_list, tab_map, tab_semantic, tab_slice, tab_bulk = st.tabs(
+    ["Pairs", "Embedding map", "Semantic search", "Save as slice", "Bulk action"])
+if state.can("curate") and not f["signals"]:
+    ui.job_button("Compute quality signals", "signals", ["signals"], key="ex_signals",
+                  help="`tuneloop signals`: empty or placeholder responses, PII, truncation, language, …")
+
+with tab_list:
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"pair_id": st.column_config.TextColumn("pair", width="small"),
+                                "instruction": st.column_config.TextColumn(width="large"),
+                                "response": st.column_config.TextColumn(width="large")})
+    st.pagination(n_pages, key=page_key)
+    st.caption(f"Page {pg} of {n_pages:,} · {PAGE_SIZE} per page · filtered and paged in the database")
+
+with tab_map:
+    color = st.segmented_control("Colour by", ["topic", "status", "flagged"], default="topic", key="ex_color")
+    with state.db() as con:
+        pts = views.map_points(con, flt, limit=5000)
+    if pts.is_empty():
+        st.info("No map yet: compute embeddings and topic clusters (Semantic search tab, or `tuneloop cluster`).")
+    else:
+        chart = alt.Chart(pts.to_pandas()).mark_circle(size=18, opacity=0.7).encode(
+            x=alt.X("x", axis=None), y=alt.Y("y", axis=None), color=alt.Color(f"{color or 'topic'}:N"),
+            tooltip=["instruction", "topic", "status", "pair_id"])
+        st.altair_chart(chart, width="stretch")
+        st.caption(f"{pts.height:,} points (a fixed sample when more match)")
+
+with tab_semantic:
+    try:
+        from analysis import curate
+        from store import curation
+    except ImportError:
+        curate = None  # type: ignore[assignment]
+    if curate is None:
+        ui.not_available("Semantic search", "the curation package (`analysis/curate.py`)")
+    else:
+        with state.db() as con:
+            n_emb = sum(curation.embedding_counts(con).values())
+        st.caption(f"{n_emb:,} embeddings stored. A search first embeds the matching pairs that have none "
+                   "(incremental); for a large project compute them in the background first.")
+        ui.job_button("Compute embeddings and topic clusters", "embed", ["cluster"], key="ex_embed",
+                      help="`tuneloop cluster` (embeds what is missing, then clusters and lays out the map)")
+        q = st.text_input("Find pairs similar in meaning to", key="ex_sem_q")
+        if q and st.button("Search by meaning", key="ex_sem_go"):
+            with st.spinner("Embedding and searching…"):
+                hits = curate.search(state.project(), text=q, k=25, flt=flt)
+            st.dataframe(hits, hide_index=True, width="stretch",
+                         column_config={"similarity": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
+                                                                                      format="%.2f")})
+
+with tab_slice:
+    if not state.can("curate"):
+        st.caption("Your role cannot create slices.")
+    else:
+        with st.form("ex_slice"):
+            c = st.columns(4)
+            name = c[0].text_input("Slice name", key="ex_slice_name")
+            eval_fraction = c[1].number_input("Eval fraction", 0.0, 0.9, 0.1, 0.05, key="ex_slice_eval")
+            seed = c[2].number_input("Seed", 0, 2**31 - 1, 0, key="ex_slice_seed")
+            split_by = c[3].selectbox("Keep together", ["document", "cluster", "pair", "existing"],
+                                      key="ex_slice_split", help="The unit never split across train and eval "
+                                      "(leak-free: pairs of one document, or near-duplicates, stay on one side).")
+            desc = st.text_input("Description", key="ex_slice_desc")
+            save = st.form_submit_button(f"Freeze {total:,} pairs as a slice", type="primary", key="ex_slice_save")
+        if save:
+            try:
+                with state.db() as con:
+                    sl = slices_store.create(con, name.strip(), flt, seed=int(seed), eval_fraction=float(eval_fraction),
+                                             split_by=split_by, description=desc, author=state.user())
+                state.bump()
+                st.success(f"Slice **{ui.esc(sl.name)}** v{sl.version}: {sl.n_train:,} train / {sl.n_eval:,} eval "
+                           f"(hash `{sl.content_hash[:16]}`)")
+            except ValueError as exc:
+                st.error(str(exc))
+
+with tab_bulk:
+    if state.can("curate"):
+        ui.bulk_status(flt, total, key="ex_bulk")

@@ -1,0 +1,238 @@
+"""Review: a queue of pairs with accept / reject / needs-fix / edit / tag, keyboard shortcuts,
+the next items prefetched, the source span highlighted beside the pair, and the revision history."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import components as ui
+from app import state
+from store import errors as errors_store
+from store import pairs as pairs_store
+from store import users as users_store
+from store import views
+from store.db import ConflictError
+from store.records import Pair, SliceFilter, Status
+
+BUFFER = 20  # items fetched ahead, so the next one shows without a query
+
+st.title("Review")
+ordered_ids: list[str] | None = None
+
+
+@st.cache_data(ttl=60, show_spinner="Ranking the run's errors…", max_entries=8)
+def weakest_pairs(run_id: str, version: int) -> list[str]:
+    """Pairs ordered by where the model is weakest (the error-analysis review priority)."""
+    from analysis.errors import workflow
+
+    q = workflow.review_queue(state.project(), run_id, limit=500)
+    return list(dict.fromkeys(q["pair_id"].to_list())) if q.height else []
+
+facets = state.facets()
+annotator = state.role() == "annotator"
+
+# ---------------------------------------------------------------- the queue
+QUEUES = ["Assigned to me"] if annotator else [
+    "Pending", "Flagged by a signal", "By cluster", "By model weakness", "Needs fix", "Assigned to me", "All pairs"]
+c1, c2, c3 = st.columns([2, 2, 3])
+queue = c1.selectbox("Queue", QUEUES, key="rv_queue")
+flagged_names = [n for n, k in facets["signals"] if k > 0]
+extra: dict = {}
+if queue == "Flagged by a signal":
+    sig = c2.selectbox("Signal", ["any signal", *flagged_names], key="rv_signal",
+                       help="Pairs flagged by a quality signal (`tuneloop signals`).")
+    extra["signals_flagged"] = flagged_names if sig == "any signal" else [sig]
+    if not flagged_names:
+        st.info("No pair is flagged yet: run `tuneloop signals` (or wait for it to finish).")
+elif queue == "By cluster":
+    clusters = facets["clusters"]
+    if clusters:
+        cl = c2.selectbox("Cluster", clusters, key="rv_cluster", format_func=lambda c: f"{c[0]} · {c[1]} ({c[2]})")
+        extra["cluster_ids"] = [cl[0]]
+    else:
+        st.info("No topic clusters yet: run `tuneloop embed` and `tuneloop cluster`.")
+        extra["cluster_ids"] = [-1]
+elif queue == "By model weakness":
+    with state.db() as con:
+        runs = views.runs_with_predictions(con)
+    if not runs:
+        st.info("No run has predictions yet: train and predict first (Train page).")
+        extra["pair_ids"] = ["-"]
+    else:
+        run = c2.selectbox("Run", runs, key="rv_run", format_func=lambda r: f"{r[1] or r[0]} · {r[2]}")
+        with state.db() as con:
+            categorised = run[4] <= 20_000 or errors_store.labelled_sets(con, run[3]) > 0
+        if categorised:
+            weak = weakest_pairs(run[0], state.bump_count())
+        else:
+            st.info("This run's predictions are not categorised yet.")
+            ui.job_button("Categorise its errors", "errors", ["errors", "auto", "--run", run[0]], key="rv_auto")
+            weak = []
+        extra["pair_ids"] = weak or ["-"]
+        ordered_ids = weak
+text = c3.text_input("Search text", key="rv_text", placeholder="words in the instruction, input or response")
+
+status = {"Pending": [Status.pending], "Flagged by a signal": [Status.pending, Status.needs_fix],
+          "By cluster": [Status.pending], "Needs fix": [Status.needs_fix]}.get(queue)
+if queue == "Assigned to me":
+    with state.db() as con:
+        extra["pair_ids"] = users_store.assigned_pair_ids(con, state.user(), limit=500) or ["-"]
+doc = state.get("rv_document")
+if doc:
+    extra["document_ids"] = [doc]
+    d1, d2 = st.columns([4, 1])
+    d1.caption(f"Only pairs of document `{doc}`")
+    d2.button("Show all documents", key="rv_doc_clear", on_click=state.pop, args=("rv_document",), type="tertiary")
+flt = SliceFilter(status=status, text=text or None, **extra)
+signature = flt.model_dump_json()
+
+if state.get("rv_sig") != signature:
+    state.put("rv_sig", signature)
+    state.put("rv_buf", [])
+    state.put("rv_seen", [])
+    state.put("rv_prev", [])
+
+buf: list[Pair] = state.get("rv_buf")
+seen: list[str] = state.get("rv_seen")
+with state.db() as con:
+    total = views.count(con, flt)
+    if len(buf) < 3:
+        have = {p.id for p in buf} | set(seen)
+        if ordered_ids is not None:  # the run's priority order, narrowed by the other filters (text, status)
+            keep = set(views.page_ids(con, flt, limit=len(ordered_ids) + 1))
+            source = [i for i in ordered_ids if i in keep]
+        else:
+            source = views.page_ids(con, flt, limit=BUFFER + len(have))
+        ids = [i for i in source if i not in have][:BUFFER]
+        buf.extend(views.pairs_by_ids(con, ids))
+    pair = buf[0] if buf else None
+    if pair is not None:
+        ctx = views.source_context(con, pair)
+        signals = views.pair_signals(con, pair)
+        dups = views.pair_duplicates(con, pair.id)
+        history = pairs_store.history(con, pair.id)
+        reviews = pairs_store.reviews(con, pair.id)
+
+st.caption(f"{total:,} pairs in this queue · {len(seen)} handled this session")
+if pair is None:
+    st.success("Nothing left in this queue.", icon=":material/task_alt:")
+    st.stop()
+
+
+# ---------------------------------------------------------------- actions (callbacks run before the rerun)
+def _advance() -> None:
+    done = buf.pop(0)
+    seen.append(done.id)
+    state.get("rv_prev").append(done.id)
+    state.pop("rv_editing")
+    state.bump()
+
+
+def _reload_head() -> None:
+    with state.db() as con:
+        buf[0] = pairs_store.get(con, buf[0].id)
+
+
+def decide(new_status: Status) -> None:
+    cur = buf[0]
+    try:
+        with state.db() as con:
+            pairs_store.set_status(con, cur.id, new_status, author=state.user(), expected_version=cur.version,
+                                   comment=state.get("rv_comment") or "")
+        state.flash(f"{new_status.value.replace('_', ' ')}: {ui.short(cur.instruction, 50)}")
+        state.put("rv_comment", "")
+        _advance()
+    except ConflictError as exc:
+        state.flash(str(exc), "warning")
+        _reload_head()
+
+
+def skip() -> None:
+    _advance()
+
+
+def back() -> None:
+    prev = state.get("rv_prev")
+    if not prev:
+        return
+    pid = prev.pop()
+    with state.db() as con:
+        buf.insert(0, pairs_store.get(con, pid))
+    if pid in seen:
+        seen.remove(pid)
+
+
+def save_edit() -> None:
+    cur = buf[0]
+    try:
+        with state.db() as con:
+            pairs_store.revise(
+                con, cur.id, expected_version=cur.version, author=state.user(),
+                reason=state.get("rv_reason") or "edited in review",
+                instruction=state.get("rv_e_instruction"), input=state.get("rv_e_input"),
+                response=state.get("rv_e_response"), tags=state.get("rv_e_tags"))
+        state.flash("edit saved as a new revision")
+    except ConflictError as exc:
+        state.flash(str(exc), "warning")
+    state.pop("rv_editing")
+    state.bump()
+    _reload_head()
+
+
+def start_edit() -> None:
+    state.put("rv_editing", True)
+
+
+# ---------------------------------------------------------------- the item
+left, right = st.columns([3, 2], gap="large")
+with left:
+    st.markdown(f"{ui.STATUS_ICON.get(pair.status, '')} **{pair.status.replace('_', ' ')}** · "
+                f"`{pair.id}` · v{pair.version} · by {ui.esc(pair.author)}"
+                + (f" · tags: {', '.join(ui.esc(t) for t in pair.tags)}" if pair.tags else ""))
+    if state.get("rv_editing"):
+        with st.form("rv_edit"):
+            st.text_area("Instruction", pair.instruction, key="rv_e_instruction", height=90)
+            st.text_area("Input", pair.input, key="rv_e_input", height=70)
+            st.text_area("Response", pair.response, key="rv_e_response", height=200)
+            st.multiselect("Tags", sorted(set(facets["tags"]) | set(pair.tags)), default=pair.tags,
+                           key="rv_e_tags", accept_new_options=True)
+            st.text_input("Reason", key="rv_reason", placeholder="why this change (kept in the history)")
+            st.form_submit_button("Save revision", type="primary", on_click=save_edit, key="rv_save")
+        st.button("Cancel edit", on_click=state.pop, args=("rv_editing",))
+    else:
+        ui.pair_body(pair)
+    st.text_input("Comment (optional, saved with the decision)", key="rv_comment")
+    b = st.columns(3)
+    b[0].button("Accept", type="primary", shortcut="A", on_click=decide, args=(Status.accepted,), key="rv_accept",
+                icon=":material/check:", width="stretch")
+    b[1].button("Reject", shortcut="X", on_click=decide, args=(Status.rejected,), key="rv_reject",
+                icon=":material/close:", width="stretch")
+    b[2].button("Needs fix", shortcut="F", on_click=decide, args=(Status.needs_fix,), key="rv_fix",
+                icon=":material/build:", width="stretch")
+    n = st.columns(3)
+    n[0].button("Edit", shortcut="E", on_click=start_edit, key="rv_edit", icon=":material/edit:", width="stretch")
+    n[1].button("Back", shortcut="K", on_click=back, key="rv_back", icon=":material/undo:",
+                disabled=not state.get("rv_prev"), width="stretch")
+    n[2].button("Skip", shortcut="J", on_click=skip, key="rv_skip", icon=":material/skip_next:", width="stretch")
+    st.caption("Keys: **A** accept · **X** reject · **F** needs fix · **E** edit · **J** skip · **K** back. "
+               f"{len(buf) - 1} more loaded.")
+with right:
+    ui.source_panel(ctx, pair)
+    if signals:
+        st.caption("Quality signals")
+        for name, score, flagged, reason in signals:
+            if flagged:
+                st.markdown(f":red-badge[{ui.esc(name)}] {ui.esc(reason)} (score {score:.2f})")
+    for cid, kind, kept, sim in dups:
+        st.caption(f"In {kind} duplicate cluster `{cid}` (similarity {sim:.2f}; kept pair `{kept}`)")
+    with st.expander(f"History: {len(history)} revisions, {len(reviews)} decisions"):
+        if len(history) > 1:
+            st.code(ui.history_diff(history), language="diff")
+        for r in reviews:
+            st.caption(f"{r.created_at:%Y-%m-%d %H:%M} · {r.author}: {r.previous_status} → {r.status}"
+                       + (f" ({r.comment})" if r.comment else ""))
+
+# ---------------------------------------------------------------- bulk
+if state.can("curate"):
+    with st.expander(f"Bulk action on this queue ({total:,} pairs)"):
+        ui.bulk_status(flt, total, key="rv_bulk")

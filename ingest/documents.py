@@ -1,0 +1,487 @@
+"""Ingest raw documents: files, folders and zip archives -> documents, chunks and pairs.
+
+The flow per file: check size and leading bytes in the parent (cheap, catches wrong,
+empty, locked and unsupported files), hash the bytes into the document id, parse in a
+worker process (``ingest.workers``, killable at a per-file time limit), lay out the text,
+chunk and run the generators in this process; then a writer thread stores the document,
+its elements, chunks and pairs. A transaction only ever holds whole documents (several
+ready ones at once, because a DuckDB open/commit/close costs more than a small document;
+if that group fails, each document is retried in its own transaction). A failure anywhere
+leaves nothing of that file behind and the batch goes on.
+
+Documents already stored (same bytes) are not parsed again: their elements are read back
+from the store, so re-ingesting with the same generator is a no-op and with a new one only
+adds that generator's pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ingest.chunking import ChunkConfig, chunk_document
+from ingest.elements import build_document
+from ingest.filetypes import SUPPORTED, IngestError, extension, sniff
+from ingest.generators import Generator, Source, create
+from ingest.workers import ParseOptions, Task, parse_all, prestart
+from store import documents as docs_store
+from store import pairs as pairs_store
+from store.db import Project
+from store.ids import pair_content
+from store.records import Document, Element, NewPair
+
+HEAD_BYTES = 65536
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    generators: tuple[str, ...] = ("sections",)
+    generator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    workers: int = 1
+    chunk_max_chars: int = 1500
+    chunk_min_chars: int = 200
+    max_file_mb: float = 100.0
+    timeout_s: float = 300.0
+    pdf_strategy: str = "auto"
+    languages: tuple[str, ...] | None = None
+    author: str = "ingest"
+    max_archive_members: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError("workers must be 0 (parse in this process) or more")
+        if self.pdf_strategy not in ("auto", "fast", "ocr_only", "hi_res"):
+            raise ValueError(f"unknown pdf strategy {self.pdf_strategy!r}; use auto, fast, ocr_only or hi_res")
+        ChunkConfig(self.chunk_max_chars, min(self.chunk_min_chars, self.chunk_max_chars))
+
+
+@dataclass
+class FileResult:
+    uri: str
+    path: str
+    status: str = "pending"  # new, new_version, unchanged, duplicate, failed
+    document_id: str | None = None
+    filetype: str = ""
+    n_pages: int | None = None
+    n_elements: int = 0
+    n_chunks: int = 0
+    pairs_new: int = 0
+    pairs_total: int = 0
+    error_kind: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+@dataclass
+class IngestReport:
+    files: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if not f.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def pairs_new(self) -> int:
+        return sum(f.pairs_new for f in self.files)
+
+    @property
+    def pages(self) -> int:
+        return sum((f.n_pages or 1) for f in self.files if f.ok)
+
+
+# Called once per file when it is finished (stored or failed), never from two threads at once.
+Progress = Callable[[FileResult], None]
+
+
+@dataclass
+class _Item:
+    path: Path
+    uri: str
+    result: FileResult
+    doc_id: str = ""
+    size: int = 0
+
+
+# ------------------------------------------------------------------ collecting files
+
+def _skip(name: str) -> bool:
+    return name.startswith((".", "~$")) or name in ("Thumbs.db", "desktop.ini")
+
+
+def _extract_zip(zpath: Path, prefix: str, into: Path, cfg: IngestConfig, items: list[_Item]) -> None:
+    limit = int(cfg.max_file_mb * 1024 * 1024)
+    try:
+        zf = zipfile.ZipFile(zpath)
+    except (zipfile.BadZipFile, OSError) as exc:
+        items.append(_failed(zpath, prefix, "corrupt", f"the zip archive cannot be read ({exc}); re-create it"))
+        return
+    with zf:
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        if len(infos) > cfg.max_archive_members:
+            items.append(_failed(zpath, prefix, "too_large",
+                                 f"the archive has {len(infos)} files (limit {cfg.max_archive_members})"))
+            return
+        for info in sorted(infos, key=lambda i: i.filename):
+            member = PurePosixPath(info.filename)
+            if any(_skip(p) for p in member.parts) or "__MACOSX" in member.parts:
+                continue
+            uri = f"{prefix}/{member}"
+            target = into / hashlib.sha256(uri.encode()).hexdigest()[:16] / member.name
+            if info.flag_bits & 0x1:
+                items.append(_failed(target, uri, "encrypted", "this archive member is password-protected; "
+                                     "extract it with the password and ingest the files"))
+                continue
+            if info.file_size > limit:
+                items.append(_failed(target, uri, "too_large", _too_large(info.file_size, cfg)))
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    dst.write(src.read(limit + 1))
+            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
+                items.append(_failed(target, uri, "corrupt", f"cannot extract this member ({exc})"))
+                continue
+            if extension(member.name) == "zip":
+                _extract_zip(target, uri, into, cfg, items)
+            else:
+                items.append(_Item(target, uri, FileResult(uri=uri, path=str(target))))
+
+
+def _failed(path: Path, uri: str, kind: str, message: str) -> _Item:
+    return _Item(path, uri, FileResult(uri=uri, path=str(path), status="failed", error_kind=kind,
+                                       error=message, filetype=extension(path.name)))
+
+
+def _too_large(size: int, cfg: IngestConfig) -> str:
+    return (f"the file is {size / 1048576:.1f} MB, over the {cfg.max_file_mb:g} MB limit; "
+            f"split it or raise the limit with --max-file-mb")
+
+
+def collect(paths: Sequence[str | Path], tmp: Path, cfg: IngestConfig) -> list[_Item]:
+    """Expand folders (recursively) and zip archives into files with stable uris.
+
+    The uri of a file given directly is its name; of a file found in a folder
+    ``<folder name>/<path inside>``; of an archive member ``<archive uri>/<member path>``.
+    """
+    items: list[_Item] = []
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if not p.exists():
+            items.append(_failed(p, p.name or str(p), "not_found", f"no such file or folder: {p}"))
+            continue
+        if p.is_dir():
+            base = p.resolve()
+            for f in sorted(base.rglob("*")):
+                rel = f.relative_to(base)
+                if f.is_dir() or any(_skip(part) for part in rel.parts):
+                    continue
+                uri = f"{base.name}/{rel.as_posix()}"
+                if extension(f.name) == "zip":
+                    _extract_zip(f, uri, tmp, cfg, items)
+                else:
+                    items.append(_Item(f, uri, FileResult(uri=uri, path=str(f))))
+        elif extension(p.name) == "zip" and zipfile.is_zipfile(p):
+            _extract_zip(p, p.name, tmp, cfg, items)
+        else:
+            items.append(_Item(p, p.name, FileResult(uri=p.name, path=str(p))))
+    return items
+
+
+def _preflight(item: _Item, cfg: IngestConfig) -> None:
+    """Size, type and hash, in the parent; raises ``IngestError``."""
+    r = item.result
+    r.filetype = extension(item.path.name)
+    size = item.path.stat().st_size
+    item.size = size
+    if size > cfg.max_file_mb * 1024 * 1024:
+        raise IngestError("too_large", _too_large(size, cfg))
+    with open(item.path, "rb") as fh:
+        head = fh.read(HEAD_BYTES)
+    sniff(item.path.name, head, str(item.path))
+    h = hashlib.sha256()
+    with open(item.path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    item.doc_id = "d_" + h.hexdigest()[:32]
+
+
+# ------------------------------------------------------------------ turning a document into pairs
+
+def make_pairs(source: Source, generators: Sequence[Generator]) -> list[NewPair]:
+    out: list[NewPair] = []
+    for g in generators:
+        out += list(g.generate(source))
+    return out
+
+
+def _rows(pairs: list[NewPair]) -> list[dict[str, Any]]:
+    rows = []
+    for p in pairs:
+        c = p.content
+        rows.append(pairs_store.batch_row(
+            pair_content(c.instruction, c.input, c.response, c.system, [m.model_dump() for m in c.messages]),
+            tags=p.tags, split=p.split, status=p.status, provenance=p.provenance, author=p.author))
+    return rows
+
+
+@dataclass
+class _Ready:
+    """One document's records, ready to be written in its own transaction."""
+
+    result: FileResult
+    doc: Document
+    is_stored: bool
+    elements: list[Element]
+    chunks: list
+    rows: list[dict[str, Any]]
+    started: float
+
+
+def _write_batch(con: Any, batch: list[_Ready], author: str) -> None:
+    """Write whole documents, several per transaction; set each file's status and new pairs.
+
+    A transaction holds complete documents only (document, elements, chunks, pairs), so a
+    failure leaves nothing half-written; the writer retries a failed group one document per
+    transaction, so one bad document cannot take others down with it.
+    """
+    con.begin()
+    try:
+        fresh = [r for r in batch if not r.is_stored]
+        stored = docs_store.insert_many(con, [(r.doc, r.elements) for r in fresh], author=author)
+        chunks = list({c.id: c for r in batch for c in r.chunks}.values())
+        docs_store.insert_chunks(con, chunks)
+        rows = [row for r in batch for row in r.rows]
+        seen = docs_store.existing_pair_ids(con, [row["pair_id"] for row in rows])
+        news = []
+        for r in batch:
+            n = 0
+            for row in r.rows:
+                if row["pair_id"] not in seen:
+                    seen.add(row["pair_id"])
+                    n += 1
+            news.append(n)
+        if rows:
+            pairs_store.insert_rows(con, pairs_store.rows_to_arrow(rows))
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
+    as_stored = dict(zip((id(r) for r in fresh), stored))
+    for r, n in zip(batch, news):
+        r.result.pairs_new = n
+        if not r.is_stored:
+            doc = as_stored[id(r)]
+            r.result.status = "unchanged" if doc is None else ("new_version" if doc.previous_id else "new")
+        elif r.result.status != "duplicate":
+            r.result.status = "unchanged"
+
+
+class _Writer(threading.Thread):
+    """Writes ready documents in the background.
+
+    Opening and closing the database, and each transaction, cost more than storing a small
+    document (closing checkpoints the file), so the writer takes every document that is
+    ready (up to ``MAX_BATCH``) and stores them with set-based inserts in one transaction of
+    whole documents. The database is held only for that write, never while files are
+    parsed, and parsing goes on in the workers meanwhile.
+    """
+
+    MAX_BATCH = 64
+
+    def __init__(self, project: Project, author: str, done: Callable[[FileResult, float], None]):
+        super().__init__(name="tuneloop-ingest-writer", daemon=True)
+        self.project = project
+        self.author = author
+        self.done = done
+        self.inbox: queue.Queue[_Ready | None] = queue.Queue()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        finished = False
+        while not finished:
+            batch: list[_Ready] = []
+            taken = 1
+            item = self.inbox.get()
+            while True:
+                if item is None:
+                    finished = True
+                    break
+                batch.append(item)
+                if len(batch) >= self.MAX_BATCH:
+                    break
+                try:
+                    item = self.inbox.get_nowait()
+                    taken += 1
+                except queue.Empty:
+                    break
+            if batch:
+                self._flush(batch)
+            for _ in range(taken):
+                self.inbox.task_done()
+
+    def _flush(self, batch: list[_Ready]) -> None:
+        try:
+            with self.project.connect() as con:
+                try:
+                    _write_batch(con, batch, self.author)
+                except Exception:  # retry one document per transaction: only the bad one fails
+                    for r in batch:
+                        try:
+                            _write_batch(con, [r], self.author)
+                        except Exception as exc:
+                            r.result.status, r.result.error_kind = "failed", "store"
+                            r.result.error = f"could not be stored ({type(exc).__name__}: {exc})"
+                for r in batch:
+                    self.done(r.result, r.started)
+        except Exception as exc:  # the database could not be opened: every document of the batch fails
+            for r in batch:
+                if r.result.status not in ("new", "new_version", "unchanged", "duplicate"):
+                    r.result.status, r.result.error_kind = "failed", "store"
+                    r.result.error = f"could not be stored ({type(exc).__name__}: {exc})"
+                    self.done(r.result, r.started)
+            self.error = exc
+
+
+def _fill(r: FileResult, doc: Document, elements: list[Element], chunks: list, pairs: list[NewPair]) -> None:
+    r.document_id = doc.id
+    r.n_pages = doc.n_pages
+    r.n_elements = len(elements)
+    r.n_chunks = len(chunks)
+    r.pairs_total = len(pairs)
+
+
+def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | None = None,
+           progress: Progress | None = None) -> IngestReport:
+    """Ingest files, folders and zip archives into ``project``; never raises for a bad file."""
+    cfg = cfg or IngestConfig()
+    t0 = time.perf_counter()
+    chunk_cfg = ChunkConfig(cfg.chunk_max_chars, min(cfg.chunk_min_chars, cfg.chunk_max_chars))
+    gens = [create(name, cfg.generator_options.get(name), author=cfg.author) for name in cfg.generators]
+    report = IngestReport()
+    if cfg.workers > 0:
+        prestart()  # the parser server warms up while files are collected and hashed
+
+    progress_lock = threading.Lock()  # the writer thread reports too; callers get one call at a time
+
+    def done(r: FileResult, started: float) -> None:
+        r.seconds = time.perf_counter() - started
+        if progress:
+            with progress_lock:
+                progress(r)
+
+    def fail(r: FileResult, kind: str, message: str) -> None:
+        r.status, r.error_kind, r.error = "failed", kind, message
+
+    with tempfile.TemporaryDirectory(prefix="tuneloop-ingest-", dir=project.cache_dir
+                                     if project.cache_dir.exists() else None) as tmp:
+        items = collect(paths, Path(tmp), cfg)
+        report.files = [i.result for i in items]
+        todo: list[_Item] = []
+        for item in items:
+            if item.result.status == "failed":
+                done(item.result, time.perf_counter())
+                continue
+            try:
+                _preflight(item, cfg)
+                todo.append(item)
+            except IngestError as exc:
+                fail(item.result, exc.kind, exc.message)
+                done(item.result, time.perf_counter())
+            except OSError as exc:
+                fail(item.result, "unreadable", f"cannot read the file ({exc.strerror or exc})")
+                done(item.result, time.perf_counter())
+        with project.connect() as con:
+            known = docs_store.existing(con, [i.doc_id for i in todo])
+        first: dict[str, _Item] = {}
+        to_parse: list[_Item] = []
+        later: list[_Item] = []
+        for item in todo:
+            if item.doc_id in known:
+                later.append(item)
+            elif item.doc_id in first:
+                item.result.status = "duplicate"
+                later.append(item)
+            else:
+                first[item.doc_id] = item
+                to_parse.append(item)
+
+        writer = _Writer(project, cfg.author, done)
+        writer.start()
+        try:
+            tasks = [Task(k, str(i.path), i.path.name) for k, i in enumerate(to_parse)]
+            opts = ParseOptions(pdf_strategy=cfg.pdf_strategy, languages=cfg.languages)
+            for task, res in parse_all(tasks, workers=cfg.workers, timeout_s=cfg.timeout_s, opts=opts):
+                item = to_parse[task.key]
+                r = item.result
+                started = time.perf_counter()
+                if isinstance(res, IngestError):
+                    fail(r, res.kind, res.message)
+                    done(r, started)
+                    continue
+                try:
+                    doc, elements = build_document(
+                        res.elements, document_id=item.doc_id, uri=item.uri, name=item.path.name,
+                        filetype=res.filetype, size_bytes=item.size, n_pages=res.n_pages,
+                        metadata={"strategy": res.strategy} if res.strategy else None)
+                    chunks = chunk_document(doc, elements, chunk_cfg)
+                    pairs = make_pairs(Source(doc, elements, chunks), gens)
+                except Exception as exc:  # a generator failure: this file only, nothing written
+                    fail(r, "generator", f"pair generation failed ({type(exc).__name__}: {exc})")
+                    done(r, started)
+                    continue
+                _fill(r, doc, elements, chunks, pairs)
+                writer.inbox.put(_Ready(r, doc, False, elements, chunks, _rows(pairs), started))
+
+            # Stored before (or a copy of a file in this batch): read back, no parsing. Wait for
+            # the writer first, so the first copy of a duplicate is in the store.
+            writer.inbox.join()
+            for start in range(0, len(later), _Writer.MAX_BATCH):
+                group = later[start:start + _Writer.MAX_BATCH]
+                stored: dict[str, tuple[Document | None, list[Element]]] = {}
+                with project.connect() as con:
+                    for doc_id in {i.doc_id for i in group} - {i.doc_id for i in to_parse
+                                                                if i.result.status == "failed"}:
+                        stored[doc_id] = (docs_store.get(con, doc_id), docs_store.elements(con, doc_id))
+                for item in group:
+                    r = item.result
+                    started = time.perf_counter()
+                    sdoc, elements = stored.get(item.doc_id, (None, []))
+                    if sdoc is None:
+                        origin = first[item.doc_id].uri if item.doc_id in first else "another file"
+                        fail(r, "duplicate_of_failed", f"same content as {origin}, which failed")
+                        done(r, started)
+                        continue
+                    try:
+                        chunks = chunk_document(sdoc, elements, chunk_cfg)
+                        pairs = make_pairs(Source(sdoc, elements, chunks), gens)
+                    except Exception as exc:
+                        fail(r, "generator", f"pair generation failed ({type(exc).__name__}: {exc})")
+                        done(r, started)
+                        continue
+                    _fill(r, sdoc, elements, chunks, pairs)
+                    writer.inbox.put(_Ready(r, sdoc, True, elements, chunks, _rows(pairs), started))
+        finally:
+            writer.inbox.put(None)
+            writer.join()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+__all__ = ["SUPPORTED", "FileResult", "IngestConfig", "IngestReport", "collect", "ingest", "make_pairs"]

@@ -1,0 +1,114 @@
+"""Parsed elements -> the stored ``Document`` text and ``Element`` records, and sections.
+
+Pure functions (no files, no database). Invariants:
+- ``Document.text`` is the element texts joined by a blank line, in reading order, and
+  ``document.text[e.char_start:e.char_end] == e.text`` for every element. Chunks and pair
+  provenance spans point into this same text, so a span can always be shown in context.
+- Element ids are ``e_`` + a hash of (document id, position): stable across re-ingests of
+  the same bytes and unique across documents. Parents are mapped from the parser's ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any
+
+from store.ids import content_id
+from store.records import Document, Element
+
+SEPARATOR = "\n\n"
+HEADING_TYPES = frozenset({"Title"})
+
+
+def element_id(document_id: str, idx: int) -> str:
+    return content_id({"document": document_id, "idx": idx}, prefix="e_")
+
+
+def doc_title(name: str, raw: list[dict[str, Any]]) -> str:
+    """The first element when it is a top-level title, else an e-mail subject, else the file name."""
+    for el in raw[:1]:
+        if el["type"] in HEADING_TYPES and len(el["text"]) <= 120:
+            return el["text"]
+    for el in raw:
+        subject = el.get("metadata", {}).get("subject")
+        if subject:
+            return str(subject)
+    return PurePath(name).stem.replace("_", " ").replace("-", " ").strip() or name
+
+
+def build_document(
+    raw: list[dict[str, Any]], *, document_id: str, uri: str, name: str, filetype: str, size_bytes: int,
+    n_pages: int | None = None, previous_id: str | None = None, metadata: dict[str, Any] | None = None,
+) -> tuple[Document, list[Element]]:
+    """Lay the elements end to end into the document text and record each one's span."""
+    parts: list[str] = []
+    pos = 0
+    ids: dict[str, str] = {}
+    elements: list[Element] = []
+    for idx, el in enumerate(raw):
+        eid = element_id(document_id, idx)
+        ids.setdefault(el.get("uid") or eid, eid)
+        if parts:
+            parts.append(SEPARATOR)
+            pos += len(SEPARATOR)
+        text = el["text"]
+        parent = ids.get(el.get("parent_uid") or "")
+        elements.append(Element(
+            id=eid, document_id=document_id, idx=idx, type=el["type"], text=text, page=el.get("page"),
+            parent_id=parent if parent != eid else None, char_start=pos, char_end=pos + len(text),
+            metadata=el.get("metadata") or {},
+        ))
+        parts.append(text)
+        pos += len(text)
+    doc = Document(
+        id=document_id, uri=uri, name=name, filetype=filetype, size_bytes=size_bytes, n_pages=n_pages,
+        title=doc_title(name, raw), text="".join(parts), previous_id=previous_id, metadata=metadata or {},
+    )
+    return doc, elements
+
+
+@dataclass
+class Section:
+    """A heading and the elements under it up to the next heading (``heading`` None: preamble)."""
+
+    heading: Element | None
+    body: list[Element] = field(default_factory=list)
+    path: list[str] = field(default_factory=list)
+
+    @property
+    def elements(self) -> list[Element]:
+        return ([self.heading] if self.heading else []) + self.body
+
+    @property
+    def body_start(self) -> int | None:
+        return self.body[0].char_start if self.body else None
+
+    @property
+    def body_end(self) -> int | None:
+        return self.body[-1].char_end if self.body else None
+
+
+def sections(elements: list[Element]) -> list[Section]:
+    """Split at every heading; ``path`` is the chain of enclosing headings (outermost first)."""
+    by_id = {e.id: e for e in elements}
+    out: list[Section] = []
+    current = Section(heading=None)
+    for el in elements:
+        if el.type in HEADING_TYPES:
+            if current.heading is not None or current.body:
+                out.append(current)
+            path = []
+            parent = by_id.get(el.parent_id or "")
+            seen = set()
+            while parent is not None and parent.id not in seen:
+                seen.add(parent.id)
+                if parent.type in HEADING_TYPES:
+                    path.append(parent.text)
+                parent = by_id.get(parent.parent_id or "")
+            current = Section(heading=el, path=list(reversed(path)) + [el.text])
+        else:
+            current.body.append(el)
+    if current.heading is not None or current.body:
+        out.append(current)
+    return out

@@ -1,0 +1,148 @@
+"""Which files ingest accepts, and a cheap look at the first bytes before any parser runs.
+
+Pure functions over a name and the file's leading bytes. The sniff catches what would
+otherwise surface as a confusing parser traceback: a file whose content is another format
+than its extension says, a password-protected Office file (an OLE container where a zip
+is expected), an encrypted PDF, an empty file, or binary bytes in a text format.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import PurePath
+
+TEXT_TYPES = ("txt", "md", "rst", "org", "html", "htm", "xml", "csv", "tsv", "eml", "json")
+ZIP_TYPES = ("docx", "pptx", "xlsx", "epub", "odt")
+OLE_TYPES = ("doc", "ppt", "xls", "msg")
+SUPPORTED = tuple(sorted({*TEXT_TYPES, *ZIP_TYPES, *OLE_TYPES, "pdf", "rtf", "markdown"}))
+# Formats that unstructured converts through LibreOffice (``soffice``).
+NEEDS_SOFFICE = {"doc": "docx", "ppt": "pptx"}
+
+_MAGIC = (
+    (b"%PDF-", "pdf"),
+    (b"PK\x03\x04", "zip"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "ole"),
+    (b"{\\rtf", "rtf"),
+    (b"\x89PNG", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF8", "gif"),
+    (b"\x1f\x8b", "gzip"),
+    (b"7z\xbc\xaf", "7z"),
+    (b"Rar!", "rar"),
+)
+
+_ZIP_MARKERS = {"docx": "word/document.xml", "pptx": "ppt/presentation.xml", "xlsx": "xl/workbook.xml"}
+
+
+class IngestError(Exception):
+    """A per-file failure with a reason a user can act on; ``kind`` is a short category."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FileKind:
+    ext: str
+    detected: str
+
+
+def extension(name: str) -> str:
+    ext = PurePath(name).suffix.lower().lstrip(".")
+    return {"htm": "html", "markdown": "md"}.get(ext, ext)
+
+
+def detect(head: bytes) -> str:
+    """What the leading bytes say the file is: a magic name, ``text``, or ``binary``."""
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if head[:1024].lstrip().startswith(b"%PDF-"):
+        return "pdf"
+    if b"\x00" in head[:8192]:
+        # UTF-16 text has NULs too; accept it when a BOM says so.
+        return "text" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "binary"
+    return "text"
+
+
+def _human(kind: str) -> str:
+    return {"ole": "an old-style Office/Outlook (OLE) file", "zip": "a zip archive", "text": "plain text",
+            "binary": "binary data"}.get(kind, f"a {kind.upper()} file")
+
+
+def sniff(name: str, head: bytes, path: str | None = None) -> FileKind:
+    """Check ``name``'s extension against its leading bytes; raise ``IngestError`` when wrong."""
+    ext = extension(name)
+    if ext not in SUPPORTED and ext != "zip":
+        what = f"unsupported file type '.{ext}'" if ext else "the file has no extension, so its type is unknown"
+        raise IngestError(
+            "unsupported",
+            what + f"; supported: {', '.join('.' + s for s in SUPPORTED)} and .zip archives of them",
+        )
+    if not head.strip():
+        raise IngestError("empty", "the file is empty (0 bytes of content); nothing to ingest")
+    kind = detect(head)
+    if ext in TEXT_TYPES or ext == "md":
+        if kind not in ("text",):
+            raise IngestError(
+                "wrong_type",
+                f"the file is named .{ext} but contains {_human(kind)}; rename it with the right extension",
+            )
+    elif ext == "pdf":
+        if kind != "pdf":
+            raise IngestError("wrong_type",
+                              f"the file is named .pdf but contains {_human(kind)}, not a PDF; "
+                              f"rename it with the right extension, or re-export the PDF")
+    elif ext in ZIP_TYPES:
+        if kind == "ole" and ext in ("docx", "pptx", "xlsx"):
+            raise IngestError(
+                "encrypted",
+                f"the .{ext} file is password-protected (encrypted Office file); "
+                f"open it, remove the password (File > Info > Protect) and save it again",
+            )
+        if kind != "zip":
+            raise IngestError(
+                "wrong_type",
+                f"the file is named .{ext} but contains {_human(kind)}; rename it with the right extension",
+            )
+        if path is not None:
+            _check_office_zip(path, ext)
+    elif ext in OLE_TYPES:
+        if kind != "ole":
+            raise IngestError(
+                "wrong_type",
+                f"the file is named .{ext} but contains {_human(kind)}; rename it with the right extension",
+            )
+    elif ext == "rtf" and kind != "rtf":
+        raise IngestError("wrong_type", f"the file is named .rtf but contains {_human(kind)}")
+    elif ext == "zip" and kind != "zip":
+        raise IngestError("wrong_type", f"the file is named .zip but contains {_human(kind)}")
+    return FileKind(ext=ext, detected=kind)
+
+
+def _check_office_zip(path: str, ext: str) -> None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise IngestError(
+            "corrupt",
+            f"the .{ext} file is damaged or truncated (its zip container cannot be read: {exc}); "
+            f"re-download or re-save it",
+        ) from None
+    if bad is not None:
+        raise IngestError("corrupt", f"the .{ext} file is damaged (member {bad} fails its checksum); re-save it")
+    marker = _ZIP_MARKERS.get(ext)
+    if marker and marker not in names:
+        others = [e for e, m in _ZIP_MARKERS.items() if m in names]
+        if others:
+            raise IngestError("wrong_type", f"the file is named .{ext} but is a .{others[0]} document; rename it")
+        if "[Content_Types].xml" in names:
+            raise IngestError("corrupt", f"the .{ext} file is damaged: it has no {marker} part; "
+                                         f"open and re-save it in its application")
+        raise IngestError("wrong_type", f"the file is named .{ext} but is a plain zip archive, not an "
+                                        f"Office document; rename it to .zip to ingest its contents")

@@ -1,0 +1,53 @@
+"""Pair generators, pluggable by name (``tuneloop ingest --generator NAME``).
+
+Built in: ``sections`` (heading -> templated question, section text -> response), ``qa``
+(explicit question/answer structure) and ``model`` (a chat model writes the questions).
+Third-party generators register with ``@register`` or through the entry point group
+``tuneloop.generators``.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+from ingest.generators.base import Generator, Source
+
+GENERATORS: dict[str, type[Generator]] = {}
+ENTRY_POINT_GROUP = "tuneloop.generators"
+_plugins_loaded = False
+
+
+def register(cls: type[Generator]) -> type[Generator]:
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} needs a non-empty `name`")
+    GENERATORS[cls.name] = cls
+    return cls
+
+
+def _load_builtin_and_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    from ingest.generators import model, qa, sections  # noqa: F401  (they register themselves)
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        register(cls)
+    _plugins_loaded = True
+
+
+def available() -> list[str]:
+    _load_builtin_and_plugins()
+    return sorted(GENERATORS)
+
+
+def create(name: str, options: dict[str, Any] | None = None, *, author: str = "ingest") -> Generator:
+    """An instance of the generator called ``name`` with ``options`` (unknown keys rejected)."""
+    _load_builtin_and_plugins()
+    if name not in GENERATORS:
+        raise ValueError(f"unknown generator {name!r}; available: {', '.join(sorted(GENERATORS))}")
+    return GENERATORS[name].from_options(options, author=author)
+
+
+__all__ = ["GENERATORS", "Generator", "Source", "available", "create", "register"]

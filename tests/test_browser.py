@@ -1,0 +1,157 @@
+"""One real browser test: `tuneloop ui` on a free port, driven by Debian's chromium through Playwright.
+
+Uploads a document on the Ingest page, waits for the background ingest job, accepts a
+generated pair on the Review page, opens the Errors page of a seeded run, and saves
+screenshots into docs/screenshots/. Skipped (cleanly) only when chromium or Playwright is
+missing; `make test` installs chromium (target browser-deps).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from store import pairs as pairs_store
+from store import views
+from store.db import Project
+from store.records import SliceFilter, Status
+from tests.test_app_pages import seed
+
+REPO = Path(__file__).resolve().parents[1]
+SHOTS = REPO / "docs" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+HANDBOOK = """# Larkspur Labs field handbook
+
+## Calibrating the Cobalt sensor
+
+Calibrate the Cobalt sensor every six months, and always after a firmware update. Hold the
+reset button for five seconds until the light blinks blue, then place the sensor on a level
+surface for two minutes.
+
+## Returning hardware
+
+Hardware can be returned within 30 days of delivery. Print the return label from the customer
+portal and include the original packaging.
+"""
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(project, tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (apt-get install chromium; `make test` does it)")
+    pytest.importorskip("playwright.sync_api")
+    info = seed(project)
+    port = _free_port()
+    log = (tmp_path / "server.log").open("wb")
+    env = {**os.environ, "TUNELOOP_USER": "tester"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuneloop.cli", "ui", "--project", str(project.root), "--port", str(port)],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the app did not start:\n" + (tmp_path / "server.log").read_text(errors="replace")[-3000:])
+        time.sleep(0.3)
+    try:
+        yield {"url": url, "project": project, **info}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_ingest_review_and_errors_in_a_real_browser(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    doc = tmp_path / "field-handbook.md"
+    doc.write_text(HANDBOOK, encoding="utf-8")
+    p: Project = server["project"]
+    url = server["url"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)  # a loaded CI box can take seconds per rerun
+
+        page.goto(url)
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        expect(page.get_by_text("Error funnel")).to_be_visible()  # the script ran to its end
+        page.wait_for_timeout(2000)  # let the charts draw
+        page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+
+        # Ingest: upload a document, the job runs in the background with live progress
+        page.goto(url + "/ingest")
+        expect(page.get_by_role("heading", name="Ingest")).to_be_visible()
+        page.locator("input[type=file]").set_input_files(str(doc))
+        expect(page.get_by_text("field-handbook.md").first).to_be_visible()
+        page.get_by_role("button", name="Ingest").click()
+        expect(page.get_by_text("Done in")).to_be_visible(timeout=240_000)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(SHOTS / "ingest.png"), full_page=True)
+
+        # Review the document's pending pairs: the source span is shown beside the pair; accept one
+        page.get_by_role("button", name="Review the pending pairs of this document").click()
+        expect(page.get_by_role("heading", name="Review")).to_be_visible()
+        expect(page.get_by_text("Only pairs of document")).to_be_visible()
+        expect(page.get_by_role("button", name="Accept")).to_be_visible()
+        expect(page.get_by_text("Keys:")).to_be_visible()
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(SHOTS / "review.png"), full_page=True)
+        shown = page.locator("code").filter(has_text=re.compile(r"^p_[0-9a-f]{8,}$")).first.inner_text()
+        page.get_by_role("button", name="Accept").click()
+        expect(page.get_by_text("accepted:").first).to_be_visible()
+
+        # Errors of the seeded run, and a category drill-down
+        page.goto(url + "/errors")
+        expect(page.get_by_role("heading", name="Errors")).to_be_visible()
+        expect(page.get_by_text("With an error")).to_be_visible()
+        expect(page.get_by_text("Correct the data")).to_be_visible()
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(SHOTS / "errors.png"), full_page=True)
+
+        page.goto(url + "/explore")
+        expect(page.get_by_role("heading", name="Explore")).to_be_visible()
+        expect(page.get_by_text("Matching pairs")).to_be_visible()
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(SHOTS / "explore.png"), full_page=True)
+        browser.close()
+
+    with p.connect(timeout=60) as con:  # the app lets the file go a few seconds after the last click
+        pair = pairs_store.get(con, shown)
+        made = views.count(con, SliceFilter(generators=["sections"], exclude_duplicates=False))
+        reviews = pairs_store.reviews(con, shown)
+    assert made >= 2, "the uploaded handbook made no pairs"
+    assert pair.status == Status.accepted and pair.provenance.document_id
+    assert reviews[-1].author == "tester"

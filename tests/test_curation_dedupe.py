@@ -1,0 +1,233 @@
+"""Exact and near duplicates: planted duplicates are found and nothing else; the store keeps
+one member per exact cluster, marks the others (never deletes) and re-running is a no-op."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from analysis import dedupe as dd
+from analysis.curate import DedupeConfig, dedupe
+from analysis.normalize import normalize_expr, normalize_text
+from store import curation as cur
+from store import pairs as pairs_store
+from store.records import NewPair, PairContent, SliceFilter, Status
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hello,  World!", "hello world"),
+        ("  TAB\tand\nnewline ", "tab and newline"),
+        ("ﬁle №5", "file no5"),  # NFKC folds ligatures and compatibility characters
+        ("résumé", "résumé"),  # accents are kept
+        ("a+b=c", "a b c"),
+        ("snake_case-word", "snake case word"),
+        ("", ""),
+        ("2 GB vs 3 GB", "2 gb vs 3 gb"),
+    ],
+)
+def test_normalize_python_and_polars_agree(text, expected):
+    assert normalize_text(text) == expected
+    assert pl.select(normalize_expr(pl.lit(text))).item() == expected
+
+
+T0 = dt.datetime(2025, 1, 1)
+
+
+def frame(rows: list[tuple]) -> pl.DataFrame:
+    """rows: (pair_id, instruction, input, response, status)."""
+    return pl.DataFrame([
+        {"pair_id": pid, "revision_id": "r" + pid, "instruction": i, "input": x, "response": r, "status": s,
+         "created_at": T0 + dt.timedelta(minutes=n)}
+        for n, (pid, i, x, r, s) in enumerate(rows)
+    ])
+
+
+PLANTED = frame([
+    ("p_01", "How do I reset my password?", "", "Open settings and choose Reset.", "pending"),
+    ("p_02", "how do i reset my PASSWORD", "", "open settings and choose reset", "accepted"),  # case/punct
+    ("p_03", "How  do I reset\tmy password ?", "", "Open settings and choose Reset.", "pending"),  # whitespace
+    ("p_04", "How do I reset my password?", "", "Call support.", "pending"),  # same prompt only
+    ("p_05", "Where is my parcel?", "order 17", "It ships tomorrow.", "pending"),
+    ("p_06", "Where is my parcel?", "order 18", "It ships tomorrow.", "pending"),  # input differs
+    ("p_07", "Where is my parcel? order 17", "", "It ships tomorrow.", "pending"),  # field boundary differs
+    ("p_08", "Translate 'cat' to French", "", "chat", "pending"),
+    ("p_09", "", "", "", "pending"),
+    ("p_10", "", "", "", "pending"),  # empty keys never cluster
+])
+
+
+def clusters_of(members: pl.DataFrame) -> set[frozenset[str]]:
+    return {frozenset(g["pair_id"].to_list()) for _, g in members.group_by("cluster_id")}
+
+
+def test_exact_full_finds_planted_variants_and_nothing_else():
+    m = dd.exact_clusters(PLANTED, "exact_full")
+    assert clusters_of(m) == {frozenset({"p_01", "p_02", "p_03"})}
+    kept = m.filter("is_kept")
+    assert kept["pair_id"].to_list() == ["p_02"]  # the accepted one, although later
+    assert set(m["kept_pair_id"]) == {"p_02"}
+    assert (m["similarity"] == 1.0).all()
+
+
+def test_exact_prompt_groups_same_prompt_any_response():
+    m = dd.exact_clusters(PLANTED, "exact_prompt")
+    assert clusters_of(m) == {frozenset({"p_01", "p_02", "p_03", "p_04"})}
+
+
+def test_kept_is_earliest_when_none_accepted_and_rejected_is_last():
+    df = frame([("p_a", "Q one two", "", "A", "rejected"), ("p_b", "q one two", "", "a", "pending"),
+                ("p_c", "Q one two!", "", "A", "pending")])
+    m = dd.exact_clusters(df, "exact_full")
+    assert m.filter("is_kept")["pair_id"].to_list() == ["p_b"]
+
+
+def test_to_mark_points_at_a_kept_pair_that_is_never_marked():
+    m = pl.concat([dd.exact_clusters(PLANTED, "exact_full"), dd.exact_clusters(PLANTED, "exact_prompt")])
+    marks = dd.to_mark(m)
+    assert set(marks["pair_id"]) == {"p_01", "p_03", "p_04"}
+    assert set(marks["duplicate_of"]) == {"p_02"}
+    assert not set(marks["duplicate_of"]) & set(marks["pair_id"])
+
+
+# --------------------------------------------------------------------------- near, lexical
+
+BASE = [
+    "the quarterly report shows revenue grew in every region except the northern sales office",
+    "please explain how photosynthesis converts sunlight water and carbon dioxide into glucose",
+    "write a short poem about the ocean at night with stars reflecting on the calm water",
+    "list three reasons why regular exercise improves both physical health and mental wellbeing",
+    "describe the main causes of the french revolution and its effect on european politics",
+]
+PARAPHRASE = [  # one-word edits of BASE: Jaccard of word trigrams well above 0.6
+    "the quarterly report shows revenue grew in every region except the northern sales department",
+    "please explain how photosynthesis converts sunlight water and carbon dioxide into sugar",
+    "write a short poem about the ocean at night with stars reflecting on the calm sea",
+    "list three reasons why regular exercise improves both physical health and mental wellness",
+    "describe the main causes of the french revolution and its effect on european history",
+]
+DISTRACTORS = [
+    "the quarterly budget shows spending fell in most regions including the southern office",
+    "how do plants absorb nitrogen from the soil and why do they need it",
+    "compose a haiku about mountains in winter",
+    "give two tips for staying focused while studying for long exams at home",
+    "summarize the causes of the american civil war",
+    "what is the capital of australia",
+]
+
+
+def test_near_lexical_finds_planted_paraphrases_only():
+    texts = BASE + PARAPHRASE + DISTRACTORS
+    df = frame([(f"p_{i:02d}", t, "", f"answer {i}", "pending") for i, t in enumerate(texts)])
+    m = dd.near_lexical_clusters(df, dd.MinHashParams(threshold=0.6))
+    expected = {frozenset({f"p_{i:02d}", f"p_{i + 5:02d}"}) for i in range(5)}
+    assert clusters_of(m) == expected
+    sims = m.filter(~pl.col("is_kept"))["similarity"]
+    assert (sims >= 0.6).all() and (sims < 1.0).all()
+
+
+def test_near_lexical_threshold_is_respected():
+    df = frame([(f"p_{i:02d}", t, "", "", "pending") for i, t in enumerate(BASE + PARAPHRASE)])
+    assert dd.near_lexical_clusters(df, dd.MinHashParams(threshold=0.99)).height == 0
+
+
+def test_minhash_estimate_tracks_true_jaccard():
+    rng = np.random.default_rng(0)
+    vocab = [f"w{i}" for i in range(400)]
+    a = list(rng.choice(vocab, 60))
+    b = a[:45] + list(rng.choice(vocab, 15))
+    texts = pl.Series([" ".join(a), " ".join(b)])
+    sig = dd.minhash_signatures(texts, dd.MinHashParams(num_perm=256, ngram=1))
+
+    est = dd.estimated_jaccard(sig, np.array([0]), np.array([1]))[0]
+    true = len(set(a) & set(b)) / len(set(a) | set(b))
+    assert abs(est - true) < 0.1
+
+
+def test_semantic_clusters_from_vectors():
+    v = np.array([[1, 0, 0], [0.99, 0.14, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    df = frame([(f"p_{i}", f"t{i}", "", "", "pending") for i in range(4)])
+    m = dd.near_semantic_clusters(df, v, threshold=0.95)
+    assert clusters_of(m) == {frozenset({"p_0", "p_1"})}
+    assert m.filter(~pl.col("is_kept"))["similarity"][0] == pytest.approx(0.99, abs=0.01)
+
+
+# --------------------------------------------------------------------------- store + job
+
+
+def add(con, instruction, response, status=Status.pending, input="", document_id=None):
+    from store.records import Provenance
+
+    return pairs_store.add_pairs(con, [NewPair(content=PairContent(instruction=instruction, input=input, response=response),
+                                               status=status, provenance=Provenance(document_id=document_id))])[0]
+
+
+def test_dedupe_job_marks_exact_duplicates_and_is_idempotent(project):
+    with project.connect() as con:
+        a = add(con, "How do I reset my password?", "Open settings.")
+        b = add(con, "how do I reset my password", "open settings", status=Status.accepted)
+        c = add(con, "HOW DO I RESET MY PASSWORD?!", "Open settings!")
+        d = add(con, "Where is my parcel?", "Tomorrow.")
+        e = add(con, BASE[0], "x")
+        f = add(con, PARAPHRASE[0], "y")
+    r1 = dedupe(project, DedupeConfig(near=True, near_threshold=0.6), author="tester")
+    assert r1["exact_full"] == {"clusters": 1, "members": 3, "duplicates": 2}
+    assert r1["marked_now"] == 2
+    assert r1["near_lexical"]["clusters"] == 1
+    with project.connect() as con:
+        pa_, pb, pc, pd = (pairs_store.get(con, x) for x in (a, b, c, d))
+        assert (pa_.status, pa_.duplicate_of) == (Status.duplicate, b)
+        assert (pc.status, pc.duplicate_of) == (Status.duplicate, b)
+        assert pb.status == Status.accepted and pb.duplicate_of is None
+        assert pd.status == Status.pending
+        assert len(pairs_store.reviews(con, a)) == 1  # the change is a review, nothing deleted
+        assert pairs_store.count(con) == 6
+        near = cur.duplicate_members(con, ["near_lexical"])
+        assert set(near["pair_id"]) == {e, f}
+        n_clusters = con.execute("SELECT count(*) FROM duplicate_clusters").fetchall()[0][0]
+        # excluded from slices by default
+        assert set(pairs_store.frame(con, SliceFilter())["pair_id"]) == {b, d, e, f}
+    r2 = dedupe(project, DedupeConfig(near=True, near_threshold=0.6), author="tester")
+    assert r2["marked_now"] == 0
+    with project.connect() as con:
+        assert con.execute("SELECT count(*) FROM duplicate_clusters").fetchall()[0][0] == n_clusters
+        assert len(pairs_store.reviews(con, a)) == 1
+
+
+def test_human_resolution_survives_rerun(project):
+    with project.connect() as con:
+        add(con, BASE[1], "x")
+        add(con, PARAPHRASE[1], "y")
+    dedupe(project, DedupeConfig(exact=False, near=True, near_threshold=0.6), author="t")
+    with project.connect() as con:
+        (cl,) = cur.clusters(con, "near_lexical")
+        cur.resolve_cluster(con, cl.id, "not_duplicates")
+    dedupe(project, DedupeConfig(exact=False, near=True, near_threshold=0.6), author="t")
+    with project.connect() as con:
+        rows = con.execute("SELECT id, resolution FROM duplicate_clusters").fetchall()
+        assert rows == [(cl.id, "not_duplicates")]
+        assert cur.duplicate_members(con, ["near_lexical"]).height == 0  # not_duplicates are not used
+
+
+def test_fast_paths_match_the_reference_normal_form():
+    from analysis.normalize import loose_hash, normalize_series
+
+    texts = ["Hello,  World!", "  a+b=c  ", "", None, "x_y", "Ünïcode ﬁle …", "tab\tnew\nline", "...", "ab  ", "!a!",
+             "ﬁle report", "file report", "FILE  report!!"]
+    s = pl.Series(texts)
+    assert normalize_series(s).to_list() == pl.select(normalize_expr(pl.lit(s))).to_series().to_list()
+    h, non_ascii = loose_hash(s)
+    assert non_ascii.tolist() == [t is not None and not t.isascii() for t in texts]
+    assert h[0] == loose_hash(pl.Series(["hello world"]))[0][0]  # invariant under the normalisation
+    assert h[11] == h[12] and h[0] != h[11]
+
+
+def test_exact_clusters_catch_nfkc_variants_that_skip_the_ascii_path():
+    df = frame([("p_1", "ﬁle report", "", "x", "pending"), ("p_2", "file report", "", "x", "pending"),
+                ("p_3", "FILE report!", "", "x", "pending"), ("p_4", "file reports", "", "x", "pending")])
+    assert clusters_of(dd.exact_clusters(df, "exact_full")) == {frozenset({"p_1", "p_2", "p_3"})}

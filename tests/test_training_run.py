@@ -1,0 +1,302 @@
+"""A tiny real model trains LoRA steps on CPU, through the same process protocol the CLI uses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from store import runs as runs_store
+from tests.training_fixtures import MEMO_PAIRS, make_slice, tiny_model_dir
+from training.runfolder import RunFolder
+from training.runner import cancel_run, resume_run, start_run, sync_run, wait_run
+
+EVAL = [("What colour is the sea?", "blue"), ("What colour is milk?", "white")]
+FAST = ["learning_rate=1e-2", "warmup_steps=0", "lr_scheduler=constant", "threads=1"]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> str:
+    return str(tiny_model_dir())
+
+
+def _tok(tiny):
+    from transformers import AutoTokenizer
+
+    t = AutoTokenizer.from_pretrained(tiny)
+    t.padding_side = "right"
+    return t
+
+
+def _rows(pairs):
+    return [{"instruction": q, "response": a} for q, a in pairs]
+
+
+# ------------------------------------------------------------------ in-process trainer
+
+
+def test_lora_changes_only_the_adapter_and_loss_falls(tiny):
+    import torch
+
+    from models.lm import load_base
+    from training.config import TrainConfig
+    from training.formatting import tokenize_rows
+    from training.train import Trainer, prepare_model
+
+    base, tok = load_base(tiny)
+    tok.padding_side = "right"
+    before = {n: p.detach().clone() for n, p in base.named_parameters()}
+    cfg = TrainConfig(max_steps=20, learning_rate=1e-2, warmup_steps=0, lr_scheduler="constant")
+    model = prepare_model(base, cfg)
+    ex, _ = tokenize_rows(tok, _rows(MEMO_PAIRS), max_length=128)
+    ev, _ = tokenize_rows(tok, _rows(EVAL), max_length=128)
+    tr = Trainer(model, tok, cfg, ex, ev, None, "cpu")
+    tr.train()
+    losses = [h["loss"] for h in tr.history if "loss" in h]
+    assert len(losses) == 20 and all(map(lambda x: x == x and abs(x) < 1e9, losses))
+    assert sum(losses[-5:]) / 5 < 0.5 * losses[0]
+    after = dict(model.named_parameters())
+    lora = {n: p for n, p in after.items() if "lora_" in n}
+    assert lora and all(p.requires_grad for p in lora.values())
+    assert any(float(p.detach().abs().sum()) > 0 for n, p in lora.items() if "lora_B" in n)  # B starts at zero
+    for n, p in after.items():
+        if "lora_" in n:
+            continue
+        orig = n.replace("base_model.model.", "").replace(".base_layer", "")
+        assert torch.equal(p.detach(), before[orig]), n
+    assert any("val_loss" in h for h in tr.history)
+
+
+@pytest.mark.parametrize("method", ["full", "top_k"])
+def test_full_and_top_k_methods_train_the_right_parameters(tiny, method):
+    import torch
+
+    from models.lm import load_base
+    from training.config import TrainConfig
+    from training.formatting import tokenize_rows
+    from training.train import Trainer, prepare_model
+
+    base, tok = load_base(tiny)
+    tok.padding_side = "right"
+    before = {n: p.detach().clone() for n, p in base.named_parameters()}
+    cfg = TrainConfig(method=method, top_k_layers=1, max_steps=3, learning_rate=1e-3, warmup_steps=0)
+    model = prepare_model(base, cfg)
+    ex, _ = tokenize_rows(tok, _rows(MEMO_PAIRS), max_length=128)
+    Trainer(model, tok, cfg, ex, [], None, "cpu").train()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    if method == "full":
+        assert "model.embed_tokens.weight" in changed and any("layers.0." in n for n in changed)
+    else:
+        assert changed and all(n.startswith("model.layers.1.") or n.startswith("model.norm") for n in changed)
+
+
+def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(tiny, tmp_path):
+    """Stop after 3 of 6 steps, resume in a fresh model: same weights as training 6 straight."""
+    import torch
+
+    from models.lm import load_base
+    from training.config import TrainConfig
+    from training.formatting import tokenize_rows
+    from training.train import Trainer, prepare_model
+
+    cfg = TrainConfig(max_steps=6, learning_rate=5e-3, warmup_steps=2, grad_accum=2, batch_tokens=128,
+                      max_length=64, save_every=1)
+
+    def fresh(folder):
+        base, tok = load_base(tiny)
+        tok.padding_side = "right"
+        torch.manual_seed(0)
+        model = prepare_model(base, cfg)
+        ex, _ = tokenize_rows(tok, _rows(MEMO_PAIRS), max_length=64)
+        return Trainer(model, tok, cfg, ex, [], folder, "cpu")
+
+    straight = fresh(None)
+    straight.train()
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    first = fresh(folder)
+
+    def stop_at_3(step, total, row):
+        if step == 3:
+            folder.cancel_file.touch()
+
+    assert first.train(progress=stop_at_3) == "cancelled" and first.step == 3
+    folder.cancel_file.unlink()
+    second = fresh(folder)
+    assert second.resume() and second.step == 3
+    assert second.train() == "succeeded" and second.step == 6
+    a = dict(straight.module.named_parameters())
+    for n, p in second.module.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p, a[n], rtol=1e-4, atol=1e-6)
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tiny, tmp_path):
+    from models.lm import load_base
+    from training.config import TrainConfig
+    from training.formatting import tokenize_rows
+    from training.train import Trainer, prepare_model
+
+    base, tok = load_base(tiny)
+    tok.padding_side = "right"
+    # A huge learning rate makes val loss get worse after the first evals.
+    cfg = TrainConfig(max_steps=40, learning_rate=0.5, warmup_steps=0, lr_scheduler="constant", eval_every=1,
+                      early_stopping_patience=2)
+    model = prepare_model(base, cfg)
+    ex, _ = tokenize_rows(tok, _rows(MEMO_PAIRS), max_length=128)
+    ev, _ = tokenize_rows(tok, _rows(EVAL), max_length=128)
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    tr = Trainer(model, tok, cfg, ex, ev, folder, "cpu")
+    tr.train()
+    vals = [h["val_loss"] for h in tr.history if "val_loss" in h]
+    assert tr.step < 40 and any("early_stopped" in h for h in tr.history)
+    assert tr.best_val == min(vals) and tr.bad_evals == 2
+    tr.load_best()
+    assert tr.evaluate() == pytest.approx(min(vals), rel=1e-4)
+
+
+# ------------------------------------------------------------------ through the run process
+
+
+def test_run_end_to_end_tracked_predictions_and_adapter_reload(project, tiny):
+    import torch
+
+    make_slice(project, "memo", MEMO_PAIRS, eval_pairs=EVAL)
+    rid = start_run(project, "memo", base_model=tiny, overrides=[*FAST, "max_steps=20", "eval_every=10"],
+                    name="tiny-lora", author="tester", wait=True)
+    with project.connect() as con:
+        run = runs_store.get(con, rid)
+        m = runs_store.metrics_frame(con, rid)
+        events = [e[0] for e in runs_store.events(con, rid)]
+    assert run.status == "succeeded", run.error
+    assert run.slice_hash and run.config["max_steps"] == 20 and run.base_model == tiny
+    assert events[0] == "queued" and "running" in events and events[-1] == "succeeded"
+    assert run.summary["n_trainable"] < run.summary["n_params"] and run.summary["dtype"] == "float32"
+    loss = m.filter(m["name"] == "loss")["value"].to_list()
+    assert len(loss) == 20 and loss[-1] < loss[0]
+    assert {"lr", "grad_norm", "tokens_per_s", "val_loss"} <= set(m["name"].to_list())
+    folder = RunFolder(run.run_dir)
+    assert (folder.path / "config.toml").exists() and (folder.path / "config.json").exists()
+
+    # The adapter loads with plain peft (AutoPeftModel finds its base) and matches the run's model.
+    from peft import AutoPeftModelForCausalLM
+
+    from training.predict import load_run_model, predict_run
+
+    peft_model = AutoPeftModelForCausalLM.from_pretrained(run.adapter_path).eval()
+    cm = load_run_model(run)
+    ids = torch.tensor([cm.prompt_ids([{"role": "user", "content": "What colour is snow?"}])])
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(ids).logits, cm.model(ids).logits, rtol=1e-3, atol=1e-3)
+
+    psid = predict_run(project, rid, split="eval", max_new_tokens=4)
+    with project.connect() as con:
+        preds = runs_store.predictions_frame(con, psid)
+        mets = {(s, n): v for s, n, v in runs_store.metrics_of(con, psid).iter_rows()}
+        ps = runs_store.prediction_set(con, psid)
+    assert preds.height == len(EVAL) and set(preds["reference"]) == {"blue", "white"}
+    assert set(preds["finish_reason"]) <= {"stop", "length"} and (preds["n_output_tokens"] > 0).all()
+    assert (preds["latency_ms"] > 0).all() and (preds["n_prompt_tokens"] > 5).all()
+    assert ps["split"] == "eval" and '"max_new_tokens": 4' in ps["generation_config"].replace(":4", ": 4")
+    for k in ("exact_match", "normalized_exact_match", "token_f1", "rouge_l", "bleu", "perplexity", "accuracy"):
+        assert ("overall", k) in mets
+    assert ("label:blue", "f1") in mets
+
+    # A second pass is a new, separate prediction set.
+    psid2 = predict_run(project, rid, split="train", max_new_tokens=4)
+    with project.connect() as con:
+        assert runs_store.prediction_sets(con, rid).height == 2 and psid2 != psid
+        assert runs_store.predictions_frame(con, psid2).height == len(MEMO_PAIRS)
+
+
+def test_baseline_predictions_of_an_untrained_base(project, tiny):
+    from training.predict import predict_base
+
+    make_slice(project, "memo", MEMO_PAIRS, eval_pairs=EVAL)
+    rid, psid = predict_base(project, "memo", base_model=tiny, max_new_tokens=3)
+    with project.connect() as con:
+        run = runs_store.get(con, rid)
+        preds = runs_store.predictions_frame(con, psid)
+    assert run.kind == "baseline" and run.status == "succeeded"
+    assert preds.height == len(EVAL) and (preds["finish_reason"] == "length").sum() >= 1
+
+
+def test_kill_cancel_and_resume(project, tiny):
+    """A killed run is marked failed and resumes; a cancelled one stops at a checkpoint and resumes."""
+    make_slice(project, "memo", MEMO_PAIRS, eval_pairs=EVAL)
+    rid = start_run(project, "memo", base_model=tiny,
+                    overrides=[*FAST, "max_steps=400", "save_every=1", "batch_tokens=64", "max_length=64"])
+    with project.connect() as con:
+        folder = RunFolder(runs_store.get(con, rid).run_dir)
+
+    def wait_step(n, timeout=120):
+        t = time.monotonic()
+        while (folder.status().get("step") or 0) < n or folder.status().get("status") != "running":
+            assert time.monotonic() - t < timeout, folder.status()
+            time.sleep(0.05)
+
+    def ckpt_step() -> int:
+        meta = folder.read_json(folder.checkpoints / "last" / "meta.json", {}) or {}
+        return int(meta.get("step", 0))
+
+    wait_step(3)
+    while ckpt_step() < 3:
+        time.sleep(0.02)
+    pid = folder.status()["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    for _ in range(200):
+        if sync_run(project, rid).status == "failed":
+            break
+        time.sleep(0.1)
+    with project.connect() as con:
+        run = runs_store.get(con, rid)
+    assert run.status == "failed" and "resume" in run.error
+    killed_at = ckpt_step()
+    assert killed_at >= 3
+
+    resume_run(project, rid)
+    wait_step(killed_at + 2)
+    assert folder.status()["resumed"] is True
+    run = cancel_run(project, rid)
+    run = wait_run(project, rid, timeout_s=120)
+    assert run.status == "cancelled"
+    stopped = folder.status()["step"]
+    assert killed_at < stopped < 400
+    steps = [r["step"] for r in folder.metrics() if "loss" in r]
+    # After the kill, training went on from the checkpoint (not from step 0, not skipping steps).
+    # (a step the killed process logged after its last checkpoint is logged again)
+    assert sorted(set(steps)) == list(range(1, stopped + 1))
+    assert steps.count(1) == 1 and all(steps.count(s) == 1 for s in range(1, killed_at + 1))
+    with project.connect() as con:
+        events = [(e[0], e[1]) for e in runs_store.events(con, rid)]
+    assert ("queued", f"resumed from step {killed_at}") in events or any(m.startswith("resumed") for _, m in events)
+    assert (folder.checkpoints / "last" / "state.pt").exists()  # resumable again
+
+
+def test_ddp_two_cpu_processes(project, tiny):
+    make_slice(project, "memo", MEMO_PAIRS, eval_pairs=EVAL)
+    rid = start_run(project, "memo", base_model=tiny, overrides=[*FAST, "max_steps=4", "nproc=2", "batch_tokens=128",
+                                                                 "max_length=64"], wait=True)
+    with project.connect() as con:
+        run = runs_store.get(con, rid)
+        m = runs_store.metrics_frame(con, rid)
+    log = RunFolder(run.run_dir).log_file.read_text()
+    assert run.status == "succeeded", f"{run.error}\n{log[-3000:]}"
+    assert run.summary["world_size"] == 2 and "world 2" in log
+    assert len(m.filter(m["name"] == "loss")) == 4
+    assert os.path.exists(os.path.join(run.adapter_path, "adapter_model.safetensors"))
+
+
+def test_bad_config_and_unknown_slice_create_nothing(project, tiny):
+    from store.config import ConfigError
+
+    make_slice(project, "memo", MEMO_PAIRS)
+    with pytest.raises(ConfigError, match="bogus_key"):
+        start_run(project, "memo", base_model=tiny, overrides=["bogus_key=1"])
+    with pytest.raises(KeyError):
+        start_run(project, "no-such-slice", base_model=tiny)
+    with project.connect() as con:
+        assert runs_store.list_runs(con) == []

@@ -1,0 +1,96 @@
+"""The typed training config: defaults in code, a TOML file, then ``key=value`` overrides.
+
+Unknown keys are rejected (``store.config.load_config``); the resolved config is saved with
+the run as ``config.json`` and ``config.toml`` (the latter can be passed back to
+``tuneloop train --config``), so a run is reproducible from its folder alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from store.config import ConfigError, load_config
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # what is trained
+    method: Literal["lora", "full", "top_k"] = Field("lora", description="lora, full fine-tuning, or top_k layers")
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: list(ALL_LINEAR),
+                                      description="LoRA target module names (default: all linear layers)")
+    lora_top_layers: int = Field(0, ge=0, description="LoRA only in the last k decoder layers (0 = all layers)")
+    top_k_layers: int = Field(2, ge=1, description="for method=top_k: train only the last k decoder layers")
+
+    # optimisation
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    warmup_steps: int = Field(-1, description="overrides warmup_ratio when >= 0")
+    weight_decay: float = Field(0.0, ge=0)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_grad_norm: float = Field(1.0, ge=0, description="0 disables clipping")
+    grad_accum: int = Field(1, ge=1)
+    max_steps: int = Field(0, ge=0, description="optimizer steps; 0 = use epochs")
+    epochs: float = Field(1.0, gt=0)
+    seed: int = 0
+
+    # data
+    max_length: int = Field(512, ge=8, description="tokens per example; longer ones are truncated (counted)")
+    batch_tokens: int = Field(2048, ge=8, description="tokens per micro-batch (packed, no padding)")
+    max_examples_per_batch: int = Field(64, ge=1)
+    packing: bool = Field(True, description="pack examples into padding-free rows; false = one example per row, padded")
+    system_prompt: str = Field("", description="system turn for examples without one ('' = the template's default)")
+
+    # evaluation, early stopping, checkpoints
+    eval_every: int = Field(0, ge=0, description="evaluate val loss every N steps (0 = at the end only)")
+    eval_max_examples: int = Field(256, ge=0)
+    early_stopping_patience: int = Field(0, ge=0, description="stop after N evals without improvement (0 = off)")
+    save_every: int = Field(50, ge=0, description="checkpoint every N steps (for resume); 0 = only at the end")
+    log_every: int = Field(1, ge=1)
+
+    # hardware
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 autocast where it is native")
+    gradient_checkpointing: bool = False
+    threads: int = Field(0, ge=0, description="CPU threads for torch (0 = auto: 1 when the machine is overloaded)")
+    nproc: int = Field(1, ge=1, description="processes to launch with torchrun (DDP); 1 = plain process")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.batch_tokens < self.max_length and self.packing:
+            raise ValueError(f"batch_tokens ({self.batch_tokens}) must be >= max_length ({self.max_length})")
+        return self
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Defaults, then the TOML file, then ``key=value`` overrides; one clear error line if wrong."""
+    return load_config(TrainConfig, path, list(overrides))
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+def to_toml(cfg: BaseModel) -> str:
+    """A flat TOML rendering that ``load`` reads back to the same config."""
+    return "".join(f"{k} = {_toml_value(v)}\n" for k, v in cfg.model_dump(mode="json").items() if v is not None)
+
+
+__all__ = ["ALL_LINEAR", "ConfigError", "TrainConfig", "load", "to_toml"]

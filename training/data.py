@@ -1,0 +1,130 @@
+"""Micro-batches without padding: packing plans (pure) and their tensors.
+
+- ``plan_batches`` is a seeded shuffle of the examples, then a greedy fill of rows up to
+  ``batch_tokens`` tokens. Same (lengths, seed, epoch) -> same plan, on every DDP rank.
+- A packed micro-batch is ONE row holding several examples back to back, with
+  ``position_ids`` restarting at 0 for each example and no attention mask. transformers then
+  builds a block-diagonal causal mask from the position ids (``find_packed_sequence_indices``),
+  so examples never attend to each other and no compute is spent on padding tokens.
+- Targets are next-token ids within an example; a target is set only where the *next* token is
+  a response token, so the last token of one example never predicts the first of the next.
+- ``keep`` lists the positions that have a target: the LM head runs only there
+  (``logits_to_keep``), which saves the [tokens x vocab] logits of every prompt token.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from training.formatting import Tokenized
+
+IGNORE = -100
+
+
+def plan_batches(lengths: Sequence[int], *, batch_tokens: int, max_examples: int, seed: int, epoch: int = 0,
+                 shuffle: bool = True, padded: bool = False) -> list[list[int]]:
+    """Group example indices into micro-batches of at most ``batch_tokens`` tokens.
+
+    Packed rows count real tokens; ``padded=True`` counts rows x longest (what padding costs).
+    """
+    order = list(range(len(lengths)))
+    if shuffle:
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    used = longest = 0
+    for i in order:
+        n = lengths[i]
+        if padded:
+            cost = max(longest, n) * (len(cur) + 1)
+        else:
+            cost = used + n
+        if cur and (cost > batch_tokens or len(cur) >= max_examples):
+            batches.append(cur)
+            cur, used, longest = [], 0, 0
+        cur.append(i)
+        used += n
+        longest = max(longest, n)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+@dataclass
+class MicroBatch:
+    input_ids: Any  # LongTensor [rows, T]
+    position_ids: Any  # LongTensor [rows, T]
+    attention_mask: Any | None  # None for packed rows; [rows, T] for padded rows
+    targets: Any  # LongTensor [rows, K] (targets at the kept positions)
+    weights: Any  # FloatTensor [rows, K]; 0 where there is no target
+    keep: Any  # LongTensor [K] positions (sequence dim) the LM head runs on
+    n_tokens: int  # real (non-padding) tokens
+    n_loss_tokens: int
+    loss_weight: float  # sum of the weights of the targets
+
+
+def _targets(ex: Tokenized) -> list[int]:
+    ids, m = ex.input_ids, ex.loss_mask
+    return [ids[t + 1] if m[t + 1] else IGNORE for t in range(len(ids) - 1)] + [IGNORE]
+
+
+def collate(examples: Sequence[Tokenized], *, pad_id: int, packed: bool = True) -> MicroBatch:
+    import torch
+
+    if packed:
+        ids: list[int] = []
+        pos: list[int] = []
+        tgt: list[int] = []
+        wts: list[float] = []
+        for ex in examples:
+            ids += ex.input_ids
+            pos += list(range(len(ex.input_ids)))
+            t = _targets(ex)
+            tgt += t
+            wts += [ex.weight if x != IGNORE else 0.0 for x in t]
+        keep = [i for i, x in enumerate(tgt) if x != IGNORE]
+        return MicroBatch(
+            input_ids=torch.tensor([ids]), position_ids=torch.tensor([pos]), attention_mask=None,
+            targets=torch.tensor([[tgt[i] for i in keep]]), weights=torch.tensor([[wts[i] for i in keep]]),
+            keep=torch.tensor(keep, dtype=torch.long), n_tokens=len(ids), n_loss_tokens=len(keep),
+            loss_weight=float(sum(wts)),
+        )
+    width = max(len(ex.input_ids) for ex in examples)
+    rows_ids, rows_pos, rows_mask, rows_t, rows_w = [], [], [], [], []
+    for ex in examples:
+        pad = width - len(ex.input_ids)
+        t = _targets(ex)
+        rows_ids.append(ex.input_ids + [pad_id] * pad)
+        rows_pos.append(list(range(len(ex.input_ids))) + [0] * pad)
+        rows_mask.append([1] * len(ex.input_ids) + [0] * pad)
+        rows_t.append(t + [IGNORE] * pad)
+        rows_w.append([ex.weight if x != IGNORE else 0.0 for x in t] + [0.0] * pad)
+    keep = sorted({i for row in rows_t for i, x in enumerate(row) if x != IGNORE})
+    return MicroBatch(
+        input_ids=torch.tensor(rows_ids), position_ids=torch.tensor(rows_pos),
+        attention_mask=torch.tensor(rows_mask),
+        targets=torch.tensor([[row[i] for i in keep] for row in rows_t]),
+        weights=torch.tensor([[row[i] for i in keep] for row in rows_w]),
+        keep=torch.tensor(keep, dtype=torch.long), n_tokens=sum(len(e.input_ids) for e in examples),
+        n_loss_tokens=sum(1 for row in rows_t for x in row if x != IGNORE),
+        loss_weight=float(sum(sum(r) for r in rows_w)),
+    )
+
+
+def loss_sum(model, mb: MicroBatch, device: str):
+    """Sum over targets of weight x cross-entropy, computed only at the kept positions."""
+    import torch
+    import torch.nn.functional as F
+
+    kwargs = {"input_ids": mb.input_ids.to(device), "position_ids": mb.position_ids.to(device),
+              "use_cache": False, "logits_to_keep": mb.keep.to(device)}
+    if mb.attention_mask is not None:
+        kwargs["attention_mask"] = mb.attention_mask.to(device)
+    logits = model(**kwargs).logits  # [rows, K, V]
+    tgt = mb.targets.to(device)
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=IGNORE,
+                         reduction="none")
+    return (ce * mb.weights.to(device).reshape(-1)).sum() if ce.numel() else torch.zeros((), device=device)

@@ -1,0 +1,208 @@
+"""Batched predictions of a run (or of an untrained base) on a slice split, stored immutably.
+
+- The prompt is the pair's conversation up to its last assistant turn, rendered with the chat
+  template exactly as in training (same system prompt); the reference is that last turn.
+- Generation is batched (left padding, longest prompts first, results in slice order), greedy
+  unless ``temperature > 0``. Per pair we store the text, prompt/output token counts, the finish
+  reason (``stop``: end-of-turn token; ``length``: cut at ``max_new_tokens``, a signal) and the
+  wall time of its batch. The generation config goes on the prediction set.
+- A prediction pass is a new prediction set; nothing is overwritten. Metrics are computed from
+  the stored rows (plus the perplexity of the references under the same model) and stored.
+- The database is held only to read the slice and to write the results, never while generating.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from store import runs as runs_store
+from store import slices as slices_store
+from store.db import Project
+from store.records import Run, RunStatus
+from training import metrics as metrics_mod
+from training.formatting import prompt_and_reference, tokenize_rows
+
+_model_cache: dict[tuple[str, str], Any] = {}
+
+
+def load_run_model(run: Run, device: str | None = None):
+    """A ChatModel for the run: its base, with the trained adapter merged in (or its full model)."""
+    from models.lm import ChatModel, load_base, pick_device
+
+    dev = pick_device(device)
+    key = (f"{run.base_model}|{run.adapter_path or ''}", dev)
+    if key in _model_cache:
+        return _model_cache[key]
+    _model_cache.clear()  # one model at a time: memory matters more than reuse here
+    art = Path(run.adapter_path) if run.adapter_path else None
+    if art is not None and (art / "config.json").exists():
+        model, tok = load_base(str(art), device=dev)
+    else:
+        model, tok = load_base(run.base_model, device=dev)
+        if art is not None and (art / "adapter_config.json").exists():
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(art)).merge_and_unload()
+    tok.padding_side = "left"
+    name = run.base_model + (f" + {art}" if art else "")
+    cm = ChatModel(model, tok, name=name, device=dev)
+    _model_cache[key] = cm
+    return cm
+
+
+def reference_nll(cm, rows: list[dict[str, Any]], system_prompt: str, max_length: int = 1024) -> float | None:
+    """Mean negative log-likelihood per reference token (response tokens only)."""
+    import torch
+
+    from models.lm import autocast
+    from training.data import collate, loss_sum, plan_batches
+
+    ex, _ = tokenize_rows(cm.tokenizer, rows, max_length=max_length, system_prompt=system_prompt)
+    if not ex:
+        return None
+    plan = plan_batches([len(e.input_ids) for e in ex], batch_tokens=max(4096, max_length), max_examples=64,
+                        seed=0, shuffle=False)
+    total = weight = 0.0
+    with torch.inference_mode(), autocast(cm.device):
+        for idx in plan:
+            mb = collate([ex[i] for i in idx], pad_id=cm.tokenizer.pad_token_id or 0, packed=True)
+            total += float(loss_sum(cm.model, mb, cm.device))
+            weight += sum(float(ex[i].n_loss_tokens) for i in idx)
+    return total / weight if weight else None
+
+
+def _default_max_new_tokens(tok, refs: list[str]) -> int:
+    longest = max((len(tok(r, add_special_tokens=False)["input_ids"]) for r in refs), default=64)
+    return int(min(512, max(16, math.ceil(longest * 1.5) + 8)))
+
+
+def predict_run(
+    project: Project,
+    run_id: str,
+    *,
+    split: str = "eval",
+    slice_ref: str | None = None,
+    max_new_tokens: int | None = None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 16,
+    limit: int | None = None,
+    seed: int = 0,
+    perplexity: bool = True,
+    device: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> str:
+    """Generate for every pair of the run's slice split; store and score them. Returns the set id.
+
+    ``slice_ref`` predicts on another slice than the one trained on. ``max_new_tokens=None``
+    allows 1.5x the longest reference (at least 16, at most 512).
+    """
+    with project.connect() as con:
+        run = runs_store.get(con, run_id)
+    if run.kind == "train" and run.status not in runs_store.TERMINAL:
+        from training.runner import sync_run
+
+        run = sync_run(project, run.id)  # it may have finished since anyone last looked
+    with project.connect() as con:
+        if run.kind == "train" and run.status != RunStatus.succeeded.value:
+            raise ValueError(f"run {run.id} is {run.status}; only a succeeded run has a model to predict with")
+        sl = slices_store.get(con, slice_ref) if slice_ref else (slices_store.get(con, run.slice_id) if run.slice_id else None)
+        if sl is None:
+            raise ValueError(f"run {run.id} has no slice; pass slice_ref")
+        df = slices_store.examples(con, sl.id, split)
+    rows = df.to_dicts()[: limit if limit else None]
+    if not rows:
+        raise ValueError(f"slice {sl.name!r} has no {split!r} items to predict")
+    system_prompt = str(run.config.get("system_prompt") or "")
+    cm = load_run_model(run, device)
+    pr = [prompt_and_reference(r, system_prompt) for r in rows]
+    prompts, refs = [p for p, _ in pr], [r for _, r in pr]
+    mnt = max_new_tokens or _default_max_new_tokens(cm.tokenizer, refs)
+    ids = [cm.prompt_ids(p) for p in prompts]
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress:
+            progress(done[0], len(ids))
+
+    t0 = time.perf_counter()
+    gens = cm.generate_ids(ids, max_new_tokens=mnt, temperature=temperature, top_p=top_p, batch_size=batch_size,
+                           seed=seed, progress=tick)
+    gen_s = time.perf_counter() - t0
+    nll = reference_nll(cm, rows, system_prompt) if perplexity else None
+    texts = [cm.tokenizer.decode(x, skip_special_tokens=False) for x in ids]
+    out_rows = [{
+        "pair_id": r["pair_id"], "revision_id": r["revision_id"], "prompt": t, "output": g.text, "reference": ref,
+        "n_prompt_tokens": g.n_prompt_tokens, "n_output_tokens": g.n_output_tokens,
+        "finish_reason": g.finish_reason, "latency_ms": g.latency_ms,
+    } for r, t, g, ref in zip(rows, texts, gens, refs)]
+    gen_cfg = {"max_new_tokens": mnt, "temperature": temperature, "top_p": top_p if temperature > 0 else None,
+               "do_sample": temperature > 0, "seed": seed, "batch_size": batch_size, "padding_side": "left",
+               "sorted_by_length": True, "system_prompt": system_prompt, "device": cm.device,
+               "model_dtype": cm.dtype, "n_params": cm.n_params, "generation_seconds": round(gen_s, 3),
+               "output_tokens_per_s": round(sum(g.n_output_tokens for g in gens) / max(gen_s, 1e-9), 2)}
+    rows_m = metrics_mod.compute([g.text for g in gens], refs, finish_reasons=[g.finish_reason for g in gens],
+                                 n_output_tokens=[g.n_output_tokens for g in gens], ref_nll=nll)
+    with project.connect() as con:
+        psid = runs_store.add_predictions(con, run_id=run.id, model=cm.name, generation_config=gen_cfg,
+                                          rows=out_rows, slice_id=sl.id, split=split)
+        runs_store.save_metrics(con, run_id=run.id, prediction_set_id=psid, rows=rows_m, slice_id=sl.id)
+    return psid
+
+
+def create_baseline(project: Project, slice_ref: str, *, base_model: str | None = None, system_prompt: str = "",
+                    name: str = "", author: str = "") -> str:
+    """A ``kind="baseline"`` run: the untrained base model, to predict with and compare against."""
+    base = base_model or "smollm2"
+    with project.connect() as con:
+        sl = slices_store.get(con, slice_ref)
+        run = runs_store.create(con, base_model=base, config={"system_prompt": system_prompt}, run_dir="",
+                                kind="baseline", slice_id=sl.id, slice_hash=sl.content_hash,
+                                name=name or f"baseline {base} on {sl.name}", author=author,
+                                status=RunStatus.succeeded)
+    return run.id
+
+
+def predict_base(project: Project, slice_ref: str, *, base_model: str | None = None, system_prompt: str = "",
+                 name: str = "", author: str = "", **kwargs: Any) -> tuple[str, str]:
+    """Predictions of an untrained base model on a slice: (baseline run id, prediction set id)."""
+    rid = create_baseline(project, slice_ref, base_model=base_model, system_prompt=system_prompt, name=name,
+                          author=author)
+    return rid, predict_run(project, rid, **kwargs)
+
+
+def compute_metrics(project: Project, prediction_set_id: str) -> list[tuple[str, str, float]]:
+    """Recompute a prediction set's text metrics from its stored rows (keeps a stored perplexity)."""
+    with project.connect() as con:
+        df = runs_store.predictions_frame(con, prediction_set_id)
+        old = runs_store.metrics_of(con, prediction_set_id)
+        run_id, slice_id = _set_owner(con, prediction_set_id)
+    nll = None
+    if old.height:
+        hit = old.filter((old["scope"] == "overall") & (old["name"] == "reference_nll"))
+        nll = float(hit["value"][0]) if hit.height else None
+    rows = metrics_mod.compute(df["output"].to_list(), df["reference"].to_list(),
+                               finish_reasons=df["finish_reason"].to_list(),
+                               n_output_tokens=df["n_output_tokens"].to_list(), ref_nll=nll)
+    with project.connect() as con:
+        runs_store.save_metrics(con, run_id=run_id, prediction_set_id=prediction_set_id, rows=rows, slice_id=slice_id)
+    return rows
+
+
+def _set_owner(con, prediction_set_id: str) -> tuple[str, str | None]:
+    row = runs_store.prediction_set(con, prediction_set_id)
+    if row is None:
+        raise KeyError(f"no prediction set {prediction_set_id!r}")
+    return row["run_id"], row["slice_id"]
+
+
+def generation_config(project: Project, prediction_set_id: str) -> dict[str, Any]:
+    with project.connect() as con:
+        row = runs_store.prediction_set(con, prediction_set_id)
+    return json.loads(row["generation_config"]) if row else {}

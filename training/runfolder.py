@@ -1,0 +1,148 @@
+"""The run folder: how a training process and the rest of tuneloop talk (files only).
+
+Only one process may hold the project's DuckDB file, so a training process never opens it.
+It reads its inputs from, and writes its progress to, ``runs/<run_id>/``:
+
+    job.json         what to train: run id, base model, slice id/hash, init adapter (written once)
+    config.json      the resolved TrainConfig (written once); config.toml the same as TOML
+    data/train.jsonl, data/eval.jsonl   the frozen slice rows (written once by the launcher)
+    status.json      status, step/total, pid, heartbeat, error, summary (rewritten atomically)
+    metrics.jsonl    one JSON object per step: {"step": n, "loss": ..., "lr": ...} (append only)
+    checkpoints/last/  state to resume from; checkpoints/best/ the best val-loss weights
+    adapter/         the PEFT adapter (method=lora) or model/ (full, top_k) when it succeeded
+    CANCEL           flag file: the trainer saves a checkpoint and stops with status cancelled
+    train.log        the process's stdout/stderr
+
+``sync_run`` (training.runner) copies status.json and metrics.jsonl into the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+
+class RunFolder:
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+
+    # paths
+    @property
+    def job_file(self) -> Path:
+        return self.path / "job.json"
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def cancel_file(self) -> Path:
+        return self.path / "CANCEL"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    def data_file(self, split: str) -> Path:
+        return self.path / "data" / f"{split}.jsonl"
+
+    # json helpers
+    def write_json(self, path: Path, obj: Any) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(obj, indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def read_json(self, path: Path, default: Any = None) -> Any:
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return default
+
+    def job(self) -> dict[str, Any]:
+        return self.read_json(self.job_file, {}) or {}
+
+    def status(self) -> dict[str, Any]:
+        return self.read_json(self.status_file, {}) or {}
+
+    def update_status(self, **fields: Any) -> dict[str, Any]:
+        st = self.status()
+        st.update(fields)
+        st["updated_at"] = time.time()
+        self.write_json(self.status_file, st)
+        return st
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with self.metrics_file.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_file.exists():
+            return []
+        out = []
+        for line in self.metrics_file.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line being written right now
+        return out
+
+    def read_rows(self, split: str) -> list[dict[str, Any]]:
+        p = self.data_file(split)
+        if not p.exists():
+            return []
+        return [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+    def write_rows(self, split: str, rows: list[dict[str, Any]]) -> None:
+        p = self.data_file(split)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows), encoding="utf-8")
+
+    def cancel_requested(self) -> bool:
+        return self.cancel_file.exists()
+
+    def artifact(self) -> Path | None:
+        """The trained result: adapter/ (LoRA) or model/ (full, top_k), if present."""
+        for d in (self.adapter_dir, self.model_dir):
+            if (d / "config.json").exists() or (d / "adapter_config.json").exists():
+                return d
+        return None
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) counts as dead.
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

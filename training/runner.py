@@ -1,0 +1,239 @@
+"""Launch training runs in their own process and mirror their run folders into the store.
+
+``start_run`` freezes everything the trainer needs into ``runs/<run_id>/`` (job, config, the
+slice rows), records the run as queued, and starts ``python -m training.train RUN_DIR`` (or
+``torchrun --nproc_per_node N`` when ``nproc > 1``) in a new session, detached from the caller:
+the CLI, the app and tests never train in their own thread. The trainer never opens the
+database; ``sync_run`` reads status.json and metrics.jsonl and writes them through store/runs.py,
+holding the database only for that short moment.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from store import runs as runs_store
+from store import slices as slices_store
+from store.db import Project
+from store.records import Run, RunStatus
+from training.config import TrainConfig, load, to_toml
+from training.runfolder import RunFolder, pid_alive
+
+# A running trainer rewrites status.json at least every step; a dead pid with no heartbeat for
+# this long is a crashed run.
+STALE_AFTER_S = 5.0
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+_SLICE_COLUMNS = ("pair_id", "revision_id", "split", "weight", "instruction", "input", "response", "system", "messages")
+
+
+def run_folder(project: Project, run_id: str) -> RunFolder:
+    return RunFolder(project.runs_dir / run_id)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _command(folder: RunFolder, cfg: TrainConfig) -> list[str]:
+    if cfg.nproc > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc}",
+                "-m", "training.train", str(folder.path)]
+    return [sys.executable, "-m", "training.train", str(folder.path)]
+
+
+def launch(folder: RunFolder) -> int:
+    """Start the trainer for ``folder`` in a new process session; returns its pid."""
+    cfg = TrainConfig(**folder.read_json(folder.config_file, {}))
+    folder.cancel_file.unlink(missing_ok=True)
+    log = folder.log_file.open("ab")
+    proc = subprocess.Popen(_command(folder, cfg), cwd=str(REPO_ROOT), env=_env(), stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    folder.update_status(status="queued", pid=proc.pid, launched_at=time.time())
+    _children[proc.pid] = proc
+    return proc.pid
+
+
+# Popen objects of runs this process started, so their exit is reaped (no zombies).
+_children: dict[int, subprocess.Popen] = {}
+
+
+def _reap() -> None:
+    for pid, p in list(_children.items()):
+        if p.poll() is not None:
+            _children.pop(pid, None)
+
+
+def start_run(
+    project: Project,
+    slice_ref: str,
+    *,
+    base_model: str | None = None,
+    config_path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    parent_run_id: str | None = None,
+    init_adapter: str | None = None,
+    name: str = "",
+    author: str = "",
+    wait: bool = False,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> str:
+    """Create a training run on slice ``slice_ref`` and launch it; returns the run id.
+
+    ``init_adapter``: an adapter folder to continue training from (LoRA). ``wait=True`` blocks
+    until the run ends (syncing it into the store). Raises ``ConfigError`` on a bad config
+    and ``KeyError`` on an unknown slice, before anything is created.
+    """
+    cfg = load(config_path, list(overrides))
+    if init_adapter and cfg.method != "lora":
+        raise ValueError("init_adapter needs method=lora")
+    base = base_model or "smollm2"
+    with project.connect() as con:
+        sl = slices_store.get(con, slice_ref)
+        df = slices_store.examples(con, sl.id)
+    rows = [{k: r.get(k) for k in _SLICE_COLUMNS} for r in df.to_dicts()]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    eval_rows = [r for r in rows if r["split"] == "eval"]
+    if not train_rows:
+        raise ValueError(f"slice {sl.name!r} has no train items")
+    run_id = runs_store.new_run_id()
+    folder = run_folder(project, run_id)
+    folder.path.mkdir(parents=True, exist_ok=False)
+    job = {"run_id": run_id, "base_model": base, "slice_id": sl.id, "slice_name": sl.name,
+           "slice_hash": sl.content_hash, "init_adapter": str(Path(init_adapter).resolve()) if init_adapter else None,
+           "parent_run_id": parent_run_id, "created_at": time.time()}
+    folder.write_json(folder.job_file, job)
+    folder.write_json(folder.config_file, cfg.model_dump(mode="json"))
+    (folder.path / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
+    folder.write_rows("train", train_rows)
+    folder.write_rows("eval", eval_rows)
+    folder.update_status(status="queued", step=0, total_steps=None)
+    with project.connect() as con:
+        runs_store.create(con, run_id=run_id, base_model=base, config=cfg.model_dump(mode="json"),
+                          run_dir=str(folder.path), kind="train", slice_id=sl.id, slice_hash=sl.content_hash,
+                          parent_run_id=parent_run_id, name=name, author=author)
+    launch(folder)
+    if wait:
+        wait_run(project, run_id, progress=progress)
+    return run_id
+
+
+def sync_run(project: Project, run_id: str) -> Run:
+    """Copy the run folder's status and new metrics into the store; returns the stored run."""
+    _reap()
+    with project.connect() as con:
+        run = runs_store.get(con, run_id)
+    if run.kind != "train" or not run.run_dir:
+        return run
+    folder = RunFolder(run.run_dir)
+    st = folder.status()
+    status = st.get("status", "queued")
+    error = st.get("error")
+    # A process that died without saying so (killed, OOM, machine restart) is a failed run.
+    if status in ("queued", "running") and st.get("pid") and not pid_alive(st.get("pid")) \
+            and time.time() - float(st.get("updated_at", 0)) > STALE_AFTER_S:
+        status, error = "failed", error or "the training process exited unexpectedly; `tuneloop runs resume` continues it"
+        folder.update_status(status="failed", error=error, finished_at=time.time())
+    offset_file = folder.path / ".synced_metrics"
+    done = int(offset_file.read_text()) if offset_file.exists() else 0
+    rows = folder.metrics()
+    new: list[tuple[int, str, float]] = []
+    for r in rows[done:]:
+        step = int(r.get("step", 0))
+        new += [(step, k, float(v)) for k, v in r.items() if k != "step" and isinstance(v, int | float)]
+    summary = dict(st.get("summary") or {})
+    for k in ("step", "total_steps", "model", "data", "world_size", "device"):
+        if st.get(k) is not None:
+            summary.setdefault(k, st[k])
+    with project.connect() as con:
+        if new:
+            runs_store.add_metrics(con, run_id, new)
+        if status != run.status or status == "running":
+            runs_store.set_status(con, run_id, status, error=error, adapter_path=st.get("adapter_path"),
+                                  summary=summary or None)
+        run = runs_store.get(con, run_id)
+    offset_file.write_text(str(len(rows)))
+    return run
+
+
+def progress_of(project: Project, run_id: str) -> dict[str, Any]:
+    """The live state of a run from its folder (cheap; no database)."""
+    with project.connect() as con:
+        run = runs_store.get(con, run_id)
+    return RunFolder(run.run_dir).status() if run.run_dir else {}
+
+
+def wait_run(project: Project, run_id: str, *, poll_s: float = 0.5, timeout_s: float | None = None,
+             progress: Callable[[dict[str, Any]], None] | None = None) -> Run:
+    """Block until the run ends, syncing it into the store; returns the final run."""
+    with project.connect() as con:
+        run = runs_store.get(con, run_id)
+    folder = RunFolder(run.run_dir)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    last_sync = 0.0
+    while True:
+        _reap()
+        st = folder.status()
+        if progress:
+            progress(st)
+        if time.monotonic() - last_sync > 5.0:
+            run = sync_run(project, run_id)
+            last_sync = time.monotonic()
+            if run.status in runs_store.TERMINAL:
+                return run
+        if st.get("status") in runs_store.TERMINAL or (st.get("pid") and not pid_alive(st.get("pid"))):
+            time.sleep(STALE_AFTER_S + 0.2 if st.get("status") not in runs_store.TERMINAL else 0)
+            run = sync_run(project, run_id)
+            if run.status in runs_store.TERMINAL:
+                return run
+        if deadline and time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} still {st.get('status')} after {timeout_s} s")
+        time.sleep(poll_s)
+
+
+def cancel_run(project: Project, run_id: str) -> Run:
+    """Ask a run to stop: it saves a checkpoint and ends as cancelled (resumable)."""
+    run = sync_run(project, run_id)
+    if run.status in runs_store.TERMINAL:
+        return run
+    folder = RunFolder(run.run_dir)
+    folder.cancel_file.touch()
+    st = folder.status()
+    if not pid_alive(st.get("pid")):
+        folder.update_status(status="cancelled", finished_at=time.time())
+        with project.connect() as con:
+            runs_store.set_status(con, run_id, RunStatus.cancelled, message="cancelled before it ran")
+    return sync_run(project, run_id)
+
+
+def resume_run(project: Project, run_id: str, *, wait: bool = False,
+               progress: Callable[[dict[str, Any]], None] | None = None) -> str:
+    """Relaunch a failed, cancelled or killed run; it continues from its last checkpoint."""
+    run = sync_run(project, run_id)
+    folder = RunFolder(run.run_dir)
+    st = folder.status()
+    if run.status == RunStatus.succeeded.value:
+        raise ValueError(f"run {run_id} already succeeded")
+    if st.get("status") in ("queued", "running") and pid_alive(st.get("pid")):
+        raise ValueError(f"run {run_id} is still running (pid {st.get('pid')})")
+    step = st.get("step") or 0
+    with project.connect() as con:
+        runs_store.reopen(con, run_id, message=f"resumed from step {step}")
+    folder.update_status(status="queued", error=None, traceback=None, finished_at=None)
+    launch(folder)
+    if wait:
+        wait_run(project, run_id, progress=progress)
+    return run_id

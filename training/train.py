@@ -1,0 +1,531 @@
+"""The training loop: ``python -m training.train RUN_DIR`` (also under torchrun / accelerate launch).
+
+Reads a run folder (see training/runfolder.py), trains, and writes status, per-step metrics,
+checkpoints and the result back into it. It never opens the project database.
+
+- Methods: LoRA via peft (rank, alpha, dropout, target modules), full fine-tuning, or only the
+  top-k decoder layers. The base weights are never changed by LoRA.
+- Batches are packed rows without padding (training/data.py); the loss is the weighted mean
+  cross-entropy over response tokens of the whole optimizer step (all its micro-batches), and
+  the LM head runs only on positions that have a target.
+- Warmup then cosine/linear decay, AdamW (weight decay on matrices only), grad accumulation,
+  clipping, max steps or epochs, seeded. Val loss every ``eval_every`` steps, early stopping
+  with patience, the best weights kept; the result is the best (lowest val loss) state.
+- Precision: fp32 master weights with bf16 autocast on CUDA and on CPUs with native bf16.
+- Resume: ``checkpoints/last`` holds trainable weights, optimizer, scheduler, step and RNG
+  state; a restarted process continues from it with the same data order.
+- DDP: when launched with WORLD_SIZE > 1 (torchrun, accelerate launch), each rank takes its
+  share of each step's micro-batches; rank 0 alone writes files; cancel is all-reduced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.config import TrainConfig
+from training.data import collate, loss_sum, plan_batches
+from training.formatting import Tokenized, tokenize_rows
+from training.runfolder import RunFolder
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_dist(device: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _all_reduce(values: list[float], d: Dist, op: str = "sum") -> list[float]:
+    if d.world <= 1:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def lr_lambda(step: int, *, total: int, warmup: int, kind: str) -> float:
+    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant":
+        return 1.0
+    span = max(1, total - warmup)
+    frac = min(1.0, (step - warmup) / span)
+    if kind == "linear":
+        return max(0.0, 1.0 - frac)
+    return 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+def _autocast(cfg: TrainConfig, device: str):
+    import torch
+
+    from models.lm import autocast, autocast_dtype
+
+    if cfg.precision == "fp32" or device == "mps":
+        return contextlib.nullcontext()
+    if cfg.precision == "bf16":
+        return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
+    return autocast(device) if autocast_dtype(device) is not None else contextlib.nullcontext()
+
+
+def decoder_layers(model):
+    """The ModuleList of transformer blocks (for top-k training)."""
+    import torch.nn as nn
+
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    best = None
+    for _, mod in model.named_modules():
+        if isinstance(mod, nn.ModuleList) and (n is None or len(mod) == n):
+            best = mod
+            break
+    if best is None:
+        raise ValueError("cannot find the decoder layers of this model for method=top_k")
+    return best
+
+
+def prepare_model(base, cfg: TrainConfig, init_adapter: str | None = None):
+    """Apply the training method: returns the model to train (base weights frozen for LoRA)."""
+    if cfg.method == "lora":
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        if init_adapter:
+            model = PeftModel.from_pretrained(base, init_adapter, is_trainable=True)
+        else:
+            extra: dict[str, Any] = {}
+            if cfg.lora_top_layers:
+                # Adapters only in the last k blocks: backward stops there, the blocks below run
+                # forward only (no autograd graph), which cuts the step time.
+                n = len(decoder_layers(base))
+                extra["layers_to_transform"] = list(range(max(0, n - cfg.lora_top_layers), n))
+            lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules=list(cfg.target_modules), task_type="CAUSAL_LM", bias="none", **extra)
+            model = get_peft_model(base, lcfg)
+    elif cfg.method == "full":
+        model = base
+        for p in model.parameters():
+            p.requires_grad_(True)
+    else:
+        model = base
+        for p in model.parameters():
+            p.requires_grad_(False)
+        layers = decoder_layers(model)
+        for layer in list(layers)[-cfg.top_k_layers:]:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+        norm = getattr(getattr(model, "model", None), "norm", None)
+        if norm is not None:
+            for p in norm.parameters():
+                p.requires_grad_(True)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    return model
+
+
+def trainable_state(model) -> dict[str, Any]:
+    return {n: p.detach().to("cpu").clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model, state: dict[str, Any]) -> None:
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t.to(params[n].device))
+
+
+def make_optimizer(model, cfg: TrainConfig):
+    import torch
+
+    decay: list[Any] = []
+    no_decay: list[Any] = []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate,
+                             betas=(cfg.adam_beta1, cfg.adam_beta2))
+
+
+class Trainer:
+    """One training run over tokenised examples; files go to ``folder`` (rank 0)."""
+
+    def __init__(self, model, tokenizer, cfg: TrainConfig, train: list[Tokenized], evals: list[Tokenized],
+                 folder: RunFolder | None, device: str, dist_info: Dist | None = None):
+        import torch
+
+        self.cfg, self.tok, self.device = cfg, tokenizer, device
+        self.d = dist_info or Dist()
+        self.folder = folder
+        self.train_ex, self.eval_ex = train, evals[: cfg.eval_max_examples] if cfg.eval_max_examples else []
+        self.module = model
+        if self.d.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.model = DDP(model, device_ids=[self.d.local_rank] if device.startswith("cuda") else None)
+        else:
+            self.model = model
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        lengths = [len(e.input_ids) for e in train]
+        self.lengths = lengths
+        self._plans: dict[int, list[list[int]]] = {}
+        self.n_batches = len(self._plan(0))
+        per_step = cfg.grad_accum * self.d.world
+        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.n_batches / per_step))
+        warm = cfg.warmup_steps if cfg.warmup_steps >= 0 else int(round(cfg.warmup_ratio * self.total_steps))
+        self.warmup = warm
+        self.opt = make_optimizer(model, cfg)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_lambda(s, total=self.total_steps, warmup=warm, kind=cfg.lr_scheduler))
+        self.step = 0
+        self.best_val: float | None = None
+        self.best_step: int | None = None
+        self.bad_evals = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------ data order
+    def _plan(self, epoch: int) -> list[list[int]]:
+        if epoch not in self._plans:
+            self._plans[epoch] = plan_batches(
+                self.lengths, batch_tokens=self.cfg.batch_tokens, max_examples=self.cfg.max_examples_per_batch,
+                seed=self.cfg.seed, epoch=epoch, padded=not self.cfg.packing)
+            self._plans.pop(epoch - 2, None)
+        return self._plans[epoch]
+
+    def micro_batches(self, step: int) -> list[list[int]]:
+        a, w = self.cfg.grad_accum, self.d.world
+        out = []
+        for j in range(a):
+            g = step * a * w + self.d.rank * a + j
+            epoch, k = divmod(g, self.n_batches)
+            out.append(self._plan(epoch)[k])
+        return out
+
+    # ------------------------------------------------------------ eval
+    def evaluate(self) -> float | None:
+        import torch
+
+        if not self.eval_ex:
+            return None
+        plan = plan_batches([len(e.input_ids) for e in self.eval_ex], batch_tokens=self.cfg.batch_tokens,
+                            max_examples=self.cfg.max_examples_per_batch, seed=0, shuffle=False)
+        total = weight = 0.0
+        self.module.eval()
+        with torch.no_grad(), _autocast(self.cfg, self.device):
+            for idx in plan[self.d.rank::self.d.world]:
+                mb = collate([self.eval_ex[i] for i in idx], pad_id=self.pad_id, packed=self.cfg.packing)
+                total += float(loss_sum(self.module, mb, self.device))
+                weight += mb.loss_weight
+        self.module.train()
+        total, weight = _all_reduce([total, weight], self.d)
+        return total / weight if weight else None
+
+    # ------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        import random
+
+        import numpy as np
+        import torch
+
+        return {"step": self.step, "best_val": self.best_val, "best_step": self.best_step,
+                "bad_evals": self.bad_evals, "history": self.history,
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}}
+
+    def save_checkpoint(self) -> None:
+        import torch
+
+        if not (self.folder and self.d.main):
+            return
+        ck = self.folder.checkpoints
+        tmp = ck / ".last.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save(trainable_state(self.module), tmp / "weights.pt")
+        torch.save(self.state(), tmp / "state.pt")
+        (tmp / "meta.json").write_text(json.dumps({"step": self.step, "saved_at": time.time()}))
+        last = ck / "last"
+        old = ck / ".last.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if last.exists():
+            os.replace(last, old)
+        os.replace(tmp, last)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def save_best(self) -> None:
+        import torch
+
+        if not (self.folder and self.d.main):
+            return
+        best = self.folder.checkpoints / "best"
+        best.mkdir(parents=True, exist_ok=True)
+        torch.save(trainable_state(self.module), best / ".weights.pt.tmp")
+        os.replace(best / ".weights.pt.tmp", best / "weights.pt")
+
+    def resume(self) -> bool:
+        import random
+
+        import numpy as np
+        import torch
+
+        if not self.folder:
+            return False
+        last = self.folder.checkpoints / "last"
+        if not (last / "state.pt").exists():
+            return False
+        load_trainable_state(self.module, torch.load(last / "weights.pt", weights_only=True))
+        st = torch.load(last / "state.pt", weights_only=False)
+        self.opt.load_state_dict(st["optimizer"])
+        self.sched.load_state_dict(st["scheduler"])
+        self.step, self.best_val, self.best_step = st["step"], st["best_val"], st["best_step"]
+        self.bad_evals, self.history = st["bad_evals"], st.get("history", [])
+        torch.set_rng_state(st["rng"]["torch"])
+        random.setstate(st["rng"]["python"])
+        np.random.set_state(st["rng"]["numpy"])
+        return True
+
+    # ------------------------------------------------------------ loop
+    def _cancelled(self) -> bool:
+        flag = 1.0 if (self.folder and self.d.main and self.folder.cancel_requested()) else 0.0
+        return _all_reduce([flag], self.d, op="max")[0] > 0
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        if self.folder and self.d.main:
+            self.folder.append_metrics(row)
+
+    def _status(self, **kw: Any) -> None:
+        if self.folder and self.d.main:
+            self.folder.update_status(**kw)
+
+    def run_eval(self) -> bool:
+        """Evaluate, track the best, and return True when early stopping says stop."""
+        val = self.evaluate()
+        if val is None:
+            return False
+        self._log({"step": self.step, "val_loss": val})
+        if self.best_val is None or val < self.best_val - 1e-6:
+            self.best_val, self.best_step, self.bad_evals = val, self.step, 0
+            self.save_best()
+        else:
+            self.bad_evals += 1
+        p = self.cfg.early_stopping_patience
+        return bool(p and self.bad_evals >= p)
+
+    def train(self, progress=None) -> str:
+        """Train to the end (or until cancelled/early-stopped); returns the final status word."""
+        import torch
+
+        cfg = self.cfg
+        self.module.train()
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        outcome = "succeeded"
+        last_eval_step = -1
+        while self.step < self.total_steps:
+            if self._cancelled():
+                self.save_checkpoint()
+                return "cancelled"
+            t0 = time.perf_counter()
+            batches = [collate([self.train_ex[i] for i in idx], pad_id=self.pad_id, packed=cfg.packing)
+                       for idx in self.micro_batches(self.step)]
+            denom = sum(mb.loss_weight for mb in batches) or 1.0
+            total = 0.0
+            for j, mb in enumerate(batches):
+                sync = j == len(batches) - 1 or self.d.world == 1
+                ctx = self.model.no_sync() if (not sync and hasattr(self.model, "no_sync")) else contextlib.nullcontext()
+                with ctx:
+                    with _autocast(cfg, self.device):
+                        loss = loss_sum(self.model, mb, self.device) / denom
+                    loss.backward()
+                total += float(loss.detach())
+            if cfg.max_grad_norm > 0:
+                gn = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            else:
+                gn = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+            lr = self.sched.get_last_lr()[0]
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+            self.step += 1
+            dt = time.perf_counter() - t0
+            loss_v, ntok = _all_reduce([total, float(sum(mb.n_tokens for mb in batches))], self.d)
+            loss_v /= self.d.world
+            row = {"step": self.step, "loss": loss_v, "lr": lr, "grad_norm": gn, "tokens_per_s": ntok / dt,
+                   "tokens": ntok, "step_time_s": dt,
+                   "epoch": self.step * cfg.grad_accum * self.d.world / max(1, self.n_batches)}
+            if not math.isfinite(loss_v):
+                raise FloatingPointError(f"loss is {loss_v} at step {self.step}; lower learning_rate")
+            if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                self._log(row)
+            self._status(step=self.step, total_steps=self.total_steps, loss=loss_v)
+            if progress:
+                progress(self.step, self.total_steps, row)
+            stop = False
+            if cfg.eval_every and self.step % cfg.eval_every == 0:
+                stop = self.run_eval()
+                last_eval_step = self.step
+            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < self.total_steps:
+                self.save_checkpoint()
+            if stop:
+                outcome = "succeeded"
+                self._log({"step": self.step, "early_stopped": 1.0})
+                break
+        if last_eval_step != self.step:
+            self.run_eval()
+        return outcome
+
+    def load_best(self) -> None:
+        """Put the best (lowest val loss) weights into the model, if an eval ever ran."""
+        import torch
+
+        if self.best_step is None or not self.folder:
+            return
+        f = self.folder.checkpoints / "best" / "weights.pt"
+        if self.d.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+        if f.exists():
+            load_trainable_state(self.module, torch.load(f, weights_only=True))
+
+
+def save_result(model, tokenizer, cfg: TrainConfig, folder: RunFolder, base_path: str) -> Path:
+    """Write adapter/ (LoRA; loads with plain peft) or model/ (full, top_k)."""
+    if cfg.method == "lora":
+        out = folder.adapter_dir
+        shutil.rmtree(out, ignore_errors=True)
+        model.save_pretrained(out)
+        # Point the adapter at a base that loads without the GGUF detour (AutoPeftModel works).
+        acfg = out / "adapter_config.json"
+        data = json.loads(acfg.read_text())
+        data["base_model_name_or_path"] = base_path
+        acfg.write_text(json.dumps(data, indent=2))
+    else:
+        out = folder.model_dir
+        shutil.rmtree(out, ignore_errors=True)
+        model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def run(run_dir: str | Path) -> int:
+    """Train the run in ``run_dir``; returns the process exit code."""
+    folder = RunFolder(run_dir)
+    job = folder.job()
+    cfg = TrainConfig(**(folder.read_json(folder.config_file, {}) or {}))
+    d = Dist()
+    try:
+        import torch
+
+        from models.lm import configure_threads, describe, load_base, pick_device, resolve
+
+        configure_threads(cfg.threads or None)
+        device = pick_device(cfg.device)
+        d = setup_dist(device)
+        if device == "cuda":
+            device = f"cuda:{d.local_rank}"
+            torch.cuda.set_device(d.local_rank)
+        resumed_from = (folder.checkpoints / "last" / "state.pt").exists()
+        if d.main:
+            folder.update_status(status="running", pid=os.getpid(), started_at=time.time(), error=None,
+                                 world_size=d.world, device=device, resumed=resumed_from)
+        torch.manual_seed(cfg.seed)
+        base_path = resolve(job.get("base_model"))
+        base, tok = load_base(base_path, dtype="float32", device=device)
+        tok.padding_side = "right"
+        n_base = describe(base)
+        model = prepare_model(base, cfg, job.get("init_adapter"))
+        info = describe(model)
+        train_ex, st_train = tokenize_rows(tok, folder.read_rows("train"), max_length=cfg.max_length,
+                                           system_prompt=cfg.system_prompt)
+        eval_ex, st_eval = tokenize_rows(tok, folder.read_rows("eval"), max_length=cfg.max_length,
+                                         system_prompt=cfg.system_prompt)
+        if not train_ex:
+            raise ValueError("the slice has no usable train examples (empty, or all truncated away)")
+        trainer = Trainer(model, tok, cfg, train_ex, eval_ex, folder, device, d)
+        resumed = trainer.resume()
+        if d.main:
+            folder.update_status(
+                status="running", total_steps=trainer.total_steps, step=trainer.step, resumed=resumed,
+                model={"base": base_path, "n_params": n_base["n_params"], "n_trainable": info["n_trainable"],
+                       "dtype": info["dtype"], "device": device},
+                data={"train": st_train.as_dict(), "eval": st_eval.as_dict(), "batches_per_epoch": trainer.n_batches})
+            print(f"[train] {base_path}: {n_base['n_params'] / 1e6:.1f}M params, {info['n_trainable'] / 1e6:.2f}M "
+                  f"trainable ({cfg.method}), {device}, world {d.world}; {st_train.examples} train examples "
+                  f"({st_train.truncated} truncated, {st_train.dropped} dropped), {trainer.total_steps} steps"
+                  + (f", resumed at step {trainer.step}" if resumed else ""), flush=True)
+        t0 = time.time()
+        outcome = trainer.train()
+        if outcome == "cancelled":
+            if d.main:
+                folder.update_status(status="cancelled", finished_at=time.time(), step=trainer.step)
+            return 0
+        trainer.load_best()
+        summary = {"steps": trainer.step, "total_steps": trainer.total_steps, "best_val_loss": trainer.best_val,
+                   "best_step": trainer.best_step, "train_seconds": time.time() - t0,
+                   "final_loss": next((h["loss"] for h in reversed(trainer.history) if "loss" in h), None),
+                   "method": cfg.method, "n_params": n_base["n_params"], "n_trainable": info["n_trainable"],
+                   "dtype": info["dtype"], "device": device, "world_size": d.world,
+                   "truncated": st_train.truncated + st_eval.truncated, "dropped": st_train.dropped + st_eval.dropped}
+        if d.main:
+            out = save_result(trainer.module, tok, cfg, folder, base_path)
+            summary["artifact"] = str(out)
+            summary["artifact_kind"] = "lora" if cfg.method == "lora" else "model"
+            folder.update_status(status="succeeded", finished_at=time.time(), summary=summary,
+                                 adapter_path=str(out), step=trainer.step)
+            print(f"[train] done: {json.dumps(summary, default=str)}", flush=True)
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - the run folder must say why it failed
+        if d.main:
+            folder.update_status(status="failed", finished_at=time.time(),
+                                 error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()[-4000:])
+        traceback.print_exc()
+        return 1
+    finally:
+        if d.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m training.train RUN_DIR", file=sys.stderr)
+        return 2
+    return run(argv[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -85,6 +85,22 @@ def _ascii_chunk(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.
     return mapped[keep], new_lens
 
 
+def _utf8_buffers(s: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(int64 offsets, uint8 bytes, non-ASCII mask) of a non-empty, null-free string column, zero-copy."""
+    import pyarrow as pa
+
+    n = len(s)
+    non_ascii = (s.str.len_bytes() != s.str.len_chars()).to_numpy()
+    arr = s.to_arrow(compat_level=pl.CompatLevel.oldest())
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = arr.cast(pa.large_string())
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    return offsets, data, non_ascii
+
+
 def normalize_series(s: pl.Series, chunk_rows: int = 4096, threads: int = 1) -> pl.Series:
     """``normalize_expr`` for a whole column, with the numpy fast path for ASCII rows."""
     from concurrent.futures import ThreadPoolExecutor
@@ -95,14 +111,7 @@ def normalize_series(s: pl.Series, chunk_rows: int = 4096, threads: int = 1) -> 
     n = len(s)
     if n == 0:
         return s
-    non_ascii = (s.str.len_bytes() != s.str.len_chars()).to_numpy()
-    arr = s.to_arrow(compat_level=pl.CompatLevel.oldest())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    arr = arr.cast(pa.large_string())
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    offsets, data, non_ascii = _utf8_buffers(s)
     bounds = list(range(0, n, chunk_rows)) + [n]
     jobs = [(offsets[a:b + 1]) for a, b in zip(bounds[:-1], bounds[1:])]
     with ThreadPoolExecutor(max_workers=max(1, threads)) as ex:  # numpy releases the GIL
@@ -132,21 +141,13 @@ def loose_hash(s: pl.Series, chunk_rows: int = 4096) -> tuple[np.ndarray, np.nda
     turns other bytes into spaces), so rows with a unique loose hash cannot be exact
     duplicates and need no normalisation at all. Non-ASCII rows are flagged instead.
     """
-    import pyarrow as pa
 
     s = s.fill_null("").rechunk()
     n = len(s)
     out = np.zeros(n, dtype=np.uint32)
     if n == 0:
         return out.astype(np.uint64), np.zeros(0, dtype=bool)
-    non_ascii = (s.str.len_bytes() != s.str.len_chars()).to_numpy()
-    arr = s.to_arrow(compat_level=pl.CompatLevel.oldest())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    arr = arr.cast(pa.large_string())
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset:arr.offset + n + 1]
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    offsets, data, non_ascii = _utf8_buffers(s)
     for a in range(0, n, chunk_rows):
         o = offsets[a:min(a + chunk_rows, n) + 1]
         lens = np.diff(o)

@@ -119,20 +119,7 @@ def table_page(
     con: duckdb.DuckDBPyConnection, flt: SliceFilter, *, limit: int = 50, offset: int = 0, order: str = "created"
 ) -> pl.DataFrame:
     """A page of pairs as a compact frame for a table (text columns cut to 300 characters)."""
-    ids = page_ids(con, flt, limit=limit, offset=offset, order=order)
-    if not ids:
-        return pl.DataFrame(schema={"pair_id": pl.String, "status": pl.String, "instruction": pl.String,
-                                    "response": pl.String, "tags": pl.List(pl.String), "generator": pl.String,
-                                    "source": pl.String})
-    return frame(
-        con,
-        """SELECT p.id AS pair_id, p.status, left(r.instruction, 300) AS instruction,
-                  left(r.response, 300) AS response, r.tags, p.generator,
-                  coalesce(nullif(p.source_uri, ''), p.document_id, '') AS source
-           FROM (SELECT unnest(?::VARCHAR[]) AS id, generate_subscripts(?::VARCHAR[], 1) AS pos) x
-           JOIN pairs p ON p.id = x.id JOIN pair_revisions r ON r.id = p.head_revision_id ORDER BY x.pos""",
-        [ids, ids],
-    )
+    return _table_for_ids(con, page_ids(con, flt, limit=limit, offset=offset, order=order))
 
 
 def position_of(con: duckdb.DuckDBPyConnection, flt: SliceFilter, pair_id: str, order: str = "created") -> int | None:

@@ -143,7 +143,7 @@ def test_ingest_review_and_errors_in_a_real_browser(server, tmp_path):
 
         page.goto(url + "/explore")
         expect(page.get_by_role("heading", name="Explore")).to_be_visible()
-        expect(page.get_by_text("Matching pairs")).to_be_visible()
+        expect(page.get_by_text("Matching pairs", exact=True)).to_be_visible()
         page.wait_for_timeout(2000)
         page.screenshot(path=str(SHOTS / "explore.png"), full_page=True)
         browser.close()

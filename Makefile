@@ -16,7 +16,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export STREAMLIT_BROWSER_GATHER_USAGE_STATS := false
 
-.PHONY: setup run test check lint typecheck bench browser-deps sample clean
+.PHONY: setup run test check lint typecheck bench browser-deps office-deps sample clean
 
 $(STAMP): pyproject.toml requirements.txt requirements-nodeps.txt constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,13 +36,23 @@ browser-deps:
 	      || echo "warning: could not install chromium; the browser test will be skipped"; \
 	  else echo "warning: chromium missing and not root; the browser test will be skipped"; fi; }
 
+# LibreOffice (headless, no GUI) converts legacy .doc/.ppt for unstructured. Optional: without
+# it those files get a per-file error that says to save them as .docx/.pptx.
+office-deps:
+	@command -v soffice >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libreoffice-writer-nogui libreoffice-impress-nogui >/dev/null 2>&1 \
+	      || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libreoffice-writer-nogui libreoffice-impress-nogui >/dev/null)) \
+	      || echo "warning: could not install LibreOffice; .doc/.ppt files will be reported as unsupported"; \
+	  else echo "note: LibreOffice missing and not root; .doc/.ppt files will be reported as unsupported"; fi; }
+
 sample: setup
 	$(BIN)/tuneloop sample --project "$(PROJECT)"
 
-run: setup sample
+run: setup office-deps sample
 	$(BIN)/tuneloop ui --project "$(PROJECT)" --port $(PORT)
 
-test: setup browser-deps
+test: setup browser-deps office-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: setup

@@ -68,6 +68,11 @@ def build_sample_project(root: Path, force: bool = False) -> Project:
         add_corpus(p)
     with p.transaction() as con:
         pairs_store.add_pairs(con, seed_pairs())
+    # The cheap, model-free curation steps, so the first look shows duplicates and signals.
+    from analysis.curate import DedupeConfig, dedupe, run_signals
+
+    dedupe(p, DedupeConfig(exact=True, near=True), author="sample")
+    run_signals(p)
     with p.connect() as con:
         if not slices_store.list_slices(con):
             slices_store.create(con, "sample-accepted", SliceFilter(status=[Status.accepted]), seed=0,

@@ -211,17 +211,30 @@ def label_noise(
     )
 
 
+def missing_count(project: Project, *, field: str = "prompt", flt: SliceFilter | None = None) -> int:
+    """How many pairs matching ``flt`` have no vector yet for the bundled model."""
+    from models.embeddings import model_id
+
+    with project.connect() as con:
+        return cur.missing_embeddings(con, model_id(), field, flt or SliceFilter(exclude_duplicates=False), None).height
+
+
 def search(
     project: Project, *, text: str | None = None, pair_id: str | None = None, k: int = 10, field: str = "prompt",
-    flt: SliceFilter | None = None,
+    flt: SliceFilter | None = None, embed_missing: bool = True,
 ) -> pl.DataFrame:
-    """The ``k`` pairs most similar to ``text`` or to pair ``pair_id`` (pair_id, similarity, text)."""
+    """The ``k`` pairs most similar to ``text`` or to pair ``pair_id`` (pair_id, similarity, text).
+
+    With ``embed_missing`` (the CLI) pairs without a vector are embedded first; the app passes
+    False for large backlogs, searches what is embedded and embeds the rest in a background job.
+    """
     if bool(text) == bool(pair_id):
         raise ValueError("give either a text or a pair id to search for")
     from models.embeddings import Encoder, EncoderConfig, model_id
 
     flt = flt or SliceFilter(exclude_duplicates=False)
-    embed(project, field=field, flt=flt)
+    if embed_missing:
+        embed(project, field=field, flt=flt)
     with project.connect() as con:
         rows, mat = cur.load_embeddings(con, model_id(), field, flt)
     exclude = None

@@ -293,3 +293,16 @@ def test_review_queue_by_model_weakness_shows_failing_pairs_first(seeded):
     failing = set(seeded["wrong"]["pair_id"].to_list())
     shown = next(m.value for m in at.markdown if "`p_" in m.value)
     assert any(pid in shown for pid in failing)
+
+
+def test_explore_semantic_search_embeds_a_small_backlog_inline(seeded):
+    """30 pairs (under the inline limit): the search embeds them in the rerun and finds the query."""
+    p: Project = seeded["project"]
+    at = app("explore")
+    at.text_input(key="ex_sem_q").set_value("Question number 7 about the Cobalt sensor?").run()
+    at.button(key="ex_sem_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    hits = at.dataframe[-1].value
+    assert hits["instruction"].iloc[0] == "Question number 7 about the Cobalt sensor?"
+    with p.connect() as con:
+        assert sum(curation.embedding_counts(con).values()) == 30

@@ -212,3 +212,21 @@ def test_label_noise_end_to_end_with_minilm(project):
         assert row["given"] == flip[row["instruction"]]
     with project.connect() as con:
         assert pairs_store.frame(con, parse_where("flagged=label_noise")).height == flagged.height
+
+
+def test_search_without_inline_embedding_covers_only_embedded_pairs(project):
+    """The app's path for a large backlog: nothing is embedded in the request; only stored vectors are searched."""
+    from analysis import curate
+    from store import pairs as pairs_store
+    from store.records import NewPair, PairContent
+
+    with project.transaction() as con:
+        pairs_store.add_pairs(con, [NewPair(content=PairContent(instruction=f"How do I reset card {i}?", response="x"))
+                                    for i in range(5)])
+    assert curate.missing_count(project) == 5
+    hits = curate.search(project, text="reset my card", k=3, embed_missing=False)
+    assert hits.height == 0
+    assert curate.missing_count(project) == 5  # still nothing embedded
+    curate.embed(project)
+    assert curate.missing_count(project) == 0
+    assert curate.search(project, text="reset my card", k=3, embed_missing=False).height == 3

@@ -13,6 +13,8 @@ from store import slices as slices_store
 from store import views
 from store.records import SliceFilter, Status
 
+INLINE_EMBED_LIMIT = 2_000  # pairs embedded inside a rerun (~5 s on 2 CPU cores); more go to a job
+
 PAGE_SIZE = 50
 
 st.title("Explore")
@@ -110,8 +112,16 @@ with tab_semantic:
                       help="`tuneloop cluster` (embeds what is missing, then clusters and lays out the map)")
         q = st.text_input("Find pairs similar in meaning to", key="ex_sem_q")
         if q and st.button("Search by meaning", key="ex_sem_go"):
-            with st.spinner("Embedding and searching…"):
-                hits = curate.search(state.project(), text=q, k=25, flt=flt)
+            # Embedding is heavy: only a small backlog is embedded inside this rerun; a larger one
+            # goes to a background job while the search covers the pairs embedded so far.
+            missing = curate.missing_count(state.project(), flt=flt)
+            inline = missing <= INLINE_EMBED_LIMIT
+            if not inline:
+                jobs.start(state.project(), "embed", ["embed"], title="tuneloop embed", author=state.user())
+                st.info(f"{missing:,} matching pairs have no embedding yet; they are being embedded in the "
+                        f"background. This search covers the {n_emb:,} pairs embedded so far.")
+            with st.spinner("Embedding and searching…" if inline else "Searching…"):
+                hits = curate.search(state.project(), text=q, k=25, flt=flt, embed_missing=inline)
             st.dataframe(hits, hide_index=True, width="stretch",
                          column_config={"similarity": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
                                                                                       format="%.2f")})

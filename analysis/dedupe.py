@@ -86,6 +86,11 @@ def _key(df: pl.DataFrame, kind: str) -> pl.Series:
     ).to_series()
 
 
+def _shared(h: np.ndarray) -> np.ndarray:
+    """Mask of the entries whose value occurs more than once."""
+    return pl.DataFrame({"h": h}).select(pl.len().over("h") > 1).to_series().to_numpy()
+
+
 def _with_kept(grouped: pl.DataFrame, kind: str, group_cols: list[str]) -> pl.DataFrame:
     """Given rows with a group key, choose the kept member per group and name the cluster."""
     tag = _KIND_TAG[kind]
@@ -107,19 +112,24 @@ def exact_clusters(df: pl.DataFrame, kind: str = "exact_full") -> pl.DataFrame:
         return empty_members()
     # Stage 1 (cheap): a normalisation-invariant hash of each field's letters and digits.
     # Only rows whose loose key is shared (or that hold non-ASCII text) can be duplicates.
+    # Fields are hashed one at a time over the rows still in the running, so a long field
+    # (the response) is only read for rows whose shorter fields already collide.
     fields = ["instruction", "input"] + (["messages"] if "messages" in df.columns else [])
     if kind == "exact_full":
         fields.append("response")
+    rows = np.arange(df.height)
     loose = np.zeros(df.height, dtype=np.uint64)
-    any_non_ascii = np.zeros(df.height, dtype=bool)
+    non_ascii = np.zeros(df.height, dtype=bool)
     for k, f in enumerate(fields):
-        h, na = loose_hash(df[f].cast(pl.String))
+        col = df[f].cast(pl.String)
+        h, na = loose_hash(col if len(rows) == df.height else col.gather(rows))
         loose = loose * np.uint64(0x9E3779B97F4A7C15 + 2 * k) + h
-        any_non_ascii |= na
-    shared = pl.DataFrame({"h": loose}).select(pl.len().over("h") > 1).to_series().to_numpy()
-    cand = df.filter(pl.Series(shared | any_non_ascii))
-    if cand.height < 2:
-        return empty_members()
+        non_ascii |= na
+        keep = _shared(loose) | non_ascii
+        rows, loose, non_ascii = rows[keep], loose[keep], non_ascii[keep]
+        if len(rows) < 2:
+            return empty_members()
+    cand = df[rows]
     # Stage 2 (exact): the normalised key of the candidates only.
     keyed = cand.lazy().select("pair_id", "revision_id", "status", "created_at").with_columns(
         _k=pl.lit(_key(cand, kind))

@@ -11,6 +11,7 @@ Everything here is a Polars expression so that a million rows normalise in nativ
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from collections.abc import Sequence
 
@@ -101,7 +102,11 @@ def _utf8_buffers(s: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return offsets, data, non_ascii
 
 
-def normalize_series(s: pl.Series, chunk_rows: int = 4096, threads: int = 1) -> pl.Series:
+def _threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def normalize_series(s: pl.Series, chunk_rows: int = 4096, threads: int | None = None) -> pl.Series:
     """``normalize_expr`` for a whole column, with the numpy fast path for ASCII rows."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -114,7 +119,7 @@ def normalize_series(s: pl.Series, chunk_rows: int = 4096, threads: int = 1) -> 
     offsets, data, non_ascii = _utf8_buffers(s)
     bounds = list(range(0, n, chunk_rows)) + [n]
     jobs = [(offsets[a:b + 1]) for a, b in zip(bounds[:-1], bounds[1:])]
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as ex:  # numpy releases the GIL
+    with ThreadPoolExecutor(max_workers=threads or _threads()) as ex:  # numpy releases the GIL
         parts = list(ex.map(lambda o: _ascii_chunk(data, o), jobs))
     out_bytes = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.uint8)
     out_lens = np.concatenate([p[1] for p in parts])
@@ -147,15 +152,21 @@ def loose_hash(s: pl.Series, chunk_rows: int = 4096) -> tuple[np.ndarray, np.nda
     out = np.zeros(n, dtype=np.uint32)
     if n == 0:
         return out.astype(np.uint64), np.zeros(0, dtype=bool)
+    from concurrent.futures import ThreadPoolExecutor
+
     offsets, data, non_ascii = _utf8_buffers(s)
-    for a in range(0, n, chunk_rows):
+
+    def chunk(a: int) -> None:
         o = offsets[a:min(a + chunk_rows, n) + 1]
         lens = np.diff(o)
         ne = lens > 0
         if not ne.any():
-            continue
+            return
         vals = _W_RAW[data[o[0]:o[-1]]]
         sums = np.add.reduceat(vals, (o[:-1] - o[0])[ne])
-        seg = out[a:a + len(lens)]
+        seg = out[a:a + len(lens)]  # a view: each chunk writes its own slice
         seg[ne] = sums
+
+    with ThreadPoolExecutor(max_workers=_threads()) as ex:  # numpy releases the GIL
+        list(ex.map(chunk, range(0, n, chunk_rows)))
     return out.astype(np.uint64), non_ascii

@@ -231,3 +231,13 @@ def test_exact_clusters_catch_nfkc_variants_that_skip_the_ascii_path():
     df = frame([("p_1", "ﬁle report", "", "x", "pending"), ("p_2", "file report", "", "x", "pending"),
                 ("p_3", "FILE report!", "", "x", "pending"), ("p_4", "file reports", "", "x", "pending")])
     assert clusters_of(dd.exact_clusters(df, "exact_full")) == {frozenset({"p_1", "p_2", "p_3"})}
+
+
+def test_loose_hash_and_normal_form_do_not_depend_on_chunking():
+    from analysis.normalize import loose_hash, normalize_series
+
+    s = pl.Series([f"Row {i}, with  SOME text!" * (i % 4) for i in range(1000)] + ["Ünï", None, ""])
+    small_h, small_na = loose_hash(s, chunk_rows=7)
+    big_h, big_na = loose_hash(s, chunk_rows=4096)
+    assert (small_h == big_h).all() and (small_na == big_na).all()
+    assert normalize_series(s, chunk_rows=7, threads=2).to_list() == normalize_series(s, threads=1).to_list()

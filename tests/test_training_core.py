@@ -184,3 +184,84 @@ def test_rouge_bleu_and_label_metrics():
     assert got[("overall", "perplexity")] == pytest.approx(math.e)
     assert got[("overall", "length_finish_rate")] == pytest.approx(1 / 6)
     assert got[("confusion:card_lost", "refund")] == 1.0
+
+
+def _lora_tiny():
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tests.training_fixtures import tiny_model_dir
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir()))
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                            init_lora_weights=False))
+    return model.train()
+
+
+def test_shared_prefix_is_found_and_stops_before_any_target(tok):
+    from training.data import shared_prefix_len
+
+    rows = [{"instruction": f"query number {i}", "response": "label", "system": "Route the query."} for i in range(3)]
+    ex, _ = tokenize_rows(tok, rows, max_length=128)
+    p = shared_prefix_len(ex)
+    first_target = min(next(i for i, m in enumerate(e.loss_mask) if m) for e in ex)
+    assert 4 <= p < first_target
+    assert all(e.input_ids[:p] == ex[0].input_ids[:p] for e in ex)
+    assert ex[0].input_ids[p] == ex[1].input_ids[p] or ex[0].input_ids[:p + 1] != ex[1].input_ids[:p + 1]
+    assert shared_prefix_len(ex[:1]) == 0  # nothing to share
+    same, _ = tokenize_rows(tok, [rows[0], rows[0]], max_length=128)
+    assert shared_prefix_len(same) < next(i for i, m in enumerate(same[0].loss_mask) if m)  # never into the response
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_segment_attention_gives_the_separate_losses_and_gradients(tok, share):
+    """Per-example attention (and a shared prefix computed once) == each example on its own."""
+
+    from training.attention import packed_attention, supports_packed_attention
+    from training.data import loss_sum
+
+    model = _lora_tiny()
+    assert supports_packed_attention(model, 128)
+    rows = [{"instruction": f"question {i} " * (i + 1), "response": f"answer {i}", "system": "Be brief."}
+            for i in range(4)]
+    ex, _ = tokenize_rows(tok, rows, max_length=128)
+    mb = collate(ex, pad_id=tok.pad_token_id, packed=True, share_prefix=share)
+    assert (mb.prefix_len > 0) == share and mb.n_tokens == sum(len(e.input_ids) for e in ex)
+    assert mb.input_ids.shape[1] == mb.n_tokens - (len(ex) - 1) * mb.prefix_len
+    lora = [p for n, p in model.named_parameters() if p.requires_grad]
+
+    def run(fn):
+        model.zero_grad()
+        loss = fn()
+        loss.backward()
+        return float(loss.detach()), [p.grad.clone() for p in lora]
+
+    with packed_attention(model):
+        fast_loss, fast_grads = run(lambda: loss_sum(model, mb, "cpu", segment_attention=True))
+    ref_loss, ref_grads = run(lambda: sum(loss_sum(model, collate([e], pad_id=tok.pad_token_id), "cpu") for e in ex))
+    assert fast_loss == pytest.approx(ref_loss, rel=1e-5)
+    for a, b in zip(fast_grads, ref_grads):
+        assert float((a - b).norm() / b.norm()) < 1e-4  # float32 summation order only
+    assert model.get_base_model().config._attn_implementation != "tuneloop_packed"  # restored on exit
+
+
+def test_frozen_linears_switch_dtype_inside_and_restore_ties_on_exit():
+    import torch
+
+    from training.attention import frozen_linears_in
+
+    model = _lora_tiny()
+    base = model.get_base_model()
+    emb, head = base.model.embed_tokens, base.lm_head
+    assert head.weight is emb.weight  # tied
+    q = base.model.layers[0].self_attn.q_proj
+    before = q.base_layer.weight.detach().clone()
+    with frozen_linears_in(model, torch.bfloat16) as n:
+        assert n > 0
+        assert q.base_layer.weight.dtype == torch.bfloat16 and head.weight.dtype == torch.bfloat16
+        assert emb.weight.dtype == torch.float32  # the embedding keeps its own fp32 copy
+        assert q.lora_A["default"].weight.dtype == torch.float32  # trainable weights untouched
+    assert head.weight is emb.weight and q.base_layer.weight.dtype == torch.float32
+    assert torch.equal(q.base_layer.weight, before)

@@ -61,9 +61,11 @@ class MicroBatch:
     targets: Any  # LongTensor [rows, K] (targets at the kept positions)
     weights: Any  # FloatTensor [rows, K]; 0 where there is no target
     keep: Any  # LongTensor [K] positions (sequence dim) the LM head runs on
-    n_tokens: int  # real (non-padding) tokens
+    n_tokens: int  # real (non-padding) tokens of the examples (a shared prefix counts once per example)
     n_loss_tokens: int
     loss_weight: float  # sum of the weights of the targets
+    seq_lens: list[int] | None = None  # packed: the length of each example in the row (after the prefix)
+    prefix_len: int = 0  # packed with a shared prefix: tokens at the head of the row all examples share
 
 
 def _targets(ex: Tokenized) -> list[int]:
@@ -71,26 +73,59 @@ def _targets(ex: Tokenized) -> list[int]:
     return [ids[t + 1] if m[t + 1] else IGNORE for t in range(len(ids) - 1)] + [IGNORE]
 
 
-def collate(examples: Sequence[Tokenized], *, pad_id: int, packed: bool = True) -> MicroBatch:
+MIN_SHARED_PREFIX = 4
+
+
+def shared_prefix_len(examples: Sequence[Tokenized]) -> int:
+    """Leading tokens every example has in common and that precede every target.
+
+    Capped so each example keeps at least one token of its own, and so the prefix never holds
+    a position that predicts a response token (its targets stay empty). 0 below
+    ``MIN_SHARED_PREFIX`` tokens or with fewer than two examples.
+    """
+    if len(examples) < 2:
+        return 0
+    first = examples[0].input_ids
+    p = min(len(e.input_ids) for e in examples) - 1
+    for ex in examples:
+        resp = next((i for i, m in enumerate(ex.loss_mask) if m), len(ex.input_ids))
+        p = min(p, resp - 1)
+        k = 0
+        while k < p and ex.input_ids[k] == first[k]:
+            k += 1
+        p = k
+    return p if p >= MIN_SHARED_PREFIX else 0
+
+
+def collate(examples: Sequence[Tokenized], *, pad_id: int, packed: bool = True,
+            share_prefix: bool = False) -> MicroBatch:
+    """Tensors for one micro-batch.
+
+    ``share_prefix`` (packed rows under ``training.attention.packed_attention`` only): the
+    examples' common leading tokens are put once at the head of the row and every example
+    continues from there (positions and attention as if alone), so they are computed once.
+    """
     import torch
 
     if packed:
-        ids: list[int] = []
-        pos: list[int] = []
-        tgt: list[int] = []
-        wts: list[float] = []
+        p = shared_prefix_len(examples) if share_prefix else 0
+        ids: list[int] = list(examples[0].input_ids[:p])
+        pos: list[int] = list(range(p))
+        tgt: list[int] = [IGNORE] * p
+        wts: list[float] = [0.0] * p
         for ex in examples:
-            ids += ex.input_ids
-            pos += list(range(len(ex.input_ids)))
-            t = _targets(ex)
+            ids += ex.input_ids[p:]
+            pos += list(range(p, len(ex.input_ids)))
+            t = _targets(ex)[p:]
             tgt += t
             wts += [ex.weight if x != IGNORE else 0.0 for x in t]
         keep = [i for i, x in enumerate(tgt) if x != IGNORE]
         return MicroBatch(
             input_ids=torch.tensor([ids]), position_ids=torch.tensor([pos]), attention_mask=None,
             targets=torch.tensor([[tgt[i] for i in keep]]), weights=torch.tensor([[wts[i] for i in keep]]),
-            keep=torch.tensor(keep, dtype=torch.long), n_tokens=len(ids), n_loss_tokens=len(keep),
-            loss_weight=float(sum(wts)),
+            keep=torch.tensor(keep, dtype=torch.long), n_tokens=sum(len(e.input_ids) for e in examples),
+            n_loss_tokens=len(keep), loss_weight=float(sum(wts)),
+            seq_lens=[len(ex.input_ids) - p for ex in examples], prefix_len=p,
         )
     width = max(len(ex.input_ids) for ex in examples)
     rows_ids, rows_pos, rows_mask, rows_t, rows_w = [], [], [], [], []
@@ -114,13 +149,26 @@ def collate(examples: Sequence[Tokenized], *, pad_id: int, packed: bool = True) 
     )
 
 
-def loss_sum(model, mb: MicroBatch, device: str):
-    """Sum over targets of weight x cross-entropy, computed only at the kept positions."""
+def loss_sum(model, mb: MicroBatch, device: str, segment_attention: bool = False):
+    """Sum over targets of weight x cross-entropy, computed only at the kept positions.
+
+    ``segment_attention``: the model runs under ``training.attention.packed_attention``, so a
+    packed row passes its example bounds (``cu_seq_lens_q``) instead of relying on a mask.
+    """
     import torch
     import torch.nn.functional as F
 
     kwargs = {"input_ids": mb.input_ids.to(device), "position_ids": mb.position_ids.to(device),
               "use_cache": False, "logits_to_keep": mb.keep.to(device)}
+    if segment_attention and mb.seq_lens is not None:
+        bounds = [mb.prefix_len]
+        for n in mb.seq_lens:
+            bounds.append(bounds[-1] + n)
+        kwargs["cu_seq_lens_q"] = torch.tensor(bounds, dtype=torch.int32)
+        if mb.prefix_len:
+            kwargs["shared_prefix_len"] = mb.prefix_len
+    elif mb.prefix_len:
+        raise ValueError("a micro-batch with a shared prefix needs segment_attention")
     if mb.attention_mask is not None:
         kwargs["attention_mask"] = mb.attention_mask.to(device)
     logits = model(**kwargs).logits  # [rows, K, V]

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.attention import frozen_linears_in, packed_attention, supports_packed_attention
 from training.config import TrainConfig
 from training.data import collate, loss_sum, plan_batches
 from training.formatting import Tokenized, tokenize_rows
@@ -94,6 +95,19 @@ def _autocast(cfg: TrainConfig, device: str):
     if cfg.precision == "bf16":
         return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
     return autocast(device) if autocast_dtype(device) is not None else contextlib.nullcontext()
+
+
+def _amp_dtype(cfg: TrainConfig, device: str):
+    """The dtype matmuls run in under ``_autocast`` (None: fp32)."""
+    import torch
+
+    from models.lm import autocast_dtype
+
+    if cfg.precision == "fp32" or device == "mps":
+        return None
+    if cfg.precision == "bf16":
+        return torch.bfloat16
+    return autocast_dtype(device)
 
 
 def decoder_layers(model):
@@ -212,6 +226,22 @@ class Trainer:
         self.best_step: int | None = None
         self.bad_evals = 0
         self.history: list[dict[str, Any]] = []
+        self.segment_attention = cfg.packing and supports_packed_attention(model, cfg.max_length)
+
+    def _fast_paths(self) -> contextlib.ExitStack:
+        """Per-example attention for packed rows; frozen LoRA base weights kept in the autocast dtype."""
+        stack = contextlib.ExitStack()
+        if self.segment_attention:
+            stack.enter_context(packed_attention(self.module))
+        amp = _amp_dtype(self.cfg, self.device)
+        if amp is not None and self.cfg.method == "lora":
+            from peft.helpers import disable_input_dtype_casting
+
+            stack.enter_context(frozen_linears_in(self.module, amp))
+            # autocast already feeds the adapters in the autocast dtype; peft's own cast of
+            # every adapter input to fp32 would only add a copy each way
+            stack.enter_context(disable_input_dtype_casting(self.module))
+        return stack
 
     # ------------------------------------------------------------ data order
     def _plan(self, epoch: int) -> list[list[int]]:
@@ -241,10 +271,11 @@ class Trainer:
                             max_examples=self.cfg.max_examples_per_batch, seed=0, shuffle=False)
         total = weight = 0.0
         self.module.eval()
-        with torch.no_grad(), _autocast(self.cfg, self.device):
+        with torch.no_grad(), _autocast(self.cfg, self.device), self._fast_paths():
             for idx in plan[self.d.rank::self.d.world]:
-                mb = collate([self.eval_ex[i] for i in idx], pad_id=self.pad_id, packed=self.cfg.packing)
-                total += float(loss_sum(self.module, mb, self.device))
+                mb = collate([self.eval_ex[i] for i in idx], pad_id=self.pad_id, packed=self.cfg.packing,
+                             share_prefix=self.segment_attention)
+                total += float(loss_sum(self.module, mb, self.device, self.segment_attention))
                 weight += mb.loss_weight
         self.module.train()
         total, weight = _all_reduce([total, weight], self.d)
@@ -344,6 +375,10 @@ class Trainer:
 
     def train(self, progress=None) -> str:
         """Train to the end (or until cancelled/early-stopped); returns the final status word."""
+        with self._fast_paths():
+            return self._train(progress)
+
+    def _train(self, progress) -> str:
         import torch
 
         cfg = self.cfg
@@ -356,7 +391,8 @@ class Trainer:
                 self.save_checkpoint()
                 return "cancelled"
             t0 = time.perf_counter()
-            batches = [collate([self.train_ex[i] for i in idx], pad_id=self.pad_id, packed=cfg.packing)
+            batches = [collate([self.train_ex[i] for i in idx], pad_id=self.pad_id, packed=cfg.packing,
+                               share_prefix=self.segment_attention)
                        for idx in self.micro_batches(self.step)]
             denom = sum(mb.loss_weight for mb in batches) or 1.0
             total = 0.0
@@ -365,7 +401,7 @@ class Trainer:
                 ctx = self.model.no_sync() if (not sync and hasattr(self.model, "no_sync")) else contextlib.nullcontext()
                 with ctx:
                     with _autocast(cfg, self.device):
-                        loss = loss_sum(self.model, mb, self.device) / denom
+                        loss = loss_sum(self.model, mb, self.device, self.segment_attention) / denom
                     loss.backward()
                 total += float(loss.detach())
             if cfg.max_grad_norm > 0:

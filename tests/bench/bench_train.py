@@ -5,9 +5,12 @@ examples (banking77 queries -> intent labels when ../shared/data is present, els
 instruction pairs of mixed length), the same number of examples per step and of steps, and
 bf16 autocast where the CPU has it (``bf16=True`` for the HF Trainer). The baseline pads each
 batch to its longest example (``DataCollatorForSeq2Seq``, labels -100 on the prompt) and
-computes logits for every position; ours packs examples into padding-free rows and runs the
-LM head only where a label is. Throughput counts non-padding tokens only; the first step of
-each is a warm-up and is not timed.
+computes logits for every position; ours packs examples into padding-free rows, attends within
+each example (no [T x T] mask), computes the leading tokens the examples of a row share (the
+system prompt and chat header) once, keeps the frozen base weights in bf16 instead of
+re-casting them on every call, and runs the LM head only where a label is. Throughput counts
+the examples' non-padding tokens for both (a shared prefix counts once per example, as the
+baseline computes it); the first step of each is a warm-up and is not timed.
 
 Env knobs: TRAIN_STEPS (6), TRAIN_BATCH (8 examples per step), TRAIN_MODEL (bundled SmolLM2),
 TRAIN_DATA (banking77, or synthetic: instructions of 4-60 words, responses of 1-12 words).
@@ -112,7 +115,7 @@ def main() -> int:
     name = os.environ.get("TRAIN_MODEL") or None
     rows = examples(batch * (steps + 1))
     results = [("plain HF Trainer + peft (pad to longest)", *hf_baseline(name, rows, steps, batch)),
-               ("tuneloop trainer (packed, padding-free, label-only logits)", *ours(name, rows, steps, batch))]
+               ("tuneloop trainer (packed, per-example attention, shared prefix, label-only logits)", *ours(name, rows, steps, batch))]
     import torch
 
     print(f"\n{steps} timed steps x {batch} examples, LoRA r=16 all linear, bf16 autocast on CPU; "

@@ -5,8 +5,8 @@ The only module that imports ``sentence_transformers``. Vectors are L2-normalise
 cache never mixes models.
 
 Speed without losing accuracy:
-- texts are sorted by length and batched, so a batch pads to similar lengths, and are
-  returned in input order;
+- texts are tokenised once, sorted by token count and batched, so a batch pads to within a
+  token or two, and are returned in input order; identical texts are encoded once;
 - ``precision="auto"`` encodes a calibration sample in fp32 and in bf16 and uses bf16
   only when every calibration vector has cosine >= ``min_cosine`` (0.999) to its fp32
   twin; otherwise fp32. The choice and the measured cosine are reported (``Encoder.info``).
@@ -85,21 +85,38 @@ class Encoder:
             raise ValueError(f"precision must be auto, fp32 or bf16, not {self.cfg.precision!r}")
 
     def _bf16_model(self) -> Any:
-        if self._bf16 is None:
-            from sentence_transformers import SentenceTransformer
+        if self._bf16 is None:  # a cast copy of the loaded model: no second read from disk
+            import copy
 
-            self._bf16 = SentenceTransformer(model_path(), device="cpu", model_kwargs={"dtype": self._torch.bfloat16})
+            self._bf16 = copy.deepcopy(self._fp32).to(self._torch.bfloat16)
         return self._bf16
 
-    def _raw(self, model: Any, texts: Sequence[str]) -> np.ndarray:
+    def _tokens(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, as the model's own ``encode`` would cut them (no padding)."""
+        tok = self._fp32.tokenizer
+        return tok(list(texts), truncation=True, max_length=self._fp32.max_seq_length)["input_ids"]
+
+    def _forward(self, model: Any, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Normalised vectors of one batch of token ids (padded here to the batch's longest)."""
+        torch = self._torch
+        width = max(len(x) for x in ids)
+        pad = self._fp32.tokenizer.pad_token_id or 0
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for r, x in enumerate(ids):
+            input_ids[r, :len(x)] = torch.tensor(x, dtype=torch.long)
+            mask[r, :len(x)] = 1
+        features = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(input_ids)}
+        with torch.inference_mode():
+            v = model(features)["sentence_embedding"]
         # normalise in float32 after the forward pass: a bf16 L2-normalisation alone costs
         # ~0.002 of cosine, the bf16 forward pass itself ~0.0001
-        with self._torch.inference_mode():
-            v = model.encode(list(texts), batch_size=len(texts) or 1, normalize_embeddings=False,
-                             convert_to_tensor=True, show_progress_bar=False)
         out = v.float().cpu().numpy().astype(np.float32, copy=False)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-12)
+
+    def _raw(self, model: Any, texts: Sequence[str]) -> np.ndarray:
+        return self._forward(model, self._tokens(texts))
 
     def calibrate(self, texts: Sequence[str]) -> None:
         """Choose the precision for this corpus (``auto``): bf16 only where it matches fp32."""
@@ -123,18 +140,30 @@ class Encoder:
             self.info["precision"] = "bf16"
 
     def encode(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """(n, 384) normalised float32 vectors, in input order; ``progress(n_done_in_batch)`` per batch."""
+        """(n, 384) normalised float32 vectors, in input order; ``progress(n_done_in_batch)`` per batch.
+
+        Identical texts are encoded once (their vectors are copies).
+        """
         n = len(texts)
         out = np.zeros((n, DIM), dtype=np.float32)
         if n == 0:
             return out
-        order = np.argsort([-len(t) for t in texts], kind="stable")
+        first: dict[str, int] = {}
+        where = np.array([first.setdefault(t, len(first)) for t in texts])
+        uniq = list(first)
+        counts = np.bincount(where, minlength=len(uniq))
+        # Tokenise once, then batch by token count: batches pad to within a token or two
+        # (sorting by characters left 27 % padding on banking77, tokens 2 %).
+        ids = self._tokens(uniq)
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        vecs = np.zeros((len(uniq), DIM), dtype=np.float32)
         bs = max(1, self.cfg.batch_size)
-        for s in range(0, n, bs):
+        for s in range(0, len(uniq), bs):
             idx = order[s:s + bs]
-            out[idx] = self._raw(self._active, [texts[i] for i in idx])
+            vecs[idx] = self._forward(self._active, [ids[i] for i in idx])
             if progress:
-                progress(len(idx))
+                progress(int(counts[idx].sum()))  # texts done, duplicates included
+        out[:] = vecs[where]
         return out
 
 

@@ -46,6 +46,15 @@ def test_encoder_vectors_are_normalised_ordered_and_meaningful(encoder):
     assert model_id().startswith("sentence-transformers/all-MiniLM-L6-v2@")
 
 
+def test_identical_texts_are_encoded_once_and_progress_counts_every_text(encoder):
+    texts = [SENTENCES[0], SENTENCES[3], SENTENCES[0], SENTENCES[0], SENTENCES[5]]
+    seen: list[int] = []
+    v = encoder.encode(texts, progress=seen.append)
+    assert sum(seen) == len(texts)
+    assert np.array_equal(v[0], v[2]) and np.array_equal(v[0], v[3])
+    assert np.allclose(v[[0, 1, 4]], encoder.encode([SENTENCES[0], SENTENCES[3], SENTENCES[5]]), atol=1e-6)
+
+
 def test_auto_precision_only_uses_bf16_when_it_matches_fp32(encoder):
     auto = Encoder(EncoderConfig(precision="auto", threads=1))
     auto.calibrate(SENTENCES)

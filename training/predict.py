@@ -59,7 +59,10 @@ def reference_nll(cm, rows: list[dict[str, Any]], system_prompt: str, max_length
     """Mean negative log-likelihood per reference token (response tokens only)."""
     import torch
 
+    import contextlib
+
     from models.lm import autocast
+    from training.attention import packed_attention, supports_packed_attention
     from training.data import collate, loss_sum, plan_batches
 
     ex, _ = tokenize_rows(cm.tokenizer, rows, max_length=max_length, system_prompt=system_prompt)
@@ -68,10 +71,11 @@ def reference_nll(cm, rows: list[dict[str, Any]], system_prompt: str, max_length
     plan = plan_batches([len(e.input_ids) for e in ex], batch_tokens=max(4096, max_length), max_examples=64,
                         seed=0, shuffle=False)
     total = weight = 0.0
-    with torch.inference_mode(), autocast(cm.device):
+    fast = supports_packed_attention(cm.model, max_length)
+    with torch.inference_mode(), autocast(cm.device), (packed_attention(cm.model) if fast else contextlib.nullcontext()):
         for idx in plan:
-            mb = collate([ex[i] for i in idx], pad_id=cm.tokenizer.pad_token_id or 0, packed=True)
-            total += float(loss_sum(cm.model, mb, cm.device))
+            mb = collate([ex[i] for i in idx], pad_id=cm.tokenizer.pad_token_id or 0, packed=True, share_prefix=fast)
+            total += float(loss_sum(cm.model, mb, cm.device, segment_attention=fast))
             weight += sum(float(ex[i].n_loss_tokens) for i in idx)
     return total / weight if weight else None
 

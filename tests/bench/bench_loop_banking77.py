@@ -11,9 +11,10 @@ Steps (issue 6's benchmark), all through the product's own functions:
 2. zero-shot predictions of the bundled SmolLM2 on eval, categorised;
 3. run A on a slice whose training labels are 20 % corrupted (seeded), predictions on eval
    and on train, categorised;
-4. the reviewer is pointed at suspect training pairs by the curation label-noise flags
-   (confident learning on MiniLM embeddings) and by run A's ``wrong label`` errors on the
-   training split; for each, the product proposes a label (label-noise suggestion, else A's
+4. the reviewer is pointed at suspect training pairs by the curation label-noise queue
+   (confident learning on MiniLM embeddings; the reviewer works down it, highest score
+   first, for ``--review-budget`` x the training pairs, default 25 %) and by run A's
+   ``wrong label`` errors on the training split; for each, the product proposes a label (label-noise suggestion, else A's
    prediction). A reviewer accepting proposals: a right proposal is accepted (a correction:
    new revision + preference pair), a wrong proposal on a wrong label sets the pair aside
    (needs_fix), a flag on a right label is rejected;
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--project", type=Path, default=None)
+    ap.add_argument("--review-budget", type=float, default=0.25,
+                    help="the reviewer checks this fraction of the training pairs, most suspect first (0: flags only)")
     ap.add_argument("--list-labels-up-to", type=int, default=20,
                     help="name the labels in the system prompt when there are at most this many")
     ap.add_argument("--skip-clean", action="store_true", help="skip the clean-label reference run")
@@ -155,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     noise = find_label_noise(ex.select("revision_id", "pair_id", "response"), vec)
     import orjson
 
-    suggest = {r["pair_id"]: orjson.loads(r["details"])["suggested"]
-               for r in noise.filter(pl.col("flagged")).iter_rows(named=True)}
+    # the reviewer works down the label-noise queue, highest score first, for a budget of
+    # --review-budget x the training pairs (0: the confident flags only)
+    budget = int(round(args.review_budget * len(train)))
+    queue = (noise.filter(pl.col("score") > 0).sort("score", descending=True).head(budget) if budget
+             else noise.filter(pl.col("flagged")))
+    suggest = {r["pair_id"]: orjson.loads(r["details"])["suggested"] for r in queue.iter_rows(named=True)}
     wrong = tl.filter(pl.col("category_id") == "wrong_label").join(tp.select("prediction_id", "output"),
                                                                    on="prediction_id")
     model_says = {r["pair_id"]: r["output"].strip() for r in wrong.iter_rows(named=True)}
@@ -180,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                                       comment=f"label wrong, proposal {proposal!r} wrong too")
                 set_aside += 1
     hit = len(flagged & corrupted)
-    print(f"pointing: {len(flagged)} flagged (label noise {len(suggest)}, run A wrong-label on train "
+    print(f"pointing: {len(flagged)} to review (label-noise queue {len(suggest)}, budget {budget}; "
+          f"{int(noise['flagged'].sum())} confident flags; run A wrong-label on train "
           f"{len(model_says)}); {hit}/{len(corrupted)} corrupted found (recall {hit / max(1, len(corrupted)):.0%}, "
           f"precision {hit / max(1, len(flagged)):.0%}); reviewer: {accepted} corrected, {set_aside} set aside, "
           f"{rejected} flags rejected")

@@ -212,25 +212,35 @@ def label_noise_cmd(
     folds: Annotated[int, typer.Option(help="Cross-validation folds.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the folds.")] = 0,
     show: Annotated[int, typer.Option(help="Print this many flagged pairs.")] = 20,
+    review: Annotated[int, typer.Option(
+        help="Print a review queue instead: the N most suspect pairs by score, flagged or not.")] = 0,
     project_dir: ProjectOpt = None,
 ) -> None:
     """Flag probably-wrong labels (confident learning on cross-validated classifier probabilities).
 
+    The confident flags favour precision; a reviewer with time for more finds more errors by
+    working down `--review N` (highest score first: suggested minus given label probability).
+
     Flags are stored as the quality signal `label_noise` with the suggested label, so
     `--where flagged=label_noise` finds them and `--where clean=label_noise` leaves them out.
 
-    Example: tuneloop label-noise --slice intents-v1
+    Example: tuneloop label-noise --slice intents-v1 --review 500
     """
     from analysis.curate import label_noise
     from analysis.label_noise import LabelNoiseConfig
 
     p = project(project_dir)
     with _bar("label noise") as (bar, task):
-        flagged = label_noise(p, slice, LabelNoiseConfig(folds=folds, seed=seed), progress=lambda n: bar.advance(task, n))
-    console.print(f"{flagged.height} pairs flagged as probably mislabelled")
+        flagged = label_noise(p, slice, LabelNoiseConfig(folds=folds, seed=seed), progress=lambda n: bar.advance(task, n),
+                              review=review)
+    if review:
+        console.print(f"review queue: {flagged.height} most suspect pairs ({int(flagged['flagged'].sum())} flagged)")
+        show = max(show, review)
+    else:
+        console.print(f"{flagged.height} pairs flagged as probably mislabelled")
     if show and flagged.height:
-        console.print(_table(flagged.head(show).select("pair_id", "instruction", "given", "suggested", "p_given", "p_suggested"),
-                             "label noise", 60))
+        console.print(_table(flagged.head(show).select("pair_id", "instruction", "given", "suggested", "p_given",
+                                                       "p_suggested", "flagged"), "label noise", 60))
 
 
 def search_cmd(

@@ -57,9 +57,9 @@ def load_run_model(run: Run, device: str | None = None):
 
 def reference_nll(cm, rows: list[dict[str, Any]], system_prompt: str, max_length: int = 1024) -> float | None:
     """Mean negative log-likelihood per reference token (response tokens only)."""
-    import torch
-
     import contextlib
+
+    import torch
 
     from models.lm import autocast
     from training.attention import packed_attention, supports_packed_attention

@@ -6,16 +6,18 @@ then does the whole [T x T] product with the mask applied (no block skipping), a
 backward dominated the step (measured: 33 ms per layer at T=700, 8x the matmuls around it).
 
 ``packed_attention(model)`` switches a model, for the forward passes inside the ``with``,
-to an attention function registered with transformers' ``AttentionInterface`` that runs
-plain causal SDPA on each example's slice of the row (``cu_seq_lens_q`` marks the bounds):
-the same result, and compute proportional to sum(len_i^2) instead of T^2. Models that do not
-dispatch through the interface keep the mask route (``supports_packed_attention``).
+to an attention function registered with transformers' ``AttentionInterface`` that gathers
+the row's examples (``cu_seq_lens_q`` marks the bounds) into [examples x longest] and attends
+there, optionally behind a prefix all examples share (``shared_prefix_len``): the same result,
+and compute proportional to n x longest^2 instead of T^2. Not thread-safe: it switches the
+model's attention implementation while inside. Models that do not dispatch through the
+interface keep the mask route (``supports_packed_attention``).
 
 ``frozen_linears_in(model, dtype)``: under bf16 autocast every matmul casts its fp32 weight
 to bf16 on each call, and autocast caches only weights that require grad, so the frozen base
 of a LoRA model is re-cast forward and backward on every micro-batch. Storing the frozen
 ``nn.Linear`` weights in bf16 gives the same matmul inputs without the copies; embeddings,
-norms and every trainable weight stay fp32.
+norms and every trainable weight stay fp32 (a tied LM head gets its own bf16 copy).
 """
 
 from __future__ import annotations

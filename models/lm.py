@@ -282,6 +282,9 @@ class ChatModel:
         info = describe(model)
         self.n_params: int = info["n_params"]
         self.dtype: str = info["dtype"]
+        # held while the model runs: callers that switch its attention implementation for a
+        # while (reference perplexity) must not overlap a generation in another thread
+        self.lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"ChatModel({self.name!r}, {self.n_params / 1e6:.1f}M params, {self.dtype}, {self.device})"
@@ -351,7 +354,7 @@ class ChatModel:
                 ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
                 mask[r, width - len(p):] = 1
             t0 = time.perf_counter()
-            with torch.inference_mode(), autocast(self.device):
+            with self.lock, torch.inference_mode(), autocast(self.device):
                 seqs = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                            **gen_kwargs)
             ms = (time.perf_counter() - t0) * 1000.0

@@ -9,9 +9,10 @@ backward dominated the step (measured: 33 ms per layer at T=700, 8x the matmuls 
 to an attention function registered with transformers' ``AttentionInterface`` that gathers
 the row's examples (``cu_seq_lens_q`` marks the bounds) into [examples x longest] and attends
 there, optionally behind a prefix all examples share (``shared_prefix_len``): the same result,
-and compute proportional to n x longest^2 instead of T^2. Not thread-safe: it switches the
-model's attention implementation while inside. Models that do not dispatch through the
-interface keep the mask route (``supports_packed_attention``).
+and compute proportional to n x longest^2 instead of T^2. It switches the model's attention
+implementation while inside: hold the model's lock (``ChatModel.lock``) if others share it.
+Models that do not dispatch through the interface keep the mask route
+(``supports_packed_attention``).
 
 ``frozen_linears_in(model, dtype)``: under bf16 autocast every matmul casts its fp32 weight
 to bf16 on each call, and autocast caches only weights that require grad, so the frozen base

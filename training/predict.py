@@ -72,7 +72,8 @@ def reference_nll(cm, rows: list[dict[str, Any]], system_prompt: str, max_length
                         seed=0, shuffle=False)
     total = weight = 0.0
     fast = supports_packed_attention(cm.model, max_length)
-    with torch.inference_mode(), autocast(cm.device), (packed_attention(cm.model) if fast else contextlib.nullcontext()):
+    with cm.lock, torch.inference_mode(), autocast(cm.device), \
+            (packed_attention(cm.model) if fast else contextlib.nullcontext()):
         for idx in plan:
             mb = collate([ex[i] for i in idx], pad_id=cm.tokenizer.pad_token_id or 0, packed=True, share_prefix=fast)
             total += float(loss_sum(cm.model, mb, cm.device, segment_attention=fast))

@@ -59,7 +59,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 typecheck: setup
-	$(BIN)/mypy store ingest analysis training models tuneloop app
+	$(BIN)/mypy store scoring ingest analysis training models workflows tuneloop app
 
 check: lint typecheck test
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+import scoring
+
 NAME = "label_noise"
 VERSION = "cl-both-1"
 
@@ -35,26 +37,22 @@ class LabelNoiseConfig:
     folds: int = 5
     seed: int = 0
     c: float = 10.0  # inverse regularisation of the logistic regression
-    max_labels: int = 500
-    max_label_chars: int = 64
     threads: int = 1
 
 
 def check_label_like(labels: list[str], cfg: LabelNoiseConfig | None = None) -> None:
-    """Raise ValueError with advice when responses do not look like labels from a small set."""
-    cfg = cfg or LabelNoiseConfig()
+    """Raise ValueError with advice unless responses are labels from a small set (``scoring.task_of``)
+    and there are enough of them to cross-validate."""
     n = len(labels)
-    distinct = set(labels)
     if n < 20:
         raise ValueError(f"label noise needs at least 20 pairs, got {n}")
-    if len(distinct) < 2:
+    if len({scoring.normalize_label(x) for x in labels}) < 2:
         raise ValueError("label noise needs at least two distinct labels (responses)")
-    long = sum(1 for x in labels if len(x) > cfg.max_label_chars)
-    if len(distinct) > cfg.max_labels or len(distinct) > 0.5 * n or long > 0.05 * n:
+    if not scoring.task_of(labels).is_label:
         raise ValueError(
-            f"responses do not look like labels: {len(distinct)} distinct among {n} pairs, {long} longer than "
-            f"{cfg.max_label_chars} characters. Label noise is for label-like data (a response drawn from a small "
-            f"label set, such as intent routing); choose such a slice."
+            f"responses do not look like labels: {len(set(labels))} distinct among {n} pairs. Label noise is for "
+            f"label-like data (a one-line response of at most {scoring.LABEL_MAX_WORDS} words drawn from a small "
+            "label set, such as intent routing); choose such a slice."
         )
 
 

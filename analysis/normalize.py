@@ -6,13 +6,13 @@ duplicates for curation purposes ("Hello,  World!" == "hello world"). Accents an
 are kept: "résumé" and "resume", or "2 GB" and "3 GB", are different texts.
 
 Everything here is a Polars expression so that a million rows normalise in native code;
-``normalize_text`` is the same rule for one string (tests, the app).
+``scoring.normalize_text`` is the same rule for one string (the one text normal form; tests
+check the two agree).
 """
 
 from __future__ import annotations
 
 import os
-import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,11 +33,6 @@ def normalize_expr(expr: pl.Expr) -> pl.Expr:
     )
 
 
-def normalize_text(text: str | None) -> str:
-    """The same normal form as ``normalize_expr`` for one string."""
-    t = unicodedata.normalize("NFKC", text or "").lower()
-    t = "".join(c if unicodedata.category(c)[0] in "LNM" else " " for c in t)
-    return " ".join(t.split())
 
 
 def key_expr(fields: Sequence[str]) -> pl.Expr:

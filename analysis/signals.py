@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from analysis import language
 from analysis.normalize import normalize_expr
 
 OUT_SCHEMA = {"score": pl.Float64, "flagged": pl.Boolean, "reason": pl.String, "details": pl.String}
@@ -252,65 +253,23 @@ def _truncated(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
     ))
 
 
-# stop words that are frequent in one language and rare in the others
-_STOPWORDS = {
-    "en": "the and is are was were of to in that it with for this you not have be on as at by from what how my "
-          "can i your do does will would",
-    "de": "der das und ist nicht ein eine mit für auf dem sich auch wie wir sie ich",
-    "fr": "le la les et est des une un pas pour que qui dans sur avec ce vous nous je",
-    "es": "el la los las es de que en un una por con para se su como pero",
-    "it": "il lo la gli le di che un una per con non sono del della ma",
-    "pt": "os de que em um uma para com não se da por mas você",
-    "nl": "de het een en van dat niet op met voor zijn ik je ook maar wat",
-}
-_SCRIPTS = {
-    "Cyrillic": r"\p{Cyrillic}", "Greek": r"\p{Greek}", "Arabic": r"\p{Arabic}", "Hebrew": r"\p{Hebrew}",
-    "Han": r"\p{Han}", "Japanese kana": r"[\p{Hiragana}\p{Katakana}]", "Hangul": r"\p{Hangul}",
-    "Devanagari": r"\p{Devanagari}", "Thai": r"\p{Thai}",
-}
-_TARGET_SCRIPT = {"ru": "Cyrillic", "uk": "Cyrillic", "el": "Greek", "ar": "Arabic", "he": "Hebrew",
-                  "zh": "Han", "ja": "Japanese kana", "ko": "Hangul", "hi": "Devanagari", "th": "Thai"}
-
-
-def _language_of(text: pl.Expr, prefix: str, target: str) -> list[pl.Expr]:
-    lower = text.str.to_lowercase()
-    words = text.str.count_matches(r"\p{L}+")
-    letters = text.str.count_matches(r"\p{L}")
-    latin = text.str.count_matches(r"\p{Latin}")
-    exprs = [words.alias(f"{prefix}_words"), letters.alias(f"{prefix}_letters"), latin.alias(f"{prefix}_latin")]
-    for script, rx in _SCRIPTS.items():
-        exprs.append(text.str.count_matches(rx).alias(f"{prefix}_s_{script}"))
-    for lang, sw in _STOPWORDS.items():
-        rx = r"\b(?:" + "|".join(sw.split()) + r")\b"
-        exprs.append(lower.str.count_matches(rx).alias(f"{prefix}_w_{lang}"))
-    return exprs
+LANGUAGE_MIN_WORDS = 8  # a Latin-script prompt or response shorter than this is never flagged
 
 
 def _language(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
     target = cfg.target_language
     prompt = pl.concat_str([pl.col("instruction"), pl.col("input")], separator=" ")
     translating = prompt.str.contains(r"(?i)translat|übersetz|tradu")
-    tmp = df.select(*_language_of(prompt, "p", target), *_language_of(pl.col("response"), "r", target), tr=translating)
     out = []
-    for prefix in ("p", "r"):
-        scripts = [pl.when(pl.col(f"{prefix}_s_{s}") > 0.5 * pl.col(f"{prefix}_letters")).then(pl.lit(s)) for s in _SCRIPTS]
-        foreign_script = pl.coalesce(scripts)
-        if target in _TARGET_SCRIPT:
-            foreign_script = pl.when(foreign_script != _TARGET_SCRIPT[target]).then(foreign_script)
-        hits = {lang: pl.col(f"{prefix}_w_{lang}") for lang in _STOPWORDS}
-        tgt_hits = hits.get(target, pl.lit(0))
-        best_n = pl.max_horizontal(list(hits.values()))
-        best_lang = pl.coalesce([pl.when(h == best_n).then(pl.lit(lang)) for lang, h in hits.items()])
-        latin_text = pl.col(f"{prefix}_latin") > 0.5 * pl.col(f"{prefix}_letters")
-        other_lang = (
-            latin_text & (pl.col(f"{prefix}_words") >= 8) & (best_n >= 3) & (best_lang != target)
-            & (best_n >= 2 * tgt_hits + 1)
-        )
-        if target not in _STOPWORDS:
-            other_lang = pl.lit(False)
-        lang = pl.when(foreign_script.is_not_null()).then(pl.format("{} script", foreign_script)).when(other_lang).then(best_lang)
-        out.append(lang.alias(f"{prefix}_lang"))
-    tmp = tmp.with_columns(out).with_columns(r_lang=pl.when(~pl.col("tr")).then(pl.col("r_lang")))
+    for prefix, col in (("p", prompt), ("r", pl.col("response"))):
+        guess = language.guess_expr(col)
+        words = col.fill_null("").str.count_matches(r"\p{L}+")
+        foreign = (guess.is_not_null() & ~language.is_target(guess, target)
+                   & (guess.is_in(list(language.SCRIPTS)) | (words >= LANGUAGE_MIN_WORDS)))
+        shown = pl.when(guess.is_in(list(language.SCRIPTS))).then(pl.format("{} script", guess.replace_strict(
+            language.SCRIPT_NAMES, default=guess))).otherwise(guess)
+        out.append(pl.when(foreign).then(shown).alias(f"{prefix}_lang"))
+    tmp = df.select(*out, tr=translating).with_columns(r_lang=pl.when(~pl.col("tr")).then(pl.col("r_lang")))
     flagged = pl.col("p_lang").is_not_null() | pl.col("r_lang").is_not_null()
     reason = pl.concat_str([
         pl.when(pl.col("p_lang").is_not_null()).then(pl.format("prompt looks like {}", pl.col("p_lang"))),

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import streamlit as st
 
+from store.documents import SourceContext
 from store.records import Pair, PairRevision
-from store.views import SourceContext
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>$~:=^])")
 
@@ -108,18 +108,14 @@ def short(text: str, n: int = 90) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def not_available(what: str, needs: str) -> None:
-    st.info(f"{what} is not available yet: it needs {needs}.", icon=":material/construction:")
-
-
 BULK_CAP = 50_000
 
 
 def bulk_status(flt, total: int, *, key: str) -> None:
     """Set the status of every pair matching ``flt`` (capped), after an explicit confirmation."""
     from app import state
+    from store import pair_pages
     from store import pairs as pairs_store
-    from store import views
     from store.records import Status
 
     n = min(total, BULK_CAP)
@@ -131,7 +127,7 @@ def bulk_status(flt, total: int, *, key: str) -> None:
     confirm = c2.checkbox(f"Yes, set {n:,} pairs to {target}", key=f"{key}_confirm")
     if st.button(f"Apply to {n:,} pairs", key=f"{key}_apply", disabled=not confirm or n == 0, type="primary"):
         with state.db() as con:
-            ids = views.page_ids(con, flt, limit=BULK_CAP)
+            ids = pair_pages.page_ids(con, flt, limit=BULK_CAP)
             changed = pairs_store.set_status_many(con, ids, target, author=state.user(), comment="bulk action")
         state.bump()
         state.flash(f"{changed:,} pairs set to {target} ({n - changed:,} already were)")
@@ -141,12 +137,13 @@ def bulk_status(flt, total: int, *, key: str) -> None:
         st.rerun()
 
 
-def job_button(label: str, kind: str, args: list[str], *, key: str, help: str | None = None) -> None:
-    """A button that starts ``tuneloop ARGS`` as a background job, and the job's live status."""
+def job_button(label: str, workflow: str, kwargs: dict | None = None, *, key: str, help: str | None = None) -> None:
+    """A button that runs the workflow function ``workflow`` (``workflows.job.JOBS``) as a background
+    job, and the job's live status."""
     from app import jobs, state
 
     if st.button(label, key=key, help=help, icon=":material/play_circle:"):
-        job = jobs.start(state.project(), kind, args, title=f"tuneloop {' '.join(args)}", author=state.user())
+        job = jobs.start_workflow(state.project(), workflow, kwargs, title=label, author=state.user())
         state.put(f"{key}_job", job.id)
     job_id = state.get(f"{key}_job")
     if job_id:

@@ -1,4 +1,5 @@
-"""Background jobs: ``tuneloop`` CLI commands run as child processes, outside any rerun.
+"""Background jobs: workflow functions (``workflows.job``) and ingest/index runners in child
+processes, outside any rerun.
 
 A job is a folder ``<project>/jobs/<id>/`` holding ``job.json`` (command, title, who, when,
 pid), ``log.txt`` (the command's output) and ``rc`` (its exit status, written when it
@@ -123,6 +124,11 @@ def start(project: Project, kind: str, args: list[str], *, title: str, author: s
             "pid": proc.pid}
     (folder / "job.json").write_text(json.dumps(meta))
     return _load(folder)  # type: ignore[return-value]
+
+
+def start_workflow(project: Project, name: str, kwargs: dict | None = None, *, title: str, author: str) -> Job:
+    """Run the workflow function ``workflows.job.JOBS[name](project, **kwargs)`` in a child process."""
+    return start(project, name, [name, json.dumps(kwargs or {})], title=title, author=author, module="workflows.job")
 
 
 def _load(folder: Path) -> Job | None:

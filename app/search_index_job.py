@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import sys
 
-from store import views
+from store import pair_pages
 from store.db import open_project
 
 
 def main() -> int:
     project = open_project(os.environ["TUNELOOP_PROJECT"])
     with project.connect() as con:
-        added = views.ensure_search_index(con)
+        added = pair_pages.ensure_search_index(con)
     print(f"indexed {added:,} revisions for text search")
     return 0
 

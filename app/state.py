@@ -1,6 +1,8 @@
 """The only module that touches ``st.session_state`` and Streamlit caches.
 
-- ``project()`` is the project of this server (``TUNELOOP_PROJECT``), opened once.
+- ``project()`` is the project of this session: the folder picked in it, else the server's
+  ``TUNELOOP_PROJECT``; opened once. The app never creates a project: with none configured
+  (``has_project()`` is False) the router shows how to make or pick one.
 - ``db()`` hands a page a *short-lived* connection for one action. DuckDB admits one
   process per file, so while a CLI command (ingest, a training sync) holds the file the
   page shows "busy, retrying" and waits, then offers a retry, never a raw lock error.
@@ -20,10 +22,9 @@ from typing import Any
 
 import streamlit as st
 
+from store import error_pages, pair_pages
 from store import users as users_store
-from store import views
-from store import warm as warm_store
-from store.db import Project, StoreBusyError, open_project
+from store.db import DB_NAME, Project, StoreBusyError, open_project, resolve_project_dir
 
 BUSY_TIMEOUT_S = float(os.environ.get("TUNELOOP_APP_BUSY_TIMEOUT", "20"))
 WARM_IDLE_S = float(os.environ.get("TUNELOOP_APP_WARM_S", "3"))
@@ -31,11 +32,36 @@ WARM_IDLE_S = float(os.environ.get("TUNELOOP_APP_WARM_S", "3"))
 
 @st.cache_resource(show_spinner=False)
 def _project(root: str) -> Project:
-    return open_project(root, create=True)
+    return open_project(root)  # never create=True: only a user's command makes a project
+
+
+def project_root() -> str | None:
+    """The folder this session works on: the one picked in it, else ``TUNELOOP_PROJECT``; None if neither."""
+    return st.session_state.get("project_root") or os.environ.get("TUNELOOP_PROJECT") or None
+
+
+def has_project() -> bool:
+    """Whether ``project_root()`` names an existing tuneloop project."""
+    root = project_root()
+    return root is not None and Project(resolve_project_dir(root)).exists()
+
+
+def choose_project(folder: str) -> str | None:
+    """Work on the existing project ``folder`` in this session; returns why not, or None when done."""
+    if not folder.strip():
+        return "Enter the path of a project folder."
+    root = resolve_project_dir(folder.strip())
+    if not Project(root).exists():
+        return (f"{root} is not a tuneloop project (it has no {DB_NAME}). Create one with "
+                f"tuneloop init or tuneloop sample --project, then open it.")
+    st.session_state["project_root"] = str(root)
+    return None
 
 
 def project() -> Project:
-    root = st.session_state.get("project_root") or os.environ.get("TUNELOOP_PROJECT") or ".tuneloop/sample"
+    root = project_root()
+    if root is None:
+        raise FileNotFoundError("no tuneloop project is configured (TUNELOOP_PROJECT) or picked in this session")
     st.session_state["project_root"] = root
     return _project(root)
 
@@ -45,12 +71,12 @@ def db(warm: bool = True) -> Iterator[Any]:
     """A connection for one action; waits politely while another process writes the project.
 
     ``warm``: keep the database instance open a few seconds after this user action
-    (store/warm.py), so the next rerun does not re-read it from disk. Polling fragments pass
+    (``Project.hold_warm``), so the next rerun does not re-read it from disk. Polling fragments pass
     ``warm=False`` so an open page never keeps the file from CLI commands.
     """
     p = project()
     if warm:
-        warm_store.hold(p, idle_s=WARM_IDLE_S)
+        p.hold_warm(idle_s=WARM_IDLE_S)
     try:
         cm = p.connect(timeout=0.25)
         con = cm.__enter__()
@@ -116,12 +142,37 @@ def bump() -> None:
 @st.cache_data(ttl=30, show_spinner=False, max_entries=64)
 def _facets(root: str, version: int) -> dict[str, Any]:
     with _project(root).connect() as con:
-        return views.facets(con)
+        return pair_pages.facets(con)
 
 
 def facets() -> dict[str, Any]:
     project()
     return _facets(st.session_state["project_root"], bump_count())
+
+
+# Error aggregates are keyed on ``error_pages.labels_version`` (row counts of the append-only
+# label and taxonomy tables), so a label written by any process (a CLI `errors auto`, another
+# session) recomputes them, and a rerun with nothing new is answered from the cache.
+@st.cache_data(show_spinner=False, max_entries=64)
+def _error_overview(_con: Any, root: str, psid: str, version: tuple) -> tuple[Any, int, int]:
+    return error_pages.error_overview(_con, psid)
+
+
+def error_overview(con: Any, psid: str) -> tuple[Any, int, int]:
+    """``store.error_pages.error_overview``, cached while the project's labels stay the same."""
+    project()
+    return _error_overview(con, st.session_state["project_root"], psid, error_pages.labels_version(con))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _error_examples(_con: Any, root: str, psid: str, version: tuple, **kw: Any) -> Any:
+    return error_pages.error_examples(_con, psid, **kw)
+
+
+def error_examples(con: Any, psid: str, **kw: Any) -> Any:
+    """``store.error_pages.error_examples``, cached while the project's labels stay the same."""
+    project()
+    return _error_examples(con, st.session_state["project_root"], psid, error_pages.labels_version(con), **kw)
 
 
 # ---------------------------------------------------------------- identity

@@ -34,7 +34,7 @@ from ingest.generators import Generator, Source, create
 from ingest.workers import ParseOptions, Task, parse_all, prestart
 from store import documents as docs_store
 from store import pairs as pairs_store
-from store.db import Project
+from store.db import Project, atomic
 from store.ids import pair_content
 from store.records import Document, Element, NewPair
 
@@ -261,8 +261,7 @@ def _write_batch(con: Any, batch: list[_Ready], author: str) -> None:
     failure leaves nothing half-written; the writer retries a failed group one document per
     transaction, so one bad document cannot take others down with it.
     """
-    con.begin()
-    try:
+    with atomic(con):
         fresh = [r for r in batch if not r.is_stored]
         stored = docs_store.insert_many(con, [(r.doc, r.elements) for r in fresh], author=author)
         chunks = list({c.id: c for r in batch for c in r.chunks}.values())
@@ -279,10 +278,6 @@ def _write_batch(con: Any, batch: list[_Ready], author: str) -> None:
             news.append(n)
         if rows:
             pairs_store.insert_rows(con, pairs_store.rows_to_arrow(rows))
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     as_stored = dict(zip((id(r) for r in fresh), stored))
     for r, n in zip(batch, news):
         r.result.pairs_new = n

@@ -15,13 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 import pyarrow.parquet as pq
 
 from ingest.datasets import FileFormatError, RecordError, detect_format, iter_records, normalise
+from store import imports as imports_store
 from store import pairs as pairs_store
 from store.db import Project
-from store.ids import event_id
 from store.records import Provenance
 
 BATCH_ROWS = 20_000
@@ -48,6 +47,11 @@ class FileResult:
     skipped: int = 0
     errors: list[LineError] = field(default_factory=list)
     fatal: str | None = None
+    # ``existing`` split up: rows whose pair was stored before / repeats of an earlier row of
+    # this file, and the first few of them as (line, pair id, stored before)
+    in_project: int = 0
+    repeats: int = 0
+    collided: list[tuple[int | None, str, bool]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -59,9 +63,11 @@ Progress = Callable[[int], None]
 
 def _stage(
     path: Path, fmt: str, *, encoding: str, mapping: dict[str, str] | None, author: str, status: str,
-    out: Path, result: FileResult, progress: Progress | None,
+    out: Path, result: FileResult, progress: Progress | None, tags: Sequence[str] = (), split: str | None = None,
 ) -> int:
-    """Parse ``path`` into batch rows written to ``out`` (Parquet); return rows staged."""
+    """Parse ``path`` into batch rows written to ``out`` (Parquet); return rows staged.
+
+    ``tags`` join every row's own tags; ``split`` replaces every row's split."""
     writer: pq.ParquetWriter | None = None
     buf: list[dict] = []
     staged = 0
@@ -89,7 +95,8 @@ def _stage(
                 continue
             buf.append(
                 pairs_store.batch_row(
-                    norm.content, tags=norm.tags, split=norm.split, status=status, author=author,
+                    norm.content, tags=list(dict.fromkeys([*norm.tags, *tags])), split=split or norm.split,
+                    status=status, author=author,
                     provenance=Provenance(generator=f"import:{fmt}", source_uri=uri, source_line=line),
                 )
             )
@@ -116,8 +123,15 @@ def import_file(
     mapping: dict[str, str] | None = None,
     author: str = "import",
     status: str = "pending",
+    tags: Sequence[str] = (),
+    split: str | None = None,
     progress: Progress | None = None,
 ) -> FileResult:
+    """Import one file in one transaction. New pairs get ``status``, the file's tags plus ``tags``,
+    and ``split`` (else the file's split column). A row whose content is already a pair adds
+    nothing and changes nothing: ``FileResult.in_project`` / ``repeats`` / ``collided`` say which."""
+    if split is not None and split not in ("train", "eval"):
+        raise ValueError(f"split {split!r}: expected train or eval")
     p = Path(path)
     result = FileResult(path=str(p))
     try:
@@ -133,15 +147,18 @@ def import_file(
         with tempfile.TemporaryDirectory(dir=project.cache_dir, prefix="import-") as tmp:
             staged_path = Path(tmp) / "batch.parquet"
             staged = _stage(p, fmt, encoding=encoding, mapping=mapping, author=author, status=status,
-                            out=staged_path, result=result, progress=progress)
+                            out=staged_path, result=result, progress=progress, tags=tags, split=split)
             if result.rows == 0:
                 raise FileFormatError(f"{p}: no records found (empty file or header only)")
             with project.transaction() as con:
+                if staged:
+                    col = pairs_store.batch_collisions(con, str(staged_path))
+                    result.in_project, result.repeats, result.collided = col.in_project, col.repeats, col.examples
                 new = pairs_store.insert_rows(con, str(staged_path)) if staged else 0
-                con.execute(
-                    "INSERT INTO import_batches VALUES (?, ?, ?, ?, ?, ?, ?::JSON, ?, ?)",
-                    [event_id("i_"), str(p), fmt, result.rows, new, result.skipped,
-                     _errors_json(result.errors[:100]), author, pairs_store.now()],
+                imports_store.record_batch(
+                    con, uri=str(p), fmt=fmt, n_rows=result.rows, n_new=new, n_skipped=result.skipped,
+                    errors=[{"line": e.line, "field": e.field, "message": e.message} for e in result.errors[:100]],
+                    author=author,
                 )
             result.new = new
             result.existing = staged - new
@@ -150,10 +167,6 @@ def import_file(
     except UnicodeDecodeError as exc:
         result.fatal = f"{p}: not valid {encoding} ({exc.reason}); re-save as UTF-8 or pass --encoding"
     return result
-
-
-def _errors_json(errors: Sequence[LineError]) -> str:
-    return orjson.dumps([{"line": e.line, "field": e.field, "message": e.message} for e in errors]).decode()
 
 
 def import_files(project: Project, paths: Sequence[str | os.PathLike[str]], fmt: str | None = None, **kw) -> list[FileResult]:

@@ -38,6 +38,7 @@ CONVERTED_NAME = "SmolLM2-135M-Instruct"
 _chat_cache: dict[tuple[str, str], ChatModel] = {}
 _chat_lock = threading.Lock()
 _threads_done = False
+_default_threads: int | None = None
 
 
 # ------------------------------------------------------------------ locations
@@ -140,29 +141,74 @@ def resolve(name: str | None) -> str:
 # ------------------------------------------------------------------ devices and precision
 
 
-def configure_threads(n: int | None = None) -> int:
-    """Set torch's CPU threads: ``n``, else ``TUNELOOP_THREADS``, else auto.
+def auto_threads(load1: float | None, cores: int, default: int, own: int = 0) -> int:
+    """The automatic CPU thread count: as many of ``default`` (torch's own choice) as there are
+    cores the rest of the machine leaves free, at least one.
 
-    Auto keeps torch's default unless the machine is oversubscribed (1-minute load above the
-    core count): then one thread, because OpenMP threads that wait for a busy core spin and
-    measured 3x slower than a single thread on a loaded 2-core box.
+    ``load1`` is the 1-minute load average (None: unknown, then ``default``) and ``own`` the
+    threads this process runs now, its own share of that load. Fewer threads, because OpenMP
+    threads that wait for a busy core spin: on a loaded 2-core box two threads measured 3x slower
+    than one.
+    """
+    if load1 is None:
+        return max(1, default)
+    others = max(0.0, load1 - own)
+    return max(1, min(default, int(cores - others + 0.5)))
+
+
+def _load1() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _torch_default_threads() -> int:
+    """torch's thread count before tuneloop changed it (its choice for this machine)."""
+    import torch
+
+    global _default_threads
+    if _default_threads is None:
+        _default_threads = torch.get_num_threads()
+    return _default_threads
+
+
+def _explicit_threads() -> int:
+    with contextlib.suppress(ValueError):
+        return int(os.environ.get("TUNELOOP_THREADS", "0"))
+    return 0
+
+
+def configure_threads(n: int | None = None) -> int:
+    """Set torch's CPU threads: ``n``, else ``TUNELOOP_THREADS``, else ``auto_threads`` for the
+    load now. Auto runs once per process; ``retune_threads`` re-chooses later.
     """
     import torch
 
     global _threads_done
+    default = _torch_default_threads()
     if not n and _threads_done:
         return torch.get_num_threads()
     _threads_done = True
-    if not n:
-        with contextlib.suppress(ValueError):
-            n = int(os.environ.get("TUNELOOP_THREADS", "0"))
-    if not n and hasattr(os, "getloadavg"):
-        with contextlib.suppress(OSError):
-            if os.getloadavg()[0] > (os.cpu_count() or 1):
-                n = 1
-    if n:
-        torch.set_num_threads(max(1, int(n)))
+    n = n or _explicit_threads() or auto_threads(_load1(), os.cpu_count() or 1, default)
+    torch.set_num_threads(max(1, int(n)))
     return torch.get_num_threads()
+
+
+def retune_threads(explicit: int | None = None, own: int | None = None) -> int | None:
+    """Re-choose the automatic thread count for the load now. ``own``: this process's share of
+    the load (default: its current thread count, as when it has been busy). Returns the new count
+    when it changed, else None; an explicit count (``explicit``, ``TUNELOOP_THREADS``) stays."""
+    import torch
+
+    if explicit or _explicit_threads():
+        return None
+    current = torch.get_num_threads()
+    n = auto_threads(_load1(), os.cpu_count() or 1, _torch_default_threads(), own=current if own is None else own)
+    if n == current:
+        return None
+    torch.set_num_threads(n)
+    return n
 
 
 def pick_device(device: str | None = None) -> str:

@@ -29,11 +29,11 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from store.db import frame, scalar
+from store.db import atomic, frame, scalar
 from store.filters import compile_filter
 from store.ids import event_id
 from store.pairs import now, set_status_many
-from store.records import DuplicateCluster, SliceFilter, Status
+from store.records import DuplicateCluster, Pair, SliceFilter, Status
 
 _FROM = "pairs p JOIN pair_revisions r ON r.id = p.head_revision_id"
 
@@ -70,8 +70,7 @@ def save_duplicate_clusters(
     clusters = members.group_by("cluster_id", "kind", "kept_pair_id").agg(size=pl.len()).with_columns(
         params=pl.lit(orjson.dumps(params).decode())
     )
-    con.begin()
-    try:
+    with atomic(con):
         _register(con, "_kinds", pa.table({"kind": list(kinds)}))
         con.execute(
             """CREATE OR REPLACE TEMP TABLE _old AS SELECT id FROM duplicate_clusters
@@ -103,11 +102,7 @@ def save_duplicate_clusters(
             con.execute(f"DROP TABLE {t}")
         for t in ("_kinds", "_clusters", "_members"):
             con.unregister(t)
-        con.commit()
         return out
-    except BaseException:
-        con.rollback()
-        raise
 
 
 def duplicate_members(
@@ -188,8 +183,7 @@ def save_signals(
     ``signals`` has revision_id, pair_id, name, version, score, flagged, reason, details (JSON text).
     """
     ts = now()
-    con.begin()
-    try:
+    with atomic(con):
         _register(con, "_revs", pa.table({"rid": pa.array(list(revision_ids), pa.string())}))
         _register(con, "_names", pa.table({"name": pa.array(list(names), pa.string())}))
         con.execute(
@@ -212,11 +206,7 @@ def save_signals(
             con.unregister("_sig")
         con.unregister("_revs")
         con.unregister("_names")
-        con.commit()
         return n
-    except BaseException:
-        con.rollback()
-        raise
 
 
 def signal_summary(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -287,8 +277,7 @@ def save_embeddings(
     tbl = pa.table({"revision_id": pa.array(list(revision_ids), pa.string()),
                     "vector": pa.ListArray.from_arrays(offsets, flat)})
     ts = now()
-    con.begin()
-    try:
+    with atomic(con):
         _register(con, "_emb", tbl)
         before = int(scalar(con, "SELECT count(*) FROM embeddings WHERE model = ? AND field = ?", [model, field]))
         con.execute(
@@ -300,11 +289,7 @@ def save_embeddings(
         )
         after = int(scalar(con, "SELECT count(*) FROM embeddings WHERE model = ? AND field = ?", [model, field]))
         con.unregister("_emb")
-        con.commit()
         return after - before
-    except BaseException:
-        con.rollback()
-        raise
 
 
 def load_embeddings(
@@ -360,8 +345,7 @@ def save_clustering(
     (revision_id, pair_id, cluster, x, y). Returns its id."""
     cid = event_id("cl_")
     ts = now()
-    con.begin()
-    try:
+    with atomic(con):
         con.execute("INSERT INTO clusterings VALUES (?, ?, ?, ?::JSON, ?)",
                     [cid, model, int(k), orjson.dumps(params).decode(), ts])
         _register(con, "_topics", topics.select("cluster", "name", "keywords", "size"))
@@ -378,11 +362,7 @@ def save_clustering(
         )
         con.unregister("_topics")
         con.unregister("_assign")
-        con.commit()
         return cid
-    except BaseException:
-        con.rollback()
-        raise
 
 
 def latest_clustering_id(con: duckdb.DuckDBPyConnection) -> str | None:
@@ -420,4 +400,68 @@ def slice_split_frame(con: duckdb.DuckDBPyConnection, slice_id: str) -> pl.DataF
            FROM slice_items i JOIN pair_revisions r ON r.id = i.revision_id JOIN pairs p ON p.id = i.pair_id
            WHERE i.slice_id = ? ORDER BY i.position""",
         [slice_id],
+    )
+
+
+# ------------------------------------------------------------------------------ pages for the app
+
+
+def pair_signals(con: duckdb.DuckDBPyConnection, pair: Pair) -> list[tuple[str, float, bool, str]]:
+    """(signal name, score, flagged, reason) of the pair's head revision, flagged first."""
+    rows = con.execute(
+        """SELECT name, score, flagged, reason FROM quality_signals WHERE revision_id = ?
+           ORDER BY flagged DESC, name""",
+        [pair.head_revision_id],
+    ).fetchall()
+    return [(r[0], float(r[1]), bool(r[2]), r[3]) for r in rows]
+
+
+def pair_duplicates(con: duckdb.DuckDBPyConnection, pair_id: str) -> list[tuple[str, str, str, float]]:
+    """(cluster id, kind, kept pair id, similarity) of the duplicate clusters the pair is in."""
+    rows = con.execute(
+        """SELECT c.id, c.kind, c.kept_pair_id, m.similarity FROM duplicate_members m
+           JOIN duplicate_clusters c ON c.id = m.cluster_id WHERE m.pair_id = ? ORDER BY c.kind""",
+        [pair_id],
+    ).fetchall()
+    return [(r[0], r[1], r[2], float(r[3])) for r in rows]
+
+
+def duplicate_kinds(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
+    """(kind, clusters) of the stored duplicate clusters."""
+    return [(r[0], int(r[1])) for r in con.execute(
+        "SELECT kind, count(*) FROM duplicate_clusters GROUP BY kind ORDER BY kind").fetchall()]
+
+
+def cluster_count(con: duckdb.DuckDBPyConnection, kind: str | None = None, resolution: str | None = None) -> int:
+    return int(scalar(
+        con,
+        "SELECT count(*) FROM duplicate_clusters WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR resolution = ?)",
+        [kind, kind, resolution, resolution],
+    ))
+
+
+def clusters_page(
+    con: duckdb.DuckDBPyConnection, *, kind: str | None = None, resolution: str | None = None,
+    limit: int = 10, offset: int = 0,
+) -> pl.DataFrame:
+    """A page of duplicate clusters (largest first) as a frame, without their members."""
+    return frame(
+        con,
+        """SELECT id, kind, kept_pair_id, size, resolution, params::VARCHAR AS params, created_at
+           FROM duplicate_clusters WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR resolution = ?)
+           ORDER BY size DESC, created_at, id LIMIT ? OFFSET ?""",
+        [kind, kind, resolution, resolution, int(limit), int(offset)],
+    )
+
+
+def cluster_members(con: duckdb.DuckDBPyConnection, cluster_id: str, limit: int = 20) -> pl.DataFrame:
+    """Members of one cluster (kept one first) with their head text and status."""
+    return frame(
+        con,
+        """SELECT m.pair_id, m.similarity, m.is_kept, p.status, p.version, r.instruction, r.input, r.response,
+                  coalesce(nullif(p.source_uri, ''), p.document_id, '') AS source
+           FROM duplicate_members m JOIN pairs p ON p.id = m.pair_id
+           JOIN pair_revisions r ON r.id = p.head_revision_id
+           WHERE m.cluster_id = ? ORDER BY m.is_kept DESC, m.similarity DESC, m.pair_id LIMIT ?""",
+        [cluster_id, int(limit)],
     )

@@ -10,14 +10,34 @@ files through their run folder and never open the database.
 
 Inside one process several threads may connect at once: DuckDB shares one instance per
 file, and each ``connect`` returns its own connection, so no connection crosses threads.
+
+Transactions: every unit of work that writes more than one row goes through ``atomic(con)``
+(``Project.transaction`` is ``connect`` + ``atomic``). There are no savepoints: an ``atomic``
+block entered while the connection is already inside one *joins* it, so a store function
+that is atomic on its own composes into a caller's larger transaction, and the outermost
+block alone commits or rolls back. DuckDB does not report whether a connection is inside a
+transaction (and a failed BEGIN aborts the open one), so ``atomic`` tracks the connections
+it opened a transaction on; nothing else may call ``begin``/``commit``/``rollback``.
+
+Keeping the instance warm: DuckDB drops its in-process instance (catalog, buffer pool) when
+the last connection to a file closes, so an app that opens a connection per action would
+re-read the database from disk on every rerun (tens of milliseconds at 100K pairs, far more
+at 1M). ``Project.hold_warm`` keeps one idle connection open for ``idle_s`` seconds after the
+last call; later connections in the same process share the warm instance. When the app is
+idle the connection is closed, so a CLI command (ingest, a training sync) can take the file.
+Polling code (progress fragments) must not hold the project warm, or an open page would keep
+the file locked forever.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import random
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,6 +80,70 @@ _open_locks_guard = threading.Lock()
 def _open_lock(path: str) -> threading.Lock:
     with _open_locks_guard:
         return _open_locks.setdefault(path, threading.Lock())
+
+
+# The connections inside an ``atomic`` block (weak: a closed, dropped connection leaves).
+_in_transaction: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, bool] = weakref.WeakKeyDictionary()
+_in_transaction_guard = threading.Lock()
+
+
+@contextmanager
+def atomic(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One transaction around the block: commit at the end, roll back on any exception.
+
+    Inside another ``atomic`` block on the same connection this joins the outer transaction
+    (no savepoint): the outermost block commits or rolls back everything, so a function that
+    is atomic when called alone stays correct when a caller makes it part of a larger unit.
+    """
+    with _in_transaction_guard:
+        joined = con in _in_transaction
+        if not joined:
+            _in_transaction[con] = True
+    if joined:
+        yield con
+        return
+    try:
+        con.begin()
+        try:
+            yield con
+            con.commit()
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has already rolled back
+                con.rollback()
+            raise
+    finally:
+        with _in_transaction_guard:
+            _in_transaction.pop(con, None)
+
+
+# Warm instances (see the module docstring): path -> (idle connection, time of the last hold).
+_warm_guard = threading.Lock()
+_warm: dict[str, tuple[duckdb.DuckDBPyConnection, float]] = {}
+_warm_reaper: threading.Thread | None = None
+
+
+def _reap_warm(idle_s: float) -> None:
+    global _warm_reaper
+    while True:
+        time.sleep(min(0.5, idle_s / 2))
+        with _warm_guard:
+            now = time.monotonic()
+            for path in [k for k, (_, last) in _warm.items() if now - last >= idle_s]:
+                _warm.pop(path)[0].close()  # no local keeps the closed connection alive
+            if not _warm:
+                _warm_reaper = None
+                return
+
+
+def release_warm(project: Project | None = None) -> None:
+    """Close the warm connection of ``project`` now (of every project when None)."""
+    with _warm_guard:
+        for path in list(_warm):
+            if project is None or path == str(project.db_path):
+                _warm.pop(path)[0].close()
+
+
+atexit.register(release_warm)
 
 
 @dataclass(frozen=True)
@@ -129,15 +213,39 @@ class Project:
 
     @contextmanager
     def transaction(self, timeout: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection inside BEGIN/COMMIT; any exception rolls the whole unit back."""
-        with self.connect(timeout) as con:
-            con.begin()
+        """A connection inside one ``atomic`` transaction; any exception rolls the whole unit back."""
+        with self.connect(timeout) as con, atomic(con):
+            yield con
+
+    def hold_warm(self, idle_s: float = 3.0) -> bool:
+        """Keep this database's instance open (warm) until ``idle_s`` seconds after the last call.
+
+        Returns False, holding nothing, when another process has the file right now.
+        """
+        global _warm_reaper
+        path = str(self.db_path)
+        with _warm_guard:
+            if path in _warm:
+                _warm[path] = (_warm[path][0], time.monotonic())
+                return True
             try:
-                yield con
-            except BaseException:
-                con.rollback()
+                with _open_lock(path):
+                    con = duckdb.connect(path)
+            except duckdb.IOException as exc:
+                if _is_lock_error(exc):
+                    return False
                 raise
-            con.commit()
+            _warm[path] = (con, time.monotonic())
+            del con
+            if _warm_reaper is None:
+                _warm_reaper = threading.Thread(target=_reap_warm, args=(idle_s,), daemon=True,
+                                                name="tuneloop-warm-db")
+                _warm_reaper.start()
+        return True
+
+    def is_warm(self) -> bool:
+        with _warm_guard:
+            return str(self.db_path) in _warm
 
 
 def retry_on_conflict(fn, attempts: int = 8):

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +22,8 @@ import polars as pl
 import pyarrow as pa
 
 from store.db import frame, one, scalar
-from store.records import Chunk, Document, Element
+from store.records import Chunk, Document, Element, Pair
+from store.refs import ambiguous, matches
 
 _DOC_COLS = "id, uri, name, filetype, size_bytes, n_pages, title, text, previous_id, metadata, created_at"
 
@@ -212,15 +214,19 @@ def count(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def find(con: duckdb.DuckDBPyConnection, key: str) -> Document | None:
-    """A document by full id, unique id prefix, or uri (newest version)."""
+    """A document by full id, unique id prefix, or uri (newest version); None when nothing matches.
+
+    A prefix that several ids start with raises ``store.refs.AmbiguousId`` listing them."""
     doc = get(con, key)
     if doc:
         return doc
-    rows = con.execute("SELECT id FROM documents WHERE starts_with(id, ?) LIMIT 2", [key]).fetchall()
-    if len(rows) == 1:
-        return get(con, rows[0][0])
     latest = latest_for_uri(con, key)
-    return get(con, latest) if latest else None
+    if latest:
+        return get(con, latest)
+    ids = matches(con, "document", key)
+    if len(ids) > 1:
+        raise ambiguous("document", key, ids)
+    return get(con, ids[0]) if ids else None
 
 
 def pairs_frame(con: duckdb.DuckDBPyConnection, document_id: str) -> pl.DataFrame:
@@ -230,3 +236,38 @@ def pairs_frame(con: duckdb.DuckDBPyConnection, document_id: str) -> pl.DataFram
                p.element_ids, r.instruction, r.response
         FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id
         WHERE p.document_id = ? ORDER BY p.char_start NULLS LAST, p.generator, p.id""", [document_id])
+
+
+# ---------------------------------------------------------------- provenance
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    document_id: str
+    name: str
+    uri: str
+    title: str
+    page: int | None
+    before: str
+    span: str
+    after: str
+
+
+def source_context(con: duckdb.DuckDBPyConnection, pair: Pair, margin: int = 700) -> SourceContext | None:
+    """The pair's source span with ``margin`` characters either side (sliced in SQL)."""
+    pv = pair.provenance
+    if not pv.document_id:
+        return None
+    s = max(0, int(pv.char_start or 0))
+    e = max(s, int(pv.char_end if pv.char_end is not None else s))
+    b0 = max(0, s - margin)
+    row = one(
+        con,
+        """SELECT id, name, uri, title, substr(text, ? + 1, ?), substr(text, ? + 1, ?), substr(text, ? + 1, ?)
+           FROM documents WHERE id = ?""",
+        [b0, s - b0, s, e - s, e, margin, pv.document_id],
+    )
+    if row is None:
+        return None
+    return SourceContext(document_id=row[0], name=row[1], uri=row[2], title=row[3], page=pv.page,
+                         before=row[4] or "", span=row[5] or "", after=row[6] or "")

@@ -28,10 +28,11 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from store.db import ConflictError, frame, one, scalar
+from store.db import ConflictError, atomic, frame, one, scalar
 from store.ids import event_id
 from store.pairs import _messages, append_revision, now
 from store.records import ErrorCategory, ErrorLabel, Prediction, PreferencePair, Status
+from store.refs import NoSuchId, ambiguous, matches
 
 DECISIONS = ("confirmed", "rejected")
 
@@ -83,54 +84,38 @@ def ensure_categories(
     con: duckdb.DuckDBPyConnection, defaults: Sequence[tuple[str, str, str]], author: str = "system"
 ) -> int:
     """Add the default categories a fresh project lacks (by id); idempotent. Returns how many."""
-    con.begin()
-    try:
+    with atomic(con):
         have = {r[0] for r in con.execute("SELECT id FROM error_categories").fetchall()}
         n = 0
         for cid, name, desc in defaults:
             if cid not in have:
                 _insert_category(con, cid, name, desc, author, default=True)
                 n += 1
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return n
 
 
 def add_category(con: duckdb.DuckDBPyConnection, cid: str, name: str, *, description: str = "",
                  author: str) -> ErrorCategory:
-    con.begin()
-    try:
+    with atomic(con):
         _insert_category(con, cid, name, description, author)
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return get_category(con, cid)
 
 
 def rename_category(con: duckdb.DuckDBPyConnection, cid: str, new_name: str, *, author: str) -> ErrorCategory:
-    con.begin()
-    try:
+    with atomic(con):
         old = get_category(con, cid)
         if not new_name.strip():
             raise ValueError("the new name is empty")
         _check_name_free(con, new_name, except_id=cid)
         con.execute("UPDATE error_categories SET name = ? WHERE id = ?", [new_name.strip(), cid])
         _event(con, "rename", {"id": cid, "from": old.name, "to": new_name.strip()}, author)
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return get_category(con, cid)
 
 
 def merge_categories(con: duckdb.DuckDBPyConnection, sources: Sequence[str], target: str, *,
                      author: str) -> ErrorCategory:
     """Point every source at ``target`` and deactivate it; labels are resolved through it when read."""
-    con.begin()
-    try:
+    with atomic(con):
         tgt = get_category(con, target)
         if not tgt.active:
             raise ValueError(f"cannot merge into {tgt.name!r}: it is no longer active")
@@ -144,10 +129,6 @@ def merge_categories(con: duckdb.DuckDBPyConnection, sources: Sequence[str], tar
             counts[src.id] = scalar(con, "SELECT count(*) FROM error_labels WHERE category_id = ?", [src.id])
             con.execute("UPDATE error_categories SET merged_into = ?, active = false WHERE id = ?", [tgt.id, src.id])
         _event(con, "merge", {"sources": list(sources), "into": tgt.id, "label_rows": counts}, author)
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return get_category(con, target)
 
 
@@ -168,8 +149,7 @@ def split_category(
     bad = sorted({v for v in assign.values() if v not in child_ids})
     if bad:
         raise ValueError(f"assignments name {bad}, which are not among the new categories {child_ids}")
-    con.begin()
-    try:
+    with atomic(con):
         parent = get_category(con, cid)
         if not parent.active:
             raise ValueError(f"{parent.name!r} was already merged or split")
@@ -193,10 +173,6 @@ def split_category(
         con.unregister("_assign")
         _event(con, "split", {"id": cid, "into": child_ids, "default": child_ids[0],
                               "assigned": len(assign), "label_rows": n}, author)
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return [get_category(con, c) for c in child_ids]
 
 
@@ -232,8 +208,7 @@ def add_auto_labels(con: duckdb.DuckDBPyConnection, proposals: pl.DataFrame, *, 
         raise ValueError(f"proposals name unknown categories {unknown}; add them to the taxonomy first")
     df = proposals.select("prediction_id", "category_id", "detector", "confidence", "evidence")
     ts = now()
-    con.begin()
-    try:
+    with atomic(con):
         con.register("_props", df.to_arrow())
         before = scalar(con, "SELECT count(*) FROM error_labels")
         con.execute(
@@ -248,10 +223,6 @@ def add_auto_labels(con: duckdb.DuckDBPyConnection, proposals: pl.DataFrame, *, 
         )
         added = scalar(con, "SELECT count(*) FROM error_labels") - before
         con.unregister("_props")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return int(added)
 
 
@@ -272,27 +243,17 @@ def _human_row(con, prediction_id: str, category_id: str, decision: str, author:
 def review(con: duckdb.DuckDBPyConnection, prediction_id: str, category_id: str, decision: str, *,
            author: str, comment: str = "") -> str:
     """A reviewer confirms or rejects a category on a prediction (a new label row)."""
-    con.begin()
-    try:
+    with atomic(con):
         lid = _human_row(con, prediction_id, category_id, decision, author, comment)
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return lid
 
 
 def change_category(con: duckdb.DuckDBPyConnection, prediction_id: str, old: str, new: str, *,
                     author: str, comment: str = "") -> tuple[str, str]:
     """Reject ``old`` and confirm ``new`` on one prediction, in one transaction."""
-    con.begin()
-    try:
+    with atomic(con):
         a = _human_row(con, prediction_id, old, "rejected", author, comment or f"changed to {new}")
         b = _human_row(con, prediction_id, new, "confirmed", author, comment or f"changed from {old}")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return a, b
 
 
@@ -306,46 +267,64 @@ def label_history(con: duckdb.DuckDBPyConnection, prediction_id: str) -> list[Er
                        confidence=r[6], evidence=r[7], author=r[8], created_at=r[9]) for r in rows]
 
 
-def current_labels(con: duckdb.DuckDBPyConnection, prediction_set_id: str, *,
-                   include_rejected: bool = False) -> pl.DataFrame:
-    """One row per (prediction, resolved category): the newest human decision, else the strongest
-    automatic proposal. Columns: prediction_id, pair_id, category_id, category, state
-    (proposed/confirmed/rejected), source, detector, confidence, evidence, auto_detector,
-    auto_confidence, auto_evidence, reviewer."""
-    keep = "" if include_rejected else "WHERE state <> 'rejected'"
-    return frame(
-        con,
-        _RESOLVE + f""",
+def current_labels_sql(scope: str = "set") -> str:
+    """The one definition of a *current* error label, as CTEs ending in ``cur``.
+
+    One row of ``cur`` per (prediction, resolved active category): the newest human decision
+    if there is one, else the strongest automatic proposal (confidence, then newest). Every
+    read of current labels (``current_labels``, the Errors page's aggregates and pages in
+    ``store.error_pages``) selects from ``cur``, so they cannot disagree. Columns:
+    prediction_id, pair_id, category_id, state (proposed/confirmed/rejected), source (auto or
+    human: who decided the state), detector, confidence (1.0 once a human decided), evidence,
+    auto_detector, auto_confidence, auto_evidence (the strongest proposal, NULL without one),
+    reviewer. The CTEs ``res`` (category -> merge root) and ``lab`` (the scoped label rows)
+    are visible too.
+
+    ``scope`` names the one bound parameter: ``"set"`` a prediction set id, ``"prediction"``
+    one prediction id; ``"all"`` (every prediction of the project) binds none.
+    """
+    where = {"set": "x.prediction_set_id = ?", "prediction": "l.prediction_id = ?", "all": "true"}[scope]
+    return _RESOLVE + f""",
         lab AS (
             SELECT l.*, x.pair_id, res.root AS rcat
             FROM error_labels l JOIN predictions x ON x.id = l.prediction_id
             JOIN res ON res.cid = l.category_id
             JOIN error_categories rc ON rc.id = res.root AND rc.active
-            WHERE x.prediction_set_id = ?
+            WHERE {where}
         ),
-        human AS (
-            SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY prediction_id, rcat
-                                                         ORDER BY created_at DESC, id DESC) AS rn
-                           FROM lab WHERE source = 'human') WHERE rn = 1
-        ),
-        auto AS (
-            SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY prediction_id, rcat
-                                                         ORDER BY confidence DESC, created_at DESC, id) AS rn
-                           FROM lab WHERE source <> 'human') WHERE rn = 1
+        pick AS (
+            -- per (prediction, category): the newest human row, and the strongest automatic one
+            -- (highest confidence, then newest, then lowest id), in one pass over the labels
+            SELECT prediction_id, rcat, any_value(pair_id) AS pair_id,
+                   arg_max(struct_pack(decision := decision, detector := detector, evidence := evidence, author := author),
+                           (created_at, id)) FILTER (WHERE source = 'human') AS h,
+                   arg_min(struct_pack(detector := detector, confidence := confidence, evidence := evidence),
+                           (-confidence, -epoch_us(created_at), id)) FILTER (WHERE source <> 'human') AS a
+            FROM lab GROUP BY prediction_id, rcat
         ),
         cur AS (
-            SELECT coalesce(h.prediction_id, a.prediction_id) AS prediction_id,
-                   coalesce(h.pair_id, a.pair_id) AS pair_id,
-                   coalesce(h.rcat, a.rcat) AS category_id,
+            SELECT prediction_id, pair_id, rcat AS category_id,
                    coalesce(h.decision, 'proposed') AS state,
-                   CASE WHEN h.id IS NULL THEN 'auto' ELSE 'human' END AS source,
+                   CASE WHEN h IS NULL THEN 'auto' ELSE 'human' END AS source,
                    coalesce(h.detector, a.detector) AS detector,
-                   CASE WHEN h.id IS NULL THEN a.confidence ELSE 1.0 END AS confidence,
+                   CASE WHEN h IS NULL THEN a.confidence ELSE 1.0 END AS confidence,
                    coalesce(nullif(h.evidence, ''), a.evidence, '') AS evidence,
                    a.detector AS auto_detector, a.confidence AS auto_confidence, a.evidence AS auto_evidence,
                    h.author AS reviewer
-            FROM auto a FULL OUTER JOIN human h ON h.prediction_id = a.prediction_id AND h.rcat = a.rcat
-        )
+            FROM pick
+        )"""
+
+
+def current_labels(con: duckdb.DuckDBPyConnection, prediction_set_id: str, *,
+                   include_rejected: bool = False) -> pl.DataFrame:
+    """One row per (prediction, resolved category) of ``current_labels_sql``, with the category's
+    name: prediction_id, pair_id, category_id, state, source, detector, confidence, evidence,
+    auto_detector, auto_confidence, auto_evidence, reviewer, category. Rejected ones only with
+    ``include_rejected``."""
+    keep = "" if include_rejected else "WHERE state <> 'rejected'"
+    return frame(
+        con,
+        current_labels_sql("set") + f"""
         SELECT cur.*, c.name AS category FROM cur JOIN error_categories c ON c.id = cur.category_id
         {keep} ORDER BY prediction_id, category_id""",
         [prediction_set_id],
@@ -400,6 +379,35 @@ class Correction:
     label_id: str | None
 
 
+def resolve_prediction(con: duckdb.DuckDBPyConnection, ref: str, *, run_id: str | None = None) -> str:
+    """The full id of the prediction ``ref`` names.
+
+    ``ref`` is a prediction id or an unambiguous prefix of one, or a pair id (or prefix): then
+    the pair's prediction in run ``run_id`` (from the newest prediction set of that run holding
+    the pair), or without a run the pair's newest prediction in any run. A prefix that several
+    predictions or pairs start with raises ``AmbiguousId`` listing them; nothing, ``NoSuchId``.
+    """
+    preds = matches(con, "prediction", ref)
+    if ref in preds:
+        return ref
+    pairs = matches(con, "pair", ref)
+    if ref in pairs:
+        pairs = [ref]
+    if len(preds) + len(pairs) > 1:
+        raise ambiguous("prediction or pair", ref, preds + pairs)
+    if preds:
+        return preds[0]
+    if not pairs:
+        raise NoSuchId(f"no such prediction or pair {ref!r}; `tuneloop errors list --run RUN` shows the predictions")
+    row = one(con, """SELECT x.id FROM predictions x JOIN prediction_sets s ON s.id = x.prediction_set_id
+                      WHERE x.pair_id = ? AND (CAST(? AS VARCHAR) IS NULL OR x.run_id = ?)
+                      ORDER BY s.created_at DESC, s.id DESC LIMIT 1""", [pairs[0], run_id, run_id])
+    if row is None:
+        raise NoSuchId(f"pair {pairs[0]} has no prediction" + (f" in run {run_id}" if run_id else "")
+                       + "; `tuneloop predict --run RUN` makes them")
+    return str(row[0])
+
+
 def get_prediction(con: duckdb.DuckDBPyConnection, prediction_id: str) -> Prediction:
     row = one(con, """SELECT id, prediction_set_id, run_id, pair_id, revision_id, prompt, output, reference,
                              n_prompt_tokens, n_output_tokens, finish_reason, latency_ms
@@ -436,8 +444,7 @@ def correct(
     """
     if not response.strip():
         raise ValueError("the correction is empty; write the right answer")
-    con.begin()
-    try:
+    with atomic(con):
         _, pid, prompt, output, reference = _prediction(con, prediction_id)
         cur = one(con, "SELECT p.version, r.messages FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id "
                        "WHERE p.id = ?", [pid])
@@ -460,10 +467,6 @@ def correct(
         if category_id:
             label_id = _human_row(con, prediction_id, category_id, "confirmed", author,
                                   reason or "corrected")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     if conflict:
         raise ConflictError(
             f"Pair {pid} changed since you opened it (version {expected_version} -> {version}). "
@@ -488,8 +491,7 @@ def mark_bad(
     status = Status(status)
     if status not in (Status.needs_fix, Status.rejected):
         raise ValueError("bad data goes to needs_fix or rejected")
-    con.begin()
-    try:
+    with atomic(con):
         _, pid, *_ = _prediction(con, prediction_id)
         row = one(con, "SELECT version, status, head_revision_id FROM pairs WHERE id = ?", [pid])
         assert row is not None  # predictions always point at a stored pair
@@ -504,10 +506,6 @@ def mark_bad(
             version += 1
         if category_id:
             _human_row(con, prediction_id, category_id, "confirmed", author, comment or f"marked {status.value}")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return int(version)
 
 

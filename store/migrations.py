@@ -1,6 +1,6 @@
 """Ordered, named migrations, recorded in ``_migrations``.
 
-Each migration is a function that takes a connection inside a transaction. ``migrate``
+Each migration is a function that takes a connection inside a transaction (``atomic``). ``migrate``
 applies the ones not yet recorded, in order; running it twice is a no-op, and a database
 created fresh and one migrated step by step end with the same schema (tests check both).
 Never edit a migration that has shipped: append a new one.
@@ -19,6 +19,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import duckdb
+
+from store.db import atomic
 
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
@@ -388,16 +390,20 @@ def m005_users(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
-# Later migrations live in one module per area so parallel work never edits the same file.
-# Reserved name ranges: m010-m019 ingest, m020-m029 curation, m030-m039 training,
-# m040-m049 errors, m050-m059 app. ``migrate`` applies them sorted by name.
-from store import (  # noqa: E402
-    _migrations_app,  # noqa: F401
-    _migrations_curation,  # noqa: F401
-    _migrations_errors,  # noqa: F401
-    _migrations_ingest,  # noqa: F401
-    _migrations_training,  # noqa: F401
-)
+# Names are the recorded identity of a migration (existing databases list them in
+# ``_migrations``), so a shipped name never changes; ``migrate`` applies them sorted by name.
+
+
+@migration
+def m050_search_text(con: duckdb.DuckDBPyConnection) -> None:
+    # Derived, rebuildable: the lower-cased text of each pair revision, so a text search scans
+    # one column with a plain substring match instead of three ILIKEs (store/pair_pages.py keeps
+    # it in step with the append-only pair_revisions before each search).
+    con.execute("""
+        CREATE TABLE search_text (
+            revision_id VARCHAR PRIMARY KEY,
+            text VARCHAR NOT NULL
+        )""")
 
 
 def applied(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -411,16 +417,11 @@ def migrate(con: duckdb.DuckDBPyConnection, upto: str | None = None) -> list[str
     ran: list[str] = []
     for name, fn in sorted(MIGRATIONS, key=lambda m: m[0]):
         if name not in done:
-            con.begin()
-            try:
+            with atomic(con):
                 fn(con)
                 con.execute(
                     "INSERT INTO _migrations VALUES (?, ?)", [name, datetime.now(UTC).replace(tzinfo=None)]
                 )
-            except BaseException:
-                con.rollback()
-                raise
-            con.commit()
             ran.append(name)
         if upto is not None and name == upto:
             break

@@ -24,7 +24,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from store.db import ConflictError, one, scalar
+from store.db import ConflictError, atomic, one, scalar
 from store.filters import compile_filter
 from store.ids import content_id, event_id, pair_content, pair_id
 from store.records import (
@@ -37,6 +37,7 @@ from store.records import (
     SliceFilter,
     Status,
 )
+from store.refs import by_prefix
 
 
 def now() -> datetime:
@@ -168,6 +169,40 @@ def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
             con.unregister("_batch_arrow")
 
 
+@dataclass(frozen=True)
+class Collisions:
+    """Rows of a batch that name a pair that exists already: same content, same id."""
+
+    in_project: int  # rows whose pair is already stored (their tags, split and status are not applied)
+    repeats: int  # rows repeating an earlier row of the same batch
+    examples: list[tuple[int | None, str, bool]]  # first few (source line, pair id, already stored), by line
+
+
+def batch_collisions(con: duckdb.DuckDBPyConnection, batch: pa.Table | str, show: int = 5) -> Collisions:
+    """Which rows of a batch ``insert_rows`` would skip (call it before inserting)."""
+    if isinstance(batch, str):
+        source = "read_parquet(" + _sql_literal(batch) + ")"
+    else:
+        con.register("_collide_arrow", batch)
+        source = "_collide_arrow"
+    cte = f"""WITH b AS (
+                  SELECT pair_id, source_line,
+                         row_number() OVER (PARTITION BY pair_id ORDER BY source_line NULLS LAST) AS rn
+                  FROM {source}),
+              c AS (SELECT b.source_line, b.pair_id, p.id IS NOT NULL AS stored
+                    FROM b LEFT JOIN pairs p ON p.id = b.pair_id
+                    WHERE p.id IS NOT NULL OR b.rn > 1)"""
+    try:
+        row = one(con, cte + " SELECT count(*) FILTER (WHERE stored), count(*) FILTER (WHERE NOT stored) FROM c")
+        ex = con.execute(cte + " SELECT source_line, pair_id, stored FROM c ORDER BY source_line NULLS LAST, pair_id "
+                               "LIMIT ?", [int(show)]).fetchall()
+    finally:
+        if not isinstance(batch, str):
+            con.unregister("_collide_arrow")
+    assert row is not None
+    return Collisions(int(row[0]), int(row[1]), [(r[0], r[1], bool(r[2])) for r in ex])
+
+
 def add_pairs(con: duckdb.DuckDBPyConnection, pairs: Iterable[NewPair]) -> list[str]:
     """Insert records (small batches: generators, tests, the app); return every pair id."""
     rows = []
@@ -218,10 +253,17 @@ def _to_pair(row: tuple) -> Pair:
     )
 
 
+def resolve(con: duckdb.DuckDBPyConnection, ref: str) -> str:
+    """The full id of the pair ``ref`` names: its id or an unambiguous prefix of it."""
+    return by_prefix(con, "pair", ref, "`tuneloop pairs list` shows the pairs")
+
+
 def get(con: duckdb.DuckDBPyConnection, pid: str) -> Pair:
+    """A pair by id (or an unambiguous id prefix)."""
     row = one(con, f"SELECT {_PAIR_COLUMNS} FROM {_FROM} WHERE p.id = ?", [pid])
     if row is None:
-        raise KeyError(f"no pair with id {pid!r}")
+        row = one(con, f"SELECT {_PAIR_COLUMNS} FROM {_FROM} WHERE p.id = ?", [resolve(con, pid)])
+    assert row is not None
     return _to_pair(row)
 
 
@@ -398,14 +440,10 @@ def append_revision(
 
 def revise(con: duckdb.DuckDBPyConnection, pid: str, *, expected_version: int, **changes: Any) -> RevisionResult:
     """``append_revision`` in its own transaction; a stale version raises ``ConflictError``
-    after the losing revision has been committed beside the head (nothing is overwritten)."""
-    con.begin()
-    try:
+    after the losing revision has been committed beside the head (nothing is overwritten).
+    Inside a caller's ``atomic`` block the revision is committed (or not) with that block."""
+    with atomic(con):
         res = append_revision(con, pid, expected_version=expected_version, **changes)
-    except BaseException:
-        con.rollback()
-        raise
-    con.commit()
     if res.conflict:
         raise ConflictError(
             f"Pair {pid} changed since you opened it (version {expected_version} -> {res.version}). "
@@ -427,8 +465,7 @@ def set_status(
 ) -> int:
     """Record a review decision; returns the new version. Own transaction."""
     status = Status(status)
-    con.begin()
-    try:
+    with atomic(con):
         cur = one(con, "SELECT version, status, head_revision_id FROM pairs WHERE id = ?", [pid])
         if cur is None:
             raise KeyError(f"no pair with id {pid!r}")
@@ -449,14 +486,7 @@ def set_status(
             "INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [event_id("v_"), pid, head, status.value, prev, author, comment, ts],
         )
-        con.commit()
         return version + 1
-    except ConflictError:
-        con.rollback()
-        raise
-    except BaseException:
-        con.rollback()
-        raise
 
 
 def set_status_many(
@@ -476,8 +506,7 @@ def set_status_many(
                     "dup": list(duplicate_of) if duplicate_of is not None else [None] * len(pair_ids)},
                    schema=pa.schema([("pair_id", pa.string()), ("dup", pa.string())]))
     ts = now()
-    con.begin()
-    try:
+    with atomic(con):
         con.register("_ids", tbl)
         con.execute(
             """CREATE OR REPLACE TEMP TABLE _chg AS
@@ -500,11 +529,7 @@ def set_status_many(
         )
         con.execute("DROP TABLE _chg")
         con.unregister("_ids")
-        con.commit()
         return int(n)
-    except BaseException:
-        con.rollback()
-        raise
 
 
 def revisions_frame(con: duckdb.DuckDBPyConnection, revision_ids: Sequence[str]) -> pl.DataFrame:

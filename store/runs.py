@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -18,10 +19,11 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from store.db import frame, one
+from store.db import atomic, frame, one
 from store.ids import content_id, event_id
 from store.pairs import now
 from store.records import Run, RunStatus
+from store.refs import by_prefix
 
 TERMINAL = {RunStatus.succeeded.value, RunStatus.failed.value, RunStatus.cancelled.value}
 
@@ -59,30 +61,27 @@ def create(
 ) -> Run:
     rid = run_id or new_run_id()
     ts = now()
-    con.begin()
-    try:
+    with atomic(con):
         con.execute(
             f"INSERT INTO runs ({_RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?::JSON, ?, ?, NULL, NULL, NULL, ?, ?, NULL, NULL)",
             [rid, name, kind, base_model, slice_id, slice_hash, parent_run_id, orjson.dumps(config).decode(),
              str(status), run_dir, author, ts],
         )
         con.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)", [rid, str(status), "created", ts])
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return get(con, rid)
 
 
 def get(con: duckdb.DuckDBPyConnection, ref: str) -> Run:
-    """A run by id, or by name (the newest run of that name)."""
+    """A run by id, by name (the newest run of that name), or by an unambiguous id prefix."""
     row = one(
         con,
         f"SELECT {_RUN_COLS} FROM runs WHERE id = ? OR name = ? ORDER BY (id = ?) DESC, created_at DESC LIMIT 1",
         [ref, ref, ref],
     )
     if row is None:
-        raise KeyError(f"no run {ref!r}; `tuneloop runs list` shows the runs")
+        rid = by_prefix(con, "run", ref, "`tuneloop runs list` shows the runs")
+        row = one(con, f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", [rid])
+    assert row is not None
     return _to_run(row)
 
 
@@ -105,18 +104,20 @@ def set_status(
     error: str | None = None,
     adapter_path: str | None = None,
     summary: dict[str, Any] | None = None,
+    at: datetime | None = None,
 ) -> None:
-    """Move a run to ``status`` (a terminal status is final) and log the event."""
+    """Move a run to ``status`` (a terminal status is final) and log the event.
+
+    ``at``: when the change happened (a run folder's event replayed later); default now.
+    """
     status = str(RunStatus(status))
-    ts = now()
-    con.begin()
-    try:
+    ts = at or now()
+    with atomic(con):
         cur = one(con, "SELECT status FROM runs WHERE id = ?", [run_id])
         if cur is None:
             raise KeyError(f"no run {run_id!r}")
         if cur[0] in TERMINAL and cur[0] != status:
-            con.rollback()
-            return
+            return  # nothing written: a terminal status is final
         con.execute(
             """UPDATE runs SET status = ?,
                    error = coalesce(?, error),
@@ -130,17 +131,12 @@ def set_status(
         )
         if cur[0] != status or message:
             con.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)", [run_id, status, message or (error or ""), ts])
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
 
 
 def reopen(con: duckdb.DuckDBPyConnection, run_id: str, *, message: str = "resumed") -> None:
     """Put a failed or cancelled run back to queued to resume it (logged; a success stays final)."""
     ts = now()
-    con.begin()
-    try:
+    with atomic(con):
         cur = one(con, "SELECT status FROM runs WHERE id = ?", [run_id])
         if cur is None:
             raise KeyError(f"no run {run_id!r}")
@@ -149,10 +145,6 @@ def reopen(con: duckdb.DuckDBPyConnection, run_id: str, *, message: str = "resum
         con.execute("UPDATE runs SET status = ?, error = NULL, finished_at = NULL WHERE id = ?",
                     [RunStatus.queued.value, run_id])
         con.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)", [run_id, RunStatus.queued.value, message, ts])
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
 
 
 def events(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[str, str, Any]]:
@@ -222,8 +214,7 @@ def add_predictions(
         pl.col("latency_ms").cast(pl.Float64),
     )
     ts = now()
-    con.begin()
-    try:
+    with atomic(con):
         con.execute(
             "INSERT INTO prediction_sets VALUES (?, ?, ?, ?, ?, ?::JSON, ?, ?)",
             [psid, run_id, slice_id, split, model, orjson.dumps(generation_config).decode(), df.height, ts],
@@ -237,10 +228,6 @@ def add_predictions(
             [ts],
         )
         con.unregister("_preds")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return psid
 
 
@@ -265,6 +252,23 @@ def prediction_set(con: duckdb.DuckDBPyConnection, prediction_set_id: str) -> di
         return None
     keys = ("id", "run_id", "slice_id", "split", "model", "generation_config", "n", "created_at")
     return dict(zip(keys, row))
+
+
+def resolve_prediction_set(con: duckdb.DuckDBPyConnection, ref: str) -> str:
+    """The full id of the prediction set ``ref`` names: its id or an unambiguous prefix of it."""
+    return by_prefix(con, "prediction set", ref, "`tuneloop runs show RUN` lists a run's prediction sets")
+
+
+def task_references(con: duckdb.DuckDBPyConnection, prediction_set_id: str) -> list[str]:
+    """The references that decide a prediction set's task kind (``scoring.task_of_predictions``): every
+    response of the set's slice (train and eval), else of its run's slice; [] when neither has one."""
+    row = one(con, """SELECT coalesce(s.slice_id, r.slice_id) FROM prediction_sets s JOIN runs r ON r.id = s.run_id
+                      WHERE s.id = ?""", [prediction_set_id])
+    if row is None or row[0] is None:
+        return []
+    from store.slices import references
+
+    return references(con, row[0])
 
 
 def latest_prediction_set(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
@@ -300,18 +304,13 @@ def save_metrics(
     """Store (scope, name, value) metrics of one prediction set; recomputing replaces them."""
     rows = [(str(s), str(n), float(v)) for s, n, v in rows]
     ts = now()
-    con.begin()
-    try:
+    with atomic(con):
         con.execute("DELETE FROM metrics WHERE prediction_set_id = ?", [prediction_set_id])
         if rows:
             con.executemany(
                 "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [[run_id, prediction_set_id, slice_id, s, n, v, ts] for s, n, v in rows],
             )
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return len(rows)
 
 
@@ -320,3 +319,43 @@ def metrics_of(con: duckdb.DuckDBPyConnection, prediction_set_id: str) -> pl.Dat
         con, "SELECT scope, name, value FROM metrics WHERE prediction_set_id = ? ORDER BY scope, name",
         [prediction_set_id],
     )
+
+
+def overall_metric(con: duckdb.DuckDBPyConnection, prediction_set_id: str, name: str) -> float | None:
+    """One stored ``overall`` metric of a prediction set (``None`` when it was never stored)."""
+    row = one(con, "SELECT value FROM metrics WHERE prediction_set_id = ? AND scope = 'overall' AND name = ?",
+              [prediction_set_id, name])
+    return float(row[0]) if row else None
+
+
+# ---------------------------------------------------------------- overviews for the app
+
+
+def overview(con: duckdb.DuckDBPyConnection, limit: int = 100) -> pl.DataFrame:
+    """Runs with their slice name and latest logged loss/val loss, newest first."""
+    return frame(
+        con,
+        """SELECT r.id, r.name, r.kind, r.status, r.base_model, s.name AS slice, r.parent_run_id,
+                  r.created_at, r.started_at, r.finished_at,
+                  (SELECT arg_max(value, step) FROM run_metrics m WHERE m.run_id = r.id AND m.name = 'loss') AS loss,
+                  (SELECT arg_max(value, step) FROM run_metrics m WHERE m.run_id = r.id AND m.name = 'val_loss')
+                    AS val_loss,
+                  (SELECT count(*) FROM predictions x WHERE x.run_id = r.id) AS predictions
+           FROM runs r LEFT JOIN slices s ON s.id = r.slice_id ORDER BY r.created_at DESC LIMIT ?""",
+        [int(limit)],
+    )
+
+
+def runs_of_slice(con: duckdb.DuckDBPyConnection, slice_id: str) -> list[tuple[str, str, str]]:
+    """(id, name, status) of the runs trained on a slice, newest first."""
+    return [(r[0], r[1], r[2]) for r in con.execute(
+        "SELECT id, name, status FROM runs WHERE slice_id = ? ORDER BY created_at DESC", [slice_id]).fetchall()]
+
+
+def runs_with_predictions(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str, str, int]]:
+    """(run id, run name, status, latest prediction set id, its size) of runs that have predictions."""
+    return [tuple(r) for r in con.execute(  # type: ignore[misc]
+        """SELECT r.id, r.name, r.status, arg_max(ps.id, ps.created_at), arg_max(ps.n, ps.created_at)
+           FROM runs r JOIN prediction_sets ps ON ps.run_id = r.id
+           GROUP BY r.id, r.name, r.status, r.created_at ORDER BY r.created_at DESC"""
+    ).fetchall()]

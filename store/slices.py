@@ -24,11 +24,12 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from store.db import one, scalar
+from store.db import atomic, frame, one, scalar
 from store.filters import compile_filter
 from store.ids import content_id, event_id
 from store.pairs import now
 from store.records import Slice, SliceFilter, SliceItem
+from store.refs import NoSuchId, by_prefix
 
 SPLIT_UNITS = ("pair", "document", "cluster", "existing")
 
@@ -111,8 +112,7 @@ def freeze(
         raise ValueError(f"slice {name!r} would be empty: no pairs match its filter")
     h = items_hash(items)
     ts = now()
-    con.begin()
-    try:
+    with atomic(con):
         version = scalar(con,
             "SELECT coalesce(max(version), 0) + 1 FROM slices WHERE name = ?", [name]
         )
@@ -134,10 +134,6 @@ def freeze(
         con.register("_items", tbl)
         con.execute("INSERT INTO slice_items SELECT * FROM _items")
         con.unregister("_items")
-        con.commit()
-    except BaseException:
-        con.rollback()
-        raise
     return get(con, sid)
 
 
@@ -177,7 +173,7 @@ def _to_slice(r: tuple) -> Slice:
 
 
 def get(con: duckdb.DuckDBPyConnection, ref: str) -> Slice:
-    """A slice by id, ``name`` (newest version) or ``name@version``."""
+    """A slice by id, ``name`` (newest version), ``name@version`` or an unambiguous id prefix."""
     name, _, ver = ref.partition("@")
     if ver:
         row = one(con, f"SELECT {_SLICE_COLS} FROM slices WHERE name = ? AND version = ?", [name, int(ver)])
@@ -186,8 +182,16 @@ def get(con: duckdb.DuckDBPyConnection, ref: str) -> Slice:
             f"SELECT {_SLICE_COLS} FROM slices WHERE id = ? OR name = ? ORDER BY (id = ?) DESC, version DESC LIMIT 1",
             [ref, ref, ref],
         )
+    missing = f"no slice named {ref!r}; `tuneloop slice list` shows the slices"
+    if row is None and ver:
+        raise NoSuchId(missing)
     if row is None:
-        raise KeyError(f"no slice named {ref!r}; `tuneloop slice list` shows the slices")
+        try:
+            sid = by_prefix(con, "slice", ref)
+        except NoSuchId:
+            raise NoSuchId(missing) from None
+        row = one(con, f"SELECT {_SLICE_COLS} FROM slices WHERE id = ?", [sid])
+    assert row is not None
     return _to_slice(row)
 
 
@@ -221,6 +225,15 @@ def examples(con: duckdb.DuckDBPyConnection, slice_id: str, split: str | None = 
     return con.sql(sql + " ORDER BY i.position", params=params).pl()
 
 
+def references(con: duckdb.DuckDBPyConnection, slice_id: str) -> list[str]:
+    """The responses of every item of a slice (train and eval), in order: what decides the task kind
+    of predictions on it (``scoring.task_of_predictions``)."""
+    rows = con.execute(
+        """SELECT r.response FROM slice_items i JOIN pair_revisions r ON r.id = i.revision_id
+           WHERE i.slice_id = ? AND r.response IS NOT NULL ORDER BY i.position""", [slice_id]).fetchall()
+    return [r[0] for r in rows]
+
+
 def lineage(con: duckdb.DuckDBPyConnection, slice_id: str) -> list[Slice]:
     """This slice and its ancestors, newest first."""
     out: list[Slice] = []
@@ -232,3 +245,28 @@ def lineage(con: duckdb.DuckDBPyConnection, slice_id: str) -> list[Slice]:
         out.append(s)
         cur = s.parent_id
     return out
+
+
+def items_page(
+    con: duckdb.DuckDBPyConnection, slice_id: str, *, split: str | None = None, limit: int = 50, offset: int = 0
+) -> pl.DataFrame:
+    """A page of a slice's frozen items with their revision text (cut to 300 characters)."""
+    return frame(
+        con,
+        """SELECT i.position, i.split, i.weight, i.pair_id, left(r.instruction, 300) AS instruction,
+                  left(r.response, 300) AS response, p.status AS current_status,
+                  p.head_revision_id <> i.revision_id AS revised_since
+           FROM slice_items i JOIN pair_revisions r ON r.id = i.revision_id JOIN pairs p ON p.id = i.pair_id
+           WHERE i.slice_id = ? AND (? IS NULL OR i.split = ?) ORDER BY i.position LIMIT ? OFFSET ?""",
+        [slice_id, split, split, int(limit), int(offset)],
+    )
+
+
+def breakdown(con: duckdb.DuckDBPyConnection, slice_id: str) -> pl.DataFrame:
+    """Items per split and source (generator) of a slice."""
+    return frame(
+        con,
+        """SELECT i.split, p.generator AS source, count(*) AS pairs FROM slice_items i JOIN pairs p ON p.id = i.pair_id
+           WHERE i.slice_id = ? GROUP BY 1, 2 ORDER BY 1, 2""",
+        [slice_id],
+    )

@@ -53,3 +53,15 @@ def project_stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         "error_labels": _scalar(con, "SELECT count(*) FROM error_labels"),
         "preference_pairs": _scalar(con, "SELECT count(*) FROM preference_pairs"),
     }
+
+
+def authors(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """How many pairs and documents each author created (``author`` of the pair or document row,
+    which later edits and reviews never change)."""
+    return {
+        str(a): int(n)
+        for a, n in con.execute(
+            """SELECT author, count(*) FROM (SELECT author FROM pairs UNION ALL SELECT author FROM documents)
+               GROUP BY author ORDER BY author"""
+        ).fetchall()
+    }

@@ -37,14 +37,41 @@ def pytest_report_header(config):
     return "tuneloop deps: " + ", ".join(out)
 
 
+@pytest.fixture(scope="session")
+def _session_home(tmp_path_factory) -> Path:
+    """HOME for the whole session (tools keep their caches there), and the model cache: the
+    tiny models are built once per session in pytest's tmp folder."""
+    return tmp_path_factory.mktemp("session-home")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory, monkeypatch):
-    """Point every home/config variable at a tmp dir so tests never touch the user's files."""
+def _isolated_home(tmp_path_factory, monkeypatch, _session_home):
+    """Point every home/config/project variable at a tmp dir so tests never touch the user's
+    files nor the repository's own folders (``.tuneloop/``): code that falls back to
+    ``TUNELOOP_PROJECT`` lands in a tmp folder that is not a project."""
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("TUNELOOP_USER", "tester")
-    monkeypatch.delenv("TUNELOOP_PROJECT", raising=False)
+    monkeypatch.setenv("TUNELOOP_PROJECT", str(home / "no-project"))
+    monkeypatch.setenv("HOME", str(_session_home))
+    for var, sub in (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share")):
+        monkeypatch.setenv(var, str(_session_home / sub))
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
-    monkeypatch.setenv("TUNELOOP_CACHE", str(REPO / ".tuneloop" / "cache"))
+    monkeypatch.setenv("TUNELOOP_CACHE", str(_session_home / "tuneloop-cache"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repository_stays_clean():
+    """The suite creates nothing in the repository's ``.tuneloop/`` (where `make run` keeps the
+    sample project): a test that does fails the session at teardown, naming what appeared."""
+    own = REPO / ".tuneloop"
+
+    def entries() -> set[Path]:
+        return {own, *own.iterdir()} if own.is_dir() else set()
+
+    before = entries()
+    yield
+    new = sorted(str(p) for p in entries() - before)
+    assert not new, f"the test suite created {', '.join(new)}; tests must write under tmp_path only"
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from analysis.errors.taxonomy import DEFAULT_CATEGORIES
 from app import jobs
-from store import curation, views
+from store import curation, error_pages, pair_pages
 from store import errors as errors_store
 from store import pairs as pairs_store
 from store import runs as runs_store
@@ -94,7 +94,7 @@ def test_review_accept_pair(seeded):
     at = app("review")
     assert at.title[0].value == "Review"
     with p.connect() as con:
-        first_pending, second = views.page_ids(con, SliceFilter(status=[Status.pending]), limit=2)
+        first_pending, second = pair_pages.page_ids(con, SliceFilter(status=[Status.pending]), limit=2)
     assert any(first_pending in m.value for m in at.markdown)
     at.button(key="rv_accept").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -146,7 +146,7 @@ def test_explore_bulk_action_needs_confirmation(seeded):
     at.button(key="ex_bulk_apply").click().run()
     assert not at.exception, [e.value for e in at.exception]
     with p.connect() as con:
-        assert views.count(con, SliceFilter(tags_any=["kb"], status=[Status.rejected])) == 10
+        assert pair_pages.count(con, SliceFilter(tags_any=["kb"], status=[Status.rejected])) == 10
 
 
 def test_slices_page_shows_items_and_exports(seeded):
@@ -175,14 +175,14 @@ def test_errors_page_relabel_and_correct(seeded):
     mine = {r["category_id"]: r["state"] for r in cur.filter(pl.col("prediction_id") == chosen).iter_rows(named=True)}
     assert mine == {"refusal": "rejected", "incorrect": "confirmed"}
     with p.connect() as con:
-        counts = views.error_counts(con, psid)
+        counts = error_pages.error_counts(con, psid)
     assert dict(zip(counts["category_id"], counts["errors"]))["incorrect"] == 1
     # correct the answer: a new revision and a preference pair
     at.text_area(key="er_fix_text").set_value("Calibrate it every three months.")
     at.button(key="er_fix_save").click().run()
     assert not at.exception, [e.value for e in at.exception]
     with p.connect() as con:
-        pid = views.prediction_detail(con, chosen)["pair_id"]
+        pid = error_pages.prediction_detail(con, chosen)["pair_id"]
         assert pairs_store.get(con, pid).response == "Calibrate it every three months."
         prefs = errors_store.preference_pairs(con, [pid])
     assert prefs and prefs[0].rejected == "I don't know." and prefs[0].author == "tester"
@@ -192,7 +192,7 @@ def test_duplicates_keep_one(seeded):
     p: Project = seeded["project"]
     a, b, c = seeded["pair_ids"][20:23]
     with p.connect() as con:
-        revs = {x.id: x.head_revision_id for x in views.pairs_by_ids(con, [a, b, c])}
+        revs = {x.id: x.head_revision_id for x in pair_pages.pairs_by_ids(con, [a, b, c])}
         curation.save_duplicate_clusters(con, pl.DataFrame({
             "cluster_id": ["dc1"] * 3, "kind": ["near_lexical"] * 3, "pair_id": [a, b, c],
             "revision_id": [revs[a], revs[b], revs[c]], "kept_pair_id": [a] * 3, "is_kept": [True, False, False],
@@ -201,7 +201,7 @@ def test_duplicates_keep_one(seeded):
     at.button(key=f"du_keep_dc1_{b}").click().run()
     assert not at.exception, [e.value for e in at.exception]
     with p.connect() as con:
-        got = {x.id: (x.status, x.duplicate_of) for x in views.pairs_by_ids(con, [a, b, c])}
+        got = {x.id: (x.status, x.duplicate_of) for x in pair_pages.pairs_by_ids(con, [a, b, c])}
         assert curation.clusters(con)[0].id == "dc1"
     assert got[b] == ("pending", None)
     assert got[a] == ("duplicate", b) and got[c] == ("duplicate", b)
@@ -283,7 +283,7 @@ def test_ingest_upload_runs_in_a_background_job(seeded):
     assert job.status == "succeeded", job.log()
     assert events and events[0]["status"] == "new" and events[0]["pairs_new"] >= 1
     with p.connect() as con:
-        assert views.count(con, SliceFilter(document_ids=[events[0]["document_id"]])) == events[0]["pairs_new"]
+        assert pair_pages.count(con, SliceFilter(document_ids=[events[0]["document_id"]])) == events[0]["pairs_new"]
 
 
 def test_review_queue_by_model_weakness_shows_failing_pairs_first(seeded):
@@ -306,3 +306,63 @@ def test_explore_semantic_search_embeds_a_small_backlog_inline(seeded):
     assert hits["instruction"].iloc[0] == "Question number 7 about the Cobalt sensor?"
     with p.connect() as con:
         assert sum(curation.embedding_counts(con).values()) == 30
+
+
+def test_without_a_project_the_app_says_how_to_make_one_and_creates_nothing(project, tmp_path, monkeypatch):
+    """No TUNELOOP_PROJECT and nothing picked: the app explains instead of creating an empty
+    project (which `tuneloop sample` used to leave empty), refuses a folder that is not a
+    project, and opens a real one."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("TUNELOOP_PROJECT", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Open a tuneloop project"
+    shown = "\n".join(c.value for c in at.code)
+    for command in ("tuneloop sample --project DIR", "tuneloop init DIR", "tuneloop ui --project DIR"):
+        assert command in shown
+    assert list(cwd.iterdir()) == []
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "notes.txt").write_text("mine")
+    at.text_input(key="op_folder").set_value(str(plain))
+    at.button(key="op_open").click().run()
+    assert at.error and "not a tuneloop project" in at.error[0].value
+    assert [p.name for p in plain.iterdir()] == ["notes.txt"]
+
+    at.text_input(key="op_folder").set_value(str(project.root))
+    at.button(key="op_open").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Overview"
+    assert list(cwd.iterdir()) == []
+
+
+def test_a_configured_folder_that_is_not_a_project_is_not_created(tmp_path, monkeypatch):
+    missing = tmp_path / "typo"
+    monkeypatch.setenv("TUNELOOP_PROJECT", str(missing))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Open a tuneloop project"
+    assert at.warning and str(missing) in "\n".join(c.value for c in at.code)
+    assert not missing.exists()
+
+
+def test_parser_workers_started_after_the_app_ran_do_not_run_the_app(project, tmp_path, monkeypatch):
+    """Streamlit leaves the app as this process's ``__main__``, and a multiprocessing child (a
+    parser worker) re-runs the parent's main file to prepare itself: the app must stay inert
+    there. It used to open, and so create, an empty `.tuneloop/sample` in the current folder
+    from inside every parser worker, which `make run` then showed as an empty sample."""
+    from ingest.documents import IngestConfig, ingest
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("TUNELOOP_PROJECT", raising=False)
+    AppTest.from_file(APP, default_timeout=60).run()
+    doc = tmp_path / "kb.md"
+    doc.write_text("# Handbook\n\n## Returns\n\nHardware can be returned within 30 days of delivery.\n")
+    report = ingest(project, [doc], IngestConfig(workers=1))
+    assert [(f.status, f.error) for f in report.files] == [("new", None)]
+    assert list(cwd.iterdir()) == []

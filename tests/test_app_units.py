@@ -8,9 +8,9 @@ import time
 import pytest
 
 from app import components, jobs
+from store import pair_pages
 from store import pairs as pairs_store
 from store import users as users_store
-from store import views
 from store.records import NewPair, PairContent, SliceFilter
 
 
@@ -98,21 +98,21 @@ def test_text_search_index_follows_new_revisions(project):
         (pid,) = pairs_store.add_pairs(con, [NewPair(content=PairContent(instruction="Calibrate the Cobalt",
                                                                          response="every SIX months"))])
     with project.connect() as con:
-        assert views.count(con, SliceFilter(text="six MONTHS")) == 1
+        assert pair_pages.count(con, SliceFilter(text="six MONTHS")) == 1
         pairs_store.revise(con, pid, expected_version=1, author="t", response="every 100% of the year")
-        assert views.count(con, SliceFilter(text="six months")) == 0
-        assert views.count(con, SliceFilter(text="100%")) == 1
-        assert views.count(con, SliceFilter(text="_")) == 0  # literal, not a LIKE wildcard
+        assert pair_pages.count(con, SliceFilter(text="six months")) == 0
+        assert pair_pages.count(con, SliceFilter(text="100%")) == 1
+        assert pair_pages.count(con, SliceFilter(text="_")) == 0  # literal, not a LIKE wildcard
 
 
 def test_text_search_scans_while_a_large_backlog_is_indexed_in_the_background(project, monkeypatch):
     with project.transaction() as con:
         pairs_store.add_pairs(con, [NewPair(content=PairContent(instruction=f"Item {i}", response=f"Refund {i} EUR"))
                                     for i in range(3)])
-    monkeypatch.setattr(views, "INLINE_INDEX_MAX", 1)
+    monkeypatch.setattr(pair_pages, "INLINE_INDEX_MAX", 1)
     with project.connect() as con:
-        assert views.count(con, SliceFilter(text="refund 1")) == 1  # plain scan, nothing indexed inline
-        assert views.search_index_missing(con) == 3
-        assert views.ensure_search_index(con) == 3  # what app/search_index_job.py runs
-        assert views.search_index_missing(con) == 0
-        assert views.count(con, SliceFilter(text="refund 1")) == 1
+        assert pair_pages.count(con, SliceFilter(text="refund 1")) == 1  # plain scan, nothing indexed inline
+        assert pair_pages.search_index_missing(con) == 3
+        assert pair_pages.ensure_search_index(con) == 3  # what app/search_index_job.py runs
+        assert pair_pages.search_index_missing(con) == 0
+        assert pair_pages.count(con, SliceFilter(text="refund 1")) == 1

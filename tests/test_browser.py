@@ -2,8 +2,10 @@
 
 Uploads a document on the Ingest page, waits for the background ingest job, accepts a
 generated pair on the Review page, opens the Errors page of a seeded run, and saves
-screenshots into docs/screenshots/. Skipped (cleanly) only when chromium or Playwright is
-missing; `make test` installs chromium (target browser-deps).
+screenshots into tmp_path, or into the folder named by ``TUNELOOP_SCREENSHOTS`` (set it to
+docs/screenshots to refresh the docs' pictures; the suite never writes there by itself).
+Skipped (cleanly) only when chromium or Playwright is missing; `make test` installs chromium
+(target browser-deps).
 """
 
 from __future__ import annotations
@@ -21,14 +23,13 @@ from pathlib import Path
 
 import pytest
 
+from store import pair_pages
 from store import pairs as pairs_store
-from store import views
 from store.db import Project
 from store.records import SliceFilter, Status
 from tests.test_app_pages import seed
 
 REPO = Path(__file__).resolve().parents[1]
-SHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -94,7 +95,8 @@ def server(project, tmp_path):
 def test_ingest_review_and_errors_in_a_real_browser(server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots = Path(os.environ.get("TUNELOOP_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
     doc = tmp_path / "field-handbook.md"
     doc.write_text(HANDBOOK, encoding="utf-8")
     p: Project = server["project"]
@@ -109,7 +111,7 @@ def test_ingest_review_and_errors_in_a_real_browser(server, tmp_path):
         expect(page.get_by_role("heading", name="Overview")).to_be_visible()
         expect(page.get_by_text("Error funnel")).to_be_visible()  # the script ran to its end
         page.wait_for_timeout(2000)  # let the charts draw
-        page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+        page.screenshot(path=str(shots / "overview.png"), full_page=True)
 
         # Ingest: upload a document, the job runs in the background with live progress
         page.goto(url + "/ingest")
@@ -119,7 +121,7 @@ def test_ingest_review_and_errors_in_a_real_browser(server, tmp_path):
         page.get_by_role("button", name="Ingest").click()
         expect(page.get_by_text("Done in")).to_be_visible(timeout=240_000)
         page.wait_for_timeout(1000)
-        page.screenshot(path=str(SHOTS / "ingest.png"), full_page=True)
+        page.screenshot(path=str(shots / "ingest.png"), full_page=True)
 
         # Review the document's pending pairs: the source span is shown beside the pair; accept one
         page.get_by_role("button", name="Review the pending pairs of this document").click()
@@ -128,7 +130,7 @@ def test_ingest_review_and_errors_in_a_real_browser(server, tmp_path):
         expect(page.get_by_role("button", name="Accept")).to_be_visible()
         expect(page.get_by_text("Keys:")).to_be_visible()
         page.wait_for_timeout(1000)
-        page.screenshot(path=str(SHOTS / "review.png"), full_page=True)
+        page.screenshot(path=str(shots / "review.png"), full_page=True)
         shown = page.locator("code").filter(has_text=re.compile(r"^p_[0-9a-f]{8,}$")).first.inner_text()
         page.get_by_role("button", name="Accept").click()
         expect(page.get_by_text("accepted:").first).to_be_visible()
@@ -139,18 +141,18 @@ def test_ingest_review_and_errors_in_a_real_browser(server, tmp_path):
         expect(page.get_by_text("With an error")).to_be_visible()
         expect(page.get_by_text("Correct the data")).to_be_visible()
         page.wait_for_timeout(2000)
-        page.screenshot(path=str(SHOTS / "errors.png"), full_page=True)
+        page.screenshot(path=str(shots / "errors.png"), full_page=True)
 
         page.goto(url + "/explore")
         expect(page.get_by_role("heading", name="Explore")).to_be_visible()
         expect(page.get_by_text("Matching pairs", exact=True)).to_be_visible()
         page.wait_for_timeout(2000)
-        page.screenshot(path=str(SHOTS / "explore.png"), full_page=True)
+        page.screenshot(path=str(shots / "explore.png"), full_page=True)
         browser.close()
 
     with p.connect(timeout=60) as con:  # the app lets the file go a few seconds after the last click
         pair = pairs_store.get(con, shown)
-        made = views.count(con, SliceFilter(generators=["sections"], exclude_duplicates=False))
+        made = pair_pages.count(con, SliceFilter(generators=["sections"], exclude_duplicates=False))
         reviews = pairs_store.reviews(con, shown)
     assert made >= 2, "the uploaded handbook made no pairs"
     assert pair.status == Status.accepted and pair.provenance.document_id

@@ -104,3 +104,24 @@ def test_import_exit_codes_and_clean_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "tuneloop.cli", "stats", "--project", str(tmp_path / "missing")],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and "No tuneloop project" in r.stderr
+
+
+def test_init_without_a_folder_uses_project_then_tuneloop_project_then_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TUNELOOP_PROJECT", str(tmp_path / "from-env"))
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    assert (tmp_path / "from-env" / "tuneloop.duckdb").exists()
+    assert runner.invoke(app, ["init", "--project", str(tmp_path / "from-option")]).exit_code == 0
+    assert (tmp_path / "from-option" / "tuneloop.duckdb").exists()
+    assert runner.invoke(app, ["init", str(tmp_path / "from-argument")]).exit_code == 0
+    assert (tmp_path / "from-argument" / "tuneloop.duckdb").exists()
+    monkeypatch.delenv("TUNELOOP_PROJECT")
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    assert (tmp_path / "tuneloop.duckdb").exists()
+
+
+def test_ui_opens_only_an_existing_project(tmp_path):
+    missing = tmp_path / "typo"
+    res = runner.invoke(app, ["ui", "--project", str(missing)])
+    assert isinstance(res.exception, FileNotFoundError) and "tuneloop init" in str(res.exception)
+    assert not missing.exists()

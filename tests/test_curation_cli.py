@@ -47,10 +47,11 @@ def test_dedupe_signals_stats_and_splits_via_cli(filled):
     p = str(filled.root)
     r = invoke("dedupe", "--exact", "--near", "--threshold", "0.6", "--json", "--project", p)
     assert r.exit_code == 0, r.output
-    rep = json.loads(r.output)
+    rep = json.loads(r.stdout)  # stdout holds the JSON alone; progress lines go to stderr
     assert rep["exact_full"]["duplicates"] == 1 and rep["marked_now"] == 1
+    assert "dedupe: 3/3 stages (100%)" in r.stderr
     assert rep["near_lexical"]["clusters"] == 1
-    again = json.loads(invoke("dedupe", "--exact", "--near", "--threshold", "0.6", "--json", "--project", p).output)
+    again = json.loads(invoke("dedupe", "--exact", "--near", "--threshold", "0.6", "--json", "--project", p).stdout)
     assert again["marked_now"] == 0
 
     r = invoke("signals", "--show", "pii", "--project", p)

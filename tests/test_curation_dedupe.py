@@ -11,7 +11,8 @@ import pytest
 
 from analysis import dedupe as dd
 from analysis.curate import DedupeConfig, dedupe
-from analysis.normalize import normalize_expr, normalize_text
+from analysis.normalize import normalize_expr
+from scoring import normalize_text
 from store import curation as cur
 from store import pairs as pairs_store
 from store.records import NewPair, PairContent, SliceFilter, Status

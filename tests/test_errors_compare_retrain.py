@@ -5,12 +5,13 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from analysis.errors import workflow
+import scoring
 from analysis.errors.metrics import confusion, most_confused, newcombe, wilson
 from store import errors as errors_store
 from store import pairs as pairs_store
 from store import slices as slices_store
 from tests.errors_fixtures import INTENTS, add_intent_pairs, make_run, make_slice, store_predictions
+from workflows import errors as workflow
 
 
 def test_wilson_and_newcombe_match_published_values():
@@ -26,7 +27,7 @@ def test_wilson_and_newcombe_match_published_values():
 def test_confusion_and_most_confused_pairs():
     refs = ["a", "a", "a", "b", "b", "c", "c"]
     outs = ["a", "b", "b", "a", "b", "c", "zzz"]
-    conf = confusion(refs, outs, labels=["a", "b", "c"])
+    conf = confusion(refs, outs, scoring.task_of(["a", "b", "c"], "label"))
     d = {(r["reference"], r["predicted"]): r["n"] for r in conf.iter_rows(named=True)}
     assert d == {("a", "a"): 1, ("a", "b"): 2, ("b", "a"): 1, ("b", "b"): 1, ("c", "c"): 1, ("c", "(other)"): 1}
     mc = most_confused(conf)

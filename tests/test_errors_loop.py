@@ -10,7 +10,6 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from analysis.errors import workflow
 from store import errors as errors_store
 from store import pairs as pairs_store
 from store import runs as runs_store
@@ -18,6 +17,7 @@ from store import slices as slices_store
 from store.records import SliceFilter, Status
 from tests.training_fixtures import MEMO_PAIRS, tiny_model_dir
 from tuneloop.cli import app
+from workflows import errors as workflow
 
 runner = CliRunner()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from analysis.errors import workflow
 from analysis.errors.taxonomy import DEFAULT_IDS
 from store import errors as errors_store
 from store import pairs as pairs_store
@@ -13,6 +12,7 @@ from store.db import ConflictError
 from store.pairs import add_pairs
 from store.records import NewPair, PairContent, Provenance, Status
 from tests.errors_fixtures import INTENTS, add_intent_pairs, make_run, make_slice, store_predictions
+from workflows import errors as workflow
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_auto_categorises_a_crafted_run(crafted):
     with p.connect() as con:
         lab = errors_store.current_labels(con, crafted["psid"])
     row = lab.filter(pl.col("pair_id") == e1).row(0, named=True)
-    assert row["detector"] == "metric@1" and row["source"] == "auto" and row["state"] == "proposed"
+    assert row["detector"] == "metric@2" and row["source"] == "auto" and row["state"] == "proposed"
     assert "card arrival" in row["evidence"] and row["confidence"] == 1.0
     assert workflow.auto(p, "A")["labels_added"] == 0  # re-running the same detectors adds nothing
 
@@ -71,7 +71,7 @@ def test_human_label_wins_and_both_are_kept(crafted):
         assert errors_store.current_labels(con, crafted["psid"]).filter(pl.col("pair_id") == e1).height == 0
         full = errors_store.current_labels(con, crafted["psid"], include_rejected=True).filter(pl.col("pair_id") == e1)
         assert full.row(0, named=True)["state"] == "rejected"
-        assert full.row(0, named=True)["auto_detector"] == "metric@1"  # the automatic label is still there
+        assert full.row(0, named=True)["auto_detector"] == "metric@2"  # the automatic label is still there
         errors_store.change_category(con, pred, "wrong_label", "off_topic", author="bob")
         cur = errors_store.current_labels(con, crafted["psid"]).filter(pl.col("pair_id") == e1)
         assert cur["category_id"].to_list() == ["off_topic"] and cur["reviewer"][0] == "bob"

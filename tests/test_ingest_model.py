@@ -134,7 +134,7 @@ def test_model_generator_grounded_answers_and_custom_template(server):
 
 def test_ingest_with_model_generator_and_failing_endpoint(project, tmp_path, server):
     path = make(tmp_path, "md", "guide")
-    opts = {"model": {"endpoint": server.url, "model": "tiny-chat", "min_chunk_chars": "10"}}
+    opts = {"model": {"endpoint": server.url, "model": "tiny-chat", "min_chunk_chars": "10", "retry_backoff_s": "0.01"}}
     report = ingest(project, [path], IngestConfig(generators=("model",), generator_options=opts, workers=0,
                                                   chunk_max_chars=120, chunk_min_chars=0))
     assert report.ok and report.pairs_new == 6
@@ -152,7 +152,7 @@ def test_ingest_with_model_generator_and_failing_endpoint(project, tmp_path, ser
 
 def test_unreachable_endpoint_is_explained():
     gen = create("model", {"endpoint": "http://127.0.0.1:9/v1", "model": "x", "min_chunk_chars": "10",
-                           "timeout_s": "5"})
+                           "timeout_s": "5", "retry_backoff_s": "0.01"})
     with pytest.raises(RuntimeError, match="cannot reach the chat endpoint"):
         list(gen.generate(_source()))
 

@@ -69,6 +69,32 @@ def test_train_predict_metrics_export_from_the_cli(project, tmp_path):
     assert res.exit_code == 2 and "not empty" in res.output
 
 
+def test_train_wait_ends_with_the_runs_true_status_and_exit_code(project, tmp_path):
+    """`train --wait` (the README's loop) blocks until the run ends: exit 0 and "succeeded" only
+    for a run that succeeded; a run that fails says failed, with its reason, and exits 1."""
+    from store import runs as runs_store
+    from training.runner import wait_run
+
+    tiny = str(tiny_model_dir())
+    make_slice(project, "memo", MEMO_PAIRS)
+    P = ["--project", str(project.root)]
+    res = runner.invoke(app, ["train", "--slice", "memo", "--base", tiny, "--wait", *P, "max_steps=2", "threads=1"])
+    assert res.exit_code == 0, res.output
+    assert "succeeded" in res.output and "failed" not in res.output
+
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    res = runner.invoke(app, ["train", "--slice", "memo", "--base", str(not_a_model), "--wait", *P, "threads=1"])
+    assert res.exit_code == 1, res.output
+    assert "failed" in res.output and "succeeded" not in res.output
+
+    res = runner.invoke(app, ["train", "--slice", "memo", "--base", tiny, "--detach", *P, "max_steps=1", "threads=1"])
+    assert res.exit_code == 0 and "started run" in res.output
+    with project.connect() as con:
+        newest = runs_store.list_runs(con, limit=1)[0]
+    assert wait_run(project, newest.id).status == "succeeded"  # --detach returned before the end
+
+
 @pytest.mark.slow
 def test_bundled_smollm2_trains_20_steps_then_predicts(project):
     from store import runs as runs_store

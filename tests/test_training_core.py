@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from store.config import ConfigError
-from training import metrics as M
 from training.config import TrainConfig, load, to_toml
 from training.data import IGNORE, collate, plan_batches
 from training.formatting import conversation, prompt_and_reference, tokenize_conversation, tokenize_rows
@@ -152,38 +149,6 @@ def test_config_toml_roundtrip_and_overrides(tmp_path):
 ])
 def test_warmup_then_decay_schedule(kind, step, expected):
     assert lr_lambda(step, total=12, warmup=4, kind=kind) == pytest.approx(expected)
-
-
-@pytest.mark.parametrize(("pred", "ref", "em", "nem", "f1"), [
-    ("Paris", "Paris", 1.0, 1.0, 1.0),
-    ("paris.", "Paris", 0.0, 1.0, 1.0),
-    ("The cat sat", "a cat sat", 0.0, 1.0, 1.0),
-    ("cat on mat", "the cat sat on the mat", 0.0, 0.0, 2 * (1.0 * 0.75) / 1.75),
-    ("", "x", 0.0, 0.0, 0.0),
-])
-def test_text_metrics(pred, ref, em, nem, f1):
-    assert M.exact_match(pred, ref) == em
-    assert M.normalized_exact_match(pred, ref) == nem
-    assert M.token_f1(pred, ref) == pytest.approx(f1)
-
-
-def test_rouge_bleu_and_label_metrics():
-    assert M.rouge_l(["the cat sat"], ["the cat sat"]) == pytest.approx(1.0)
-    assert M.bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
-    refs = ["card_lost", "card_lost", "refund", "refund", "refund", "top_up"]
-    preds = ["card_lost", "refund", "refund", "refund", "nonsense", "top_up"]
-    assert M.is_label_like(refs) and not M.is_label_like([f"a long free text answer number {i} here ok" for i in range(6)])
-    lm = M.label_metrics(preds, refs)
-    assert lm["accuracy"] == pytest.approx(4 / 6)
-    assert lm["per_label"]["card_lost"] == pytest.approx({"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2.0})
-    assert lm["per_label"]["refund"]["precision"] == pytest.approx(2 / 3)
-    assert lm["confusion"]["refund"] == {"refund": 2, M.OTHER: 1}
-    rows = M.compute(preds, refs, finish_reasons=["stop"] * 5 + ["length"], n_output_tokens=[2] * 6, ref_nll=1.0)
-    got = {(s, n): v for s, n, v in rows}
-    assert got[("overall", "accuracy")] == pytest.approx(4 / 6)
-    assert got[("overall", "perplexity")] == pytest.approx(math.e)
-    assert got[("overall", "length_finish_rate")] == pytest.approx(1 / 6)
-    assert got[("confusion:card_lost", "refund")] == 1.0
 
 
 def _lora_tiny():

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import scoring
 from store import runs as runs_store
 from store import slices as slices_store
 from store.db import Project
 from store.records import Run, RunStatus
-from training import metrics as metrics_mod
 from training.formatting import prompt_and_reference, tokenize_rows
 
 _model_cache: dict[tuple[str, str], Any] = {}
@@ -81,7 +81,19 @@ def reference_nll(cm, rows: list[dict[str, Any]], system_prompt: str, max_length
     return total / weight if weight else None
 
 
-def _default_max_new_tokens(tok, refs: list[str]) -> int:
+# Tokens allowed past the longest label: an end-of-turn token, and a label tokenised a little
+# differently after the chat template than alone.
+LABEL_MARGIN = 4
+
+
+def _default_max_new_tokens(tok, refs: list[str], task: scoring.Task | None = None) -> int:
+    """Free text: 1.5x the longest reference + 8 (16 to 512). A label task: the longest label of
+    the slice (every split) in tokens + ``LABEL_MARGIN``, so no label is cut (a cut label is a
+    wrong answer, and a class the model can never spell) and generation stops soon after one."""
+    if task is not None and task.is_label:
+        labels = [spelled for _, spelled in task.spelling] or refs
+        longest = max((len(tok(x, add_special_tokens=False)["input_ids"]) for x in labels), default=16)
+        return int(min(512, longest + LABEL_MARGIN))
     longest = max((len(tok(r, add_special_tokens=False)["input_ids"]) for r in refs), default=64)
     return int(min(512, max(16, math.ceil(longest * 1.5) + 8)))
 
@@ -105,7 +117,10 @@ def predict_run(
     """Generate for every pair of the run's slice split; store and score them. Returns the set id.
 
     ``slice_ref`` predicts on another slice than the one trained on. ``max_new_tokens=None``
-    allows 1.5x the longest reference (at least 16, at most 512).
+    allows 1.5x the longest reference (at least 16, at most 512), or for a label task the
+    longest label of the slice plus a few tokens. ``perplexity=False`` skips the extra pass that
+    scores the references under the model. ``progress(done, total)`` is called with 0 before
+    the first batch and after each batch.
     """
     with project.connect() as con:
         run = runs_store.get(con, run_id)
@@ -120,6 +135,7 @@ def predict_run(
         if sl is None:
             raise ValueError(f"run {run.id} has no slice; pass slice_ref")
         df = slices_store.examples(con, sl.id, split)
+        slice_refs = slices_store.references(con, sl.id)
     rows = df.to_dicts()[: limit if limit else None]
     if not rows:
         raise ValueError(f"slice {sl.name!r} has no {split!r} items to predict")
@@ -127,9 +143,12 @@ def predict_run(
     cm = load_run_model(run, device)
     pr = [prompt_and_reference(r, system_prompt) for r in rows]
     prompts, refs = [p for p, _ in pr], [r for _, r in pr]
-    mnt = max_new_tokens or _default_max_new_tokens(cm.tokenizer, refs)
+    task = scoring.task_of_predictions(refs, slice_refs)
+    mnt = max_new_tokens or _default_max_new_tokens(cm.tokenizer, refs, task)
     ids = [cm.prompt_ids(p) for p in prompts]
     done = [0]
+    if progress:
+        progress(0, len(ids))
 
     def tick(n: int) -> None:
         done[0] += n
@@ -149,10 +168,12 @@ def predict_run(
     } for r, t, g, ref in zip(rows, texts, gens, refs)]
     gen_cfg = {"max_new_tokens": mnt, "temperature": temperature, "top_p": top_p if temperature > 0 else None,
                "do_sample": temperature > 0, "seed": seed, "batch_size": batch_size, "padding_side": "left",
-               "sorted_by_length": True, "system_prompt": system_prompt, "device": cm.device,
+               "sorted_by_length": True, "system_prompt": system_prompt, "device": cm.device, "task": task.kind,
+               "reference_perplexity": perplexity,
                "model_dtype": cm.dtype, "n_params": cm.n_params, "generation_seconds": round(gen_s, 3),
                "output_tokens_per_s": round(sum(g.n_output_tokens for g in gens) / max(gen_s, 1e-9), 2)}
-    rows_m = metrics_mod.compute([g.text for g in gens], refs, finish_reasons=[g.finish_reason for g in gens],
+    rows_m = scoring.metric_rows([g.text for g in gens], refs, task,
+                                 finish_reasons=[g.finish_reason for g in gens],
                                  n_output_tokens=[g.n_output_tokens for g in gens], ref_nll=nll)
     with project.connect() as con:
         psid = runs_store.add_predictions(con, run_id=run.id, model=cm.name, generation_config=gen_cfg,
@@ -188,12 +209,14 @@ def compute_metrics(project: Project, prediction_set_id: str) -> list[tuple[str,
         df = runs_store.predictions_frame(con, prediction_set_id)
         old = runs_store.metrics_of(con, prediction_set_id)
         run_id, slice_id = _set_owner(con, prediction_set_id)
+        slice_refs = runs_store.task_references(con, prediction_set_id)
     nll = None
     if old.height:
         hit = old.filter((old["scope"] == "overall") & (old["name"] == "reference_nll"))
         nll = float(hit["value"][0]) if hit.height else None
-    rows = metrics_mod.compute(df["output"].to_list(), df["reference"].to_list(),
-                               finish_reasons=df["finish_reason"].to_list(),
+    refs = [r or "" for r in df["reference"].to_list()]
+    rows = scoring.metric_rows([o or "" for o in df["output"].to_list()], refs,
+                               scoring.task_of_predictions(refs, slice_refs), finish_reasons=df["finish_reason"].to_list(),
                                n_output_tokens=df["n_output_tokens"].to_list(), ref_nll=nll)
     with project.connect() as con:
         runs_store.save_metrics(con, run_id=run_id, prediction_set_id=prediction_set_id, rows=rows, slice_id=slice_id)

@@ -7,13 +7,17 @@ It reads its inputs from, and writes its progress to, ``runs/<run_id>/``:
     config.json      the resolved TrainConfig (written once); config.toml the same as TOML
     data/train.jsonl, data/eval.jsonl   the frozen slice rows (written once by the launcher)
     status.json      status, step/total, pid, heartbeat, error, summary (rewritten atomically)
+    events.jsonl     one JSON object per status change: {"time": t, "status": ..., "message": ...}
+                     (append only, written by ``update_status``, so no change is lost between two
+                     looks at status.json, however fast a run goes from queued to succeeded)
     metrics.jsonl    one JSON object per step: {"step": n, "loss": ..., "lr": ...} (append only)
     checkpoints/last/  state to resume from; checkpoints/best/ the best val-loss weights
     adapter/         the PEFT adapter (method=lora) or model/ (full, top_k) when it succeeded
     CANCEL           flag file: the trainer saves a checkpoint and stops with status cancelled
     train.log        the process's stdout/stderr
 
-``sync_run`` (training.runner) copies status.json and metrics.jsonl into the store.
+``sync_run`` (training.runner) copies status.json into the store, and replays the events and
+metrics lines it has not recorded yet.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ class RunFolder:
     @property
     def metrics_file(self) -> Path:
         return self.path / "metrics.jsonl"
+
+    @property
+    def events_file(self) -> Path:
+        return self.path / "events.jsonl"
 
     @property
     def cancel_file(self) -> Path:
@@ -88,26 +96,46 @@ class RunFolder:
         return self.read_json(self.status_file, {}) or {}
 
     def update_status(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into status.json; a new ``status`` is also appended to events.jsonl."""
         st = self.status()
+        changed = "status" in fields and fields["status"] != st.get("status")
         st.update(fields)
         st["updated_at"] = time.time()
+        if changed:
+            self._append(self.events_file, {"time": st["updated_at"], "status": st["status"],
+                                            "message": str(fields.get("error") or fields.get("message") or "")})
         self.write_json(self.status_file, st)
         return st
 
-    def append_metrics(self, row: dict[str, Any]) -> None:
-        with self.metrics_file.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+    def _append(self, path: Path, row: dict[str, Any]) -> None:
+        # One write of one whole line on an O_APPEND file: readers see whole lines or none.
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row, default=str) + "\n")
 
-    def metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_file.exists():
+    def _lines(self, path: Path) -> list[dict[str, Any]]:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return []
         out = []
-        for line in self.metrics_file.read_text(encoding="utf-8").splitlines():
+        for line in text.splitlines(keepends=True):
+            if not line.endswith("\n"):
+                break  # a line being written right now: read it next time
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
-                continue  # a line being written right now
+                out.append({})  # keep line numbers (sync offsets count lines)
         return out
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        self._append(self.metrics_file, row)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return self._lines(self.metrics_file)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every status change of the run, oldest first (see the module docstring)."""
+        return self._lines(self.events_file)
 
     def read_rows(self, split: str) -> list[dict[str, Any]]:
         p = self.data_file(split)

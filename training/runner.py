@@ -4,8 +4,10 @@
 slice rows), records the run as queued, and starts ``python -m training.train RUN_DIR`` (or
 ``torchrun --nproc_per_node N`` when ``nproc > 1``) in a new session, detached from the caller:
 the CLI, the app and tests never train in their own thread. The trainer never opens the
-database; ``sync_run`` reads status.json and metrics.jsonl and writes them through store/runs.py,
-holding the database only for that short moment.
+database; ``sync_run`` reads status.json, events.jsonl and metrics.jsonl and writes them through
+store/runs.py, holding the database only for that short moment. Every status change the trainer
+made is replayed from events.jsonl in order, with its own time, so the store's history of a run
+does not depend on how often anybody looked at it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ from training.runfolder import RunFolder, pid_alive
 # this long is a crashed run.
 STALE_AFTER_S = 5.0
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+_STATUSES = {s.value for s in RunStatus}
 
 _SLICE_COLUMNS = ("pair_id", "revision_id", "split", "weight", "instruction", "input", "response", "system", "messages")
 
@@ -131,14 +136,23 @@ def start_run(
     return run_id
 
 
+def _when(epoch: Any) -> datetime:
+    """A run folder's time (epoch seconds) as the store's naive UTC timestamp; now when missing."""
+    return datetime.fromtimestamp(float(epoch or time.time()), UTC).replace(tzinfo=None)
+
+
 def sync_run(project: Project, run_id: str) -> Run:
-    """Copy the run folder's status and new metrics into the store; returns the stored run."""
+    """Copy the run folder's status, new events and new metrics into the store; returns the stored run."""
     _reap()
     with project.connect() as con:
         run = runs_store.get(con, run_id)
     if run.kind != "train" or not run.run_dir:
         return run
     folder = RunFolder(run.run_dir)
+    # Events before status.json: the status read below is never older than the last event read.
+    events_offset = folder.path / ".synced_events"
+    events_done = int(events_offset.read_text()) if events_offset.exists() else 0
+    events = folder.events()
     st = folder.status()
     status = st.get("status", "queued")
     error = st.get("error")
@@ -161,11 +175,21 @@ def sync_run(project: Project, run_id: str) -> Run:
     with project.connect() as con:
         if new:
             runs_store.add_metrics(con, run_id, new)
-        if status != run.status or status == "running":
+        current = run.status
+        for ev in events[events_done:]:
+            # Replay each change once: a change this store already has (written by whoever
+            # made it, e.g. cancel_run or a resume) is not a new event.
+            if ev.get("status") not in _STATUSES or ev["status"] == current or current in runs_store.TERMINAL:
+                continue
+            runs_store.set_status(con, run_id, ev["status"], message=str(ev.get("message") or ""),
+                                  at=_when(ev.get("time")))
+            current = ev["status"]
+        if status != run.status or status == "running" or len(events) > events_done:
             runs_store.set_status(con, run_id, status, error=error, adapter_path=st.get("adapter_path"),
-                                  summary=summary or None)
+                                  summary=summary or None, at=_when(st.get("finished_at") or st.get("updated_at")))
         run = runs_store.get(con, run_id)
     offset_file.write_text(str(len(rows)))
+    events_offset.write_text(str(len(events)))
     return run
 
 

@@ -13,7 +13,12 @@ checkpoints and the result back into it. It never opens the project database.
   with patience, the best weights kept; the result is the best (lowest val loss) state.
 - Precision: fp32 master weights with bf16 autocast on CUDA and on CPUs with native bf16.
 - Resume: ``checkpoints/last`` holds trainable weights, optimizer, scheduler, step and RNG
-  state; a restarted process continues from it with the same data order.
+  state; a restarted process continues from it with the same data order. ``train_seconds`` in
+  status.json (rewritten every step) is the training time of every segment so far, so a
+  resumed run's summary counts all of them (``segments``: how many processes trained it).
+- CPU threads: unless ``threads`` is set, the count is re-chosen for the machine's load when a
+  segment starts and every ``THREAD_CHECK_STEPS`` steps (at most once a ``THREAD_CHECK_MIN_S``,
+  the load average's own time scale), because other work on the box comes and goes.
 - DDP: when launched with WORLD_SIZE > 1 (torchrun, accelerate launch), each rank takes its
   share of each step's micro-batches; rank 0 alone writes files; cancel is all-reduced.
 """
@@ -37,6 +42,9 @@ from training.config import TrainConfig
 from training.data import collate, loss_sum, plan_batches
 from training.formatting import Tokenized, tokenize_rows
 from training.runfolder import RunFolder
+
+THREAD_CHECK_STEPS = 20
+THREAD_CHECK_MIN_S = 60.0
 
 
 @dataclass
@@ -227,6 +235,34 @@ class Trainer:
         self.bad_evals = 0
         self.history: list[dict[str, Any]] = []
         self.segment_attention = cfg.packing and supports_packed_attention(model, cfg.max_length)
+        # time: earlier segments (from status.json) + this one; threads re-chosen when auto
+        self.seconds_before = 0.0
+        self._segment_start: float | None = None
+        self.auto_threads = not cfg.threads and device == "cpu"
+        self._threads_checked = -math.inf
+
+    def elapsed(self) -> float:
+        """Training seconds of every segment so far, this one included."""
+        now = time.perf_counter()
+        return self.seconds_before + (now - self._segment_start if self._segment_start is not None else 0.0)
+
+    def _check_threads(self, at_start: bool = False) -> None:
+        """Re-choose the CPU thread count for the load now (see the module docstring)."""
+        if not self.auto_threads:
+            return
+        now = time.monotonic()
+        if not at_start and (self.step % THREAD_CHECK_STEPS or now - self._threads_checked < THREAD_CHECK_MIN_S):
+            return
+        from models.lm import retune_threads
+
+        self._threads_checked = now
+        # at the start this process has not loaded the machine yet: all of the load is others'
+        n = retune_threads(own=0 if at_start else None)
+        if n is not None:
+            self._log({"step": self.step, "threads": float(n)})
+            self._status(threads=n)
+            if self.d.main:
+                print(f"[train] step {self.step}: {n} CPU thread(s) for the current load", flush=True)
 
     def _fast_paths(self) -> contextlib.ExitStack:
         """Per-example attention for packed rows; frozen LoRA base weights kept in the autocast dtype."""
@@ -386,6 +422,8 @@ class Trainer:
         params = [p for p in self.module.parameters() if p.requires_grad]
         outcome = "succeeded"
         last_eval_step = -1
+        self._segment_start = time.perf_counter()
+        self._check_threads(at_start=True)
         while self.step < self.total_steps:
             if self._cancelled():
                 self.save_checkpoint()
@@ -423,7 +461,8 @@ class Trainer:
                 raise FloatingPointError(f"loss is {loss_v} at step {self.step}; lower learning_rate")
             if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                 self._log(row)
-            self._status(step=self.step, total_steps=self.total_steps, loss=loss_v)
+            self._status(step=self.step, total_steps=self.total_steps, loss=loss_v, train_seconds=self.elapsed())
+            self._check_threads()
             if progress:
                 progress(self.step, self.total_steps, row)
             stop = False
@@ -480,6 +519,7 @@ def run(run_dir: str | Path) -> int:
     job = folder.job()
     cfg = TrainConfig(**(folder.read_json(folder.config_file, {}) or {}))
     d = Dist()
+    trainer: Trainer | None = None
     try:
         import torch
 
@@ -510,9 +550,13 @@ def run(run_dir: str | Path) -> int:
             raise ValueError("the slice has no usable train examples (empty, or all truncated away)")
         trainer = Trainer(model, tok, cfg, train_ex, eval_ex, folder, device, d)
         resumed = trainer.resume()
+        earlier = folder.status()
+        trainer.seconds_before = float(earlier.get("train_seconds") or 0.0)
+        segments = int(earlier.get("segments") or 0) + 1
         if d.main:
             folder.update_status(
                 status="running", total_steps=trainer.total_steps, step=trainer.step, resumed=resumed,
+                segments=segments, threads=torch.get_num_threads(),
                 model={"base": base_path, "n_params": n_base["n_params"], "n_trainable": info["n_trainable"],
                        "dtype": info["dtype"], "device": device},
                 data={"train": st_train.as_dict(), "eval": st_eval.as_dict(), "batches_per_epoch": trainer.n_batches})
@@ -520,15 +564,17 @@ def run(run_dir: str | Path) -> int:
                   f"trainable ({cfg.method}), {device}, world {d.world}; {st_train.examples} train examples "
                   f"({st_train.truncated} truncated, {st_train.dropped} dropped), {trainer.total_steps} steps"
                   + (f", resumed at step {trainer.step}" if resumed else ""), flush=True)
-        t0 = time.time()
         outcome = trainer.train()
         if outcome == "cancelled":
             if d.main:
-                folder.update_status(status="cancelled", finished_at=time.time(), step=trainer.step)
+                folder.update_status(status="cancelled", finished_at=time.time(), step=trainer.step,
+                                     train_seconds=trainer.elapsed())
             return 0
         trainer.load_best()
+        total_s = trainer.elapsed()
         summary = {"steps": trainer.step, "total_steps": trainer.total_steps, "best_val_loss": trainer.best_val,
-                   "best_step": trainer.best_step, "train_seconds": time.time() - t0,
+                   "best_step": trainer.best_step, "train_seconds": total_s, "segments": segments,
+                   "segment_seconds": total_s - trainer.seconds_before, "threads": torch.get_num_threads(),
                    "final_loss": next((h["loss"] for h in reversed(trainer.history) if "loss" in h), None),
                    "method": cfg.method, "n_params": n_base["n_params"], "n_trainable": info["n_trainable"],
                    "dtype": info["dtype"], "device": device, "world_size": d.world,
@@ -538,12 +584,13 @@ def run(run_dir: str | Path) -> int:
             summary["artifact"] = str(out)
             summary["artifact_kind"] = "lora" if cfg.method == "lora" else "model"
             folder.update_status(status="succeeded", finished_at=time.time(), summary=summary,
-                                 adapter_path=str(out), step=trainer.step)
+                                 adapter_path=str(out), step=trainer.step, train_seconds=total_s)
             print(f"[train] done: {json.dumps(summary, default=str)}", flush=True)
         return 0
     except BaseException as exc:  # noqa: BLE001 - the run folder must say why it failed
         if d.main:
-            folder.update_status(status="failed", finished_at=time.time(),
+            spent = {"train_seconds": trainer.elapsed()} if trainer is not None and trainer._segment_start else {}
+            folder.update_status(status="failed", finished_at=time.time(), **spent,
                                  error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()[-4000:])
         traceback.print_exc()
         return 1

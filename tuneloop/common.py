@@ -1,13 +1,23 @@
-"""Shared CLI pieces: the --project option, consoles, and turning errors into one clean line."""
+"""Shared CLI pieces: the --project option, consoles, and turning errors into one clean line.
+
+Output for scripts: ``--json`` writes plain JSON to stdout and nothing else goes there
+(progress, notes and errors go to stderr); tables never cut an id (``id_column``), and every
+id a command takes may be an unambiguous prefix (``lookup`` turns a missing or ambiguous one
+into one error line).
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from store.db import Project, open_project
 
@@ -39,3 +49,27 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 def default_author() -> str:
     return os.environ.get("TUNELOOP_USER") or os.environ.get("USER") or "cli"
+
+
+T = TypeVar("T")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout (nothing else goes there).")]
+
+
+def emit_json(data: Any) -> None:
+    """``data`` as JSON on stdout: plain text (no colour, no wrapping), one trailing newline."""
+    sys.stdout.write(json.dumps(data, indent=1, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def id_column(table: Table, header: str, **kw: Any) -> None:
+    """A table column for ids: never cut or ellipsised; at worst folded onto a second line."""
+    table.add_column(header, no_wrap=True, overflow="fold", min_width=kw.pop("min_width", 10), **kw)
+
+
+def lookup(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    """Call a store lookup; a missing or ambiguous id becomes one error line and exit code 2."""
+    try:
+        return fn(*args, **kw)
+    except KeyError as exc:
+        raise fail(str(exc.args[0]) if exc.args else str(exc)) from None

@@ -8,20 +8,20 @@ labels; reviewers' decisions sit beside them and win when read (see ``store.erro
 
 The task type decides which checks apply: a *label-like* task (short references drawn from
 a small set, e.g. intents) gets the label-set and wrong-label checks; free text gets the
-F1/ROUGE-L, length and grounding checks. ``infer_task`` guesses it from the references;
-``CategoriseConfig.task`` overrides the guess.
+F1/ROUGE-L, length and grounding checks. ``scoring.task_of`` reads it from the references;
+``CategoriseConfig.task`` overrides it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import polars as pl
 from pydantic import ConfigDict
 
-from analysis.errors import text
+import scoring
 from analysis.errors.detectors import DETECTORS, Case, DetectorConfig
+from scoring import Task
 
 PROPOSAL_SCHEMA = {
     "prediction_id": pl.String, "pair_id": pl.String, "category_id": pl.String, "detector": pl.String,
@@ -32,43 +32,18 @@ PROPOSAL_SCHEMA = {
 class CategoriseConfig(DetectorConfig):
     model_config = ConfigDict(extra="forbid")
 
-    task: str = "auto"  # auto, label or text
+    task: str = "auto"  # auto, label or text (scoring.TASK_KINDS)
     detectors: list[str] | None = None  # names to run (default: all)
-    label_max_words: int = 6
 
 
-@dataclass(frozen=True)
-class Task:
-    kind: str  # label or text
-    labels: frozenset[str] | None
-    expect_json: bool
-
-
-def infer_task(references: Sequence[str], cfg: CategoriseConfig | None = None) -> Task:
-    """Label-like when references are short and repeat (at most half as many labels as rows)."""
-    cfg = cfg or CategoriseConfig()
-    refs = [r for r in references if r and r.strip()]
-    expect_json = bool(refs) and sum(text.looks_like_json(r) for r in refs) >= 0.8 * len(refs)
-    labels = frozenset(text.normalize_label(r) for r in refs)
-    if cfg.task == "text" or not refs:
-        return Task("text", None, expect_json)
-    # words as written: an identifier label ("balance_not_updated_after_cheque_or_cash_deposit")
-    # is one word however many parts it has
-    short = all(len(r.split()) <= cfg.label_max_words and "\n" not in r.strip() for r in refs)
-    if cfg.task == "label" or (short and not expect_json and len(labels) <= max(2, len(refs) // 2)):
-        return Task("label", labels, False)
-    return Task("text", None, expect_json)
-
-
-def task_of(predictions: pl.DataFrame, labels: Sequence[str] | None = None,
+def prediction_task(predictions: pl.DataFrame, labels: Sequence[str] | None = None,
             cfg: CategoriseConfig | None = None) -> Task:
-    """The task of a prediction set: read from ``labels`` (the slice's references) when given,
-    else from the predictions' references; a label task's set includes both."""
+    """The task of a prediction set (``scoring.task_of``): read from ``labels`` (the references of
+    the set's slice) when given, else from the predictions' references; a label task's set
+    includes both."""
+    cfg = cfg or CategoriseConfig()
     refs = [r or "" for r in predictions.get_column("reference").to_list()] if predictions.height else []
-    task = infer_task(list(labels) if labels else refs, cfg)
-    if task.labels is not None:
-        task = Task(task.kind, task.labels | {text.normalize_label(r) for r in refs if r.strip()}, task.expect_json)
-    return task
+    return scoring.task_of_predictions(refs, list(labels or ()), cfg.task)
 
 
 def case_of(row: dict, task: Task) -> Case:
@@ -80,7 +55,7 @@ def case_of(row: dict, task: Task) -> Case:
         prompt="\n".join(x for x in (row.get("instruction"), row.get("input")) if x) or row.get("prompt") or "",
         finish_reason=row.get("finish_reason") or "stop",
         source=row.get("source_text") or "",
-        label_set=task.labels,
+        label_set=task.labels if task.is_label else None,
         expect_json=task.expect_json,
     )
 
@@ -95,7 +70,7 @@ def categorise(
     columns, plus ``source_text``). ``labels``: the references of the run's whole slice (one per
     pair, train and eval); the task type and label set are read from them when given."""
     cfg = cfg or CategoriseConfig()
-    task = task_of(predictions, labels, cfg)
+    task = prediction_task(predictions, labels, cfg)
     wanted = [d for d in DETECTORS if cfg.detectors is None or d.name in cfg.detectors]
     if cfg.detectors is not None:
         unknown = sorted(set(cfg.detectors) - {d.name for d in DETECTORS})
@@ -119,18 +94,17 @@ def categorise(
 
 
 def score_predictions(predictions: pl.DataFrame, task: Task, cfg: CategoriseConfig | None = None) -> pl.DataFrame:
-    """Per prediction: em, f1, rouge_l and ``correct`` (label tasks: the normalised label matches;
-    text: EM, or F1/ROUGE-L at or above the thresholds)."""
+    """Per prediction: em, f1, rouge_l and ``correct`` (``scoring.score``)."""
     cfg = cfg or CategoriseConfig()
-    out = []
-    for row in predictions.iter_rows(named=True):
-        ref = row.get("reference") or row.get("response") or ""
-        s = text.scores(row.get("output") or "", ref)
-        if task.kind == "label":
-            correct = text.normalize_label(row.get("output") or "") == text.normalize_label(ref)
-        else:
-            correct = bool(s["em"]) or s["f1"] >= cfg.f1_threshold or s["rouge_l"] >= cfg.rouge_threshold
-        out.append({"prediction_id": row["prediction_id"], "pair_id": row["pair_id"], **s, "correct": correct})
+    ref = (pl.coalesce("reference", "response") if "response" in predictions.columns else pl.col("reference"))
+    both = predictions.select(pl.col("output").fill_null(""), ref.fill_null("").alias("ref"))
+    outs, refs = both["output"].to_list(), both["ref"].to_list()
+    sc = scoring.score_all(outs, refs, task, cfg.thresholds())
     schema = {"prediction_id": pl.String, "pair_id": pl.String, "em": pl.Float64, "f1": pl.Float64,
               "rouge_l": pl.Float64, "correct": pl.Boolean}
-    return pl.DataFrame(out, schema=schema)
+    return pl.DataFrame({
+        "prediction_id": predictions.get_column("prediction_id").to_list() if predictions.height else [],
+        "pair_id": predictions.get_column("pair_id").to_list() if predictions.height else [],
+        "em": [x.em for x in sc], "f1": [x.f1 for x in sc], "rouge_l": [x.rouge_l for x in sc],
+        "correct": [x.correct for x in sc],
+    }, schema=schema)

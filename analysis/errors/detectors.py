@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+import scoring
+from analysis import language as lang
 from analysis.errors import grounding, text
 
 
@@ -39,6 +41,9 @@ class DetectorConfig(BaseModel):
     off_topic_max_overlap: float = 0.0
     off_topic_min_words: int = 5
     language_min_words: int = 4
+
+    def thresholds(self) -> scoring.Thresholds:
+        return scoring.Thresholds(f1=self.f1_threshold, rouge_l=self.rouge_threshold)
 
 
 @dataclass(frozen=True)
@@ -103,18 +108,18 @@ def repetition_ratio(tokens: list[str], n: int) -> tuple[float, str]:
 
 
 def repetitive(c: Case, cfg: DetectorConfig) -> Finding | None:
-    toks = text.tokens(c.output)
+    toks = scoring.tokens(c.output)
     if len(toks) < cfg.repetition_min_tokens:
         return None
     ratio, top = repetition_ratio(toks, cfg.repetition_n)
-    ref_ratio, _ = repetition_ratio(text.tokens(c.reference), cfg.repetition_n)
+    ref_ratio, _ = repetition_ratio(scoring.tokens(c.reference), cfg.repetition_n)
     if ratio < cfg.repetition_ratio or ratio <= ref_ratio + 0.1:
         return None
     return Finding("repetitive", _clip(0.5 + ratio / 2), f"{ratio:.0%} of {cfg.repetition_n}-grams repeat; top {top}")
 
 
 def verbose(c: Case, cfg: DetectorConfig) -> Finding | None:
-    n_out, n_ref = len(text.tokens(c.output)), len(text.tokens(c.reference))
+    n_out, n_ref = len(scoring.tokens(c.output)), len(scoring.tokens(c.reference))
     if not c.reference.strip() or n_out <= cfg.verbose_ratio * n_ref or n_out - n_ref < cfg.verbose_min_extra:
         return None
     ratio = n_out / max(n_ref, 1)
@@ -123,7 +128,7 @@ def verbose(c: Case, cfg: DetectorConfig) -> Finding | None:
 
 
 def too_short(c: Case, cfg: DetectorConfig) -> Finding | None:
-    n_out, n_ref = len(text.tokens(c.output)), len(text.tokens(c.reference))
+    n_out, n_ref = len(scoring.tokens(c.output)), len(scoring.tokens(c.reference))
     if not c.output.strip() or n_ref < cfg.short_min_reference or n_out >= cfg.short_ratio * n_ref:
         return None
     if c.finish_reason == "length":
@@ -154,7 +159,7 @@ def refusal(c: Case, cfg: DetectorConfig) -> Finding | None:
 def label_format(c: Case, cfg: DetectorConfig) -> Finding | None:
     if not c.label_set:
         return None
-    norm = text.normalize_label(c.output)
+    norm = scoring.normalize_label(c.output)
     if norm in c.label_set:
         return None
     return Finding("format_violation", 1.0 if norm else 0.6,
@@ -165,21 +170,20 @@ def json_format(c: Case, cfg: DetectorConfig) -> Finding | None:
     if not c.expect_json:
         return None
     try:
-        orjson.loads(text.strip_code_fence(c.output))
+        orjson.loads(scoring.strip_code_fence(c.output))
     except orjson.JSONDecodeError as exc:
         return Finding("format_violation", 1.0, f"invalid JSON where the reference is JSON: {str(exc)[:80]}")
     return None
 
 
 def language(c: Case, cfg: DetectorConfig) -> Finding | None:
-    want_text = c.reference if len(text.tokens(c.reference)) >= cfg.language_min_words else c.prompt
-    if len(text.tokens(c.output)) < cfg.language_min_words or len(text.tokens(want_text)) < cfg.language_min_words:
+    want_text = c.reference if len(scoring.tokens(c.reference)) >= cfg.language_min_words else c.prompt
+    if len(scoring.tokens(c.output)) < cfg.language_min_words or len(scoring.tokens(want_text)) < cfg.language_min_words:
         return None
-    got, got_conf = text.guess_language(c.output)
-    want, want_conf = text.guess_language(want_text)
+    got, want = lang.guess_language(c.output), lang.guess_language(want_text)
     if got is None or want is None or got == want:
         return None
-    return Finding("language_mismatch", _clip(min(got_conf, want_conf)), f"output looks {got}, expected {want}")
+    return Finding("language_mismatch", 0.8, f"output looks {lang.describe(got)}, expected {lang.describe(want)}")
 
 
 def off_topic(c: Case, cfg: DetectorConfig) -> Finding | None:
@@ -200,15 +204,15 @@ def incorrect(c: Case, cfg: DetectorConfig) -> Finding | None:
     if not c.reference.strip():
         return None
     if c.label_set:
-        out, ref = text.normalize_label(c.output), text.normalize_label(c.reference)
+        out, ref = scoring.normalize_label(c.output), scoring.normalize_label(c.reference)
         if out == ref or out not in c.label_set:
             return None  # right, or outside the label set (format_violation says so)
         return Finding("wrong_label", 1.0, f"predicted {out!r}, reference {ref!r}")
-    s = text.scores(c.output, c.reference)
-    if s["em"] or s["f1"] >= cfg.f1_threshold or s["rouge_l"] >= cfg.rouge_threshold:
+    s = scoring.score(c.output, c.reference, scoring.Task("text"), cfg.thresholds())
+    if s.correct:
         return None
-    return Finding("incorrect", _clip(1 - max(s["f1"], s["rouge_l"])),
-                   f"token F1 {s['f1']:.2f}, ROUGE-L {s['rouge_l']:.2f} vs the reference")
+    return Finding("incorrect", _clip(1 - max(s.f1, s.rouge_l)),
+                   f"token F1 {s.f1:.2f}, ROUGE-L {s.rouge_l:.2f} vs the reference")
 
 
 def hallucination(c: Case, cfg: DetectorConfig) -> Finding | None:
@@ -230,9 +234,9 @@ DETECTORS: list[Detector] = [
     Detector("refusal", 1, "refusal", refusal),
     Detector("label_set", 1, "format_violation", label_format),
     Detector("json", 1, "format_violation", json_format),
-    Detector("language", 1, "language_mismatch", language),
+    Detector("language", 2, "language_mismatch", language),
     Detector("off_topic", 1, "off_topic", off_topic),
-    Detector("metric", 1, "incorrect", incorrect),
+    Detector("metric", 2, "incorrect", incorrect),
     Detector("grounding", 1, "hallucination", hallucination),
 ]
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from analysis.errors import text
+import scoring
 
 Z95 = 1.959964
 ANY = "any error"
@@ -96,15 +96,10 @@ def rates(
                     descending=[False, False, True, False])
 
 
-def confusion(references: Sequence[str], outputs: Sequence[str], labels: Sequence[str] | None = None) -> pl.DataFrame:
-    """Counts of (reference, predicted) normalised labels; outputs outside ``labels`` become '(other)'."""
-    allowed = {text.normalize_label(x) for x in labels} if labels is not None else None
-    rows = []
-    for ref, out in zip(references, outputs, strict=True):
-        r, o = text.normalize_label(ref), text.normalize_label(out)
-        if allowed is not None and o not in allowed:
-            o = "(other)"
-        rows.append((r, o))
+def confusion(references: Sequence[str], outputs: Sequence[str], task: scoring.Task) -> pl.DataFrame:
+    """Counts of (reference, predicted) labels as the references spell them (``scoring.Task.canonical``);
+    an output outside the task's labels is ``scoring.OTHER``."""
+    rows = [(task.canonical(r), task.canonical(o)) for r, o in zip(references, outputs, strict=True)]
     df = pl.DataFrame(rows, schema={"reference": pl.String, "predicted": pl.String}, orient="row")
     return df.group_by("reference", "predicted").agg(pl.len().alias("n")).sort(["n", "reference", "predicted"],
                                                                                 descending=[True, False, False])
@@ -112,7 +107,7 @@ def confusion(references: Sequence[str], outputs: Sequence[str], labels: Sequenc
 
 def most_confused(conf: pl.DataFrame, top: int = 10) -> pl.DataFrame:
     """Unordered label pairs by how often one was predicted for the other (both directions summed)."""
-    off = conf.filter((pl.col("reference") != pl.col("predicted")) & (pl.col("predicted") != "(other)"))
+    off = conf.filter((pl.col("reference") != pl.col("predicted")) & (pl.col("predicted") != scoring.OTHER))
     if off.height == 0:
         return pl.DataFrame(schema={"a": pl.String, "b": pl.String, "a_as_b": pl.Int64, "b_as_a": pl.Int64,
                                     "n": pl.Int64})

@@ -11,21 +11,15 @@ import streamlit as st
 from app import components as ui
 from app import jobs, state
 from store import errors as errors_store
-from store import views
+from store import runs as runs_store
+from workflows import errors as workflow
 
 INLINE_MAX = 20_000
 
 st.title("Compare")
-try:
-    from analysis.errors import workflow
-except ImportError:
-    workflow = None  # type: ignore[assignment]
-if workflow is None:
-    ui.not_available("Run comparison", "the error-analysis workflow (`analysis/errors/workflow.py`)")
-    st.stop()
 
 with state.db() as con:
-    runs = views.runs_with_predictions(con)
+    runs = runs_store.runs_with_predictions(con)
 if len(runs) < 2:
     st.info("Comparing needs two runs with predictions (e.g. a run and its retrained successor).")
     if runs:
@@ -57,7 +51,7 @@ else:
     elif uncategorised:
         st.info("Categorise both runs' errors first: " + ", ".join(label[r] for r in uncategorised))
         for r in uncategorised:
-            ui.job_button(f"Categorise {label[r]}", "errors", ["errors", "auto", "--run", r], key=f"cmp_auto_{r}")
+            ui.job_button(f"Categorise {label[r]}", "categorise", {"run_ref": r}, key=f"cmp_auto_{r}")
     else:
         table, fixed, broken, n_common, notes = _compare(str(state.project().root), run_a, run_b, state.bump_count())
         for n in notes:
@@ -117,12 +111,10 @@ cont = o2.toggle("Continue from the run's adapter", key="rt_cont")
 if not state.can("train"):
     st.caption("Only admins start training runs.")
 elif st.button("Retrain on corrected slice", type="primary", key="rt_go", icon=":material/replay:"):
-    args = ["retrain", "--from-run", src, "--upweight", str(upweight)]
-    if only:
-        args += ["--only-categories", ",".join(only)]
-    if cont:
-        args.append("--continue-adapter")
-    job = jobs.start(state.project(), "retrain", args, title=f"retrain from {src}", author=state.user())
+    job = jobs.start_workflow(state.project(), "retrain",
+                              {"from_run": src, "upweight": float(upweight), "only_categories": list(only) or None,
+                               "continue_adapter": bool(cont), "author": state.user()},
+                              title=f"retrain from {src}", author=state.user())
     state.put("rt_job", job.id)
 
 job_id = state.get("rt_job")

@@ -7,7 +7,7 @@ import streamlit as st
 
 from app import components as ui
 from app import state
-from store import curation, views
+from store import curation
 from store import pairs as pairs_store
 from store.records import Status
 
@@ -16,9 +16,9 @@ MAX_SIDE_BY_SIDE = 4
 
 st.title("Duplicates")
 with state.db() as con:
-    kinds = views.duplicate_kinds(con)
+    kinds = curation.duplicate_kinds(con)
 if state.can("curate"):
-    ui.job_button("Find duplicates (exact and near)", "dedupe", ["dedupe", "--exact", "--near"], key="du_run",
+    ui.job_button("Find duplicates (exact and near)", "dedupe", {"exact": True, "near": True, "author": state.user()}, key="du_run",
                   help="`tuneloop dedupe --exact --near` in the background")
 if not kinds:
     st.info("No duplicate clusters yet: find them with the button above (or `tuneloop dedupe`).")
@@ -33,13 +33,13 @@ resolution = c2.segmented_control("Verdict", ["auto", "confirmed", "not_duplicat
                                   key="du_resolution", help="auto = not reviewed yet")
 
 with state.db() as con:
-    total = views.duplicate_cluster_count(con, kind, resolution)
+    total = curation.cluster_count(con, kind, resolution)
     n_pages = max(1, -(-total // PAGE_SIZE))
     page_key, pg = state.pager("du_page", (kind, resolution))
     pg = min(pg, n_pages)
-    page = views.duplicate_clusters_page(con, kind=kind, resolution=resolution, limit=PAGE_SIZE,
+    page = curation.clusters_page(con, kind=kind, resolution=resolution, limit=PAGE_SIZE,
                                          offset=(pg - 1) * PAGE_SIZE)
-    members = {cid: views.duplicate_members(con, cid, limit=MAX_SIDE_BY_SIDE * 5) for cid in page["id"]}
+    members = {cid: curation.cluster_members(con, cid, limit=MAX_SIDE_BY_SIDE * 5) for cid in page["id"]}
 st.caption(f"{total:,} clusters")
 
 

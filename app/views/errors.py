@@ -8,9 +8,11 @@ import streamlit as st
 
 from app import components as ui
 from app import jobs, state
+from store import documents as docs_store
+from store import error_pages
 from store import errors as errors_store
 from store import pairs as pairs_store
-from store import views
+from store import runs as runs_store
 from store.db import ConflictError
 from store.records import Status
 
@@ -18,7 +20,7 @@ PAGE_SIZE = 25
 
 st.title("Errors")
 with state.db() as con:
-    runs = views.runs_with_predictions(con)
+    runs = runs_store.runs_with_predictions(con)
 if not runs:
     st.info("No run has predictions yet. Train a run on the **Train** page (or `tuneloop train`), then "
             "`tuneloop predict --run RUN`.")
@@ -28,21 +30,25 @@ run = st.selectbox("Run", runs, key="er_run", format_func=lambda r: f"{r[1] or r
 run_id, psid = run[0], run[3]
 
 with state.db() as con:
-    counts, n_preds, n_err = views.error_overview(con, psid)
+    counts, n_preds, n_err = state.error_overview(con, psid)
     cats = errors_store.categories(con, include_inactive=False)
+    accuracy = runs_store.overall_metric(con, psid, "accuracy")
 
 if counts.is_empty():
     st.info("The predictions of this run have not been categorised yet.")
     if state.can("analyse") and st.button("Categorise errors now (`tuneloop errors auto`)", key="er_auto"):
-        job = jobs.start(state.project(), "errors", ["errors", "auto", "--run", run_id],
-                         title=f"categorise errors of {run_id}", author=state.user())
+        job = jobs.start_workflow(state.project(), "categorise", {"run_ref": run_id},
+                                  title=f"categorise errors of {run_id}", author=state.user())
         st.success(f"Started in the background (job {job.id}); reload in a moment.")
     st.stop()
 
-c = st.columns(3)
+c = st.columns(4)
 c[0].metric("Predictions", f"{n_preds:,}")
-c[1].metric("With an error", f"{n_err:,}", f"{n_err / max(n_preds, 1):.0%}", delta_color="off")
-c[2].metric("Confirmed by reviewers", f"{int(counts['confirmed'].sum()):,}")
+c[1].metric("Accuracy", "—" if accuracy is None else f"{accuracy:.1%}",
+            help="Share of correct predictions (scoring: the label matches, or free text matches the reference); "
+                 "the same number as `tuneloop metrics`, `compare` and the report.")
+c[2].metric("With an error", f"{n_err:,}", f"{n_err / max(n_preds, 1):.0%}", delta_color="off")
+c[3].metric("Confirmed by reviewers", f"{int(counts['confirmed'].sum()):,}")
 
 chart = counts.select("category", "confirmed", "proposed").unpivot(
     index="category", variable_name="label", value_name="predictions")
@@ -61,11 +67,11 @@ with state.db() as con:
     if st_filter is None:  # the open errors of a category (or all): already counted above
         total = n_err if cat is None else int(counts.filter(pl.col("category_id") == cat)["errors"][0])
     else:
-        total = views.error_example_count(con, psid, category_id=cat, state=st_filter)
+        total = error_pages.error_example_count(con, psid, category_id=cat, state=st_filter)
     n_pages = max(1, -(-total // PAGE_SIZE))
     page_key, pg = state.pager("er_page", (psid, cat, st_filter))
     pg = min(pg, n_pages)
-    examples = views.error_examples(con, psid, category_id=cat, state=st_filter, limit=PAGE_SIZE,
+    examples = state.error_examples(con, psid, category_id=cat, state=st_filter, limit=PAGE_SIZE,
                                     offset=(pg - 1) * PAGE_SIZE)
 
 sel = st.dataframe(examples.drop("pair_id"), hide_index=True, width="stretch", on_select="rerun",
@@ -84,13 +90,13 @@ if chosen is None:
     st.stop()
 
 with state.db() as con:
-    pred = views.prediction_detail(con, chosen)
+    pred = error_pages.prediction_detail(con, chosen)
     if pred is None:  # removed since the table was read (e.g. by another session)
         st.warning(f"Prediction {chosen} is no longer in the project; pick another one.")
         st.stop()
-    labels = views.prediction_labels(con, chosen)
+    labels = error_pages.prediction_labels(con, chosen)
     pair = pairs_store.get(con, pred["pair_id"])
-    ctx = views.source_context(con, pair)
+    ctx = docs_store.source_context(con, pair)
 
 st.divider()
 st.subheader(ui.short(pair.instruction, 120))
@@ -181,7 +187,7 @@ if bad[1].button("Bad data: reject the pair", key="er_bad_reject"):
     st.success("The pair is rejected; retraining leaves it out.")
 
 with st.expander("Error clusters: find categories the taxonomy lacks"):
-    from analysis.errors import workflow
+    from workflows import errors as workflow
 
     @st.cache_data(ttl=300, show_spinner="Clustering the failing predictions…", max_entries=4)
     def _clusters(root: str, rid: str, version: int) -> pl.DataFrame:

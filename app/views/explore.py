@@ -9,8 +9,8 @@ import streamlit as st
 
 from app import components as ui
 from app import jobs, state
+from store import pair_pages
 from store import slices as slices_store
-from store import views
 from store.records import SliceFilter, Status
 
 INLINE_EMBED_LIMIT = 2_000  # pairs embedded inside a rerun (~5 s on 2 CPU cores); more go to a job
@@ -48,8 +48,8 @@ flt = SliceFilter(
 
 if text:
     with state.db() as con:
-        backlog = views.search_index_missing(con)
-    if backlog > views.INLINE_INDEX_MAX:
+        backlog = pair_pages.search_index_missing(con)
+    if backlog > pair_pages.INLINE_INDEX_MAX:
         running = [j for j in jobs.recent(state.project(), kind="search-index", limit=1) if j.running]
         if not running:
             jobs.start(state.project(), "search-index", [], title="build the text-search index",
@@ -58,7 +58,7 @@ if text:
                    "search scans the text (slower, same results).")
 page_key, pg = state.pager("ex_page", flt.model_dump_json())
 with state.db() as con:
-    summary = views.explore_summary(con, flt, limit=PAGE_SIZE, offset=(pg - 1) * PAGE_SIZE)
+    summary = pair_pages.explore_summary(con, flt, limit=PAGE_SIZE, offset=(pg - 1) * PAGE_SIZE)
 total, by_status, table = summary.total, summary.by_status, summary.table
 n_pages = max(1, -(-total // PAGE_SIZE))
 
@@ -71,7 +71,7 @@ if by_status:
 tab_list, tab_map, tab_semantic, tab_slice, tab_bulk = st.tabs(
     ["Pairs", "Embedding map", "Semantic search", "Save as slice", "Bulk action"])
 if state.can("curate") and not f["signals"]:
-    ui.job_button("Compute quality signals", "signals", ["signals"], key="ex_signals",
+    ui.job_button("Compute quality signals", "signals", key="ex_signals",
                   help="`tuneloop signals`: empty or placeholder responses, PII, truncation, language, …")
 
 with tab_list:
@@ -85,7 +85,7 @@ with tab_list:
 with tab_map:
     color = st.segmented_control("Colour by", ["topic", "status", "flagged"], default="topic", key="ex_color")
     with state.db() as con:
-        pts = views.map_points(con, flt, limit=5000)
+        pts = pair_pages.map_points(con, flt, limit=5000)
     if pts.is_empty():
         st.info("No map yet: compute embeddings and topic clusters (Semantic search tab, or `tuneloop cluster`).")
     else:
@@ -96,35 +96,30 @@ with tab_map:
         st.caption(f"{pts.height:,} points (a fixed sample when more match)")
 
 with tab_semantic:
-    try:
-        from analysis import curate
-        from store import curation
-    except ImportError:
-        curate = None  # type: ignore[assignment]
-    if curate is None:
-        ui.not_available("Semantic search", "the curation package (`analysis/curate.py`)")
-    else:
-        with state.db() as con:
-            n_emb = sum(curation.embedding_counts(con).values())
-        st.caption(f"{n_emb:,} embeddings stored. A search first embeds the matching pairs that have none "
-                   "(incremental); for a large project compute them in the background first.")
-        ui.job_button("Compute embeddings and topic clusters", "embed", ["cluster"], key="ex_embed",
-                      help="`tuneloop cluster` (embeds what is missing, then clusters and lays out the map)")
-        q = st.text_input("Find pairs similar in meaning to", key="ex_sem_q")
-        if q and st.button("Search by meaning", key="ex_sem_go"):
-            # Embedding is heavy: only a small backlog is embedded inside this rerun; a larger one
-            # goes to a background job while the search covers the pairs embedded so far.
-            missing = curate.missing_count(state.project(), flt=flt)
-            inline = missing <= INLINE_EMBED_LIMIT
-            if not inline:
-                jobs.start(state.project(), "embed", ["embed"], title="tuneloop embed", author=state.user())
-                st.info(f"{missing:,} matching pairs have no embedding yet; they are being embedded in the "
-                        f"background. This search covers the {n_emb:,} pairs embedded so far.")
-            with st.spinner("Embedding and searching…" if inline else "Searching…"):
-                hits = curate.search(state.project(), text=q, k=25, flt=flt, embed_missing=inline)
-            st.dataframe(hits, hide_index=True, width="stretch",
-                         column_config={"similarity": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
-                                                                                      format="%.2f")})
+    from analysis import curate
+    from store import curation
+
+    with state.db() as con:
+        n_emb = sum(curation.embedding_counts(con).values())
+    st.caption(f"{n_emb:,} embeddings stored. A search first embeds the matching pairs that have none "
+               "(incremental); for a large project compute them in the background first.")
+    ui.job_button("Compute embeddings and topic clusters", "cluster", key="ex_embed",
+                  help="`tuneloop cluster` (embeds what is missing, then clusters and lays out the map)")
+    q = st.text_input("Find pairs similar in meaning to", key="ex_sem_q")
+    if q and st.button("Search by meaning", key="ex_sem_go"):
+        # Embedding is heavy: only a small backlog is embedded inside this rerun; a larger one
+        # goes to a background job while the search covers the pairs embedded so far.
+        missing = curate.missing_count(state.project(), flt=flt)
+        inline = missing <= INLINE_EMBED_LIMIT
+        if not inline:
+            jobs.start_workflow(state.project(), "embed", title="embed the new pairs", author=state.user())
+            st.info(f"{missing:,} matching pairs have no embedding yet; they are being embedded in the "
+                    f"background. This search covers the {n_emb:,} pairs embedded so far.")
+        with st.spinner("Embedding and searching…" if inline else "Searching…"):
+            hits = curate.search(state.project(), text=q, k=25, flt=flt, embed_missing=inline)
+        st.dataframe(hits, hide_index=True, width="stretch",
+                     column_config={"similarity": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
+                                                                                  format="%.2f")})
 
 with tab_slice:
     if not state.can("curate"):

@@ -8,22 +8,14 @@ import os
 import polars as pl
 import streamlit as st
 
-from app import components as ui
 from app import jobs, state
-
-try:
-    from ingest.filetypes import SUPPORTED
-    from ingest.generators import available as generators_available
-    from store import documents as docs_store
-except ImportError:  # the ingest issue has not landed in this checkout
-    SUPPORTED = ()  # type: ignore[assignment]
+from ingest.filetypes import SUPPORTED
+from ingest.generators import available as generators_available
+from store import documents as docs_store
 
 MAX_UPLOAD_MB = int(os.environ.get("TUNELOOP_MAX_UPLOAD_MB", "200"))
 
 st.title("Ingest")
-if not SUPPORTED:
-    ui.not_available("Document ingest", "the ingest package (`ingest/documents.py`)")
-    st.stop()
 
 with st.form("ing_form", clear_on_submit=True):
     files = st.file_uploader(

@@ -6,15 +6,15 @@ import polars as pl
 import streamlit as st
 
 from app import state
+from store import curation, error_pages
 from store import users as users_store
-from store import views
 from store.stats import project_stats
 
 st.title("Overview")
 with state.db() as con:
     s = project_stats(con)
-    dup_kinds = views.duplicate_kinds(con)
-    funnel = views.error_funnel(con)
+    dup_kinds = curation.duplicate_kinds(con)
+    funnel = error_pages.error_funnel(con)
     progress = users_store.progress(con)
 
 cols = st.columns(6)

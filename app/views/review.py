@@ -7,10 +7,12 @@ import streamlit as st
 
 from app import components as ui
 from app import state
+from store import curation, pair_pages
+from store import documents as docs_store
 from store import errors as errors_store
 from store import pairs as pairs_store
+from store import runs as runs_store
 from store import users as users_store
-from store import views
 from store.db import ConflictError
 from store.records import Pair, SliceFilter, Status
 
@@ -23,7 +25,7 @@ ordered_ids: list[str] | None = None
 @st.cache_data(ttl=60, show_spinner="Ranking the run's errors…", max_entries=8)
 def weakest_pairs(run_id: str, version: int) -> list[str]:
     """Pairs ordered by where the model is weakest (the error-analysis review priority)."""
-    from analysis.errors import workflow
+    from workflows import errors as workflow
 
     q = workflow.review_queue(state.project(), run_id, limit=500)
     return list(dict.fromkeys(q["pair_id"].to_list())) if q.height else []
@@ -54,7 +56,7 @@ elif queue == "By cluster":
         extra["cluster_ids"] = [-1]
 elif queue == "By model weakness":
     with state.db() as con:
-        runs = views.runs_with_predictions(con)
+        runs = runs_store.runs_with_predictions(con)
     if not runs:
         st.info("No run has predictions yet: train and predict first (Train page).")
         extra["pair_ids"] = ["-"]
@@ -66,7 +68,7 @@ elif queue == "By model weakness":
             weak = weakest_pairs(run[0], state.bump_count())
         else:
             st.info("This run's predictions are not categorised yet.")
-            ui.job_button("Categorise its errors", "errors", ["errors", "auto", "--run", run[0]], key="rv_auto")
+            ui.job_button("Categorise its errors", "categorise", {"run_ref": run[0]}, key="rv_auto")
             weak = []
         extra["pair_ids"] = weak or ["-"]
         ordered_ids = weak
@@ -95,21 +97,21 @@ if state.get("rv_sig") != signature:
 buf: list[Pair] = state.get("rv_buf")
 seen: list[str] = state.get("rv_seen")
 with state.db() as con:
-    total = views.count(con, flt)
+    total = pair_pages.count(con, flt)
     if len(buf) < 3:
         have = {p.id for p in buf} | set(seen)
         if ordered_ids is not None:  # the run's priority order, narrowed by the other filters (text, status)
-            keep = set(views.page_ids(con, flt, limit=len(ordered_ids) + 1))
+            keep = set(pair_pages.page_ids(con, flt, limit=len(ordered_ids) + 1))
             source = [i for i in ordered_ids if i in keep]
         else:
-            source = views.page_ids(con, flt, limit=BUFFER + len(have))
+            source = pair_pages.page_ids(con, flt, limit=BUFFER + len(have))
         ids = [i for i in source if i not in have][:BUFFER]
-        buf.extend(views.pairs_by_ids(con, ids))
+        buf.extend(pair_pages.pairs_by_ids(con, ids))
     pair = buf[0] if buf else None
     if pair is not None:
-        ctx = views.source_context(con, pair)
-        signals = views.pair_signals(con, pair)
-        dups = views.pair_duplicates(con, pair.id)
+        ctx = docs_store.source_context(con, pair)
+        signals = curation.pair_signals(con, pair)
+        dups = curation.pair_duplicates(con, pair.id)
         history = pairs_store.history(con, pair.id)
         reviews = pairs_store.reviews(con, pair.id)
 

@@ -10,8 +10,8 @@ import streamlit as st
 from app import components as ui
 from app import state
 from ingest.exporter import EXPORT_FORMATS, export_slice
+from store import runs as runs_store
 from store import slices as slices_store
-from store import views
 
 PAGE_SIZE = 50
 
@@ -33,8 +33,8 @@ st.bar_chart(pl.DataFrame({"slice": [f"{s.name}@{s.version}" for s in _top] * 2,
 sel = st.selectbox("Slice", newest_first, key="sl_pick", format_func=lambda s: f"{s.name}@{s.version} · {s.n_items:,} pairs")
 with state.db() as con:
     lineage = slices_store.lineage(con, sel.id)
-    breakdown = views.slice_breakdown(con, sel.id)
-    runs = views.runs_of_slice(con, sel.id)
+    breakdown = slices_store.breakdown(con, sel.id)
+    runs = runs_store.runs_of_slice(con, sel.id)
 
 c = st.columns(4)
 c[0].metric("Pairs", f"{sel.n_items:,}")
@@ -69,7 +69,7 @@ with right:
     page_key, pg = state.pager("sl_page", (sel.id, split))
     pg = min(pg, n_pages)
     with state.db() as con:
-        items = views.slice_items_page(con, sel.id, split=None if split in (None, "all") else split,
+        items = slices_store.items_page(con, sel.id, split=None if split in (None, "all") else split,
                                        limit=PAGE_SIZE, offset=(pg - 1) * PAGE_SIZE)
     st.dataframe(items, hide_index=True, width="stretch")
     st.pagination(n_pages, key=page_key)

@@ -13,23 +13,15 @@ from app import components as ui
 from app import state
 from store import runs as runs_store
 from store import slices as slices_store
-from store import views
 from store.config import ConfigError
-
-try:
-    from training import config as train_config
-    from training import runner
-except ImportError:  # the training issue has not landed in this checkout
-    runner = None  # type: ignore[assignment]
+from training import config as train_config
+from training import runner
 
 st.title("Train")
-if runner is None:
-    ui.not_available("Training", "the training package (`training/runner.py`)")
-    st.stop()
 
 with state.db() as con:
     all_slices = slices_store.list_slices(con)
-    runs = views.runs_overview(con, limit=100)
+    runs = runs_store.overview(con, limit=100)
 
 tab_new, tab_runs = st.tabs(["New run", "Runs"])
 

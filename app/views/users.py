@@ -6,8 +6,8 @@ import polars as pl
 import streamlit as st
 
 from app import state
+from store import pair_pages
 from store import users as users_store
-from store import views
 from store.records import SliceFilter, Status
 
 st.title("Reviewers")
@@ -79,6 +79,6 @@ else:
         go = st.form_submit_button("Assign", key="us_assign_btn")
     if go and who:
         with state.db() as con:
-            ids = views.page_ids(con, SliceFilter(status=[Status.pending]), limit=int(n))
+            ids = pair_pages.page_ids(con, SliceFilter(status=[Status.pending]), limit=int(n))
             added = users_store.assign(con, ids, who, overlap=int(overlap))
         st.success(f"{added:,} assignments added ({len(ids):,} pairs × up to {int(overlap)} reviewers).")

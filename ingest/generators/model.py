@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import urllib.error
-import urllib.request
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
+
+import httpx
 
 from ingest.generators import register
 from ingest.generators.base import Generator, Source
@@ -59,10 +60,28 @@ def chat_url(endpoint: str) -> str:
     return url + "/chat/completions"
 
 
-class OpenAIChat:
-    """Minimal OpenAI-compatible chat client (stdlib HTTP, one request per conversation)."""
+MAX_BACKOFF_S = 30.0
 
-    def __init__(self, endpoint: str, model: str, api_key: str | None = None, timeout_s: float = 120.0):
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds a 429/503 asks us to wait (``Retry-After: N``), else None."""
+    try:
+        return max(0.0, float(resp.headers.get("Retry-After", "")))
+    except ValueError:
+        return None
+
+
+class OpenAIChat:
+    """OpenAI-compatible chat client (httpx, one request per conversation).
+
+    Every request has a timeout (``timeout_s``; connecting at most 10 s). A server that cannot
+    be reached or answers 429 or 5xx (busy, restarting, overloaded) is retried ``retries``
+    times with exponential backoff from ``backoff_s`` (or the server's ``Retry-After``); any
+    other error answer fails at once. Failures raise ``ModelError`` naming the endpoint.
+    """
+
+    def __init__(self, endpoint: str, model: str, api_key: str | None = None, timeout_s: float = 120.0, *,
+                 retries: int = 3, backoff_s: float = 0.5):
         if not endpoint:
             raise ModelError("the openai backend needs --endpoint URL (e.g. http://127.0.0.1:8000/v1)")
         if not model:
@@ -71,23 +90,44 @@ class OpenAIChat:
         self.name = model
         self.api_key = api_key
         self.timeout_s = timeout_s
+        self.retries = max(0, int(retries))
+        self.backoff_s = max(0.0, float(backoff_s))
 
-    def _one(self, messages: list[dict], max_new_tokens: int, temperature: float) -> str:
-        body = json.dumps({"model": self.name, "messages": messages, "max_tokens": max_new_tokens,
-                           "temperature": temperature}).encode()
+    def _client(self) -> httpx.Client:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        return httpx.Client(headers=headers, timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 10.0)))
+
+    def _post(self, client: httpx.Client, payload: dict[str, Any]) -> httpx.Response:
+        failure = ""
+        for attempt in range(self.retries + 1):
+            wait: float | None = None
+            try:
+                resp = client.post(self.url, json=payload)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                failure = f"cannot reach the chat endpoint {self.url} ({exc}); is the server running?"
+            except httpx.TimeoutException:
+                raise ModelError(f"the chat endpoint {self.url} did not answer within {self.timeout_s:g} s; "
+                                 f"raise timeout_s for a slow model") from None
+            except httpx.HTTPError as exc:
+                raise ModelError(f"the chat endpoint {self.url} failed: {exc}") from None
+            else:
+                if resp.status_code < 400:
+                    return resp
+                failure = f"{self.url} answered HTTP {resp.status_code}: {resp.text[:300]}"
+                if resp.status_code != 429 and resp.status_code < 500:
+                    raise ModelError(failure)
+                wait = _retry_after(resp)
+            if attempt < self.retries:
+                time.sleep(min(MAX_BACKOFF_S, self.backoff_s * 2**attempt if wait is None else wait))
+        raise ModelError(failure + (f" (gave up after {self.retries + 1} attempts)" if self.retries else ""))
+
+    def _one(self, client: httpx.Client, messages: list[dict], max_new_tokens: int, temperature: float) -> str:
+        resp = self._post(client, {"model": self.name, "messages": messages, "max_tokens": max_new_tokens,
+                                   "temperature": temperature})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                data = json.loads(resp.read().decode("utf-8"))
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")[:300]
-            raise ModelError(f"{self.url} answered HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ModelError(f"cannot reach the chat endpoint {self.url} ({reason}); is the server running?") from None
+            data = resp.json()
         except json.JSONDecodeError:
             raise ModelError(f"{self.url} did not answer with JSON; is it an OpenAI-compatible server?") from None
         try:
@@ -97,7 +137,8 @@ class OpenAIChat:
 
     def chat(self, conversations: list[list[dict]], max_new_tokens: int = 256,
              temperature: float = 0.0) -> list[str]:
-        return [self._one(c, max_new_tokens, temperature) for c in conversations]
+        with self._client() as client:  # one connection pool per batch
+            return [self._one(client, c, max_new_tokens, temperature) for c in conversations]
 
 
 class LocalChat:
@@ -135,6 +176,8 @@ class ModelOptions:
     temperature: float = 0.0
     batch_size: int = 8
     timeout_s: float = 120.0
+    retries: int = 3
+    retry_backoff_s: float = 0.5
     min_chunk_chars: int = 80
     max_chunks_per_document: int = 0
 
@@ -169,7 +212,8 @@ class ModelGenerator(Generator):
         if self._backend is None:
             o: ModelOptions = self.options
             if o.backend == "openai" or o.endpoint:
-                self._backend = OpenAIChat(o.endpoint, o.model, os.environ.get(o.api_key_env), o.timeout_s)
+                self._backend = OpenAIChat(o.endpoint, o.model, os.environ.get(o.api_key_env), o.timeout_s,
+                                           retries=o.retries, backoff_s=o.retry_backoff_s)
             elif o.backend == "local":
                 self._backend = LocalChat(o.model or None)
             else:

@@ -33,11 +33,12 @@ import pyarrow as pa
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from store import curation, error_pages, pair_pages  # noqa: E402
+from store import documents as docs_store  # noqa: E402
 from store import errors as errors_store  # noqa: E402
 from store import pairs as pairs_store  # noqa: E402
 from store import runs as runs_store  # noqa: E402
 from store import slices as slices_store  # noqa: E402
-from store import views, warm  # noqa: E402
 from store.db import Project  # noqa: E402
 from store.documents import insert as insert_document  # noqa: E402
 from store.records import Document, SliceFilter, Status  # noqa: E402
@@ -134,41 +135,41 @@ def seed(root: Path, n: int) -> dict:
 def review_page(p: Project) -> None:
     """Review, pending queue: count, 20 prefetched records, then the current item's context."""
     flt = SliceFilter(status=[Status.pending])
-    warm.hold(p)  # as app/state.db() does on each user action
+    p.hold_warm()  # as app/state.db() does on each user action
     with p.connect() as con:
-        views.count(con, flt)
-        buf = views.pairs_by_ids(con, views.page_ids(con, flt, limit=20))
+        pair_pages.count(con, flt)
+        buf = pair_pages.pairs_by_ids(con, pair_pages.page_ids(con, flt, limit=20))
         pair = buf[0]
-        views.source_context(con, pair)
-        views.pair_signals(con, pair)
-        views.pair_duplicates(con, pair.id)
+        docs_store.source_context(con, pair)
+        curation.pair_signals(con, pair)
+        curation.pair_duplicates(con, pair.id)
         pairs_store.history(con, pair.id)
         pairs_store.reviews(con, pair.id)
 
 
 def explore_page(p: Project, flt: SliceFilter, page: int = 3) -> None:
-    warm.hold(p)
+    p.hold_warm()
     with p.connect() as con:
-        views.explore_summary(con, flt, limit=50, offset=(page - 1) * 50)
+        pair_pages.explore_summary(con, flt, limit=50, offset=(page - 1) * 50)
 
 
 def errors_page(p: Project, psid: str) -> None:
-    warm.hold(p)
+    p.hold_warm()
     with p.connect() as con:
-        counts, _, _ = views.error_overview(con, psid)
+        counts, _, _ = error_pages.error_overview(con, psid)
         cat = counts["category_id"][0]
-        ex = views.error_examples(con, psid, category_id=cat, limit=25, offset=25)
+        ex = error_pages.error_examples(con, psid, category_id=cat, limit=25, offset=25)
         pid = ex["prediction_id"][0]
-        pred = views.prediction_detail(con, pid)
-        views.prediction_labels(con, pid)
-        views.source_context(con, pairs_store.get(con, pred["pair_id"]))
+        pred = error_pages.prediction_detail(con, pid)
+        error_pages.prediction_labels(con, pid)
+        docs_store.source_context(con, pairs_store.get(con, pred["pair_id"]))
 
 
 # ---------------------------------------------------------------- the naive baseline
 
 
 def _load_pairs(p: Project):
-    warm.hold(p)  # the baseline gets the warm instance too: only the per-rerun pandas load differs
+    p.hold_warm()  # the baseline gets the warm instance too: only the per-rerun pandas load differs
     with p.connect() as con:
         return con.sql("""SELECT p.id, p.status, p.created_at, p.document_id, p.duplicate_of, p.generator, r.instruction,
                                  r.input, r.response, r.tags
@@ -202,7 +203,7 @@ def baseline_explore(p: Project, status: list[str], tag: str | None, text: str |
 
 
 def baseline_errors(p: Project, psid: str) -> None:
-    warm.hold(p)
+    p.hold_warm()
     with p.connect() as con:
         preds = con.sql("SELECT * FROM predictions WHERE prediction_set_id = ?", params=[psid]).df()
         labels = con.sql("SELECT * FROM error_labels").df()
@@ -255,7 +256,7 @@ def bench(n: int, tmp: Path) -> list[dict]:
           f"in {info['seconds']:.1f} s", flush=True)
     t0 = time.perf_counter()
     with p.connect() as con:
-        views.ensure_search_index(con)
+        pair_pages.ensure_search_index(con)
     print(f"  text-search index built once in {time.perf_counter() - t0:.1f} s (kept in step incrementally)",
           flush=True)
     filt = SliceFilter(status=[Status.pending, Status.accepted], tags_any=["billing"])

@@ -78,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {DATA} is not present")
         return 0
 
-    from analysis.errors import workflow
     from analysis.errors.report import ReportInput, html
     from analysis.label_noise import find_label_noise
     from models.embeddings import Encoder
@@ -91,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from store.slices import Item
     from training.predict import predict_base, predict_run
     from training.runner import start_run
+    from workflows import errors as workflow
 
     t_all = time.perf_counter()
     train, evals, labels = load_rows(args.labels, args.train_per_label, args.eval_per_label, args.seed)

@@ -3,36 +3,29 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import polars as pl
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from store.filters import parse_where
 from store.records import SliceFilter
-from tuneloop.common import AuthorOpt, ProjectOpt, console, default_author, err, fail, project
+from tuneloop.common import AuthorOpt, ProjectOpt, console, default_author, fail, id_column, lookup, project
+from tuneloop.progress import progress
 
 splits_app = typer.Typer(help="Leak-free train/eval splits and the cross-split duplicate report.", no_args_is_help=True)
 
 WhereOpt = Annotated[str | None, typer.Option("--where", help="Filter, e.g. 'status=accepted,pending and clean=pii'.")]
 
 
-@contextmanager
-def _bar(description: str) -> Iterator[tuple[Progress, TaskID]]:
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not sys.stderr.isatty()) as bar:
-        yield bar, bar.add_task(description, total=None)
-
-
 def _table(df: pl.DataFrame, title: str, width: int = 60) -> Table:
     t = Table(title=title)
     for c in df.columns:
-        t.add_column(c, justify="right" if df[c].dtype.is_numeric() else "left", overflow="fold")
+        if c == "id" or c.endswith("_id"):
+            id_column(t, c)
+        else:
+            t.add_column(c, justify="right" if df[c].dtype.is_numeric() else "left", overflow="fold")
     for row in df.iter_rows():
         cells = []
         for v in row:
@@ -88,9 +81,9 @@ def dedupe_cmd(
     cfg = DedupeConfig(exact=exact, prompt=prompt, near=near, near_threshold=near_t, ngram=ngram,
                        semantic=semantic, semantic_threshold=sem_t, mark=mark)
     p = project(project_dir)
-    with _bar("dedupe") as (bar, task):
-        bar.update(task, total=3)
-        report = dedupe(p, cfg, author=author or default_author(), progress=lambda n: bar.advance(task, n))
+    with progress("dedupe", 3, unit="stages") as bar:
+        bar.update(0)
+        report = dedupe(p, cfg, author=author or default_author(), progress=bar.advance)
     if json_out:
         print(json.dumps(report, indent=2, default=str))
         return
@@ -148,7 +141,8 @@ def signals_cmd(
         if n not in sig.DETECTORS:
             raise fail(f"unknown detector {n!r}; known: {', '.join(sig.DETECTORS)}")
     p = project(project_dir)
-    with _bar("signals") as _:
+    with progress("signals") as bar:
+        bar.update(info="running the detectors")
         counts = run_signals(p, names, sig.SignalConfig(target_language=language))
     console.print(_table(counts.select("name", "version", "flagged", "pairs", "description"), "quality signals", 70))
     if show:
@@ -174,9 +168,9 @@ def embed_cmd(
     if field not in ("prompt", "full"):
         raise fail("--field must be prompt or full")
     p = project(project_dir)
-    with _bar("embedding") as (bar, task):
+    with progress("embed", unit="pairs") as bar:
         r = embed(p, field=field, flt=_filter(where), precision=precision, threads=threads, batch_size=batch_size,
-                  progress=lambda n: bar.advance(task, n), on_total=lambda n: bar.update(task, total=n))
+                  progress=bar.advance, on_total=bar.set_total)
     console.print(f"embedded {r['embedded']} pairs with {r['model']} ({field}"
                   + (f", {r['precision']}, min cosine to fp32 {r['min_cosine_vs_fp32']}" if "precision" in r else "") + ")")
 
@@ -201,9 +195,9 @@ def cluster_cmd(
     if map_method not in ("pca", "tsne"):
         raise fail("--map must be pca or tsne")
     p = project(project_dir)
-    with _bar("embedding + clustering") as (bar, task):
+    with progress("embed + cluster") as bar:
         cid, topics = cluster(p, ClusterConfig(k=k, seed=seed, map_method=map_method), field=field,
-                              flt=_filter(where, SliceFilter()), progress=lambda n: bar.advance(task, n))
+                              flt=_filter(where, SliceFilter()), progress=bar.advance)
     console.print(_table(topics.with_columns(pl.col("keywords").list.join(", ")), f"clustering {cid}", 70))
 
 
@@ -230,8 +224,8 @@ def label_noise_cmd(
     from analysis.label_noise import LabelNoiseConfig
 
     p = project(project_dir)
-    with _bar("label noise") as (bar, task):
-        flagged = label_noise(p, slice, LabelNoiseConfig(folds=folds, seed=seed), progress=lambda n: bar.advance(task, n),
+    with progress("label-noise") as bar:
+        flagged = label_noise(p, slice, LabelNoiseConfig(folds=folds, seed=seed), progress=bar.advance,
                               review=review)
     if review:
         console.print(f"review queue: {flagged.height} most suspect pairs ({int(flagged['flagged'].sum())} flagged)")
@@ -261,7 +255,13 @@ def search_cmd(
     if bool(text) == bool(like):
         raise fail("give a text to search for, or --like PAIR_ID")
     p = project(project_dir)
-    with _bar("searching") as _:
+    if like:
+        from store import pairs as pairs_store
+
+        with p.connect() as con:
+            like = lookup(pairs_store.resolve, con, like)
+    with progress("search") as bar:
+        bar.update(info="embedding what has no vector yet")
         res = search(p, text=text, pair_id=like, k=k, field=field, flt=_filter(where))
     if json_out:
         for row in res.iter_rows(named=True):

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ingest.datasets import FORMATS, FileFormatError, parse_mapping
@@ -21,36 +20,66 @@ from store import slices as slices_store
 from store.filters import parse_where
 from store.records import SliceFilter, Status
 from store.stats import project_stats
-from tuneloop.common import AuthorOpt, ProjectOpt, console, default_author, err, fail, project
+from tuneloop.common import (
+    AuthorOpt,
+    JsonOpt,
+    ProjectOpt,
+    console,
+    default_author,
+    emit_json,
+    err,
+    fail,
+    id_column,
+    lookup,
+    project,
+)
+from tuneloop.progress import progress
 
 slice_app = typer.Typer(help="Frozen, seeded slices of pairs.", no_args_is_help=True)
 pairs_app = typer.Typer(help="List, show, edit and review pairs.", no_args_is_help=True)
 
 
-def init(path: Annotated[Path, typer.Argument(help="Folder for the new project.")] = Path(".")) -> None:
+def init(
+    path: Annotated[Path | None, typer.Argument(help="Folder for the new project (default: --project, else "
+                                                "$TUNELOOP_PROJECT, else the current folder).")] = None,
+    project_dir: ProjectOpt = None,
+) -> None:
     """Create a project folder with its database (idempotent).
 
     Example: tuneloop init ./my-project
     """
-    p = project(path, create=True)
+    p = project(path or project_dir, create=True)
     console.print(f"project ready at [bold]{p.root}[/]")
+
+
+class SplitChoice(StrEnum):
+    train = "train"
+    eval = "eval"
 
 
 def import_cmd(
     files: Annotated[list[Path], typer.Argument(help="Files to import.")],
     format: Annotated[str | None, typer.Option("--format", "-f", help=f"One of {'|'.join(FORMATS)} (default: detect).")] = None,
-    map: Annotated[str | None, typer.Option("--map", help="Column mapping for CSV/Parquet, e.g. instruction=text,response=category.")] = None,
+    map: Annotated[str | None, typer.Option("--map", help="Which column holds which field (CSV/Parquet/JSONL): "
+                                            "FIELD=COLUMN,... with FIELD one of instruction, input, response, "
+                                            "system, messages, tags, split; e.g. instruction=text,response=category.")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the files.")] = "utf-8",
     status: Annotated[Status, typer.Option(help="Status given to new pairs.")] = Status.pending,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag every new pair (repeat for several); "
+                                                   "added to the file's own tags.")] = None,
+    split: Annotated[SplitChoice | None, typer.Option(help="Put every new pair in this split (instead of the "
+                                                      "file's split column); `slice create --split-by existing` keeps it.")] = None,
     project_dir: ProjectOpt = None,
     author: AuthorOpt = "",
 ) -> None:
     """Import datasets (Alpaca, ShareGPT, chat messages, prompt/completion, CSV, Parquet).
 
     Each file is one transaction: it lands whole (its valid lines) or not at all. Malformed
-    lines are reported with file, line and field, and make the exit code 1.
+    lines are reported with file, line and field, and make the exit code 1. A row with the same
+    content as a pair already stored (or as an earlier row) adds nothing and does not change
+    that pair's tags, split or status; the summary says how many and which.
 
-    Example: tuneloop import data.jsonl intents.csv --map instruction=text,response=category
+    Example: tuneloop import test.csv --map instruction=text,response=category --tag banking77 --split eval --status accepted
     """
     if format and format not in FORMATS:
         raise fail(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
@@ -58,26 +87,21 @@ def import_cmd(
         mapping = parse_mapping(map)
     except FileFormatError as exc:
         raise fail(str(exc)) from None
+    tags = [t.strip() for t in tag or [] if t.strip()]
     p = project(project_dir, create=True)
     results = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not sys.stderr.isatty()) as bar:
-        for f in files:
-            task = bar.add_task(f"importing {f.name}", total=None)
-
-            def advance(n: int, t=task) -> None:
-                bar.advance(t, n)
-
+    for f in files:
+        with progress(f"import {f.name}", unit="rows") as bar:
             r = import_file(p, f, format, encoding=encoding, mapping=mapping, author=author or default_author(),
-                            status=status.value, progress=advance)
-            bar.remove_task(task)
-            results.append(r)
-            if r.fatal:
-                err.print(f"[red]error:[/] {r.fatal}", highlight=False, soft_wrap=True)
-            for e in r.errors[:20]:
-                err.print(f"[yellow]skipped[/] {e.message}", highlight=False, soft_wrap=True)
-            if len(r.errors) > 20:
-                err.print(f"[yellow]... and {r.skipped - 20} more skipped lines in {f}[/]")
+                            status=status.value, tags=tags, split=split.value if split else None,
+                            progress=bar.advance)
+        results.append(r)
+        if r.fatal:
+            err.print(f"[red]error:[/] {r.fatal}", highlight=False, soft_wrap=True)
+        for e in r.errors[:20]:
+            err.print(f"[yellow]skipped[/] {e.message}", highlight=False, soft_wrap=True)
+        if len(r.errors) > 20:
+            err.print(f"[yellow]... and {r.skipped - 20} more skipped lines in {f}[/]")
     t = Table(title="import summary")
     for c in ("file", "format", "rows", "new", "already present", "skipped", "result"):
         t.add_column(c, justify="right" if c in ("rows", "new", "already present", "skipped") else "left")
@@ -85,8 +109,21 @@ def import_cmd(
         res = "[red]failed[/]" if r.fatal else ("[yellow]partial[/]" if r.skipped else "[green]ok[/]")
         t.add_row(r.path, r.format, str(r.rows), str(r.new), str(r.existing), str(r.skipped), res)
     console.print(t)
+    for r in results:
+        if r.existing:
+            console.print(_collapsed(r), highlight=False, soft_wrap=True)
     if any(not r.ok for r in results):
         raise typer.Exit(1)
+
+
+def _collapsed(r) -> str:
+    """Which rows of a file collapsed into pairs that exist already (same content, same id)."""
+    parts = [f"{r.in_project} already in the project"] if r.in_project else []
+    parts += [f"{r.repeats} repeating an earlier row"] if r.repeats else []
+    shown = ", ".join(f"line {line} = {pid}" + ("" if stored else " (repeat)") for line, pid, stored in r.collided)
+    more = ", ..." if r.existing > len(r.collided) else ""
+    return (f"{r.path}: {r.existing} row(s) matched existing pairs ({'; '.join(parts)}) and added nothing; "
+            f"their tags, split and status were not applied: {shown}{more}")
 
 
 def export_cmd(
@@ -114,7 +151,7 @@ def stats(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     with p.connect() as con:
         s = project_stats(con)
     if json_out:
-        print(json.dumps(s, indent=2))
+        emit_json(s)
         return
     t = Table(title=f"project {p.root}")
     t.add_column("what")
@@ -162,20 +199,26 @@ def slice_create(
 
 
 @slice_app.command("list")
-def slice_list(project_dir: ProjectOpt = None) -> None:
-    """List slices with their sizes and hashes.
+def slice_list(as_json: JsonOpt = False, project_dir: ProjectOpt = None) -> None:
+    """List slices with their sizes and hashes (the parent as name@version; `--json` has every field).
 
-    Example: tuneloop slice list
+    Example: tuneloop slice list --json
     """
     p = project(project_dir)
     with p.connect() as con:
         rows = slices_store.list_slices(con)
+    if as_json:
+        emit_json([s.model_dump(mode="json") for s in rows])
+        return
+    names = {s.id: f"{s.name}@{s.version}" for s in rows}
     t = Table(title="slices")
-    for c in ("name", "version", "id", "items", "train", "eval", "split by", "seed", "parent", "hash", "created"):
+    id_column(t, "id")
+    for c in ("name", "version", "items", "train", "eval", "split by", "seed", "parent", "hash", "created"):
         t.add_column(c)
     for s in rows:
-        t.add_row(s.name, str(s.version), s.id, str(s.n_items), str(s.n_train), str(s.n_eval), s.split_by,
-                  str(s.seed), s.parent_id or "", s.content_hash[:12], str(s.created_at)[:19])
+        t.add_row(s.id, s.name, str(s.version), str(s.n_items), str(s.n_train), str(s.n_eval), s.split_by,
+                  str(s.seed), names.get(s.parent_id or "", s.parent_id or ""), s.content_hash[:12],
+                  str(s.created_at)[:19])
     console.print(t)
 
 
@@ -187,7 +230,7 @@ def slice_show(ref: Annotated[str, typer.Argument(help="Slice name, name@version
     """
     p = project(project_dir)
     with p.connect() as con:
-        s = slices_store.get(con, ref)
+        s = lookup(slices_store.get, con, ref)
         lineage = slices_store.lineage(con, s.id)
         ex = slices_store.examples(con, s.id).head(10)
     console.print_json(data=s.model_dump(mode="json"))
@@ -204,19 +247,24 @@ def pairs_list(
     where: Annotated[str, typer.Option(help="Filter (as in `slice create --where`).")] = "duplicates=include",
     limit: int = 20,
     offset: int = 0,
+    as_json: JsonOpt = False,
     project_dir: ProjectOpt = None,
 ) -> None:
     """List pairs matching a filter.
 
-    Example: tuneloop pairs list --where "status=pending" --limit 50
+    Example: tuneloop pairs list --where "status=pending" --limit 50 --json
     """
     p = project(project_dir)
     with p.connect() as con:
         flt = parse_where(where)
         total = pairs_store.count(con, flt)
         rows = pairs_store.query(con, flt, limit=limit, offset=offset)
+    if as_json:
+        emit_json([r.model_dump(mode="json") for r in rows])
+        return
     t = Table(title=f"{total} pairs")
-    for c in ("id", "status", "v", "instruction", "response", "source"):
+    id_column(t, "id")
+    for c in ("status", "v", "instruction", "response", "source"):
         t.add_column(c, overflow="ellipsis", max_width=50 if c in ("instruction", "response") else None)
     for r in rows:
         src = r.provenance.source_uri or r.provenance.document_id or ""
@@ -232,9 +280,9 @@ def pairs_show(pair_id: str, project_dir: ProjectOpt = None) -> None:
     """
     p = project(project_dir)
     with p.connect() as con:
-        pair = pairs_store.get(con, pair_id)
-        hist = pairs_store.history(con, pair_id)
-        revs = pairs_store.reviews(con, pair_id)
+        pair = lookup(pairs_store.get, con, pair_id)
+        hist = pairs_store.history(con, pair.id)
+        revs = pairs_store.reviews(con, pair.id)
     console.print_json(data=pair.model_dump(mode="json"))
     for h in hist:
         mark = "*" if h.is_head else " "
@@ -261,7 +309,8 @@ def pairs_edit(
     """
     p = project(project_dir)
     with p.connect() as con:
-        cur = pairs_store.get(con, pair_id)
+        cur = lookup(pairs_store.get, con, pair_id)
+        pair_id = cur.id
         res = pairs_store.revise(
             con, pair_id, expected_version=version if version is not None else cur.version,
             author=author or default_author(), reason=reason, instruction=instruction, input=input,
@@ -279,7 +328,8 @@ def _review(status: Status):
     ) -> None:
         p = project(project_dir)
         with p.connect() as con:
-            n = pairs_store.set_status_many(con, pair_ids, status, author=author or default_author(), comment=comment)
+            ids = [lookup(pairs_store.resolve, con, ref) for ref in pair_ids]
+            n = pairs_store.set_status_many(con, ids, status, author=author or default_author(), comment=comment)
         console.print(f"{n} pair(s) marked {status.value}")
 
     cmd.__doc__ = f"Mark pairs {status.value} (recorded as a review).\n\nExample: tuneloop pairs {status.value.replace('_', '-')} p_0123..."
@@ -294,20 +344,29 @@ for _s in (Status.accepted, Status.rejected, Status.needs_fix, Status.pending):
 
 
 def sample(
-    project_dir: ProjectOpt = None,
-    force: Annotated[bool, typer.Option(help="Rebuild even if the project exists.")] = False,
+    project_dir: Annotated[Path, typer.Option(
+        "--project", "-p", help="Folder of the sample project: new, empty, or a sample project "
+        "($TUNELOOP_PROJECT is not used: the sample never goes into your project).")] = Path(".tuneloop/sample"),
+    force: Annotated[bool, typer.Option(help="Rebuild the sample's content even if it is current "
+                                        "(adds what is missing; never deletes anything).")] = False,
 ) -> None:
-    """Create the sample project (a fictional company's documents and pairs) if none exists.
+    """Create the sample project (a fictional company's documents and pairs), or repair one that is
+    empty or from an older tuneloop. Refuses a folder that holds anything else.
 
     Example: tuneloop sample --project ./.tuneloop/sample
     """
-    from tuneloop.sample import build_sample_project
+    from tuneloop.sample import NotASampleError, build_sample_project, sample_state
 
-    root = Path(project_dir or os.environ.get("TUNELOOP_PROJECT") or ".tuneloop/sample")
-    p = build_sample_project(root, force=force)
+    try:
+        state = sample_state(project_dir)
+        p = build_sample_project(project_dir, force=force)
+    except NotASampleError as exc:
+        raise fail(str(exc)) from None
+    done = {"absent": "created", "outdated": "repaired", "current": "rebuilt" if force else "up to date"}[state]
     with p.connect() as con:
         s = project_stats(con)
-    console.print(f"sample project at [bold]{p.root}[/]: {s['documents']} documents, {s['pairs']} pairs, {s['slices']} slices")
+    console.print(f"sample project at [bold]{p.root}[/] {done}: {s['documents']} documents, {s['pairs']} pairs, "
+                  f"{s['slices']} slices")
 
 
 def ui(
@@ -319,7 +378,7 @@ def ui(
 
     Example: tuneloop ui --project ./my-project --port 8501
     """
-    p = project(project_dir, create=True)
+    p = project(project_dir)  # never creates one: `tuneloop init` or `tuneloop sample` does
     app_path = Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py"
     env = {**os.environ, "TUNELOOP_PROJECT": str(p.root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.port", str(port), "--server.address",

@@ -10,7 +10,6 @@ import polars as pl
 import typer
 from rich.table import Table
 
-from analysis.errors import workflow
 from analysis.errors.categorise import CategoriseConfig
 from analysis.errors.metrics import ANY
 from analysis.errors.taxonomy import find, new_category_id
@@ -18,12 +17,39 @@ from store import errors as errors_store
 from store import runs as runs_store
 from store.config import load_config
 from store.records import Status
-from tuneloop.common import AuthorOpt, ProjectOpt, console, default_author, fail, project
+from tuneloop.common import (
+    AuthorOpt,
+    JsonOpt,
+    ProjectOpt,
+    console,
+    default_author,
+    emit_json,
+    err,
+    fail,
+    id_column,
+    lookup,
+    project,
+)
+from workflows import errors as workflow
 
 errors_app = typer.Typer(help="Categorise a run's errors, review them, correct the data.", no_args_is_help=True)
 taxonomy_app = typer.Typer(help="The error taxonomy: list, add, rename, merge, split.", no_args_is_help=True)
 
 RunOpt = Annotated[str, typer.Option("--run", "-r", help="Run id or name.")]
+PredictionArg = Annotated[str, typer.Argument(
+    help="Prediction id, or a pair id (its newest prediction, or the one in --run); a unique prefix is enough.")]
+
+
+def _prediction(p, ref: str, run: str | None = None) -> str:
+    """The full prediction id ``ref`` names (see ``store.errors.resolve_prediction``); says which
+    prediction a pair id stood for, on stderr, so a script's stdout stays as it was."""
+    with p.connect() as con:
+        run_id = lookup(runs_store.get, con, run).id if run else None
+        pid = lookup(errors_store.resolve_prediction, con, ref, run_id=run_id)
+        if not pid.startswith(ref):
+            pred = errors_store.get_prediction(con, pid)
+            err.print(f"pair {pred.pair_id}: prediction {pid} of run {pred.run_id}", highlight=False, soft_wrap=True)
+    return pid
 
 
 def _pct(x: float) -> str:
@@ -61,6 +87,9 @@ def auto_cmd(
     """
     cfg = load_config(CategoriseConfig, config, list(overrides or []))
     p = project(project_dir)
+    if prediction_set:
+        with p.connect() as con:
+            prediction_set = lookup(runs_store.resolve_prediction_set, con, prediction_set)
     res = workflow.auto(p, run, cfg, prediction_set=prediction_set)
     console.print(f"{res['predictions']} predictions ({res['task']} task): {res['proposals']} category proposals, "
                   f"{res['labels_added']} new labels stored")
@@ -93,7 +122,8 @@ def list_cmd(
             print(json.dumps(r, default=str))
         return
     t = Table(title=f"{df.height} error labels of run {run}" + (f" ({category})" if category else ""))
-    for c in ("prediction", "category", "state", "source", "conf", "output", "reference", "evidence"):
+    id_column(t, "prediction")
+    for c in ("category", "state", "source", "conf", "output", "reference", "evidence"):
         t.add_column(c, overflow="fold")
     for r in df.head(limit).iter_rows(named=True):
         t.add_row(r["prediction_id"], r["category"], r["state"], f"{r['source']}:{r['detector']}",
@@ -101,12 +131,17 @@ def list_cmd(
     console.print(t)
 
 
-def show_cmd(prediction: Annotated[str, typer.Argument(help="Prediction id.")], project_dir: ProjectOpt = None) -> None:
+def show_cmd(
+    prediction: PredictionArg,
+    run: Annotated[str | None, typer.Option("--run", "-r", help="With a pair id: its prediction in this run.")] = None,
+    project_dir: ProjectOpt = None,
+) -> None:
     """Every label ever written on a prediction (automatic and human), oldest first.
 
     Example: tuneloop errors show pr_0123...
     """
     p = project(project_dir)
+    prediction = _prediction(p, prediction, run)
     with p.connect() as con:
         hist = errors_store.label_history(con, prediction)
     if not hist:
@@ -117,11 +152,12 @@ def show_cmd(prediction: Annotated[str, typer.Argument(help="Prediction id.")], 
 
 
 def label_cmd(
-    prediction: Annotated[str, typer.Argument(help="Prediction id (from `tuneloop errors list`).")],
+    prediction: PredictionArg,
     category: Annotated[str, typer.Argument(help="Category id or name.")],
     reject: Annotated[bool, typer.Option("--reject", help="Reject this category (default: confirm it).")] = False,
     change_to: Annotated[str | None, typer.Option("--change-to", help="Reject CATEGORY and confirm this one instead.")] = None,
     comment: Annotated[str, typer.Option(help="Why.")] = "",
+    run: Annotated[str | None, typer.Option("--run", "-r", help="With a pair id: its prediction in this run.")] = None,
     project_dir: ProjectOpt = None,
     author: AuthorOpt = "",
 ) -> None:
@@ -130,6 +166,7 @@ def label_cmd(
     Example: tuneloop errors label pr_0123 "wrong label" --change-to hallucination
     """
     p = project(project_dir)
+    prediction = _prediction(p, prediction, run)
     cid = workflow.category_id(p, category)
     who = author or default_author()
     with p.connect() as con:
@@ -143,21 +180,25 @@ def label_cmd(
 
 
 def correct_cmd(
-    prediction: Annotated[str, typer.Argument(help="Prediction id.")],
+    prediction: PredictionArg,
     response: Annotated[str | None, typer.Option("--response", help="The right answer (becomes the pair's new response).")] = None,
     use_output: Annotated[bool, typer.Option("--use-output", help="The model was right: its output becomes the response.")] = False,
     category: Annotated[str | None, typer.Option("--category", "-c", help="Error category this correction fixes.")] = None,
     bad: Annotated[str | None, typer.Option("--bad", help="Instead of correcting: mark the pair needs_fix or rejected.")] = None,
     reason: Annotated[str, typer.Option(help="Why (kept with the revision).")] = "",
     expected_version: Annotated[int | None, typer.Option(help="Pair version you looked at (conflict check).")] = None,
+    run: Annotated[str | None, typer.Option("--run", "-r", help="With a pair id: its prediction in this run "
+                                            "(default: the pair's newest prediction).")] = None,
     project_dir: ProjectOpt = None,
     author: AuthorOpt = "",
 ) -> None:
     """Correct the data behind an error: a new pair revision plus a preference pair, or mark it bad.
 
     Example: tuneloop errors correct pr_0123 --response card_arrival --category "wrong label"
+    Example: tuneloop errors correct p_9f3a --run A --use-output
     """
     p = project(project_dir)
+    prediction = _prediction(p, prediction, run)
     who = author or default_author()
     cid = workflow.category_id(p, category) if category else None
     if bad:
@@ -239,6 +280,7 @@ def discover_cmd(
 
 def tax_list(
     history: Annotated[bool, typer.Option("--history", help="Show the change history too.")] = False,
+    as_json: JsonOpt = False,
     project_dir: ProjectOpt = None,
 ) -> None:
     """List the error categories (retired ones show where their labels went).
@@ -247,8 +289,16 @@ def tax_list(
     """
     p = project(project_dir)
     cats = workflow.ensure_taxonomy(p)
+    if as_json:
+        out: dict | list = [c.model_dump(mode="json") for c in cats]
+        if history:
+            with p.connect() as con:
+                out = {"categories": out, "history": errors_store.taxonomy_history(con).to_dicts()}
+        emit_json(out)
+        return
     t = Table(title="error taxonomy")
-    for col in ("id", "name", "active", "merged into", "description"):
+    id_column(t, "id")
+    for col in ("name", "active", "merged into", "description"):
         t.add_column(col)
     for c in cats:
         t.add_row(c.id, c.name, "yes" if c.active else "no", c.merged_into or "", c.description)
@@ -333,7 +383,7 @@ def tax_split(
         pred, _, name = a.partition("=")
         if name.lower() not in by_name:
             raise fail(f"--assign {a!r}: {name!r} is not one of the new categories {into}")
-        amap[pred] = by_name[name.lower()]
+        amap[_prediction(p, pred)] = by_name[name.lower()]
     with p.connect() as con:
         new = errors_store.split_category(con, parent.id, children, assign=amap, author=author or default_author())
     console.print(f"split {parent.name} into {', '.join(c.name for c in new)}")
@@ -349,7 +399,8 @@ def retrain_cmd(
     continue_adapter: Annotated[bool, typer.Option("--continue-adapter", help="Start from the parent run's adapter instead of the base model.")] = False,
     name: Annotated[str, typer.Option("--name", help="Name of the new run.")] = "",
     slice_name: Annotated[str | None, typer.Option("--slice-name", help="Name of the corrected slice (default: the parent's, next version).")] = None,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Block until training ends.")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Block until training ends; exit code 1 if the "
+                                       "run failed or was cancelled.")] = False,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value changes to the parent's training config.")] = None,
     project_dir: ProjectOpt = None,
     author: AuthorOpt = "",
@@ -359,29 +410,24 @@ def retrain_cmd(
     The new slice's parent is the run's slice; corrected revisions replace their parents,
     rejected / needs-fix pairs drop out. Example: tuneloop retrain --from-run A --only-categories "wrong label"
     """
-    from training.runner import start_run
+    from workflows.retrain import retrain
 
     p = project(project_dir)
     who = author or default_author()
     cats = [c.strip() for c in only_categories.split(",") if c.strip()] if only_categories else None
-    with p.connect() as con:
-        parent = runs_store.get(con, from_run)
-    if continue_adapter and not parent.adapter_path:
-        raise fail(f"run {from_run} has no adapter to continue from (status {parent.status}); retrain from the base")
-    sl, plan = workflow.freeze_corrected_slice(p, from_run, only_categories=cats, upweight=upweight, name=slice_name,
-                                               author=who)
-    s = plan.summary()
+    try:
+        r = retrain(p, from_run, only_categories=cats, upweight=upweight, continue_adapter=continue_adapter,
+                    name=name, slice_name=slice_name, overrides=list(overrides or []), author=who)
+    except (KeyError, ValueError) as exc:
+        raise fail(str(exc).strip('"')) from None
+    sl, s, run_id, parent = r.slice, r.plan.summary(), r.run_id, r.parent
     console.print(f"slice {sl.name}@{sl.version} ({sl.id}): {s['train']} train / {s['eval']} eval, "
                   f"{s['replaced']} corrected, {s['dropped']} dropped, {s['upweighted']} upweighted")
-    cfg_file = Path(parent.run_dir) / "config.toml"
-    cfg_overrides = list(overrides or [])
-    if not cfg_file.exists():
-        cfg_file = None  # type: ignore[assignment]
-        cfg_overrides = [f"{k}={json.dumps(v)}" for k, v in parent.config.items()] + cfg_overrides
-    run_id = start_run(p, sl.id, base_model=parent.base_model, config_path=cfg_file, overrides=cfg_overrides,
-                       parent_run_id=parent.id, init_adapter=parent.adapter_path if continue_adapter else None,
-                       name=name, author=who, wait=wait)
-    console.print(f"run {run_id} started (parent {parent.name or parent.id})" + (" and finished" if wait else ""))
+    console.print(f"run {run_id} started (parent {parent.name or parent.id})")
+    if wait:
+        from tuneloop.commands.training_cmds import follow_run
+
+        follow_run(p, run_id)  # says succeeded / failed / cancelled; exit code 1 unless succeeded
 
 
 def compare_cmd(
@@ -420,7 +466,7 @@ def compare_cmd(
     console.print(t)
     for title, df in (("fixed", c.fixed), ("broken", c.broken)):
         for r in df.head(show).iter_rows(named=True):
-            console.print(f"  {title}: {r['pair_id'][:14]}  A={r['output_a'][:40]!r} B={r['output_b'][:40]!r} "
+            console.print(f"  {title}: {r['pair_id']}  A={r['output_a'][:40]!r} B={r['output_b'][:40]!r} "
                           f"ref={r['reference'][:40]!r}", highlight=False)
 
 
@@ -462,6 +508,7 @@ def queue_cmd(
     run: RunOpt,
     category: Annotated[str | None, typer.Option("--category", "-c", help="Only this category.")] = None,
     limit: Annotated[int, typer.Option(help="How many.")] = 20,
+    as_json: JsonOpt = False,
     project_dir: ProjectOpt = None,
 ) -> None:
     """The review queue: predictions where the model is weakest first (most categories, confident
@@ -471,8 +518,13 @@ def queue_cmd(
     """
     p = project(project_dir)
     q = workflow.review_queue(p, run, category=category, limit=limit)
+    if as_json:
+        emit_json(q.to_dicts())
+        return
     t = Table(title=f"review queue of run {run}" + (f" ({category})" if category else ""))
-    for c in ("priority", "prediction", "categories", "output", "reference"):
+    t.add_column("priority")
+    id_column(t, "prediction")
+    for c in ("categories", "output", "reference"):
         t.add_column(c, overflow="fold")
     for r in q.iter_rows(named=True):
         t.add_row(f"{r['priority']:.2f}", r["prediction_id"], r["categories"], (r["output"] or "")[:50],

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tuneloop.common import AuthorOpt, ProjectOpt, console, default_author, err, fail, project
+from tuneloop.common import (
+    AuthorOpt,
+    JsonOpt,
+    ProjectOpt,
+    console,
+    default_author,
+    emit_json,
+    err,
+    fail,
+    id_column,
+    lookup,
+    project,
+)
+from tuneloop.progress import progress
 
 documents_app = typer.Typer(help="Stored documents: versions, elements and the pairs made from them.",
                             no_args_is_help=True)
@@ -87,16 +98,13 @@ def ingest_cmd(
         raise fail(str(exc)) from None
     p = project(project_dir, create=True)
     stats: Counter[str] = Counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task("ingesting", total=None)
+    with progress("ingest", unit="files") as bar:
 
         def on_file(r) -> None:
             stats["files"] += 1
             stats["pairs"] += r.pairs_new
             stats["errors"] += 0 if r.ok else 1
-            bar.update(task, advance=1, description=f"files {stats['files']} · pairs {stats['pairs']} · "
-                                                    f"errors {stats['errors']}")
+            bar.update(stats["files"], info=f"{stats['pairs']} pairs, {stats['errors']} errors")
             if not r.ok:
                 err.print(f"[red]failed[/] {r.uri}: {r.error}", highlight=False, soft_wrap=True)
 
@@ -140,11 +148,12 @@ def _summary(report) -> None:
 def list_cmd(
     limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
     offset: Annotated[int, typer.Option(help="Rows to skip.")] = 0,
+    as_json: JsonOpt = False,
     project_dir: ProjectOpt = None,
 ) -> None:
     """List stored documents (every version), newest first.
 
-    Example: tuneloop documents list --limit 20
+    Example: tuneloop documents list --limit 20 --json
     """
     from store import documents as docs_store
 
@@ -152,12 +161,17 @@ def list_cmd(
     with p.connect() as con:
         df = docs_store.list_frame(con, limit=limit, offset=offset)
         total = docs_store.count(con)
+    if as_json:
+        emit_json(df.to_dicts())
+        return
     t = Table(title=f"documents ({total})")
-    for c in ("id", "uri", "type", "pages", "title", "elements", "chunks", "pairs", "version of"):
+    id_column(t, "id")
+    for c in ("uri", "type", "pages", "title", "elements", "chunks", "pairs"):
         t.add_column(c, justify="right" if c in ("pages", "elements", "chunks", "pairs") else "left")
+    t.add_column("version of", overflow="fold")
     for r in df.iter_rows(named=True):
-        t.add_row(r["id"][:14], r["uri"], r["filetype"], str(r["n_pages"] or ""), (r["title"] or "")[:40],
-                  str(r["n_elements"]), str(r["n_chunks"]), str(r["n_pairs"]), (r["previous_id"] or "")[:14])
+        t.add_row(r["id"], r["uri"], r["filetype"], str(r["n_pages"] or ""), (r["title"] or "")[:40],
+                  str(r["n_elements"]), str(r["n_chunks"]), str(r["n_pairs"]), r["previous_id"] or "")
     console.print(t)
 
 
@@ -175,7 +189,7 @@ def show_cmd(
 
     p = project(project_dir)
     with p.connect() as con:
-        doc = docs_store.find(con, document)
+        doc = lookup(docs_store.find, con, document)
         if doc is None:
             raise fail(f"no document {document!r}; see `tuneloop documents list`")
         els = docs_store.elements(con, doc.id) if elements else []
@@ -199,12 +213,13 @@ def show_cmd(
                       str(len(by_el.get(e.id, []))))
         console.print(t)
     t = Table(title=f"pairs from this document ({pairs.height})")
-    for c in ("pair", "generator", "status", "span", "instruction", "response"):
+    id_column(t, "pair")
+    for c in ("generator", "status", "span", "instruction", "response"):
         t.add_column(c)
     for r in pairs.iter_rows(named=True):
         span = f"{r['char_start']}-{r['char_end']}" if r["char_start"] is not None else ""
         resp = r["response"] if len(r["response"]) <= 80 else r["response"][:77] + "..."
-        t.add_row(r["id"][:12], f"{r['generator']}@{r['generator_version']}", r["status"], span,
+        t.add_row(r["id"], f"{r['generator']}@{r['generator_version']}", r["status"], span,
                   r["instruction"][:70], resp)
     console.print(t)
 

@@ -3,45 +3,45 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from store import runs as runs_store
+from store import slices as slices_store
 from store.config import ConfigError
-from tuneloop.common import AuthorOpt, ProjectOpt, console, default_author, err, fail, project
+from tuneloop.common import (
+    AuthorOpt,
+    JsonOpt,
+    ProjectOpt,
+    console,
+    default_author,
+    emit_json,
+    err,
+    fail,
+    id_column,
+    lookup,
+    project,
+)
+from tuneloop.progress import progress
 
 runs_app = typer.Typer(help="List, show, cancel and resume training runs.", no_args_is_help=True)
 
 
-def _bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False,
-                    disable=not sys.stderr.isatty())
-
-
-def _follow(p, run_id: str) -> None:
-    """Wait for a run with a progress bar; Ctrl-C detaches (the run goes on)."""
+def follow_run(p, run_id: str) -> None:
+    """Wait for a run with a progress bar (plain lines when stderr is not a terminal) and say how
+    it ended; exit code 1 unless it succeeded (failed, cancelled). Ctrl-C detaches (the run goes on)."""
     from training.runner import wait_run
 
-    with _bar() as bar:
-        task = bar.add_task(f"training {run_id}", total=None, info="starting")
+    with progress(f"training {run_id}", transient=False) as bar:
+        bar.update(info="starting")
 
         def show(st: dict) -> None:
             total = st.get("total_steps")
             if total:
-                bar.update(task, total=total, completed=st.get("step") or 0,
+                bar.update(st.get("step") or 0, total,
                            info=f"loss {st['loss']:.4f}" if st.get("loss") is not None else st.get("status", ""))
         try:
             run = wait_run(p, run_id, progress=show)
@@ -65,7 +65,8 @@ def train(
     name: Annotated[str, typer.Option(help="A name for the run.")] = "",
     init_adapter: Annotated[Path | None, typer.Option("--init-adapter", help="Continue from this LoRA adapter folder.")] = None,
     parent_run: Annotated[str | None, typer.Option("--parent-run", help="Run this one derives from (lineage).")] = None,
-    detach: Annotated[bool, typer.Option("--detach", help="Start the run and return at once.")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--detach", help="Wait for the run to end, showing progress (default; "
+                                       "exit code 0 only if it succeeded), or start it and return at once.")] = True,
     project_dir: ProjectOpt = None,
     author: AuthorOpt = "",
 ) -> None:
@@ -79,6 +80,8 @@ def train(
     from training.runner import start_run
 
     p = project(project_dir)
+    if parent_run:
+        parent_run = _resolve(p, parent_run)
     try:
         rid = start_run(p, slice_ref, base_model=base, config_path=config, overrides=tuple(overrides or ()),
                         parent_run_id=parent_run, init_adapter=str(init_adapter) if init_adapter else None,
@@ -88,19 +91,20 @@ def train(
     except (KeyError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc).strip('"')) from None
     console.print(f"started run [bold]{rid}[/] on slice {slice_ref}")
-    if not detach:
-        _follow(p, rid)
+    if wait:
+        follow_run(p, rid)
 
 
 @runs_app.command("list")
 def runs_list(
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    as_json: JsonOpt = False,
     project_dir: ProjectOpt = None,
 ) -> None:
     """List runs, newest first (live runs are synced from their folders first).
 
+    The slice column shows name@version (`--json` has the slice id).
     Example: tuneloop runs list --status running
     """
     from training.runner import sync_run
@@ -108,16 +112,19 @@ def runs_list(
     p = project(project_dir)
     with p.connect() as con:
         rows = runs_store.list_runs(con, limit=limit, status=status)
+        slice_names = {s.id: f"{s.name}@{s.version}" for s in slices_store.list_slices(con)}
     rows = [sync_run(p, r.id) if r.status in ("queued", "running") else r for r in rows]
     if as_json:
-        console.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
+        emit_json([r.model_dump(mode="json") for r in rows])
         return
     t = Table(title="runs")
-    for c in ("id", "name", "kind", "status", "base", "slice", "step", "final loss", "created"):
+    id_column(t, "id")
+    for c in ("name", "kind", "status", "base", "slice", "step", "final loss", "created"):
         t.add_column(c)
     for r in rows:
         s = r.summary or {}
-        t.add_row(r.id, r.name, r.kind, r.status, Path(r.base_model).name, r.slice_id or "",
+        t.add_row(r.id, r.name, r.kind, r.status, Path(r.base_model).name,
+                  slice_names.get(r.slice_id or "", r.slice_id or ""),
                   f"{s.get('step', s.get('steps', ''))}/{s.get('total_steps', '')}" if r.kind == "train" else "",
                   f"{s['final_loss']:.4f}" if isinstance(s.get("final_loss"), float) else "",
                   str(r.created_at)[:19])
@@ -142,7 +149,7 @@ def runs_show(
     except KeyError as exc:
         raise fail(str(exc).strip('"')) from None
     if follow and r.status in ("queued", "running"):
-        _follow(p, r.id)
+        follow_run(p, r.id)
         r = sync_run(p, r.id)
     console.print(f"[bold]{r.id}[/] {r.name} - {r.kind}, [bold]{r.status}[/]" + (f"\nerror: {r.error}" if r.error else ""))
     console.print(f"base {r.base_model}; slice {r.slice_id} (hash {str(r.slice_hash)[:12]}); run dir {r.run_dir}")
@@ -197,15 +204,13 @@ def runs_resume(
         raise fail(str(exc)) from None
     console.print(f"resumed run [bold]{rid}[/]")
     if not detach:
-        _follow(p, rid)
+        follow_run(p, rid)
 
 
 def _resolve(p, ref: str) -> str:
+    """A run's full id from its id, name or an unambiguous id prefix (else one error line)."""
     with p.connect() as con:
-        try:
-            return runs_store.get(con, ref).id
-        except KeyError as exc:
-            raise fail(str(exc).strip('"')) from None
+        return lookup(runs_store.get, con, ref).id
 
 
 def predict(
@@ -213,22 +218,30 @@ def predict(
     base: Annotated[str | None, typer.Option("--base", help="Predict with an untrained base model instead.")] = None,
     slice_ref: Annotated[str | None, typer.Option("--slice", "-s", help="Slice (default: the run's slice).")] = None,
     split: Annotated[str, typer.Option(help="eval or train.")] = "eval",
-    max_new_tokens: Annotated[int | None, typer.Option(help="Default: 1.5x the longest reference (16-512).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        help="Default: 1.5x the longest reference (16-512); for a label task the longest label + 4.")] = None,
     temperature: Annotated[float, typer.Option(help="0 = greedy (default); > 0 samples.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling when temperature > 0.")] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Prompts per generation batch.")] = 16,
     limit: Annotated[int | None, typer.Option(help="Only the first N pairs.")] = None,
     system_prompt: Annotated[str, typer.Option(help="System prompt for --base predictions.")] = "",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    perplexity: Annotated[bool, typer.Option("--perplexity/--no-perplexity",
+                                             help="Also score the references' perplexity under the model (one more pass).")] = True,
+    categorise: Annotated[bool, typer.Option("--categorise/--no-categorise",
+                                             help="Then pre-categorise the errors (`tuneloop errors auto`).")] = True,
     project_dir: ProjectOpt = None,
     author: AuthorOpt = "",
 ) -> None:
-    """Generate predictions for a slice split in batches, store them (immutable) and score them.
+    """Generate predictions for a slice split in batches, store them (immutable), score them and
+    pre-categorise their errors.
 
-    Example: tuneloop predict --run run_01ab... --split eval
+    Progress goes to stderr: a bar on a terminal, else a line every 10% or 10 s.
+    Example: tuneloop predict --run run_01ab... --split eval --no-perplexity
     Example: tuneloop predict --base smollm2 --slice support-v1
     """
-    from training.predict import predict_base, predict_run
+    from training.predict import predict_base
+    from workflows.predict import predict_and_categorise
 
     if bool(run) == bool(base):
         raise fail("pass exactly one of --run RUN or --base MODEL (with --slice)")
@@ -236,10 +249,11 @@ def predict(
         raise fail("--base needs --slice NAME")
     p = project(project_dir)
     kw: dict[str, Any] = dict(split=split, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-              batch_size=batch_size, limit=limit, seed=seed)
-    with _bar() as bar:
-        task = bar.add_task("predicting", total=None, info="loading model")
-        kw["progress"] = lambda done, total: bar.update(task, total=total, completed=done, info="")
+              batch_size=batch_size, limit=limit, seed=seed, perplexity=perplexity)
+    res = None
+    with progress("predict") as bar:
+        bar.update(info="loading model")
+        kw["progress"] = lambda done, total: bar.update(done, total, info="")
         try:
             if base:
                 assert slice_ref is not None
@@ -248,11 +262,16 @@ def predict(
             else:
                 assert run is not None
                 rid = _resolve(p, run)
-                psid = predict_run(p, rid, slice_ref=slice_ref, **kw)
+                res = predict_and_categorise(p, rid, slice_ref=slice_ref, categorise=categorise, **kw)
+                psid = res.prediction_set_id
         except (KeyError, ValueError) as exc:
             raise fail(str(exc).strip('"')) from None
     console.print(f"prediction set [bold]{psid}[/] of run {rid}")
     _print_metrics(p, psid)
+    if res is not None and res.categorised:
+        c = res.categorised
+        console.print(f"errors pre-categorised: {c['proposals']} proposals on {c['predictions']} predictions "
+                      f"({c['task']} task); review them with `tuneloop errors list --run {rid}` or on the Errors page")
 
 
 def _print_metrics(p, psid: str, per_label: bool = False) -> None:
@@ -284,7 +303,8 @@ def metrics(
     p = project(project_dir)
     rid = _resolve(p, run)
     with p.connect() as con:
-        psid = prediction_set or runs_store.latest_prediction_set(con, rid)
+        psid = lookup(runs_store.resolve_prediction_set, con, prediction_set) if prediction_set else \
+            runs_store.latest_prediction_set(con, rid)
     if not psid:
         raise fail(f"run {rid} has no predictions yet; run `tuneloop predict --run {rid}`")
     if recompute:
@@ -292,7 +312,7 @@ def metrics(
     if as_json:
         with p.connect() as con:
             m = runs_store.metrics_of(con, psid)
-        console.print_json(json.dumps(m.to_dicts()))
+        emit_json(m.to_dicts())
         return
     _print_metrics(p, psid, per_label)
 

@@ -1,9 +1,9 @@
-"""The errors stage as callable functions over a project: what the CLI and the app both call.
+"""The errors stage over a project: load a run's predictions, categorise, score, compare, freeze the
+corrected slice. What the CLI and the app both call.
 
-This is the stage's one I/O module: each function reads through ``store`` in short-lived
-connections, runs the pure functions of this package with no connection open, and writes
-back in one short transaction. Nothing here trains or generates (retraining is
-``freeze_corrected_slice`` here, then ``training.runner.start_run`` in the shell).
+Each function reads through ``store`` in short-lived connections, runs the pure functions of
+``analysis.errors`` and ``scoring`` with no connection open, and writes back in one short
+transaction. Nothing here trains or generates: retraining is ``workflows.retrain``.
 """
 
 from __future__ import annotations
@@ -60,13 +60,11 @@ def load(project: Project, run_ref: str, prediction_set: str | None = None) -> R
     return RunPredictions(run, psid, preds)
 
 
-def _slice_labels(project: Project, run: Run) -> list[str]:
-    """References of the run's whole slice (train side too): the label set of a label-like task."""
-    if not run.slice_id:
-        return []
+def _slice_labels(project: Project, rp: RunPredictions) -> list[str]:
+    """References of the prediction set's whole slice (train side too): they decide the task kind and
+    the label set, exactly as when the run's metrics were stored (``store.runs.task_references``)."""
     with project.connect() as con:
-        ex = slices_store.examples(con, run.slice_id)
-    return [r for r in ex["response"].to_list() if r]
+        return runs_store.task_references(con, rp.prediction_set_id)
 
 
 def auto(project: Project, run_ref: str, cfg: cat.CategoriseConfig | None = None, *, author: str = "auto",
@@ -74,7 +72,7 @@ def auto(project: Project, run_ref: str, cfg: cat.CategoriseConfig | None = None
     """Pre-categorise a run's predictions; appends auto labels (re-running is a no-op)."""
     ensure_taxonomy(project)
     rp = load(project, run_ref, prediction_set)
-    proposals, task = cat.categorise(rp.predictions, cfg, labels=_slice_labels(project, rp.run))
+    proposals, task = cat.categorise(rp.predictions, cfg, labels=_slice_labels(project, rp))
     with project.connect() as con:
         added = errors_store.add_auto_labels(con, proposals, author=author)
     counts = proposals.group_by("category_id").len().sort("len", descending=True)
@@ -98,8 +96,8 @@ def ensure_labels(project: Project, run_ref: str) -> RunPredictions:
     return rp
 
 
-def task_of(project: Project, rp: RunPredictions) -> cat.Task:
-    return cat.task_of(rp.predictions, _slice_labels(project, rp.run))
+def task(project: Project, rp: RunPredictions) -> cat.Task:
+    return cat.prediction_task(rp.predictions, _slice_labels(project, rp))
 
 
 def names(project: Project) -> dict[str, str]:
@@ -126,18 +124,17 @@ def run_metrics(project: Project, run_ref: str) -> RunMetrics:
     with project.connect() as con:
         member = errors_store.slice_membership(con, rp.prediction_set_id)
     nm = names(project)
-    task = task_of(project, rp)
-    scored = cat.score_predictions(rp.predictions, task)
+    t = task(project, rp)
+    scored = cat.score_predictions(rp.predictions, t)
     p = rp.predictions.with_columns(pl.coalesce(pl.col("document_id"), pl.col("source_uri")).alias("document"))
     slices_of = member.group_by("pair_id").agg(pl.col("slice"))
     p = p.join(slices_of, on="pair_id", how="left")
     conf = mc = None
-    if task.kind == "label":
-        conf = met.confusion(rp.predictions["reference"].to_list(), rp.predictions["output"].to_list(),
-                             sorted(task.labels or []))
+    if t.is_label:
+        conf = met.confusion(rp.predictions["reference"].to_list(), rp.predictions["output"].to_list(), t)
         mc = met.most_confused(conf)
     return RunMetrics(
-        rp.run, rp.prediction_set_id, task.kind, met.accuracy(scored),
+        rp.run, rp.prediction_set_id, t.kind, met.accuracy(scored),
         met.rates(p, lab, names=nm), met.rates(p, lab, by="document", names=nm), met.rates(p, lab, by="tags", names=nm),
         met.rates(p, lab, by="slice", names=nm), conf, mc,
     )
@@ -164,13 +161,13 @@ def compare_runs(project: Project, run_a: str, run_b: str) -> Comparison:
 
 def accuracy_of(project: Project, run_ref: str) -> dict[str, float]:
     rp = load(project, run_ref)
-    return met.accuracy(cat.score_predictions(rp.predictions, task_of(project, rp)))
+    return met.accuracy(cat.score_predictions(rp.predictions, task(project, rp)))
 
 
 def review_queue(project: Project, run_ref: str, *, category: str | None = None, limit: int = 50) -> pl.DataFrame:
     rp = ensure_labels(project, run_ref)
     cid = category_id(project, category) if category else None
-    scored = cat.score_predictions(rp.predictions, task_of(project, rp))
+    scored = cat.score_predictions(rp.predictions, task(project, rp))
     return queue_mod.priority(rp.predictions, labels(project, rp), scored, category=cid).head(limit)
 
 
@@ -215,7 +212,7 @@ def discover(project: Project, run_ref: str, *, k: int | None = None, seed: int 
 
     rp = ensure_labels(project, run_ref)
     lab = labels(project, rp)
-    scored = cat.score_predictions(rp.predictions, task_of(project, rp))
+    scored = cat.score_predictions(rp.predictions, task(project, rp))
     per = lab.group_by("prediction_id").agg(pl.col("category").sort().str.join(", ").alias("categories"))
     failing = (rp.predictions.join(per, on="prediction_id", how="left")
                .join(scored.select("prediction_id", "correct"), on="prediction_id", how="left")

@@ -1,0 +1,85 @@
+"""The loop's cross-stage steps are library functions (workflows/) that the CLI and the app share;
+the app runs them in a child process (workflows.job), never the CLI through argv."""
+
+from __future__ import annotations
+
+import time
+
+import polars as pl
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import jobs
+from store import errors as errors_store
+from store import runs as runs_store
+from tests.errors_fixtures import add_intent_pairs, make_run, make_slice, store_predictions
+from tests.test_app_pages import APP
+from workflows import errors as errors_workflow
+from workflows.retrain import retrain
+
+
+def _wait(job, limit_s: float = 300) -> jobs.Job:
+    deadline = time.monotonic() + limit_s  # a ceiling against hangs, not a speed requirement
+    while job.running and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return job
+
+
+@pytest.fixture
+def predicted(project, monkeypatch):
+    monkeypatch.setenv("TUNELOOP_PROJECT", str(project.root))
+    with project.connect() as con:
+        ids = add_intent_pairs(con)
+        sl = make_slice(con, ids, eval_ids=ids[::2])
+    e0, e1, e2, e3 = ids[::2]
+    run = make_run(project, sl.id, "A")
+    psid = store_predictions(project, run, {e0: "card_arrival", e1: "card_arrival", e2: "", e3: "declined payment"},
+                             slice_id=sl.id)
+    return {"run": run, "psid": psid, "slice": sl}
+
+
+def test_categorise_job_runs_the_workflow_function_in_a_child_process(project, predicted):
+    job = jobs.start_workflow(project, "categorise", {"run_ref": "A"}, title="categorise A", author="tester")
+    assert "workflows.job" in (job.folder / "job.json").read_text() or job.args[0] == "categorise"
+    job = _wait(job)
+    assert job.status == "succeeded", job.log()
+    with project.connect() as con:
+        got = errors_store.current_labels(con, predicted["psid"])
+    assert set(got["category_id"]) >= {"wrong_label", "incomplete"}
+    # the same function, called in-process, finds nothing new to add
+    assert errors_workflow.auto(project, "A")["labels_added"] == 0
+
+
+def test_app_retrain_button_runs_the_retrain_workflow(project, predicted):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("views/compare.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.button(key="rt_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = _wait(jobs.recent(project, kind="retrain")[0])
+    # nothing was corrected yet: the workflow's own error, one line, no traceback
+    assert job.status == "failed"
+    log = job.log()
+    assert "nothing to retrain on" in log and "Traceback" not in log
+    with pytest.raises(ValueError, match="nothing to retrain on"):
+        retrain(project, "A")
+
+
+def test_retrain_workflow_freezes_the_corrected_slice_and_starts_a_run(project, predicted):
+    """Correct one pair, retrain through the library: slice v2 (parent = v1) and a run whose parent is A."""
+    with project.connect() as con:  # a run with a real training config (make_run's is a placeholder)
+        run = runs_store.create(con, base_model="tiny", config={"learning_rate": 1e-3}, slice_id=predicted["slice"].id,
+                                run_dir=str(project.runs_dir / "A2"), name="A2", status="succeeded")
+        preds = runs_store.predictions_frame(con, predicted["psid"])
+        wrong = preds.filter(pl.col("output") == "").row(0, named=True)
+        errors_store.correct(con, wrong["prediction_id"], "top_up_by_transfer", author="tester", reason="fix")
+    r = retrain(project, run.id, overrides=["max_steps=1"], author="tester", name="B")
+    assert r.slice.parent_id == predicted["slice"].id and r.plan.replaced == [wrong["pair_id"]]
+    with project.connect() as con:
+        run_b = runs_store.get(con, r.run_id)
+    assert run_b.parent_run_id == run.id and run_b.slice_id == r.slice.id and run_b.name == "B"
+    from training.runner import cancel_run
+
+    cancel_run(project, r.run_id)  # the base model "tiny" of the fixture run is not a real model

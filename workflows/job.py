@@ -1,0 +1,102 @@
+"""Run one workflow function in this process, for the app's background jobs.
+
+``python -m workflows.job NAME 'JSON-KWARGS'`` calls ``JOBS[NAME](project, **kwargs)`` on the
+project named by ``TUNELOOP_PROJECT`` and prints its result; app/jobs.py starts it as a child
+process (never inside a Streamlit rerun) and reads its log and exit code. Errors a user can act
+on (ValueError, KeyError) print one line and exit 1; anything else keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from store.db import open_project
+
+
+def _retrain(project, **kw):
+    from workflows.retrain import retrain
+
+    r = retrain(project, **kw)
+    return {"slice": f"{r.slice.name}@{r.slice.version}", "slice_id": r.slice.id, "run_id": r.run_id,
+            **r.plan.summary()}
+
+
+def _categorise(project, **kw):
+    from workflows.errors import auto
+
+    return auto(project, **kw)
+
+
+def _predict(project, **kw):
+    from workflows.predict import predict_and_categorise
+
+    return predict_and_categorise(project, **kw)
+
+
+def _dedupe(project, exact: bool = True, near: bool = True, author: str = ""):
+    from analysis.curate import DedupeConfig, dedupe
+
+    return dedupe(project, DedupeConfig(exact=exact, near=near), author=author)
+
+
+def _signals(project):
+    from analysis.curate import run_signals
+
+    df = run_signals(project)
+    return {"flags": int(df["flagged"].sum()) if "flagged" in df.columns else df.height}
+
+
+def _embed(project):
+    from analysis.curate import embed
+
+    return embed(project)
+
+
+def _cluster(project):
+    from analysis.curate import cluster
+
+    clustering_id, topics = cluster(project)
+    return {"clustering_id": clustering_id, "topics": topics.height}
+
+
+JOBS: dict[str, Callable[..., Any]] = {
+    "retrain": _retrain, "categorise": _categorise, "predict": _predict, "dedupe": _dedupe,
+    "signals": _signals, "embed": _embed, "cluster": _cluster,
+}
+
+
+def _plain(x: Any) -> Any:
+    if is_dataclass(x) and not isinstance(x, type):
+        return asdict(x)
+    return x if isinstance(x, (dict, list, str, int, float, bool, type(None))) else str(x)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in JOBS:
+        print(f"usage: python -m workflows.job NAME [JSON-KWARGS]; NAME is one of {', '.join(JOBS)}", file=sys.stderr)
+        return 2
+    kwargs = json.loads(argv[1]) if len(argv) > 1 else {}
+    root = os.environ.get("TUNELOOP_PROJECT")
+    if not root:
+        print("TUNELOOP_PROJECT is not set: the job does not know which project to work on", file=sys.stderr)
+        return 2
+    project = open_project(root)
+    print(f"{argv[0]}: started", flush=True)
+    try:
+        out = JOBS[argv[0]](project, **kwargs)
+    except (ValueError, KeyError) as exc:
+        print(f"error: {str(exc).strip(chr(34))}", flush=True)
+        return 1
+    print(json.dumps(_plain(out), default=str, indent=1), flush=True)
+    print(f"{argv[0]}: done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

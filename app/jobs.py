@@ -59,6 +59,13 @@ class Job:
             return False
         return True
 
+    def result(self) -> object | None:
+        """What a workflow job returned (``workflows.job`` writes ``result.json``), None until then."""
+        try:
+            return json.loads((self.folder / "result.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
     @property
     def status(self) -> str:
         rc = self.rc
@@ -91,6 +98,11 @@ class Job:
             return ""
         # progress bars redraw with carriage returns: keep the latest state of each line
         return "\n".join(line.split("\r")[-1] for line in text.split("\n"))
+
+
+# A run with at most this many predictions is categorised inside a page action (well under a
+# second); larger ones are categorised by a background job with progress.
+INLINE_MAX_PREDICTIONS = 500
 
 
 def jobs_dir(project: Project) -> Path:

@@ -83,3 +83,22 @@ def test_retrain_workflow_freezes_the_corrected_slice_and_starts_a_run(project, 
     from training.runner import cancel_run
 
     cancel_run(project, r.run_id)  # the base model "tiny" of the fixture run is not a real model
+
+
+def test_error_clusters_run_as_a_job_and_the_page_shows_them(project, predicted):
+    """Clustering the failing predictions is long work: the Errors page starts a job and shows its result."""
+    errors_workflow.auto(project, "A")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("views/errors.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.button(key="er_discover").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = _wait(jobs.recent(project, kind="discover")[0])
+    assert job.status == "succeeded", job.log()
+    clusters = job.result()
+    assert isinstance(clusters, list) and sum(c["size"] for c in clusters) == 2  # 2 of 4 predictions fail
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("uncategorised" in m.value for m in at.markdown)

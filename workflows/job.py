@@ -64,7 +64,15 @@ def _cluster(project):
     return {"clustering_id": clustering_id, "topics": topics.height}
 
 
+def _discover(project, run_ref: str, use_embeddings: bool = False):
+    from workflows.errors import discover
+
+    clusters, _ = discover(project, run_ref, use_embeddings=use_embeddings)
+    return clusters.to_dicts()
+
+
 JOBS: dict[str, Callable[..., Any]] = {
+    "discover": _discover,
     "retrain": _retrain, "categorise": _categorise, "predict": _predict, "dedupe": _dedupe,
     "signals": _signals, "embed": _embed, "cluster": _cluster,
 }
@@ -93,7 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError) as exc:
         print(f"error: {str(exc).strip(chr(34))}", flush=True)
         return 1
-    print(json.dumps(_plain(out), default=str, indent=1), flush=True)
+    text = json.dumps(_plain(out), default=str, indent=1)
+    job_dir = os.environ.get("TUNELOOP_JOB_DIR")
+    if job_dir:  # the app reads the result from the job's folder
+        with open(os.path.join(job_dir, "result.json"), "w", encoding="utf-8") as fh:
+            fh.write(text)
+    print(text, flush=True)
     print(f"{argv[0]}: done", flush=True)
     return 0
 

@@ -14,8 +14,6 @@ from store import errors as errors_store
 from store import runs as runs_store
 from workflows import errors as workflow
 
-INLINE_MAX = 20_000
-
 st.title("Compare")
 
 with state.db() as con:
@@ -43,7 +41,7 @@ else:
     psets = {r[0]: (r[3], r[4]) for r in runs}
     with state.db() as con:  # small sets are categorised inline by the comparison; large ones in the background
         uncategorised = [r for r in (run_a, run_b) if r is not None
-                         and psets[r][1] > INLINE_MAX and errors_store.labelled_sets(con, psets[r][0]) == 0]
+                         and psets[r][1] > jobs.INLINE_MAX_PREDICTIONS and errors_store.labelled_sets(con, psets[r][0]) == 0]
     if run_a is None or run_b is None:
         st.warning("Pick two runs to compare.")
     elif run_a == run_b:

@@ -187,21 +187,15 @@ if bad[1].button("Bad data: reject the pair", key="er_bad_reject"):
     st.success("The pair is rejected; retraining leaves it out.")
 
 with st.expander("Error clusters: find categories the taxonomy lacks"):
-    from workflows import errors as workflow
-
-    @st.cache_data(ttl=300, show_spinner="Clustering the failing predictions…", max_entries=4)
-    def _clusters(root: str, rid: str, version: int) -> pl.DataFrame:
-        return workflow.discover(state.project(), rid, use_embeddings=False)[0]
-
-    if st.button("Cluster the failing predictions", key="er_discover"):
-        state.put("er_discover_run", run_id)
-    if state.get("er_discover_run") == run_id:
-        try:
-            cl = _clusters(str(state.project().root), run_id, state.bump_count())
-        except ValueError as exc:
-            st.info(str(exc))
+    ui.job_button("Cluster the failing predictions", "discover", {"run_ref": run_id}, key="er_discover")
+    job_id = state.get("er_discover_job")
+    done = jobs.get(state.project(), job_id) if job_id else None
+    clusters = done.result() if done is not None and done.status == "succeeded" else None
+    if isinstance(clusters, list):
+        if not clusters:
+            st.info("No failing predictions to cluster.")
         else:
-            for r in cl.head(12).iter_rows(named=True):
+            for r in clusters[:12]:
                 st.markdown(f"**{r['size']}** · {ui.esc(', '.join(r['keywords']))} · categories: "
                             f"{ui.esc(r['categories'] or '(none)')} · {r['uncategorised']} uncategorised")
                 for ex in r["examples"][:2]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import components as ui
-from app import state
+from app import jobs, state
 from store import curation, pair_pages
 from store import documents as docs_store
 from store import errors as errors_store
@@ -63,7 +63,7 @@ elif queue == "By model weakness":
     else:
         run = c2.selectbox("Run", runs, key="rv_run", format_func=lambda r: f"{r[1] or r[0]} · {r[2]}")
         with state.db() as con:
-            categorised = run[4] <= 20_000 or errors_store.labelled_sets(con, run[3]) > 0
+            categorised = run[4] <= jobs.INLINE_MAX_PREDICTIONS or errors_store.labelled_sets(con, run[3]) > 0
         if categorised:
             weak = weakest_pairs(run[0], state.bump_count())
         else:

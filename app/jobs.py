@@ -132,7 +132,8 @@ def start(project: Project, kind: str, args: list[str], *, title: str, author: s
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(repo), env=env,
             start_new_session=True,
         )
-    meta = {"id": jid, "title": title, "kind": kind, "args": args, "author": author, "started": time.time(),
+    meta = {"id": jid, "title": title, "kind": kind, "args": args, "module": module, "author": author,
+            "started": time.time(),
             "pid": proc.pid}
     (folder / "job.json").write_text(json.dumps(meta))
     return _load(folder)  # type: ignore[return-value]

@@ -3,6 +3,7 @@ the app runs them in a child process (workflows.job), never the CLI through argv
 
 from __future__ import annotations
 
+import json
 import time
 
 import polars as pl
@@ -40,7 +41,8 @@ def predicted(project, monkeypatch):
 
 def test_categorise_job_runs_the_workflow_function_in_a_child_process(project, predicted):
     job = jobs.start_workflow(project, "categorise", {"run_ref": "A"}, title="categorise A", author="tester")
-    assert "workflows.job" in (job.folder / "job.json").read_text() or job.args[0] == "categorise"
+    meta = json.loads((job.folder / "job.json").read_text())
+    assert meta["module"] == "workflows.job" and meta["args"] == ["categorise", '{"run_ref": "A"}']
     job = _wait(job)
     assert job.status == "succeeded", job.log()
     with project.connect() as con:

@@ -16,7 +16,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export STREAMLIT_BROWSER_GATHER_USAGE_STATS := false
 
-.PHONY: setup run test check lint typecheck bench browser-deps office-deps sample clean
+.PHONY: setup run test reliability check lint typecheck bench browser-deps office-deps sample clean
 
 $(STAMP): pyproject.toml requirements.txt requirements-nodeps.txt constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -62,6 +62,12 @@ typecheck: setup
 	$(BIN)/mypy store scoring ingest analysis training models workflows tuneloop app
 
 check: lint typecheck test
+
+# The reliability suite in full: more kill -9 rounds per stage and a longer concurrent-writer window
+# (`make test` runs it once per stage with a short window). Prints one table at the end.
+reliability: setup
+	TUNELOOP_RELIABILITY_ROUNDS=$${ROUNDS:-5} TUNELOOP_RELIABILITY_SECONDS=$${SECONDS_:-120} \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/reliability
 
 bench: setup
 	$(BIN)/python -m tests.bench

@@ -8,7 +8,11 @@
   page shows "busy, retrying" and waits, then offers a retry, never a raw lock error.
 - ``user()``/``role()`` are the signed-in account: OIDC through ``st.login`` when
   ``[auth]`` is configured in secrets, else named accounts (store/users.py); a project
-  without accounts runs as a local admin so ``make run`` opens straight into the app.
+  without accounts runs as a local admin so ``make run`` opens straight into the app, but
+  only while the app is bound to loopback (``exposed()`` is False). Exposed, it needs an
+  admin account (or the setup token ``tuneloop ui --setup-token`` printed, to make the
+  first one). Every rerun re-reads the session's account: removed means signed out, a new
+  role applies at once, and a local-admin session ends when the first account appears.
 - Cached aggregates are keyed on a data version that every write in this session bumps.
 """
 
@@ -71,8 +75,9 @@ def db(warm: bool = True) -> Iterator[Any]:
     """A connection for one action; waits politely while another process writes the project.
 
     ``warm``: keep the database instance open a few seconds after this user action
-    (``Project.hold_warm``), so the next rerun does not re-read it from disk. Polling fragments pass
-    ``warm=False`` so an open page never keeps the file from CLI commands.
+    (``Project.hold_warm``), so the next rerun does not re-read it from disk; the hold ends at once
+    when another process waits for the file, so clicks never keep a CLI command out. Polling
+    fragments pass ``warm=False`` so an open page never keeps the file from CLI commands.
     """
     p = project()
     if warm:
@@ -185,9 +190,86 @@ def _oidc_configured() -> bool:
         return False
 
 
+def _bind_addresses() -> list[str]:
+    """What the server was told to bind: ``TUNELOOP_BIND_ADDRESS`` (set by `tuneloop ui`) and Streamlit's option."""
+    try:
+        option = st.get_option("server.address")
+    except Exception:  # outside a configured Streamlit
+        option = None
+    return [str(a) for a in (os.environ.get("TUNELOOP_BIND_ADDRESS"), option) if a]
+
+
+def client_address() -> str | None:
+    """The browser's IP address; None for a loopback client (Streamlit reports none then) or outside a server."""
+    try:
+        ip = st.context.ip_address
+    except Exception:
+        return None
+    return ip if isinstance(ip, str) and ip else None
+
+
+def exposed() -> bool:
+    """Whether other machines may reach the app: bound to a non-loopback address, to every interface
+    (Streamlit's default when no address is given), or serving a client that is not this machine."""
+    bound = _bind_addresses()
+    client = client_address()
+    return (not bound or not all(users_store.is_loopback(a) for a in bound)
+            or (client is not None and not users_store.is_loopback(client)))
+
+
+def _forget(reason: str | None = None) -> None:
+    for k in ("user", "role", "local_admin"):
+        st.session_state.pop(k, None)
+    if reason:
+        st.session_state["_auth_notice"] = reason
+
+
+def _session_still_valid() -> bool:
+    """Re-read the session's account (each rerun): gone means signed out; a changed role applies now."""
+    with db() as con:
+        if st.session_state.get("local_admin"):
+            if users_store.count_users(con) == 0 and not exposed():
+                return True
+            _forget("This project now has accounts: sign in with yours.")
+            return False
+        account = users_store.get_user(con, str(st.session_state.get("user")))
+    if account is None:
+        _forget("Your account no longer exists.")
+        return False
+    st.session_state["role"] = account.role
+    return True
+
+
+def _first_admin_form(digest: str) -> bool:
+    """The exposed app's one way to make the first admin: the setup token from the server console."""
+    st.title("Create the first admin account")
+    st.caption("This app is reachable from other machines and the project has no admin account yet. Enter the "
+               "one-time setup token that `tuneloop ui --setup-token` printed on the server's console.")
+    with st.form("first_admin"):
+        token = st.text_input("Setup token", type="password", key="fa_token")
+        name = st.text_input("User name", key="fa_name")
+        password = st.text_input("Password (8+ characters)", type="password", key="fa_pw")
+        ok = st.form_submit_button("Create admin account", type="primary", key="fa_create")
+    if ok:
+        if not users_store.setup_token_matches(token, digest):
+            st.error("That is not the setup token this server printed.")
+            return False
+        try:
+            with db() as con:
+                account = users_store.create_first_admin(con, name, password)
+        except ValueError as exc:
+            from app.components import esc  # components imports this module
+
+            st.error(esc(str(exc)))
+            return False
+        st.session_state.update(user=account.name, role=account.role)
+        st.rerun()
+    return False
+
+
 def sign_in() -> bool:
     """Resolve the signed-in user; render a sign-in form and return False when nobody is."""
-    if st.session_state.get("user"):
+    if st.session_state.get("user") and _session_still_valid():
         return True
     if _oidc_configured():
         if not st.user.is_logged_in:
@@ -201,17 +283,36 @@ def sign_in() -> bool:
         return True
     with db() as con:
         n_users = users_store.count_users(con)
-    if n_users == 0:
+        n_admins = users_store.count_admins(con)
+    if n_users == 0 and not exposed():
         st.session_state.update(user=os.environ.get("TUNELOOP_USER") or "admin", role="admin", local_admin=True)
         return True
+    if n_admins == 0 and exposed():
+        digest = os.environ.get("TUNELOOP_SETUP_TOKEN_SHA256", "")
+        if digest:
+            return _first_admin_form(digest)
+        st.title("tuneloop needs an admin account")
+        st.error("This app is reachable from other machines and the project has no admin account, so nobody can "
+                 "sign in. On the server run `tuneloop users add NAME --role admin --project PROJECT`, then reload.")
+        return False
     st.title("Sign in to tuneloop")
+    if notice := st.session_state.pop("_auth_notice", None):
+        st.info(notice)
+    if n_admins == 0:
+        st.caption("This project has no admin account: `tuneloop users role NAME admin` on the server makes one.")
     with st.form("sign_in"):
-        name = st.text_input("User name")
-        password = st.text_input("Password", type="password")
-        ok = st.form_submit_button("Sign in", type="primary")
+        name = st.text_input("User name", key="si_name")
+        password = st.text_input("Password", type="password", key="si_pw")
+        ok = st.form_submit_button("Sign in", type="primary", key="si_submit")
     if ok:
-        with db() as con:
-            account = users_store.authenticate(con, name, password)
+        try:
+            with db() as con:
+                account = users_store.attempt_sign_in(con, name, password, client_address() or "local")
+        except users_store.SignInLocked as exc:
+            from app.components import esc  # components imports this module
+
+            st.error(esc(str(exc)))
+            return False
         if account is None:
             st.error("Unknown user name or wrong password.")
         else:
@@ -221,8 +322,7 @@ def sign_in() -> bool:
 
 
 def sign_out() -> None:
-    for k in ("user", "role", "local_admin"):
-        st.session_state.pop(k, None)
+    _forget()
     if _oidc_configured() and st.user.is_logged_in:
         st.logout()
 
@@ -232,7 +332,7 @@ def user() -> str:
 
 
 def role() -> str:
-    return st.session_state.get("role") or "admin"
+    return st.session_state.get("role") or ""  # nobody signed in: no rights
 
 
 def is_local_admin() -> bool:
@@ -240,11 +340,12 @@ def is_local_admin() -> bool:
 
 
 def can(action: str) -> bool:
-    """Role rules: annotators review; reviewers also curate and analyse; admins also train and manage."""
+    """Role rules: annotators review (and see only their own progress); reviewers also curate, analyse and
+    oversee everyone's progress and agreement; admins also train and manage accounts."""
     allowed = {
         "annotator": {"review"},
-        "reviewer": {"review", "curate", "analyse", "ingest"},
-        "admin": {"review", "curate", "analyse", "ingest", "train", "manage"},
+        "reviewer": {"review", "curate", "analyse", "ingest", "oversee"},
+        "admin": {"review", "curate", "analyse", "ingest", "oversee", "train", "manage"},
     }
     return action in allowed.get(role(), set())
 

@@ -14,6 +14,7 @@ for _k, _v in {"DO_NOT_TRACK": "true", "SCARF_NO_ANALYTICS": "true", "HF_HUB_OFF
     os.environ.setdefault(_k, _v)
 
 from app import state  # noqa: E402
+from app.components import esc  # noqa: E402
 
 VIEWS = Path(__file__).parent / "views"
 
@@ -23,7 +24,8 @@ def page(name: str, title: str, icon: str, default: bool = False) -> st.Page:
 
 
 def main() -> None:
-    st.set_page_config(page_title="tuneloop", page_icon=":material/model_training:", layout="wide")
+    # An emoji icon is drawn locally; a :material/…: one makes every browser fetch it from fonts.gstatic.com.
+    st.set_page_config(page_title="tuneloop", page_icon="🔁", layout="wide")
     if not state.has_project():  # the app never creates a project: say how to make or pick one
         st.navigation([page("open_project", "Open a project", ":material/folder_open:", default=True)]).run()
         return
@@ -47,11 +49,11 @@ def main() -> None:
     pages["Team"] = [page("users", "Reviewers", ":material/group:")]
 
     with st.sidebar:
-        st.caption(f"Signed in as **{state.user()}** ({state.role()})"
+        st.caption(f"Signed in as **{esc(state.user())}** ({esc(state.role())})"
                    + (" · local admin: add accounts under Reviewers" if state.is_local_admin() else ""))
         if not state.is_local_admin():
             st.button("Sign out", on_click=state.sign_out, key="sign_out", type="tertiary")
-        st.caption(f"Project `{state.project().root}`")
+        st.caption(f"Project {esc(str(state.project().root))}")
 
     state.show_flash()
     st.navigation(pages).run()

@@ -7,13 +7,21 @@ JSONL (text or conversational), CSV/TSV with a column mapping, and Parquet.
 Readers yield ``(line, record)`` pairs; ``normalise`` turns a record into pair content or
 raises ``RecordError`` naming the field and what was expected. Nothing here touches the
 store, so it is all testable on plain files.
+
+Hostile input: text files are read in blocks (``ingest.streams``), so a line, CSV record or
+array item over ``ImportLimits.max_line_mb`` is skipped with a ``RecordError`` and never held
+whole; a byte-order mark (UTF-8, UTF-16, UTF-32) decides the encoding. Control characters
+other than tab, newline and carriage return are not stored: the record is rejected naming the
+field and the character (they are invisible in review, can drive a terminal, and C1 ones mean
+a wrong code page). Messages quote at most a few hundred characters of user data (``clip``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
+import re
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from ingest.limits import ImportLimits, clip
+from ingest.streams import JSONArrayError, TextSource, array_items, bom_encoding, first_byte, lines
 from store.ids import pair_content
 
 FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "csv", "parquet")
@@ -41,8 +51,33 @@ class RecordError(ValueError):
     """One record is malformed; the rest of the file still imports."""
 
     def __init__(self, field: str, message: str):
-        super().__init__(f"field '{field}': {message}")
+        super().__init__(f"field '{clip(field, 60)}': {clip(message)}")
         self.field = field
+
+
+def columns(names: list[str], shown: int = 8) -> str:
+    """The first few column names for a message, and how many there are."""
+    head = ", ".join(clip(n, 40) for n in names[:shown])
+    return head if len(names) <= shown else f"{head}, ... ({len(names):,} columns)"
+
+
+# C0 controls but tab, newline and carriage return; DEL; C1 controls. They are invisible in
+# the review pages, can drive a terminal (ESC), and C1 ones mostly mean a file decoded with the
+# wrong code page, so a record holding one is rejected, naming the field and the character.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _check_controls(content: dict[str, Any]) -> None:
+    fields = [(k, content[k]) for k in ("instruction", "input", "response", "system")]
+    fields += [(f"messages[{i}].content", m["content"]) for i, m in enumerate(content["messages"])]
+    for name, text in fields:
+        m = _CONTROL.search(text)
+        if m:
+            code = ord(m.group())
+            hint = (" (C1 control characters usually mean the file is Windows-1252: pass --encoding cp1252)"
+                    if code >= 0x80 else "")
+            raise RecordError(name, f"contains the control character U+{code:04X} at character {m.start() + 1}; "
+                                    f"remove it (only tab, newline and carriage return are kept){hint}")
 
 
 @dataclass(frozen=True)
@@ -55,13 +90,16 @@ class Normalised:
 # ----------------------------------------------------------------- reading
 
 
-def _check_encoding(path: Path, head: bytes, encoding: str) -> None:
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise FileFormatError(
-            f"{path}: the file is UTF-16; save it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8 {path.name} > out`)"
-        )
-    if encoding.lower().replace("-", "") in ("utf8", "utf8sig") and len(head) >= 4 and head[1:4:2] == b"\x00\x00":
-        raise FileFormatError(f"{path}: looks like UTF-16 without a byte-order mark; save it as UTF-8")
+def _open(path: Path, encoding: str) -> TextSource:
+    """The file as bytes for the line and array readers: a byte-order mark wins over
+    ``encoding``; UTF-16 without a mark, read as UTF-8, is refused with what to do."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if bom_encoding(head)[0] is None and encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig") \
+            and len(head) >= 4 and head[1:4:2] == b"\x00\x00":
+        raise FileFormatError(f"{path}: looks like UTF-16 without a byte-order mark; save it as UTF-8, "
+                              f"or pass --encoding utf-16-le")
+    return TextSource(path, encoding)
 
 
 def _decode(raw: bytes, path: Path, line: int, encoding: str) -> str:
@@ -74,7 +112,11 @@ def _decode(raw: bytes, path: Path, line: int, encoding: str) -> str:
         ) from None
 
 
-def detect_format(path: Path, encoding: str = "utf-8") -> str:
+# Records detect_format looks at before it gives up on a file with no JSON object.
+DETECT_RECORDS = 1000
+
+
+def detect_format(path: Path, encoding: str = "utf-8", limits: ImportLimits | None = None) -> str:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return "parquet"
@@ -85,8 +127,13 @@ def detect_format(path: Path, encoding: str = "utf-8") -> str:
             f"{path}: cannot tell the format from the extension {suffix or '(none)'}; "
             f"pass --format ({'|'.join(FORMATS)})"
         )
-    for _, rec in iter_json_records(path, encoding):
+    problem = ""
+    for n, (line, rec) in enumerate(iter_json_records(path, encoding, limits), start=1):
         if not isinstance(rec, dict):
+            problem = problem or f"record {line}: " + (str(rec) if isinstance(rec, RecordError)
+                                                       else f"is {type(rec).__name__}, not an object")
+            if n >= DETECT_RECORDS:
+                break
             continue
         if "conversations" in rec:
             return "sharegpt"
@@ -97,88 +144,150 @@ def detect_format(path: Path, encoding: str = "utf-8") -> str:
         if "prompt" in rec and "completion" in rec:
             return "prompt-completion"
         raise FileFormatError(
-            f"{path}: first record has keys {sorted(rec)[:8]}; expected instruction/output (alpaca), "
-            f"conversations (sharegpt), messages, or prompt/completion. Pass --format to choose"
+            f"{path}: first record has keys {[clip(k, 40) for k in sorted(rec)[:8]]}; expected instruction/output "
+            f"(alpaca), conversations (sharegpt), messages, or prompt/completion. Pass --format to choose"
         )
+    if problem:
+        raise FileFormatError(f"{path}: no JSON object found to tell the format from ({problem})")
     raise FileFormatError(f"{path}: the file is empty (no records)")
 
 
-def iter_json_records(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, Any]]:
-    """Records of a JSON array file or a JSONL file, with 1-based line numbers.
+def _parse_json(raw: bytes | None, path: Path, n: int, encoding: str, limits: ImportLimits, what: str) -> Any:
+    """One JSONL line or array item, or the ``RecordError`` that says why it cannot be read."""
+    if raw is None:
+        return RecordError(f"({what})", limits.line_too_long(what))
+    try:
+        return orjson.loads(_decode(raw, path, n, encoding))
+    except orjson.JSONDecodeError as exc:
+        msg = str(exc).split(":")[0]
+        if "depth" in msg or "recursion" in msg:
+            return RecordError(f"({what})", "nested more than 1,024 levels deep; expected one flat JSON object")
+        return RecordError(f"({what})", f"invalid JSON ({msg}); expected one JSON object per {what}")
 
-    Malformed JSONL lines are yielded as ``(line, RecordError)`` so the caller can report them
-    and go on.
+
+def iter_json_records(path: Path, encoding: str = "utf-8", limits: ImportLimits | None = None) -> Iterator[tuple[int, Any]]:
+    """Records of a JSON array file or a JSONL file, numbered from 1: the line of a JSONL
+    record, the index of an array item. Read in blocks (``ingest.streams``), so no file size,
+    line length or nesting depth can exhaust memory or the stack.
+
+    Malformed records (invalid JSON, over the line limit, nested too deep) are yielded as
+    ``(n, RecordError)`` so the caller can report them and go on.
     """
-    with path.open("rb") as f:
-        head = f.read(4096)
-        _check_encoding(path, head, encoding)
-        if not head.strip():
+    limits = limits or ImportLimits()
+    with _open(path, encoding) as src:
+        first = first_byte(path, encoding)
+        if not first:
             raise FileFormatError(f"{path}: the file is empty")
-        f.seek(0)
-        first = head.lstrip()[:1]
         if first == b"[":
-            text = _decode(f.read(), path, 1, encoding)
             try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise FileFormatError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-            # Line numbers of array items are not tracked by json; report the 1-based item index.
-            yield from enumerate(data, start=1)
+                for n, raw in array_items(src, limits.max_line_bytes):
+                    yield n, _parse_json(raw, path, n, src.encoding, limits, "item")
+            except JSONArrayError as exc:
+                raise FileFormatError(f"{path}: not one valid JSON array: {exc}") from None
             return
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            line = _decode(raw, path, lineno, encoding)
-            try:
-                yield lineno, orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                yield lineno, RecordError("(line)", f"invalid JSON ({str(exc).split(':')[0]}); expected one JSON object per line")
+        for n, raw in lines(src, limits.max_line_bytes):
+            if raw is None or raw.strip():
+                yield n, _parse_json(raw, path, n, src.encoding, limits, "line")
 
 
-def iter_csv_records(path: Path, encoding: str = "utf-8", mapping: dict[str, str] | None = None) -> Iterator[tuple[int, Any]]:
-    with path.open("rb") as fb:
-        head = fb.read(4096)
-    _check_encoding(path, head, encoding)
-    if not head.strip():
-        raise FileFormatError(f"{path}: the file is empty")
+class _CsvLines:
+    """The file's lines as text for ``csv.reader``, with a byte budget per record.
+
+    A line or a record over the budget is replaced by empty lines (so the reader's line count
+    and quoting state stay right while nothing large is held) and flagged in ``too_long``;
+    ``start_record`` resets the budget before each record. A lone carriage return ends a line
+    too (old Mac files), as in a file opened with ``newline=""``."""
+
+    _LONE_CR = re.compile("(?<=\r)(?!\n)")
+
+    def __init__(self, src: TextSource, path: Path, cap: int):
+        self._lines = lines(src, cap)
+        self._pending: deque[str] = deque()
+        self.path, self.encoding, self.cap = path, src.encoding, cap
+        self.line = self.size = self.first_line = 0
+        self.too_long = False
+
+    def start_record(self) -> None:
+        self.size, self.too_long, self.first_line = 0, False, self.line + 1
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        if self._pending:
+            return self._pending.popleft()
+        self.line, raw = next(self._lines)
+        self.size += len(raw) if raw is not None else self.cap + 1
+        if raw is None or self.size > self.cap:
+            self.too_long = True
+            return "\n"
+        text = _decode(raw, self.path, self.line, self.encoding)
+        if "\r" in text[:-2]:
+            self._pending.extend(t for t in self._LONE_CR.split(text) if t)
+            return self._pending.popleft()
+        return text
+
+
+def iter_csv_records(path: Path, encoding: str = "utf-8", mapping: dict[str, str] | None = None,
+                     limits: ImportLimits | None = None) -> Iterator[tuple[int, Any]]:
+    """Rows of a CSV/TSV file as records of the mapped columns, numbered by the line a row ends on.
+
+    Read line by line within ``limits`` (a longer record is skipped with a ``RecordError``), so
+    a huge field or an unclosed quote costs no more memory than the limit."""
+    limits = limits or ImportLimits()
+    cap = limits.max_line_bytes
+    if csv.field_size_limit() < cap + 1:  # the module's 128 KB default would fail long fields first
+        csv.field_size_limit(cap + 1)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with path.open("r", encoding=encoding, newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
+    with _open(path, encoding) as src:
+        if not first_byte(path, encoding):
+            raise FileFormatError(f"{path}: the file is empty")
+        source = _CsvLines(src, path, cap)
+        reader = csv.reader(source, delimiter=delimiter)
         try:
-            fields = reader.fieldnames or []
-        except UnicodeDecodeError:
-            _decode(head, path, 1, encoding)
-            raise
+            fields = next(reader)
+        except csv.Error as exc:
+            raise FileFormatError(f"{path}:1: the header is not valid CSV ({exc})") from None
+        if source.too_long:
+            raise FileFormatError(f"{path}:1: the header line is longer than the {limits.max_line_mb:g} MB limit; "
+                                  f"raise it with --max-line-mb if the header is real")
         mapping = mapping or {}
         wanted = {k: v for k, v in mapping.items()}
-        missing = [v for v in wanted.values() if v not in fields]
+        missing = [clip(v, 40) for v in wanted.values() if v not in fields]
         if missing:
             raise FileFormatError(
-                f"{path}: column(s) {', '.join(missing)} not found; the header has {', '.join(fields)}. "
-                f"Fix --map (e.g. --map instruction={fields[0] if fields else 'COL'},response=...)"
+                f"{path}: column(s) {', '.join(missing)} not found; the header has {columns(fields)}. "
+                f"Fix --map (e.g. --map instruction={clip(fields[0], 40) if fields else 'COL'},response=...)"
             )
         if not wanted:
             if {"instruction", "output"} <= set(fields) or {"instruction", "response"} <= set(fields):
                 wanted = {k: k for k in ("instruction", "input", "output", "response", "system") if k in fields}
             else:
                 raise FileFormatError(
-                    f"{path}: no column mapping; the header has {', '.join(fields)}. "
+                    f"{path}: no column mapping; the header has {columns(fields)}. "
                     f"Pass --map instruction=COL,response=COL[,input=COL,system=COL]"
                 )
-        try:
-            for row in reader:
-                rec = {k: row.get(v) for k, v in wanted.items()}
-                if "output" in rec and "response" not in rec:
-                    rec["response"] = rec.pop("output")
-                for extra in ("split", "tags"):
-                    if extra in fields and extra not in rec:
-                        rec[extra] = row.get(extra)
-                yield reader.line_num, rec
-        except UnicodeDecodeError as exc:
-            raise FileFormatError(
-                f"{path}:{reader.line_num + 1}: not valid {encoding} (byte 0x{exc.object[exc.start]:02x}); the file looks "
-                f"like Latin-1/Windows-1252. Re-save it as UTF-8, or pass --encoding latin-1"
-            ) from None
+        index = {name: i for i, name in enumerate(fields)}  # a repeated name: the last column, as csv.DictReader
+        take = {k: index[v] for k, v in wanted.items()}
+        if "output" in take and "response" not in take:
+            take["response"] = take.pop("output")
+        for extra in ("split", "tags"):
+            if extra in index and extra not in take:
+                take[extra] = index[extra]
+        while True:
+            source.start_record()
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield reader.line_num, RecordError("(line)", f"not valid CSV ({exc})")
+                continue
+            if source.too_long:
+                yield source.first_line, RecordError("(line)", limits.line_too_long("record"))
+                continue
+            if row:  # a blank line is no record
+                yield reader.line_num, {k: row[i] if i < len(row) else None for k, i in take.items()}
 
 
 def iter_parquet_records(path: Path, mapping: dict[str, str] | None = None, batch_size: int = 50_000) -> Iterator[tuple[int, Any]]:
@@ -192,7 +301,8 @@ def iter_parquet_records(path: Path, mapping: dict[str, str] | None = None, batc
     if mapping:
         missing = [v for v in mapping.values() if v not in names]
         if missing:
-            raise FileFormatError(f"{path}: column(s) {', '.join(missing)} not found; columns are {', '.join(names)}")
+            raise FileFormatError(f"{path}: column(s) {', '.join(clip(m, 40) for m in missing)} not found; "
+                                  f"columns are {columns(names)}")
     row = 0
     for batch in pf.iter_batches(batch_size=batch_size):
         for rec in batch.to_pylist():
@@ -308,19 +418,22 @@ def normalise(fmt: str, rec: Any) -> Normalised:
             content = pair_content(p, "", c)
     else:
         raise FileFormatError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    _check_controls(content)
     return Normalised(content=content, tags=_tags(rec), split=_split(rec))
 
 
-def iter_records(path: Path, fmt: str, encoding: str = "utf-8", mapping: dict[str, str] | None = None) -> Iterator[tuple[int, Any]]:
+def iter_records(path: Path, fmt: str, encoding: str = "utf-8", mapping: dict[str, str] | None = None,
+                 limits: ImportLimits | None = None) -> Iterator[tuple[int, Any]]:
     if fmt == "csv":
-        return iter_csv_records(path, encoding, mapping)
+        return iter_csv_records(path, encoding, mapping, limits)
     if fmt == "parquet":
         return iter_parquet_records(path, mapping)
     if fmt in ("alpaca", "sharegpt", "messages", "prompt-completion"):
+        records = iter_json_records(path, encoding, limits)
         if mapping:
-            return ({**rec, **{k: rec.get(v) for k, v in mapping.items()}} if isinstance(rec, dict) else rec
-                    for rec in iter_json_records(path, encoding))  # type: ignore[misc]
-        return iter_json_records(path, encoding)
+            return ((n, {**rec, **{k: rec.get(v) for k, v in mapping.items()}} if isinstance(rec, dict) else rec)
+                    for n, rec in records)
+        return records
     raise FileFormatError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import queue
-import tempfile
 import threading
 import time
 import zipfile
@@ -31,12 +30,23 @@ from ingest.chunking import ChunkConfig, chunk_document
 from ingest.elements import build_document
 from ingest.filetypes import SUPPORTED, IngestError, extension, sniff
 from ingest.generators import Generator, Source, create
+from ingest.limits import (
+    MAX_ARCHIVE_MB,
+    MAX_ARCHIVE_MEMBERS,
+    MAX_FILE_MB,
+    MAX_ZIP_RATIO,
+    MB,
+    RATIO_FLOOR_BYTES,
+    check_positive,
+    clip,
+)
 from ingest.workers import ParseOptions, Task, parse_all, prestart
 from store import documents as docs_store
 from store import pairs as pairs_store
 from store.db import Project, atomic
 from store.ids import pair_content
 from store.records import Document, Element, NewPair
+from store.scratch import scratch_dir
 
 HEAD_BYTES = 65536
 
@@ -48,16 +58,26 @@ class IngestConfig:
     workers: int = 1
     chunk_max_chars: int = 1500
     chunk_min_chars: int = 200
-    max_file_mb: float = 100.0
+    max_file_mb: float = MAX_FILE_MB
     timeout_s: float = 300.0
     pdf_strategy: str = "auto"
     languages: tuple[str, ...] | None = None
     author: str = "ingest"
-    max_archive_members: int = 10_000
+    max_archive_members: int = MAX_ARCHIVE_MEMBERS
+    max_archive_mb: float = MAX_ARCHIVE_MB
+    max_zip_ratio: float = MAX_ZIP_RATIO
 
     def __post_init__(self) -> None:
         if self.workers < 0:
             raise ValueError("workers must be 0 (parse in this process) or more")
+        check_positive(self.max_file_mb, "--max-file-mb")
+        check_positive(self.max_archive_mb, "--max-archive-mb")
+        if not self.max_zip_ratio >= 1:
+            raise ValueError(f"--max-zip-ratio {self.max_zip_ratio!r}: expected a number of at least 1")
+        unused = sorted(set(self.generator_options) - set(self.generators))
+        if unused:
+            raise ValueError(f"options given for generator(s) {', '.join(unused)}, which this run does not use; "
+                             f"the generators used are {', '.join(self.generators)}")
         if self.pdf_strategy not in ("auto", "fast", "ocr_only", "hi_res"):
             raise ValueError(f"unknown pdf strategy {self.pdf_strategy!r}; use auto, fast, ocr_only or hi_res")
         ChunkConfig(self.chunk_max_chars, min(self.chunk_min_chars, self.chunk_max_chars))
@@ -125,8 +145,60 @@ def _skip(name: str) -> bool:
     return name.startswith((".", "~$")) or name in ("Thumbs.db", "desktop.ini")
 
 
-def _extract_zip(zpath: Path, prefix: str, into: Path, cfg: IngestConfig, items: list[_Item]) -> None:
-    limit = int(cfg.max_file_mb * 1024 * 1024)
+@dataclass
+class _Budget:
+    """What one archive, nested archives included, may still expand to (bytes)."""
+
+    left: int
+
+
+def _unsafe(name: str) -> bool:
+    """A member path that points outside the archive: absolute, a drive, or a '..' part."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ".." in parts or (len(parts[0]) == 2 and parts[0][1] == ":")
+
+
+def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, cfg: IngestConfig,
+                 budget: _Budget) -> str | None:
+    """Extract one member in blocks, stopping the moment it passes a limit; returns why it
+    stopped (the partial file is deleted) or None. Only what was kept counts against the budget."""
+    per_file = int(cfg.max_file_mb * MB)
+    by_ratio = max(RATIO_FLOOR_BYTES, int(cfg.max_zip_ratio * max(info.compress_size, 1)))
+    written = 0
+    reason = None
+    try:
+        with zf.open(info) as src, open(target, "wb") as dst:
+            while block := src.read(MB):
+                written += len(block)
+                if written > per_file:
+                    reason = _too_large(info.file_size if info.file_size > per_file else written, cfg)
+                elif written > budget.left:
+                    budget.left = 0  # spent: the members after this one are not tried
+                    reason = (f"the archive expands to more than the {cfg.max_archive_mb:g} MB limit (at this member); "
+                              f"extract it yourself or raise --max-archive-mb")
+                elif written > by_ratio:
+                    reason = (f"this member expands more than {cfg.max_zip_ratio:g} times its compressed size "
+                              f"({info.compress_size:,} bytes): a zip bomb? Raise --max-zip-ratio if it is real data")
+                if reason:
+                    break
+                dst.write(block)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    if reason:
+        target.unlink(missing_ok=True)
+    else:
+        budget.left -= written
+    return reason
+
+
+def _extract_zip(zpath: Path, prefix: str, into: Path, cfg: IngestConfig, items: list[_Item],
+                 budget: _Budget | None = None) -> None:
+    """Extract an archive's files for ingest, within the size, total and ratio limits, each
+    checked while the bytes are written. A member that passes one fails alone (named); once
+    the archive's total is spent, the members not extracted are named in one failure."""
+    limit = int(cfg.max_file_mb * MB)
+    budget = budget or _Budget(int(cfg.max_archive_mb * MB))
     try:
         zf = zipfile.ZipFile(zpath)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -138,7 +210,20 @@ def _extract_zip(zpath: Path, prefix: str, into: Path, cfg: IngestConfig, items:
             items.append(_failed(zpath, prefix, "too_large",
                                  f"the archive has {len(infos)} files (limit {cfg.max_archive_members})"))
             return
-        for info in sorted(infos, key=lambda i: i.filename):
+        todo = sorted(infos, key=lambda i: i.filename)
+        for k, info in enumerate(todo):
+            if budget.left <= 0:
+                rest = [clip(i.filename, 80) for i in todo[k:]]
+                items.append(_failed(zpath, prefix, "too_large",
+                                     f"{len(rest)} member(s) not extracted ({', '.join(rest[:3])}"
+                                     f"{', ...' if len(rest) > 3 else ''}): the archive expands to more than the "
+                                     f"{cfg.max_archive_mb:g} MB limit; raise --max-archive-mb"))
+                return
+            if _unsafe(info.filename):
+                items.append(_failed(zpath, f"{prefix}/{clip(info.filename, 200)}", "unsafe_path",
+                                     "this member's path points outside the archive (absolute or '..'); "
+                                     "it was not extracted"))
+                continue
             member = PurePosixPath(info.filename)
             if any(_skip(p) for p in member.parts) or "__MACOSX" in member.parts:
                 continue
@@ -153,13 +238,14 @@ def _extract_zip(zpath: Path, prefix: str, into: Path, cfg: IngestConfig, items:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    dst.write(src.read(limit + 1))
-            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as exc:
+                reason = _copy_member(zf, info, target, cfg, budget)
+            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError) as exc:
                 items.append(_failed(target, uri, "corrupt", f"cannot extract this member ({exc})"))
                 continue
-            if extension(member.name) == "zip":
-                _extract_zip(target, uri, into, cfg, items)
+            if reason:
+                items.append(_failed(target, uri, "too_large", reason))
+            elif extension(member.name) == "zip":
+                _extract_zip(target, uri, into, cfg, items, budget)
             else:
                 items.append(_Item(target, uri, FileResult(uri=uri, path=str(target))))
 
@@ -210,7 +296,7 @@ def _preflight(item: _Item, cfg: IngestConfig) -> None:
     r.filetype = extension(item.path.name)
     size = item.path.stat().st_size
     item.size = size
-    if size > cfg.max_file_mb * 1024 * 1024:
+    if size > cfg.max_file_mb * MB:
         raise IngestError("too_large", _too_large(size, cfg))
     with open(item.path, "rb") as fh:
         head = fh.read(HEAD_BYTES)
@@ -384,9 +470,8 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
     def fail(r: FileResult, kind: str, message: str) -> None:
         r.status, r.error_kind, r.error = "failed", kind, message
 
-    with tempfile.TemporaryDirectory(prefix="tuneloop-ingest-", dir=project.cache_dir
-                                     if project.cache_dir.exists() else None) as tmp:
-        items = collect(paths, Path(tmp), cfg)
+    with scratch_dir(project.cache_dir, "tuneloop-ingest-") as tmp:
+        items = collect(paths, tmp, cfg)
         report.files = [i.result for i in items]
         todo: list[_Item] = []
         for item in items:

@@ -5,12 +5,18 @@ streamed in bounded batches to a temporary Parquet file under the project's cach
 Only then is the database opened, and the whole file is inserted in one transaction with
 one set-based INSERT. So memory stays bounded for any file size, the database is held only
 for the insert, and a file either lands whole (its valid rows) or not at all.
+
+Whatever goes wrong with one file (unreadable, hostile, a bug in a reader) ends as that
+file's ``fatal`` message naming it, and ``import_files`` goes on with the next; only a locked
+database (``StoreBusyError``) stops the batch, since every later file would fail the same way.
+The staging folder is a scratch folder of this process (``store.scratch``), so one left by a
+killed run is removed on the next start.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +24,16 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from ingest.datasets import FileFormatError, RecordError, detect_format, iter_records, normalise
+from ingest.limits import ImportLimits, clip
 from store import imports as imports_store
 from store import pairs as pairs_store
-from store.db import Project
+from store.db import Project, StoreBusyError
 from store.records import Provenance
+from store.scratch import scratch_dir
 
 BATCH_ROWS = 20_000
+# Characters of pair text buffered before a batch is written: bounds memory when rows are large.
+BATCH_CHARS = 32_000_000
 MAX_REPORTED_ERRORS = 1000
 
 
@@ -64,27 +74,29 @@ Progress = Callable[[int], None]
 def _stage(
     path: Path, fmt: str, *, encoding: str, mapping: dict[str, str] | None, author: str, status: str,
     out: Path, result: FileResult, progress: Progress | None, tags: Sequence[str] = (), split: str | None = None,
+    limits: ImportLimits | None = None,
 ) -> int:
     """Parse ``path`` into batch rows written to ``out`` (Parquet); return rows staged.
 
     ``tags`` join every row's own tags; ``split`` replaces every row's split."""
     writer: pq.ParquetWriter | None = None
     buf: list[dict] = []
+    buf_chars = 0
     staged = 0
     uri = str(path)
 
     def flush() -> None:
-        nonlocal writer, buf
+        nonlocal writer, buf, buf_chars
         if not buf:
             return
         tbl = pairs_store.rows_to_arrow(buf)
         if writer is None:
             writer = pq.ParquetWriter(str(out), pairs_store.BATCH_SCHEMA, compression="zstd")
         writer.write_table(tbl)
-        buf = []
+        buf, buf_chars = [], 0
 
     try:
-        for line, rec in iter_records(path, fmt, encoding, mapping):
+        for line, rec in iter_records(path, fmt, encoding, mapping, limits):
             result.rows += 1
             try:
                 norm = normalise(fmt, rec)
@@ -93,21 +105,23 @@ def _stage(
                 if len(result.errors) < MAX_REPORTED_ERRORS:
                     result.errors.append(LineError(line, exc.field, f"{path.name}:{line}: {exc}"))
                 continue
-            buf.append(
-                pairs_store.batch_row(
-                    norm.content, tags=list(dict.fromkeys([*norm.tags, *tags])), split=split or norm.split,
-                    status=status, author=author,
-                    provenance=Provenance(generator=f"import:{fmt}", source_uri=uri, source_line=line),
-                )
+            row = pairs_store.batch_row(
+                norm.content, tags=list(dict.fromkeys([*norm.tags, *tags])), split=split or norm.split,
+                status=status, author=author,
+                provenance=Provenance(generator=f"import:{fmt}", source_uri=uri, source_line=line),
             )
+            buf.append(row)
+            buf_chars += sum(len(row[k] or "") for k in ("instruction", "input", "response", "system", "messages"))
             staged += 1
-            if len(buf) >= BATCH_ROWS:
+            if len(buf) >= BATCH_ROWS or buf_chars >= BATCH_CHARS:
+                n = len(buf)
                 flush()
                 if progress:
-                    progress(BATCH_ROWS)
+                    progress(n)
+        n = len(buf)
         flush()
-        if progress and staged % BATCH_ROWS:
-            progress(staged % BATCH_ROWS)
+        if progress and n:
+            progress(n)
     finally:
         if writer is not None:
             writer.close()
@@ -126,12 +140,20 @@ def import_file(
     tags: Sequence[str] = (),
     split: str | None = None,
     progress: Progress | None = None,
+    limits: ImportLimits | None = None,
 ) -> FileResult:
     """Import one file in one transaction. New pairs get ``status``, the file's tags plus ``tags``,
     and ``split`` (else the file's split column). A row whose content is already a pair adds
-    nothing and changes nothing: ``FileResult.in_project`` / ``repeats`` / ``collided`` say which."""
+    nothing and changes nothing: ``FileResult.in_project`` / ``repeats`` / ``collided`` say which.
+
+    Never raises for a bad file: any failure is ``FileResult.fatal``, naming the file, and
+    nothing of it is stored. ``limits`` bound what one line or record may cost."""
     if split is not None and split not in ("train", "eval"):
         raise ValueError(f"split {split!r}: expected train or eval")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:  # the caller's mistake, not the file's: no file would import
+        raise ValueError(f"unknown encoding {encoding!r}; e.g. utf-8, utf-8-sig, cp1252, latin-1, utf-16") from None
     p = Path(path)
     result = FileResult(path=str(p))
     try:
@@ -141,13 +163,13 @@ def import_file(
             raise FileFormatError(f"{p}: is a folder; pass the files inside it")
         if p.stat().st_size == 0:
             raise FileFormatError(f"{p}: the file is empty")
-        fmt = fmt or detect_format(p, encoding)
+        fmt = fmt or detect_format(p, encoding, limits)
         result.format = fmt
-        project.cache_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=project.cache_dir, prefix="import-") as tmp:
-            staged_path = Path(tmp) / "batch.parquet"
+        with scratch_dir(project.cache_dir, "import-") as tmp:
+            staged_path = tmp / "batch.parquet"
             staged = _stage(p, fmt, encoding=encoding, mapping=mapping, author=author, status=status,
-                            out=staged_path, result=result, progress=progress, tags=tags, split=split)
+                            out=staged_path, result=result, progress=progress, tags=tags, split=split,
+                            limits=limits)
             if result.rows == 0:
                 raise FileFormatError(f"{p}: no records found (empty file or header only)")
             with project.transaction() as con:
@@ -163,9 +185,22 @@ def import_file(
             result.new = new
             result.existing = staged - new
     except FileFormatError as exc:
-        result.fatal = str(exc)
-    except UnicodeDecodeError as exc:
-        result.fatal = f"{p}: not valid {encoding} ({exc.reason}); re-save as UTF-8 or pass --encoding"
+        result.fatal = clip(str(exc), 600)
+    except UnicodeError as exc:
+        result.fatal = (f"{p}: not valid {getattr(exc, 'encoding', encoding)} "
+                        f"({clip(str(getattr(exc, 'reason', exc)), 200)}); re-save as UTF-8 or pass --encoding")
+    except StoreBusyError:
+        raise
+    except RecursionError:
+        result.fatal = f"{p}: nested too deeply to read; flatten the records (one JSON object per line)"
+    except MemoryError:
+        result.fatal = f"{p}: ran out of memory reading it; lower --max-line-mb or split the file"
+    except OSError as exc:
+        result.fatal = f"{p}: cannot be read or staged ({clip(exc.strerror or str(exc), 200)})"
+    except Exception as exc:  # a reader or store bug must still fail this file alone, named
+        result.fatal = f"{p}: could not be imported ({type(exc).__name__}: {clip(str(exc), 300)})"
+    if result.fatal is not None:
+        result.new = result.existing = 0
     return result
 
 

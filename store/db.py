@@ -4,7 +4,8 @@ A project is a folder: ``tuneloop.duckdb`` plus artifact folders (``runs/``, ``e
 ``uploads/``, ``cache/``). DuckDB lets one process at a time hold the file (readers too),
 so every caller opens a *short-lived* connection for one unit of work and closes it; when
 another process holds the file, ``connect`` retries with backoff until ``timeout`` and then
-raises ``StoreBusyError`` (a message a user can act on, never a raw lock error). Long work
+raises ``StoreBusyError`` (a message a user can act on that names the process holding the
+file, never a raw lock error). Long work
 (parsing, training, generation) happens outside a connection; training processes exchange
 files through their run folder and never open the database.
 
@@ -27,6 +28,14 @@ last call; later connections in the same process share the warm instance. When t
 idle the connection is closed, so a CLI command (ingest, a training sync) can take the file.
 Polling code (progress fragments) must not hold the project warm, or an open page would keep
 the file locked forever.
+
+A warm hold yields at once to a waiting process: ``connect`` leaves a wait mark
+``<db>.wait-<pid>`` beside the file while it retries (refreshed on every try, removed when it
+gets in), and the holder, which looks for fresh marks every ``WARM_POLL_S``, closes its idle
+connection and warms nothing more while one is there. A reviewer clicking every second would
+otherwise keep the file forever (each click restarts the idle clock), locking the CLI out;
+dropping warm altogether instead costs every click a cold open, and a write click also the
+checkpoint on close (``tests/bench/bench_cli_wait.py`` measures both).
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import atexit
 import contextlib
 import os
 import random
+import re
 import threading
 import time
 import weakref
@@ -53,6 +63,10 @@ DEFAULT_TIMEOUT_S = float(os.environ.get("TUNELOOP_LOCK_TIMEOUT", "120"))
 class StoreBusyError(RuntimeError):
     """The project database stayed locked by another process for longer than the timeout."""
 
+    def __init__(self, message: str, holder_pid: int | None = None):
+        super().__init__(message)
+        self.holder_pid = holder_pid
+
 
 class ConflictError(RuntimeError):
     """An optimistic-concurrency check failed; the losing write was still recorded."""
@@ -65,6 +79,21 @@ class ConflictError(RuntimeError):
 def _is_lock_error(exc: BaseException) -> bool:
     text = str(exc)
     return "Could not set lock" in text or "Conflicting lock" in text
+
+
+_HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
+
+
+def _lock_holder(exc: BaseException) -> tuple[int | None, str]:
+    """The process id in DuckDB's lock error, and what that process is running (best effort)."""
+    m = _HOLDER.search(str(exc))
+    if m is None:
+        return None, ""
+    pid, what = int(m["pid"]), m["exe"]
+    with contextlib.suppress(OSError):  # Linux names the command line; elsewhere the executable will do
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        what = " ".join(a.decode(errors="replace") for a in cmdline if a) or what
+    return pid, what if len(what) <= 120 else what[:119] + "…"
 
 
 def _is_txn_conflict(exc: BaseException) -> bool:
@@ -116,19 +145,50 @@ def atomic(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection
             _in_transaction.pop(con, None)
 
 
-# Warm instances (see the module docstring): path -> (idle connection, time of the last hold).
+# Wait marks (see the module docstring). A mark older than WAIT_MARK_FRESH_S belongs to a
+# process that stopped waiting without removing it (killed): it is ignored.
+WAIT_MARK_FRESH_S = 2.0
+WARM_POLL_S = 0.05
+_RETRY_MAX_S = 0.25  # the longest pause between two tries of a waiting connect
+
+
+def _wait_mark(path: str) -> Path:
+    return Path(f"{path}.wait-{os.getpid()}")
+
+
+def someone_waits(path: str) -> bool:
+    """Whether another process is waiting for the database file ``path`` right now."""
+    db = Path(path)
+    prefix, own, now = db.name + ".wait-", _wait_mark(path).name, time.time()
+    try:
+        with os.scandir(db.parent) as entries:
+            for e in entries:
+                if e.name.startswith(prefix) and e.name != own:
+                    with contextlib.suppress(OSError):
+                        age = now - e.stat().st_mtime
+                        if age < WAIT_MARK_FRESH_S:
+                            return True
+                        if age > 60:  # left by a killed waiter (a live one would have touched it since)
+                            os.unlink(e.path)
+    except OSError:
+        return False
+    return False
+
+
+# Warm instances (see the module docstring): path -> (idle connection, time of the last hold, idle_s).
 _warm_guard = threading.Lock()
-_warm: dict[str, tuple[duckdb.DuckDBPyConnection, float]] = {}
+_warm: dict[str, tuple[duckdb.DuckDBPyConnection, float, float]] = {}
 _warm_reaper: threading.Thread | None = None
 
 
-def _reap_warm(idle_s: float) -> None:
+def _reap_warm() -> None:
     global _warm_reaper
     while True:
-        time.sleep(min(0.5, idle_s / 2))
+        time.sleep(WARM_POLL_S)
         with _warm_guard:
             now = time.monotonic()
-            for path in [k for k, (_, last) in _warm.items() if now - last >= idle_s]:
+            done = [k for k, (_, last, idle_s) in _warm.items() if now - last >= idle_s or someone_waits(k)]
+            for path in done:
                 _warm.pop(path)[0].close()  # no local keeps the closed connection alive
             if not _warm:
                 _warm_reaper = None
@@ -190,22 +250,31 @@ class Project:
         deadline = time.monotonic() + timeout
         delay = 0.02
         path = str(self.db_path)
-        while True:
-            try:
-                with _open_lock(path):
-                    con = duckdb.connect(path)
-                break
-            except duckdb.IOException as exc:
-                if not _is_lock_error(exc):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise StoreBusyError(
-                        f"The project database {path} is in use by another process "
-                        f"and stayed locked for {timeout:.0f} s. Wait for that command to finish "
-                        f"(or raise TUNELOOP_LOCK_TIMEOUT) and try again."
-                    ) from None
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 1.6, 0.5)
+        mark = _wait_mark(path)
+        try:
+            while True:
+                try:
+                    with _open_lock(path):
+                        con = duckdb.connect(path)
+                    break
+                except duckdb.IOException as exc:
+                    if not _is_lock_error(exc):
+                        raise
+                    if time.monotonic() >= deadline:
+                        pid, what = _lock_holder(exc)
+                        holder = f"process {pid} ({what})" if pid is not None else "another process"
+                        raise StoreBusyError(
+                            f"The project database {path} is in use by another process: {holder} held it "
+                            f"for the last {timeout:.0f} s. Wait for that process to finish (or raise "
+                            f"TUNELOOP_LOCK_TIMEOUT) and try again.", holder_pid=pid,
+                        ) from None
+                    with contextlib.suppress(OSError):  # a warm holder lets go when it sees this
+                        mark.touch()
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 1.6, _RETRY_MAX_S)
+        finally:
+            with contextlib.suppress(OSError):
+                mark.unlink(missing_ok=True)
         try:
             yield con
         finally:
@@ -218,15 +287,20 @@ class Project:
             yield con
 
     def hold_warm(self, idle_s: float = 3.0) -> bool:
-        """Keep this database's instance open (warm) until ``idle_s`` seconds after the last call.
+        """Keep this database's instance open (warm) until ``idle_s`` seconds after the last call,
+        or until another process waits for the file (see the module docstring).
 
-        Returns False, holding nothing, when another process has the file right now.
+        Returns False, holding nothing, when another process has the file or waits for it.
         """
         global _warm_reaper
         path = str(self.db_path)
         with _warm_guard:
+            if someone_waits(path):
+                if path in _warm:
+                    _warm.pop(path)[0].close()
+                return False
             if path in _warm:
-                _warm[path] = (_warm[path][0], time.monotonic())
+                _warm[path] = (_warm[path][0], time.monotonic(), idle_s)
                 return True
             try:
                 with _open_lock(path):
@@ -235,11 +309,10 @@ class Project:
                 if _is_lock_error(exc):
                     return False
                 raise
-            _warm[path] = (con, time.monotonic())
+            _warm[path] = (con, time.monotonic(), idle_s)
             del con
             if _warm_reaper is None:
-                _warm_reaper = threading.Thread(target=_reap_warm, args=(idle_s,), daemon=True,
-                                                name="tuneloop-warm-db")
+                _warm_reaper = threading.Thread(target=_reap_warm, daemon=True, name="tuneloop-warm-db")
                 _warm_reaper.start()
         return True
 

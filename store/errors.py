@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from store.db import ConflictError, atomic, frame, one, scalar
 from store.ids import event_id
-from store.pairs import _messages, append_revision, now
+from store.pairs import _messages, append_revision, base_revision, now
 from store.records import ErrorCategory, ErrorLabel, Prediction, PreferencePair, Status
 from store.refs import NoSuchId, ambiguous, matches
 
@@ -433,43 +433,52 @@ def correct(
     category_id: str | None = None,
     reason: str = "",
     expected_version: int | None = None,
+    base_revision_id: str | None = None,
 ) -> Correction:
     """Turn a corrected answer into training data, in one transaction.
 
     Appends a revision of the prediction's pair whose response is ``response``, records a
     preference pair (prompt, chosen = ``response``, rejected = the model output, or the old
     reference when the model already said ``response``) with ``category_id``, and a human
-    ``confirmed`` label of that category. With a stale ``expected_version`` the revision is
-    still stored beside the head (marked conflict) and ``ConflictError`` is raised after commit.
+    ``confirmed`` label of that category. ``base_revision_id`` is the revision of the pair the
+    corrector saw (or ``expected_version``, its version; neither: the head now). When that is no
+    longer the head, the revision is still stored beside the head (marked conflict) and
+    ``ConflictError`` is raised after commit.
     """
     if not response.strip():
         raise ValueError("the correction is empty; write the right answer")
     with atomic(con):
         _, pid, prompt, output, reference = _prediction(con, prediction_id)
-        cur = one(con, "SELECT p.version, r.messages FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id "
-                       "WHERE p.id = ?", [pid])
-        assert cur is not None
-        messages = [m.model_dump() for m in _messages(cur[1])]
+        if base_revision_id is None and expected_version is None:
+            base_revision_id = scalar(con, "SELECT head_revision_id FROM pairs WHERE id = ?", [pid])
+        base_id = base_revision(con, pid, base_revision_id, expected_version)
+        messages = [m.model_dump() for m in _messages(scalar(con, "SELECT messages FROM pair_revisions WHERE id = ?",
+                                                                 [base_id]))]
         if messages and messages[-1]["role"] == "assistant":
             messages[-1]["content"] = response  # a multi-turn pair's answer is its last assistant turn
         res = append_revision(
-            con, pid, expected_version=cur[0] if expected_version is None else expected_version, author=author,
+            con, pid, base_revision_id=base_id, author=author,
             reason=reason or f"correction of prediction {prediction_id}", response=response,
             messages=messages or None,
         )
         conflict, rid, version = res.conflict, res.revision_id, res.version
         ts = now()
         rejected = output if output.strip() != response.strip() else reference
-        pref_id = event_id("pp_")
-        con.execute("INSERT INTO preference_pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [pref_id, pid, prediction_id, prompt, response, rejected, category_id, author, ts])
+        # The same correction again (a re-run, a double click) keeps its one preference pair.
+        pref_id = scalar(con, """SELECT id FROM preference_pairs WHERE prediction_id = ? AND chosen = ? AND rejected = ?
+                                   AND category_id IS NOT DISTINCT FROM ?""",
+                         [prediction_id, response, rejected, category_id])
+        if pref_id is None:
+            pref_id = event_id("pp_")
+            con.execute("INSERT INTO preference_pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [pref_id, pid, prediction_id, prompt, response, rejected, category_id, author, ts])
         label_id = None
         if category_id:
             label_id = _human_row(con, prediction_id, category_id, "confirmed", author,
                                   reason or "corrected")
     if conflict:
         raise ConflictError(
-            f"Pair {pid} changed since you opened it (version {expected_version} -> {version}). "
+            f"Pair {pid} changed since you opened it (someone else saved revision {res.head_revision_id}). "
             f"Your correction was kept as revision {rid} beside the current one, with its preference pair; "
             f"nothing was overwritten.",
             kept_revision_id=rid,

@@ -6,7 +6,10 @@ same ``SliceFilter`` record; no caller writes SQL. Every value is bound as a par
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from pydantic import ValidationError
 
 from store.records import SliceFilter
 
@@ -73,6 +76,8 @@ def parse_where(expr: str) -> SliceFilter:
     Terms are separated by `` and ``/``;``; each is ``field=value[,value...]``. Fields:
     status, tag, text, document, generator, split, flagged, clean, cluster, limit, duplicates
     (``duplicates=include``). Example: ``status=accepted,pending and clean=pii,empty_response``.
+
+    Raises ``ValueError`` with one line naming the term and what it expects.
     """
     fields: dict[str, Any] = {}
     names = {
@@ -81,8 +86,7 @@ def parse_where(expr: str) -> SliceFilter:
         "split": "splits", "flagged": "signals_flagged", "clean": "signals_clean",
         "cluster": "cluster_ids", "limit": "limit", "pair": "pair_ids",
     }
-    import re
-
+    term_of: dict[str, str] = {}  # SliceFilter field -> the term the user wrote, for messages
     for term in re.split(r"\s+and\s+|;", expr.strip()):
         term = term.strip()
         if not term:
@@ -100,12 +104,24 @@ def parse_where(expr: str) -> SliceFilter:
         if key not in names:
             raise ValueError(f"--where field {key!r} is unknown; use one of {', '.join(sorted(names))}, duplicates")
         target = names[key]
-        if target == "text":
-            fields["text"] = value
-        elif target == "limit":
-            fields["limit"] = int(value)
-        elif target == "cluster_ids":
-            fields["cluster_ids"] = [int(v) for v in value.split(",")]
-        else:
-            fields[target] = [v.strip() for v in value.split(",") if v.strip()]
-    return SliceFilter(**fields)
+        term_of[target] = key
+        try:
+            if target == "text":
+                fields["text"] = value
+            elif target == "limit":
+                fields["limit"] = int(value)
+            elif target == "cluster_ids":
+                fields["cluster_ids"] = [int(v) for v in value.split(",")]
+            else:
+                fields[target] = [v.strip() for v in value.split(",") if v.strip()]
+        except ValueError:
+            what = "whole numbers separated by commas" if target == "cluster_ids" else "a whole number"
+            raise ValueError(f"--where {key}={value}: expected {what}") from None
+    try:
+        return SliceFilter(**fields)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        field = str(e["loc"][0]) if e["loc"] else ""
+        expected = (e.get("ctx") or {}).get("expected")
+        raise ValueError(f"--where {term_of.get(field, field)}={e.get('input', '')}: "
+                         + (f"expected {expected}" if expected else str(e["msg"]).lower())) from None

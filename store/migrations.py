@@ -406,6 +406,20 @@ def m050_search_text(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+@migration
+def m060_sign_in_failures(con: duckdb.DuckDBPyConnection) -> None:
+    # Failed sign-ins per (account name, client address), read by the rate limit in store/users.py.
+    # Kept in the project, not in a server's memory, so every app process serving the project
+    # counts the same failures and a restart does not reset them. Not content: a successful
+    # sign-in clears its (account, address) rows and rows older than a day are pruned.
+    con.execute("""
+        CREATE TABLE sign_in_failures (
+            user_name VARCHAR NOT NULL,
+            address VARCHAR NOT NULL,          -- client IP, or 'local' when Streamlit reports none
+            failed_at TIMESTAMP NOT NULL
+        )""")
+
+
 def applied(con: duckdb.DuckDBPyConnection) -> list[str]:
     con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
     return [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]

@@ -4,10 +4,15 @@
 - ``pairs`` holds, per pair, the head revision, the status and a ``version`` counter. It is
   updated in the same transaction as the log row that changes it, so it always equals a
   replay of the logs.
-- Optimistic concurrency: every edit or status change names the ``version`` it was based
-  on. If another writer got there first, the edit is still stored (as a revision marked
-  ``conflict`` whose parent is the revision the writer saw) and ``ConflictError`` tells
-  the caller; the head is not moved, so nothing is silently overwritten.
+- Optimistic concurrency: every edit names the revision it was based on (``base_revision_id``,
+  the head its writer saw); a status change names the ``version`` it was based on. If another
+  writer moved the head meanwhile, the edit is still stored, as a revision marked ``conflict``
+  whose parent is the base its writer saw (the fields it left alone come from that base too),
+  and the caller is told (``RevisionResult.conflict``; ``revise`` raises ``ConflictError``
+  after the commit). The head is not moved, so the first writer's text is not silently
+  replaced by the second's. A pair has an *unresolved conflict* while a conflict revision is
+  newer than its head (``unresolved_conflicts``); the next edit saved from the head resolves
+  it, even one that keeps the head's text (then recorded as a revision of its own).
 - Bulk inserts move Arrow tables (``insert_rows``); a pair whose id already exists is
   skipped, which makes re-imports no-ops.
 """
@@ -320,7 +325,7 @@ def history(con: duckdb.DuckDBPyConnection, pid: str) -> list[PairRevision]:
     head = one(con, "SELECT head_revision_id FROM pairs WHERE id = ?", [pid])
     rows = con.execute(
         """SELECT id, pair_id, revision_no, parent_id, instruction, input, response, system, messages, tags,
-                  author, reason, created_at
+                  author, reason, created_at, conflict
            FROM pair_revisions WHERE pair_id = ? ORDER BY revision_no, created_at""",
         [pid],
     ).fetchall()
@@ -328,10 +333,17 @@ def history(con: duckdb.DuckDBPyConnection, pid: str) -> list[PairRevision]:
         PairRevision(
             id=r[0], pair_id=r[1], revision_no=r[2], parent_id=r[3], instruction=r[4], input=r[5],
             response=r[6], system=r[7], messages=_messages(r[8]), tags=list(r[9] or []), author=r[10],
-            reason=r[11], created_at=r[12], is_head=bool(head and head[0] == r[0]),
+            reason=r[11], created_at=r[12], conflict=bool(r[13]), is_head=bool(head and head[0] == r[0]),
         )
         for r in rows
     ]
+
+
+def unresolved_conflicts(revisions: Sequence[PairRevision]) -> list[PairRevision]:
+    """The conflict revisions of one pair's ``history`` that no edit saved from the head has settled
+    yet: those newer than the head. Empty when the pair has no unresolved conflict."""
+    head_no = next((r.revision_no for r in revisions if r.is_head), 0)
+    return [r for r in revisions if r.conflict and r.revision_no > head_no]
 
 
 def reviews(con: duckdb.DuckDBPyConnection, pid: str) -> list[Review]:
@@ -352,17 +364,53 @@ def reviews(con: duckdb.DuckDBPyConnection, pid: str) -> list[Review]:
 
 @dataclass(frozen=True)
 class RevisionResult:
-    revision_id: str
-    version: int
-    conflict: bool = False
+    revision_id: str  # the revision that holds the edit (the head when the edit changed nothing)
+    version: int  # the pair's version after the write
+    conflict: bool = False  # the edit was based on an older revision: kept beside the head, which did not move
+    head_revision_id: str = ""  # the head after the write
+
+
+def base_revision(
+    con: duckdb.DuckDBPyConnection, pid: str, base_revision_id: str | None = None, expected_version: int | None = None
+) -> str:
+    """The revision an edit of ``pid`` was based on: ``base_revision_id`` (one of the pair's
+    revisions, or an unambiguous prefix of one), else the head the pair had at ``expected_version``
+    (every version step is one ``reviews`` row naming the head after it; version 1 is the first
+    revision)."""
+    if base_revision_id is not None:
+        found = con.execute("SELECT id FROM pair_revisions WHERE pair_id = ? AND starts_with(id, ?) ORDER BY id LIMIT 2",
+                            [pid, base_revision_id]).fetchall()
+        exact = [r[0] for r in found if r[0] == base_revision_id]
+        if not exact and len(found) != 1:
+            raise ValueError(f"{base_revision_id} is not {'an unambiguous prefix of ' if found else ''}a revision of "
+                             f"pair {pid} (`tuneloop pairs show {pid}` lists them)")
+        return str(exact[0] if exact else found[0][0])
+    if expected_version is None:
+        raise ValueError("an edit names the revision it was based on (base_revision_id)")
+    if expected_version == scalar(con, "SELECT version FROM pairs WHERE id = ?", [pid]):
+        rid = scalar(con, "SELECT head_revision_id FROM pairs WHERE id = ?", [pid])
+    elif expected_version <= 1:
+        rid = scalar(con, "SELECT id FROM pair_revisions WHERE pair_id = ? AND revision_no = 1", [pid])
+    else:
+        rid = scalar(con, "SELECT revision_id FROM reviews WHERE pair_id = ? ORDER BY created_at, id LIMIT 1 OFFSET ?",
+                     [pid, int(expected_version) - 2])
+    if rid is None:
+        raise ValueError(f"pair {pid} never had version {expected_version}")
+    return str(rid)
+
+
+def _content(row: tuple) -> tuple[dict[str, Any], list[str]]:
+    instr, inp, resp, system, msgs, tags = row
+    return pair_content(instr, inp, resp, system, [m.model_dump() for m in _messages(msgs)]), list(tags or [])
 
 
 def append_revision(
     con: duckdb.DuckDBPyConnection,
     pid: str,
     *,
-    expected_version: int,
     author: str,
+    base_revision_id: str | None = None,
+    expected_version: int | None = None,
     reason: str = "",
     instruction: str | None = None,
     input: str | None = None,
@@ -371,30 +419,32 @@ def append_revision(
     messages: list[dict[str, str]] | None = None,
     tags: Sequence[str] | None = None,
     status: Status | str | None = None,
-    base_revision_id: str | None = None,
 ) -> RevisionResult:
-    """Append a revision of ``pid`` inside the caller's transaction; move the head if still current.
+    """Append a revision of ``pid`` inside the caller's transaction; move the head if the edit
+    was based on it.
 
-    Fields left as None keep the head's value. On a stale ``expected_version`` the revision
-    is still stored (``conflict = true``, its parent is ``base_revision_id``, the revision
-    the writer saw) and the head is not moved; the result says ``conflict`` and carries the
-    current version. Content equal to the head's is a no-op.
+    ``base_revision_id`` is the revision the writer saw (``expected_version`` may stand in for
+    it: see ``base_revision``). Fields left as None keep the base's value. When the base is no
+    longer the head, the revision is still stored (``conflict = true``, parent = the base) and
+    the head is not moved; the result says ``conflict``. An edit whose content equals the
+    head's changes nothing, except that one based on the head records a revision when the pair
+    has an unresolved conflict: that settles it in favour of the head's text.
     """
     cur = one(con,
-        """SELECT p.version, p.head_revision_id, p.status, r.instruction, r.input, r.response, r.system,
-                  r.messages, r.tags
+        """SELECT p.version, p.head_revision_id, p.status, r.revision_no, r.instruction, r.input, r.response,
+                  r.system, r.messages, r.tags
            FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id WHERE p.id = ?""",
         [pid],
     )
     if cur is None:
         raise KeyError(f"no pair with id {pid!r}")
-    version, head, cur_status, c_instr, c_inp, c_resp, c_sys, c_msgs, c_tags = cur
-    conflict = version != expected_version
-    # The writer's base is the revision they were looking at; on a conflict the new
-    # revision hangs off it, beside the current head, rather than off the head.
-    base_id = base_revision_id or head
-    base = {"instruction": c_instr, "input": c_inp, "response": c_resp, "system": c_sys,
-            "messages": [m.model_dump() for m in _messages(c_msgs)]}
+    version, head, cur_status, head_no = cur[:4]
+    head_content, head_tags = _content(cur[4:])
+    base_id = base_revision(con, pid, base_revision_id, expected_version)
+    base_row = cur[4:] if base_id == head else one(
+        con, "SELECT instruction, input, response, system, messages, tags FROM pair_revisions WHERE id = ?", [base_id])
+    assert base_row is not None  # base_revision checked it
+    base, base_tags = _content(base_row)
     new_content = pair_content(
         base["instruction"] if instruction is None else instruction,
         base["input"] if input is None else input,
@@ -402,11 +452,14 @@ def append_revision(
         base["system"] if system is None else system,
         base["messages"] if messages is None else messages,
     )
-    new_tags = list(c_tags or []) if tags is None else list(tags)
-    same_content = new_content == pair_content(**base) and sorted(new_tags) == sorted(c_tags or [])
+    new_tags = base_tags if tags is None else list(tags)
+    same_as_head = new_content == head_content and sorted(new_tags) == sorted(head_tags)
+    conflict = base_id != head and not same_as_head  # two writers who agree do not conflict
+    settles = same_as_head and base_id == head and bool(scalar(
+        con, "SELECT count(*) FROM pair_revisions WHERE pair_id = ? AND conflict AND revision_no > ?", [pid, head_no]))
     ts = now()
     rid = head
-    if not same_content:
+    if not same_as_head or settles:
         rid = revision_id(pid, base_id, new_content, new_tags)
         if conflict:
             rid = content_id({"r": rid, "conflict_at": ts.isoformat(), "author": author}, prefix="r_")
@@ -419,10 +472,11 @@ def append_revision(
                 [rid, pid, rev_no, base_id, new_content["instruction"], new_content["input"],
                  new_content["response"], new_content["system"],
                  orjson.dumps(new_content["messages"]).decode() if new_content["messages"] else None,
-                 new_tags, author, reason, conflict, ts],
+                 new_tags, author, reason or ("kept this text over a conflicting edit" if settles else ""),
+                 conflict, ts],
             )
     if conflict:
-        return RevisionResult(revision_id=rid, version=version, conflict=True)
+        return RevisionResult(revision_id=rid, version=version, conflict=True, head_revision_id=head)
     new_status = str(status) if status is not None else cur_status
     if rid != head or new_status != cur_status:
         con.execute(
@@ -435,19 +489,20 @@ def append_revision(
             [event_id("v_"), pid, rid, new_status, cur_status, author, reason, ts],
         )
         version += 1
-    return RevisionResult(revision_id=rid, version=version)
+    return RevisionResult(revision_id=rid, version=version, head_revision_id=rid)
 
 
-def revise(con: duckdb.DuckDBPyConnection, pid: str, *, expected_version: int, **changes: Any) -> RevisionResult:
-    """``append_revision`` in its own transaction; a stale version raises ``ConflictError``
-    after the losing revision has been committed beside the head (nothing is overwritten).
+def revise(con: duckdb.DuckDBPyConnection, pid: str, **changes: Any) -> RevisionResult:
+    """``append_revision`` in its own transaction; an edit based on an older revision raises
+    ``ConflictError`` after it has been committed beside the head (nothing is overwritten).
     Inside a caller's ``atomic`` block the revision is committed (or not) with that block."""
     with atomic(con):
-        res = append_revision(con, pid, expected_version=expected_version, **changes)
+        res = append_revision(con, pid, **changes)
     if res.conflict:
         raise ConflictError(
-            f"Pair {pid} changed since you opened it (version {expected_version} -> {res.version}). "
-            f"Your edit was kept as revision {res.revision_id} beside the current one; nothing was overwritten.",
+            f"Pair {pid} changed since you opened it (someone else saved revision {res.head_revision_id}). "
+            f"Your edit was kept as revision {res.revision_id} beside the current one, marked as a conflict; "
+            f"nothing was overwritten. Compare the two and save the text that should stand.",
             kept_revision_id=res.revision_id,
         )
     return res

@@ -139,6 +139,7 @@ class PairRevision(Record):
     author: str
     reason: str = ""
     is_head: bool = True
+    conflict: bool = False  # saved against a revision that was no longer the head (see store/pairs.py)
     created_at: datetime | None = None
 
 

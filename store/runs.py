@@ -4,6 +4,9 @@
   also appended to ``run_events`` in the same transaction.
 - Training processes never open the database: they write their run folder, and whoever
   syncs it (CLI, app) calls ``set_status``/``add_metrics`` here.
+- Run names are unique (an empty name aside): ``create`` refuses a name another run has, and
+  ``free_name`` gives a generated default name a " (2)", " (3)"... suffix instead, so a name
+  picks one run (``get`` by name) and two runs never look alike in a list.
 - Predictions are immutable: a prediction pass is a new ``prediction_sets`` row with its
   rows written once in one transaction; nothing updates or deletes them.
 """
@@ -44,6 +47,29 @@ def new_run_id() -> str:
     return event_id("run_")
 
 
+def free_name(con: duckdb.DuckDBPyConnection, name: str, *, default: str = "") -> str:
+    """The name for a new run: ``name`` when given, and no run has it (else ValueError); when
+    ``name`` is empty, ``default`` or, when taken, ``default (2)``, ``default (3)``...; '' stays ''."""
+    name = name.strip()
+    if name:
+        _refuse_taken(con, name)
+        return name
+    if not default:
+        return ""
+    taken = {r[0] for r in con.execute("SELECT name FROM runs WHERE name = ? OR starts_with(name, ?)",
+                                       [default, default + " ("]).fetchall()}
+    n = 1
+    while (candidate := default if n == 1 else f"{default} ({n})") in taken:
+        n += 1
+    return candidate
+
+
+def _refuse_taken(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    row = one(con, "SELECT id FROM runs WHERE name = ? LIMIT 1", [name])
+    if row is not None:
+        raise ValueError(f"a run named {name!r} already exists ({row[0]}); pick another name")
+
+
 def create(
     con: duckdb.DuckDBPyConnection,
     *,
@@ -59,9 +85,12 @@ def create(
     author: str = "",
     status: RunStatus | str = RunStatus.queued,
 ) -> Run:
+    """Record a new run. ``name`` must be free (ValueError otherwise; see ``free_name``)."""
     rid = run_id or new_run_id()
     ts = now()
     with atomic(con):
+        if name:
+            _refuse_taken(con, name)
         con.execute(
             f"INSERT INTO runs ({_RUN_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?::JSON, ?, ?, NULL, NULL, NULL, ?, ?, NULL, NULL)",
             [rid, name, kind, base_model, slice_id, slice_hash, parent_run_id, orjson.dumps(config).decode(),
@@ -131,6 +160,17 @@ def set_status(
         )
         if cur[0] != status or message:
             con.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)", [run_id, status, message or (error or ""), ts])
+
+
+def note(con: duckdb.DuckDBPyConnection, run_id: str, message: str) -> None:
+    """Log ``message`` in the run's history under its current status, changing nothing else (e.g.
+    what the step after training did: predicting, predictions stored, or why there are none)."""
+    ts = now()
+    with atomic(con):
+        cur = one(con, "SELECT status FROM runs WHERE id = ?", [run_id])
+        if cur is None:
+            raise KeyError(f"no run {run_id!r}")
+        con.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)", [run_id, cur[0], message, ts])
 
 
 def reopen(con: duckdb.DuckDBPyConnection, run_id: str, *, message: str = "resumed") -> None:
@@ -350,6 +390,15 @@ def runs_of_slice(con: duckdb.DuckDBPyConnection, slice_id: str) -> list[tuple[s
     """(id, name, status) of the runs trained on a slice, newest first."""
     return [(r[0], r[1], r[2]) for r in con.execute(
         "SELECT id, name, status FROM runs WHERE slice_id = ? ORDER BY created_at DESC", [slice_id]).fetchall()]
+
+
+def runs_to_predict(con: duckdb.DuckDBPyConnection, limit: int = 100) -> list[Run]:
+    """Succeeded runs without a prediction set yet, newest first (what "Predict on" offers)."""
+    rows = con.execute(
+        f"""SELECT {_RUN_COLS} FROM runs r WHERE status = ?
+                AND NOT EXISTS (SELECT 1 FROM prediction_sets ps WHERE ps.run_id = r.id)
+            ORDER BY created_at DESC LIMIT ?""", [RunStatus.succeeded.value, int(limit)]).fetchall()
+    return [_to_run(r) for r in rows]
 
 
 def runs_with_predictions(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str, str, int]]:

@@ -105,7 +105,11 @@ def freeze(
     description: str = "",
     author: str = "",
 ) -> Slice:
-    """Write a slice and its items in one transaction; returns the frozen record."""
+    """Write a slice and its items in one transaction; returns the frozen record.
+
+    Freezing exactly the newest version of ``name`` again (same items, filter, seed, split and
+    parent) returns that version instead of a copy, so a re-run or a double click is a no-op.
+    """
     if not name or not name.strip():
         raise ValueError("a slice needs a name")
     if not items:
@@ -113,6 +117,13 @@ def freeze(
     h = items_hash(items)
     ts = now()
     with atomic(con):
+        same = scalar(con, """SELECT id FROM slices WHERE name = ? AND content_hash = ? AND filter = ?::JSON
+                                AND seed = ? AND eval_fraction = ? AND split_by = ? AND parent_id IS NOT DISTINCT FROM ?
+                                AND version = (SELECT max(version) FROM slices WHERE name = ?)""",
+                      [name, h, orjson.dumps(filter or {}).decode(), seed, eval_fraction, split_by, parent_id, name])
+        if same is not None:
+            # The same slice again (a re-run, a double click): the newest version already is it.
+            return get(con, same)
         version = scalar(con,
             "SELECT coalesce(max(version), 0) + 1 FROM slices WHERE name = ?", [name]
         )

@@ -52,6 +52,8 @@ def _isolated_home(tmp_path_factory, monkeypatch, _session_home):
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("TUNELOOP_USER", "tester")
     monkeypatch.setenv("TUNELOOP_PROJECT", str(home / "no-project"))
+    # AppTest has no server address: run the app as `tuneloop ui` does by default (loopback).
+    monkeypatch.setenv("TUNELOOP_BIND_ADDRESS", "127.0.0.1")
     monkeypatch.setenv("HOME", str(_session_home))
     for var, sub in (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share")):
         monkeypatch.setenv(var, str(_session_home / sub))

@@ -159,6 +159,18 @@ def test_slices_page_shows_items_and_exports(seeded):
     assert list(p.exports_dir.glob("kb-accepted-v1.*"))
 
 
+def test_slice_export_stays_in_the_exports_folder_whatever_the_name(seeded):
+    p: Project = seeded["project"]
+    with p.connect() as con:
+        slices_store.create(con, "../../escaped", SliceFilter(status=[Status.accepted]), eval_fraction=0.3,
+                            split_by="pair", author="tester")
+    at = app("slices")
+    at.button(key="sl_export").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not list(p.root.parent.glob("escaped*")) and not list(p.root.glob("escaped*"))
+    assert [f.name for f in p.exports_dir.glob("escaped-v1.*")]
+
+
 def test_errors_page_relabel_and_correct(seeded):
     p: Project = seeded["project"]
     psid = seeded["prediction_set"]

@@ -10,6 +10,7 @@ Skipped (cleanly) only when chromium or Playwright is missing; `make test` insta
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,15 +59,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(project, tmp_path):
+def needs_a_browser() -> None:
+    """Skip (cleanly) where chromium or Playwright is missing."""
     if not Path(CHROMIUM).exists():
         pytest.skip("chromium is not installed (apt-get install chromium; `make test` does it)")
     pytest.importorskip("playwright.sync_api")
-    info = seed(project)
+
+
+@contextlib.contextmanager
+def running_app(project: Project, tmp_path: Path, user: str = "tester") -> Iterator[str]:
+    """`tuneloop ui` on ``project`` at a free port, signed in as the local admin ``user``; yields its URL."""
     port = _free_port()
     log = (tmp_path / "server.log").open("wb")
-    env = {**os.environ, "TUNELOOP_USER": "tester"}
+    env = {**os.environ, "TUNELOOP_USER": user}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuneloop.cli", "ui", "--project", str(project.root), "--port", str(port)],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -82,7 +88,7 @@ def server(project, tmp_path):
             pytest.fail("the app did not start:\n" + (tmp_path / "server.log").read_text(errors="replace")[-3000:])
         time.sleep(0.3)
     try:
-        yield {"url": url, "project": project, **info}
+        yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -90,6 +96,14 @@ def server(project, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture
+def server(project, tmp_path):
+    needs_a_browser()
+    info = seed(project)
+    with running_app(project, tmp_path) as url:
+        yield {"url": url, "project": project, **info}
 
 
 def test_ingest_review_and_errors_in_a_real_browser(server, tmp_path):

@@ -159,7 +159,8 @@ def test_reimport_is_noop(project, tmp_path):
     [
         ("empty.jsonl", b"", "the file is empty"),
         ("blank.jsonl", b"\n\n  \n", "the file is empty"),
-        ("utf16.jsonl", '{"instruction": "x", "output": "y"}\n'.encode("utf-16"), "UTF-16"),
+        # UTF-16 with a byte-order mark imports (tests/test_import_hostile.py); without one it is named
+        ("utf16.jsonl", '{"instruction": "x", "output": "y"}\n'.encode("utf-16-le"), "UTF-16"),
         ("latin1.jsonl", '{"instruction": "caf\xe9", "output": "y"}\n'.encode("latin-1"), "Latin-1"),
         ("data.txt", b"hello", "pass --format"),
         ("odd.jsonl", b'{"question": "x", "answer": "y"}\n', "expected instruction/output"),

@@ -66,6 +66,11 @@ class TrainConfig(BaseModel):
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = auto: 1 when the machine is overloaded)")
     nproc: int = Field(1, ge=1, description="processes to launch with torchrun (DDP); 1 = plain process")
 
+    # after training (run by the workflow that started the run: workflows.train)
+    predict_after: bool = Field(True, description="predict the slice's predict_split when the run succeeds "
+                                                  "(stored, scored and categorised, as `tuneloop predict`)")
+    predict_split: Literal["eval", "train"] = Field("eval", description="the slice split predict_after predicts")
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         if self.batch_tokens < self.max_length and self.packing:

@@ -190,7 +190,8 @@ def create_baseline(project: Project, slice_ref: str, *, base_model: str | None 
         sl = slices_store.get(con, slice_ref)
         run = runs_store.create(con, base_model=base, config={"system_prompt": system_prompt}, run_dir="",
                                 kind="baseline", slice_id=sl.id, slice_hash=sl.content_hash,
-                                name=name or f"baseline {base} on {sl.name}", author=author,
+                                name=runs_store.free_name(con, name, default=f"baseline {base} on {sl.name}"),
+                                author=author,
                                 status=RunStatus.succeeded)
     return run.id
 

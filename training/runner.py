@@ -8,11 +8,20 @@ database; ``sync_run`` reads status.json, events.jsonl and metrics.jsonl and wri
 store/runs.py, holding the database only for that short moment. Every status change the trainer
 made is replayed from events.jsonl in order, with its own time, so the store's history of a run
 does not depend on how often anybody looked at it.
+
+A run may carry a step to run after it succeeded (``start_run(after=ARGV)``, kept in job.json):
+the run's launcher process runs the trainer, then, only if status.json says succeeded,
+``ARGV + [RUN_DIR]`` (``workflows.train`` passes its "predict after training" step this way, so
+this layer needs no knowledge of it). The step reports in status.json under ``after`` (state
+pending/running/done/skipped/failed, done/total, message); the run's status stays succeeded
+whatever the step does, and ``wait_run`` returns once the step has ended too. ``launcher_pid``
+in status.json is the launcher's pid: a step whose launcher is gone without a final word failed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,8 +34,9 @@ from store import runs as runs_store
 from store import slices as slices_store
 from store.db import Project
 from store.records import Run, RunStatus
+from store.scratch import pid_alive
 from training.config import TrainConfig, load, to_toml
-from training.runfolder import RunFolder, pid_alive
+from training.runfolder import RunFolder
 
 # A running trainer rewrites status.json at least every step; a dead pid with no heartbeat for
 # this long is a crashed run.
@@ -34,6 +44,23 @@ STALE_AFTER_S = 5.0
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _STATUSES = {s.value for s in RunStatus}
+
+# The states in which a run's step after training (``after``) has ended.
+AFTER_FINAL = {"done", "skipped", "failed"}
+
+# Runs the trainer, then (only when the run succeeded) the step after it; exits with the last code.
+_CHAIN = (
+    "import json, subprocess, sys\n"
+    "status_file, n = sys.argv[1], int(sys.argv[2])\n"
+    "rc = subprocess.call(sys.argv[3:3 + n])\n"
+    "try:\n"
+    "    ok = json.load(open(status_file, encoding='utf-8')).get('status') == 'succeeded'\n"
+    "except (OSError, ValueError):\n"
+    "    ok = False\n"
+    "if ok:\n"
+    "    rc = subprocess.call(sys.argv[3 + n:])\n"
+    "sys.exit(rc)\n"
+)
 
 _SLICE_COLUMNS = ("pair_id", "revision_id", "split", "weight", "instruction", "input", "response", "system", "messages")
 
@@ -60,14 +87,19 @@ def _command(folder: RunFolder, cfg: TrainConfig) -> list[str]:
 
 
 def launch(folder: RunFolder) -> int:
-    """Start the trainer for ``folder`` in a new process session; returns its pid."""
+    """Start the trainer for ``folder`` (and, chained, the run's step after training) in a new
+    process session; returns the launched process's pid."""
     cfg = TrainConfig(**folder.read_json(folder.config_file, {}))
+    cmd = _command(folder, cfg)
+    after = folder.job().get("after")
+    if after:
+        cmd = [sys.executable, "-c", _CHAIN, str(folder.status_file), str(len(cmd)), *cmd, *after, str(folder.path)]
     folder.cancel_file.unlink(missing_ok=True)
     log = folder.log_file.open("ab")
-    proc = subprocess.Popen(_command(folder, cfg), cwd=str(REPO_ROOT), env=_env(), stdout=log,
+    proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), env=_env(), stdout=log,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
-    folder.update_status(status="queued", pid=proc.pid, launched_at=time.time())
+    folder.update_status(status="queued", pid=proc.pid, launcher_pid=proc.pid, launched_at=time.time(), after=None)
     _children[proc.pid] = proc
     return proc.pid
 
@@ -95,12 +127,16 @@ def start_run(
     author: str = "",
     wait: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    after: Sequence[str] | None = None,
 ) -> str:
     """Create a training run on slice ``slice_ref`` and launch it; returns the run id.
 
-    ``init_adapter``: an adapter folder to continue training from (LoRA). ``wait=True`` blocks
-    until the run ends (syncing it into the store). Raises ``ConfigError`` on a bad config
-    and ``KeyError`` on an unknown slice, before anything is created.
+    ``init_adapter``: an adapter folder to continue training from (LoRA). ``name``: refused when
+    another run has it (``store.runs.create``); empty = ``SLICE@VERSION``, made unique with a
+    " (2)" suffix. ``after``: a command to run when the run succeeded, with the run folder as its
+    last argument (see the module docstring). ``wait=True`` blocks until the run (and its step
+    after) ends, syncing it into the store. Raises ``ConfigError`` on a bad config, ``KeyError``
+    on an unknown slice and ``ValueError`` on a taken name, before anything is created.
     """
     cfg = load(config_path, list(overrides))
     if init_adapter and cfg.method != "lora":
@@ -109,6 +145,7 @@ def start_run(
     with project.connect() as con:
         sl = slices_store.get(con, slice_ref)
         df = slices_store.examples(con, sl.id)
+        name = runs_store.free_name(con, name, default=f"{sl.name}@{sl.version}")
     rows = [{k: r.get(k) for k in _SLICE_COLUMNS} for r in df.to_dicts()]
     train_rows = [r for r in rows if r["split"] == "train"]
     eval_rows = [r for r in rows if r["split"] == "eval"]
@@ -119,17 +156,21 @@ def start_run(
     folder.path.mkdir(parents=True, exist_ok=False)
     job = {"run_id": run_id, "base_model": base, "slice_id": sl.id, "slice_name": sl.name,
            "slice_hash": sl.content_hash, "init_adapter": str(Path(init_adapter).resolve()) if init_adapter else None,
-           "parent_run_id": parent_run_id, "created_at": time.time()}
+           "parent_run_id": parent_run_id, "created_at": time.time(), "after": list(after) if after else None}
     folder.write_json(folder.job_file, job)
     folder.write_json(folder.config_file, cfg.model_dump(mode="json"))
     (folder.path / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
     folder.write_rows("train", train_rows)
     folder.write_rows("eval", eval_rows)
     folder.update_status(status="queued", step=0, total_steps=None)
-    with project.connect() as con:
-        runs_store.create(con, run_id=run_id, base_model=base, config=cfg.model_dump(mode="json"),
-                          run_dir=str(folder.path), kind="train", slice_id=sl.id, slice_hash=sl.content_hash,
-                          parent_run_id=parent_run_id, name=name, author=author)
+    try:
+        with project.connect() as con:
+            runs_store.create(con, run_id=run_id, base_model=base, config=cfg.model_dump(mode="json"),
+                              run_dir=str(folder.path), kind="train", slice_id=sl.id, slice_hash=sl.content_hash,
+                              parent_run_id=parent_run_id, name=name, author=author)
+    except ValueError:  # the name was taken since it was checked: nothing of this run stays
+        shutil.rmtree(folder.path, ignore_errors=True)
+        raise
     launch(folder)
     if wait:
         wait_run(project, run_id, progress=progress)
@@ -149,6 +190,8 @@ def sync_run(project: Project, run_id: str) -> Run:
     if run.kind != "train" or not run.run_dir:
         return run
     folder = RunFolder(run.run_dir)
+    if not folder.status_file.exists():  # a folder gone (or not mounted here) tells nothing: keep what we know
+        return run
     # Events before status.json: the status read below is never older than the last event read.
     events_offset = folder.path / ".synced_events"
     events_done = int(events_offset.read_text()) if events_offset.exists() else 0
@@ -193,6 +236,14 @@ def sync_run(project: Project, run_id: str) -> Run:
     return run
 
 
+def sync_live(project: Project) -> dict[str, str]:
+    """Sync every run the store still has as queued or running (its folder may have moved on since
+    anybody looked); returns {run id: status after the sync} of those runs."""
+    with project.connect() as con:
+        live = [r.id for s in (RunStatus.queued, RunStatus.running) for r in runs_store.list_runs(con, status=s.value)]
+    return {rid: sync_run(project, rid).status for rid in live}
+
+
 def progress_of(project: Project, run_id: str) -> dict[str, Any]:
     """The live state of a run from its folder (cheap; no database)."""
     with project.connect() as con:
@@ -200,9 +251,33 @@ def progress_of(project: Project, run_id: str) -> dict[str, Any]:
     return RunFolder(run.run_dir).status() if run.run_dir else {}
 
 
+def after_of(run_dir: str | Path, st: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The step after training of a succeeded run, as it reports itself in status.json ``after``
+    (``state``: pending, running, done, skipped or failed; ``message``; ``done``/``total``...), or None
+    when the run has no such step or did not succeed. A step whose launcher is gone without a final
+    word is failed. ``st``: status.json as already read."""
+    folder = RunFolder(run_dir)
+    st = folder.status() if st is None else st
+    if st.get("status") != RunStatus.succeeded.value or not folder.job().get("after"):
+        return None
+    after = dict(st.get("after") or {"state": "pending", "message": "waiting for the step after training"})
+    if after.get("state") not in AFTER_FINAL and not pid_alive(st.get("launcher_pid")):
+        _reap()
+        if not pid_alive(st.get("launcher_pid")):
+            after.update(state="failed", message=f"the step after training stopped without a word; see {folder.log_file}")
+    return after
+
+
+def _after_pending(folder: RunFolder, st: dict[str, Any]) -> bool:
+    after = after_of(folder.path, st)
+    return after is not None and after.get("state") not in AFTER_FINAL
+
+
 def wait_run(project: Project, run_id: str, *, poll_s: float = 0.5, timeout_s: float | None = None,
              progress: Callable[[dict[str, Any]], None] | None = None) -> Run:
-    """Block until the run ends, syncing it into the store; returns the final run."""
+    """Block until the run ends, and its step after training too, syncing it into the store;
+    returns the final run. While only the step after training goes on, the store is left alone
+    (that step writes to it)."""
     with project.connect() as con:
         run = runs_store.get(con, run_id)
     folder = RunFolder(run.run_dir)
@@ -213,16 +288,19 @@ def wait_run(project: Project, run_id: str, *, poll_s: float = 0.5, timeout_s: f
         st = folder.status()
         if progress:
             progress(st)
-        if time.monotonic() - last_sync > 5.0:
-            run = sync_run(project, run_id)
-            last_sync = time.monotonic()
-            if run.status in runs_store.TERMINAL:
+        if run.status in runs_store.TERMINAL:
+            if not _after_pending(folder, st):
                 return run
-        if st.get("status") in runs_store.TERMINAL or (st.get("pid") and not pid_alive(st.get("pid"))):
-            time.sleep(STALE_AFTER_S + 0.2 if st.get("status") not in runs_store.TERMINAL else 0)
-            run = sync_run(project, run_id)
-            if run.status in runs_store.TERMINAL:
-                return run
+        else:
+            ended = st.get("status") in runs_store.TERMINAL
+            dead = bool(st.get("pid")) and not pid_alive(st.get("pid"))
+            if ended or dead or time.monotonic() - last_sync > 5.0:
+                if dead and not ended:  # give a crashed run's heartbeat time to go stale
+                    time.sleep(STALE_AFTER_S + 0.2)
+                run = sync_run(project, run_id)
+                last_sync = time.monotonic()
+                if run.status in runs_store.TERMINAL and not _after_pending(folder, folder.status()):
+                    return run
         if deadline and time.monotonic() > deadline:
             raise TimeoutError(f"run {run_id} still {st.get('status')} after {timeout_s} s")
         time.sleep(poll_s)

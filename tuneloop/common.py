@@ -28,8 +28,10 @@ for _k, _v in {
 }.items():
     os.environ.setdefault(_k, _v)
 
-console = Console()
-err = Console(stderr=True)
+# soft_wrap: a message is one line however long its paths are (the terminal wraps it, scripts can
+# grep it); tables still fit the width.
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 ProjectOpt = Annotated[
     Path | None,

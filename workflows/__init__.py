@@ -8,6 +8,8 @@ the functions here chain them:
   stored with the run's metrics, then pre-categorised into error categories;
 - ``workflows.errors``: a run's errors by category, accuracy, comparisons, the review queue,
   and the corrected slice of a run;
+- ``workflows.train.train``: start a training run whose own processes then predict its eval
+  split (``predict_and_categorise``) when it succeeds (config ``predict_after``, ``predict_split``);
 - ``workflows.retrain.retrain``: freeze the corrected slice of a run and train on it with the
   run's config (the correction round).
 

@@ -3,6 +3,8 @@
 The new slice's parent is the run's slice (``analysis.errors.retrain.plan``: corrected revisions
 replace their parents on the same split side, rejected / needs-fix pairs drop out); the new run's
 parent is the run, so lineage (slice v1 -> run A -> corrections -> slice v2 -> run B) is a query.
+The new run starts through ``workflows.train.train``, so it predicts its eval split when it
+succeeds, like any other run (config ``predict_after``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def retrain(
     (plus ``overrides``, ``key=value``). ``continue_adapter`` starts from the run's adapter instead
     of the base model. ``wait`` blocks until the new run ends. Raises ValueError when there is
     nothing to retrain on or no adapter to continue from."""
-    from training.runner import start_run
+    from workflows.train import train
 
     with project.connect() as con:
         parent = runs_store.get(con, from_run)
@@ -61,7 +63,7 @@ def retrain(
     if cfg_file is None or not cfg_file.exists():
         cfg_file = None
         cfg_overrides = [f"{k}={json.dumps(v)}" for k, v in parent.config.items()] + cfg_overrides
-    run_id = start_run(project, sl.id, base_model=parent.base_model, config_path=cfg_file, overrides=cfg_overrides,
-                       parent_run_id=parent.id, init_adapter=parent.adapter_path if continue_adapter else None,
-                       name=name, author=author, wait=wait, progress=progress)
+    run_id = train(project, sl.id, base_model=parent.base_model, config_path=cfg_file, overrides=cfg_overrides,
+                   parent_run_id=parent.id, init_adapter=parent.adapter_path if continue_adapter else None,
+                   name=name, author=author, wait=wait, progress=progress)
     return Retrained(parent, sl, plan, run_id)

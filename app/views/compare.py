@@ -12,6 +12,7 @@ from app import components as ui
 from app import jobs, state
 from store import errors as errors_store
 from store import runs as runs_store
+from store import slices as slices_store
 from workflows import errors as workflow
 
 st.title("Compare")
@@ -19,9 +20,17 @@ st.title("Compare")
 with state.db() as con:
     runs = runs_store.runs_with_predictions(con)
 if len(runs) < 2:
-    st.info("Comparing needs two runs with predictions (e.g. a run and its retrained successor).")
+    st.info("Comparing needs two runs with predictions (e.g. a run and its retrained successor). A run predicts "
+            "its slice's eval split when it finishes training; a finished run without predictions can predict here.")
     if runs:
-        st.caption(f"Only {runs[0][1] or runs[0][0]} has predictions so far.")
+        st.caption(f"Only {ui.esc(runs[0][1] or runs[0][0])} has predictions so far.")
+    with state.db() as con:
+        to_predict = runs_store.runs_to_predict(con)
+        all_slices = slices_store.list_slices(con)
+    if to_predict and state.can("analyse"):
+        pick = st.selectbox("Run to predict", to_predict, key="cmp_predict_run", format_func=lambda r: r.name or r.id)
+        ui.predict_on(pick.id, pick.name or pick.id, all_slices, own_slice_id=pick.slice_id,
+                      key=f"cmp_predict_{pick.id}")
 else:
     label = {r[0]: f"{r[1] or r[0]} · {r[2]}" for r in runs}
     ids = [r[0] for r in runs]
@@ -47,13 +56,13 @@ else:
     elif run_a == run_b:
         st.warning("Pick two different runs.")
     elif uncategorised:
-        st.info("Categorise both runs' errors first: " + ", ".join(label[r] for r in uncategorised))
+        st.info("Categorise both runs' errors first: " + ", ".join(ui.esc(label[r]) for r in uncategorised))
         for r in uncategorised:
             ui.job_button(f"Categorise {label[r]}", "categorise", {"run_ref": r}, key=f"cmp_auto_{r}")
     else:
         table, fixed, broken, n_common, notes = _compare(str(state.project().root), run_a, run_b, state.bump_count())
         for n in notes:
-            st.caption(n)
+            st.caption(ui.esc(n))
         c = st.columns(4)
         any_row = table.row(0, named=True) if table.height else None
         c[0].metric("Common eval pairs", f"{n_common:,}")
@@ -125,5 +134,6 @@ if job_id:
         st.caption(f"Job {job.id}: **{job.status}**")
         st.code(job.log(3000) or "(starting…)", language=None)
         if job.status == "succeeded":
-            st.success("The corrected slice is frozen and the new run started: follow it on the **Train** page.")
+            st.success("The corrected slice is frozen and the new run started: follow it on the **Train** page; it "
+                       "predicts its eval split when it finishes.")
     watch_job()

@@ -24,8 +24,8 @@ if not kinds:
     st.info("No duplicate clusters yet: find them with the button above (or `tuneloop dedupe`).")
     st.stop()
 
-st.bar_chart(pl.DataFrame({"kind": [k for k, _ in kinds], "clusters": [n for _, n in kinds]}), x="kind",
-             y="clusters", horizontal=True, height=60 + 30 * len(kinds))
+ui.bar_chart(pl.DataFrame({"kind": [k for k, _ in kinds], "clusters": [n for _, n in kinds]}), category="kind",
+             value="clusters", empty="no duplicate clusters.")
 c1, c2 = st.columns(2)
 kind = c1.selectbox("Kind", [None, *[k for k, _ in kinds]], key="du_kind",
                     format_func=lambda k: "all kinds" if k is None else k)
@@ -73,7 +73,8 @@ for row in page.iter_rows(named=True):
     cid = row["id"]
     m = members[cid]
     with st.container(border=True):
-        st.markdown(f"**{row['kind']}** · {row['size']} pairs · verdict: {row['resolution']} · `{cid}`")
+        st.markdown(f"**{ui.esc(row['kind'])}** · {row['size']} pairs · verdict: {ui.esc(row['resolution'])} · "
+                    f"`{cid}`")
         shown = m.head(MAX_SIDE_BY_SIDE)
         cols = st.columns(max(1, shown.height))
         for col, mem in zip(cols, shown.iter_rows(named=True)):

@@ -13,6 +13,7 @@ from store import error_pages
 from store import errors as errors_store
 from store import pairs as pairs_store
 from store import runs as runs_store
+from store import slices as slices_store
 from store.db import ConflictError
 from store.records import Status
 
@@ -21,9 +22,16 @@ PAGE_SIZE = 25
 st.title("Errors")
 with state.db() as con:
     runs = runs_store.runs_with_predictions(con)
+    if not runs:
+        to_predict = runs_store.runs_to_predict(con)
+        all_slices = slices_store.list_slices(con)
 if not runs:
-    st.info("No run has predictions yet. Train a run on the **Train** page (or `tuneloop train`), then "
-            "`tuneloop predict --run RUN`.")
+    st.info("No run has predictions yet. A run predicts its slice's eval split when it finishes training "
+            "(**Train** page); a finished run without predictions can predict here.")
+    if to_predict and state.can("analyse"):
+        pick = st.selectbox("Run", to_predict, key="er_predict_run", format_func=lambda r: r.name or r.id)
+        ui.predict_on(pick.id, pick.name or pick.id, all_slices, own_slice_id=pick.slice_id,
+                      key=f"er_predict_{pick.id}")
     st.stop()
 
 run = st.selectbox("Run", runs, key="er_run", format_func=lambda r: f"{r[1] or r[0]} · {r[2]} · {r[4]:,} predictions")
@@ -52,8 +60,8 @@ c[3].metric("Confirmed by reviewers", f"{int(counts['confirmed'].sum()):,}")
 
 chart = counts.select("category", "confirmed", "proposed").unpivot(
     index="category", variable_name="label", value_name="predictions")
-st.bar_chart(chart, x="category", y="predictions", color="label", horizontal=True,
-             height=60 + 28 * counts.height)
+ui.bar_chart(chart, category="category", value="predictions", color="label",
+             empty="every error label of this run was rejected (Label state **rejected** lists them).")
 
 names = dict(zip(counts["category_id"], counts["category"]))
 left, right = st.columns([2, 1])
@@ -92,17 +100,17 @@ if chosen is None:
 with state.db() as con:
     pred = error_pages.prediction_detail(con, chosen)
     if pred is None:  # removed since the table was read (e.g. by another session)
-        st.warning(f"Prediction {chosen} is no longer in the project; pick another one.")
+        st.warning(f"Prediction {ui.esc(chosen)} is no longer in the project; pick another one.")
         st.stop()
     labels = error_pages.prediction_labels(con, chosen)
     pair = pairs_store.get(con, pred["pair_id"])
     ctx = docs_store.source_context(con, pair)
 
 st.divider()
-st.subheader(ui.short(pair.instruction, 120))
+st.subheader(ui.esc(ui.short(pair.instruction, 120)))
 a, b, s = st.columns(3)
 with a:
-    st.caption(f"Prediction ({pred['finish_reason']}, {pred['n_output_tokens']} tokens)")
+    st.caption(f"Prediction ({ui.esc(pred['finish_reason'] or '')}, {pred['n_output_tokens']} tokens)")
     with st.container(border=True):
         st.markdown(ui.esc_block(pred["output"]) or "_(empty)_")
 with b:
@@ -121,7 +129,7 @@ with s:
 def label(category_id: str, decision: str) -> None:
     with state.db() as con:
         errors_store.review(con, chosen, category_id, decision, author=state.user())
-    state.flash(f"{names.get(category_id, category_id)}: {decision}")
+    state.flash(f"{ui.esc(names.get(category_id, category_id))}: {decision}")
     state.bump()
 
 
@@ -130,7 +138,7 @@ def change(old: str) -> None:
     if new and new != old:
         with state.db() as con:
             errors_store.change_category(con, chosen, old, new, author=state.user())
-        state.flash(f"changed {names.get(old, old)} → {new}")
+        state.flash(f"changed {ui.esc(names.get(old, old))} → {ui.esc(new)}")
         state.bump()
 
 
@@ -154,6 +162,11 @@ with st.popover("Add a category"):
     st.button("Add as confirmed", key="er_add", on_click=label, args=(new_cat, "confirmed"))
 
 st.caption("Correct the data")
+# The correction is based on the pair's head as shown when this form was last drawn: a save
+# reruns the page (re-reading the pair) before it runs, so the base is kept across reruns.
+base_key = f"er_fix_base_{pair.id}"
+seen_base = state.get(base_key, pair.head_revision_id)
+state.put(base_key, pair.head_revision_id)
 with st.form("er_correct"):
     fixed = st.text_area("The right answer (becomes a new revision of the pair and a preference pair)",
                          value=pred["reference"], key="er_fix_text", height=120)
@@ -166,14 +179,15 @@ if save:
     try:
         with state.db() as con:
             res = errors_store.correct(con, chosen, fixed, author=state.user(), category_id=fix_cat, reason=reason,
-                                       expected_version=pair.version)
+                                       base_revision_id=seen_base)
+        state.put(base_key, res.revision_id)
         state.bump()
         st.success(f"Saved: revision `{res.revision_id}` of pair `{res.pair_id}` and preference pair "
                    f"`{res.preference_id}`.")
     except ConflictError as exc:
-        st.warning(str(exc))
+        st.warning(ui.esc(str(exc)))
     except ValueError as exc:
-        st.error(str(exc))
+        st.error(ui.esc(str(exc)))
 bad = st.columns(2)
 if bad[0].button("Bad data: needs fix", key="er_bad_fix"):
     with state.db() as con:

@@ -65,8 +65,9 @@ n_pages = max(1, -(-total // PAGE_SIZE))
 m1, m2 = st.columns([1, 3])
 m1.metric("Matching pairs", f"{total:,}")
 if by_status:
-    m2.bar_chart(pl.DataFrame({"status": list(by_status), "pairs": list(by_status.values())}), x="status",
-                 y="pairs", horizontal=True, height=160)
+    with m2:
+        ui.bar_chart(pl.DataFrame({"status": list(by_status), "pairs": list(by_status.values())}), category="status",
+                     value="pairs", empty="no pair matches.")
 
 tab_list, tab_map, tab_semantic, tab_slice, tab_bulk = st.tabs(
     ["Pairs", "Embedding map", "Semantic search", "Save as slice", "Bulk action"])
@@ -144,7 +145,7 @@ with tab_slice:
                 st.success(f"Slice **{ui.esc(sl.name)}** v{sl.version}: {sl.n_train:,} train / {sl.n_eval:,} eval "
                            f"(hash `{sl.content_hash[:16]}`)")
             except ValueError as exc:
-                st.error(str(exc))
+                st.error(ui.esc(str(exc)))
 
 with tab_bulk:
     if state.can("curate"):

@@ -8,6 +8,7 @@ import os
 import polars as pl
 import streamlit as st
 
+from app import components as ui
 from app import jobs, state
 from ingest.filetypes import SUPPORTED
 from ingest.generators import available as generators_available
@@ -38,7 +39,7 @@ if go and files:
         except ValueError as exc:
             refused.append(str(exc))
     for msg in refused:
-        st.error(msg)
+        st.error(ui.esc(msg))
     if saved:
         job = jobs.start(state.project(), "ingest", [generator, str(int(chunk_max)), *saved],
                          title=f"ingest {len(saved)} file(s) with {generator}", author=state.user(),
@@ -61,7 +62,7 @@ def progress_panel(jid: str) -> None:
     end = next((e for e in ev if e.get("event") == "end"), None)
     done = [e for e in ev if e.get("event") == "file"]
     n = start["files"] if start else 0
-    st.subheader(job.title)
+    st.subheader(ui.esc(job.title))
     if job.status == "running" and not end:
         st.progress(len(done) / n if n else 0.0,
                     text=f"{len(done)} of {n or '?'} files · {sum(e['pairs_new'] for e in done)} new pairs")

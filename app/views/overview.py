@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
+from app import components as ui
 from app import state
 from store import curation, error_pages
 from store import users as users_store
@@ -15,7 +16,7 @@ with state.db() as con:
     s = project_stats(con)
     dup_kinds = curation.duplicate_kinds(con)
     funnel = error_pages.error_funnel(con)
-    progress = users_store.progress(con)
+    progress = users_store.progress(con, None if state.can("oversee") else state.user())  # annotators: their own
 
 cols = st.columns(6)
 cols[0].metric("Documents", f"{s['documents']:,}")
@@ -28,36 +29,36 @@ cols[5].metric("Error labels", f"{s['error_labels']:,}")
 left, right = st.columns(2)
 with left:
     st.subheader("Pairs by status")
-    st.bar_chart(pl.DataFrame({"status": list(s["pairs_by_status"]), "pairs": list(s["pairs_by_status"].values())}),
-                 x="status", y="pairs", horizontal=True, height=220)
+    ui.bar_chart(pl.DataFrame({"status": list(s["pairs_by_status"]), "pairs": list(s["pairs_by_status"].values())},
+                              schema={"status": pl.String, "pairs": pl.Int64}),
+                 category="status", value="pairs", empty="import or ingest pairs (**Ingest**, `tuneloop import`).")
     st.subheader("Quality signals flagged")
-    if s["signals_flagged"]:
-        st.bar_chart(pl.DataFrame({"signal": list(s["signals_flagged"]), "pairs": list(s["signals_flagged"].values())}),
-                     x="signal", y="pairs", horizontal=True, height=260)
-    else:
-        st.caption("No signals computed yet (`tuneloop signals`).")
+    ui.bar_chart(pl.DataFrame({"signal": list(s["signals_flagged"]), "pairs": list(s["signals_flagged"].values())},
+                              schema={"signal": pl.String, "pairs": pl.Int64}),
+                 category="signal", value="pairs", empty="compute quality signals (`tuneloop signals`).")
 with right:
     st.subheader("Duplicate clusters")
+    ui.bar_chart(pl.DataFrame({"kind": [k for k, _ in dup_kinds], "clusters": [n for _, n in dup_kinds]},
+                              schema={"kind": pl.String, "clusters": pl.Int64}),
+                 category="kind", value="clusters", empty="find duplicates (**Duplicates**, `tuneloop dedupe`).")
     if dup_kinds:
-        st.bar_chart(pl.DataFrame({"kind": [k for k, _ in dup_kinds], "clusters": [n for _, n in dup_kinds]}),
-                     x="kind", y="clusters", horizontal=True, height=220)
         st.caption(f"{s['duplicates_marked']:,} pairs marked as duplicates")
-    else:
-        st.caption("No duplicate detection run yet (`tuneloop dedupe`).")
     st.subheader("Error funnel")
-    st.bar_chart(pl.DataFrame({"stage": list(funnel), "count": list(funnel.values())}), x="stage", y="count",
-                 horizontal=True, height=220, sort=False)
+    ui.bar_chart(pl.DataFrame({"stage": list(funnel), "count": list(funnel.values())}), category="stage",
+                 value="count", empty="train a run and predict on its eval split (**Train**), then categorise its "
+                                      "errors (**Errors**).")
     if s["runs_by_status"]:
         st.subheader("Runs")
-        st.bar_chart(pl.DataFrame({"status": list(s["runs_by_status"]), "runs": list(s["runs_by_status"].values())}),
-                     x="status", y="runs", horizontal=True, height=180)
+        ui.bar_chart(pl.DataFrame({"status": list(s["runs_by_status"]), "runs": list(s["runs_by_status"].values())}),
+                     category="status", value="runs", empty="start a run on the **Train** page.")
 
 people = [p for p in progress if p.decisions or p.assigned]
 if people:
     st.subheader("Review progress")
-    st.bar_chart(
+    ui.bar_chart(
         pl.DataFrame({"reviewer": [p.user_name for p in people] * 3,
                       "decision": ["accepted"] * len(people) + ["rejected"] * len(people) + ["needs fix"] * len(people),
                       "pairs": [p.accepted for p in people] + [p.rejected for p in people] + [p.needs_fix for p in people]}),
-        x="reviewer", y="pairs", color="decision", horizontal=True, height=60 + 40 * len(people))
-st.caption(f"Project: {state.project().root}")
+        category="reviewer", value="pairs", color="decision",
+        empty="no one has accepted, rejected or sent back a pair yet (**Review**).")
+st.caption(f"Project: {ui.esc(str(state.project().root))}")

@@ -14,7 +14,7 @@ from store import pairs as pairs_store
 from store import runs as runs_store
 from store import users as users_store
 from store.db import ConflictError
-from store.records import Pair, SliceFilter, Status
+from store.records import Pair, PairRevision, SliceFilter, Status
 
 BUFFER = 20  # items fetched ahead, so the next one shows without a query
 
@@ -114,6 +114,7 @@ with state.db() as con:
         dups = curation.pair_duplicates(con, pair.id)
         history = pairs_store.history(con, pair.id)
         reviews = pairs_store.reviews(con, pair.id)
+        open_conflicts = pairs_store.unresolved_conflicts(history)
 
 st.caption(f"{total:,} pairs in this queue · {len(seen)} handled this session")
 if pair is None:
@@ -141,11 +142,11 @@ def decide(new_status: Status) -> None:
         with state.db() as con:
             pairs_store.set_status(con, cur.id, new_status, author=state.user(), expected_version=cur.version,
                                    comment=state.get("rv_comment") or "")
-        state.flash(f"{new_status.value.replace('_', ' ')}: {ui.short(cur.instruction, 50)}")
+        state.flash(f"{new_status.value.replace('_', ' ')}: {ui.esc(ui.short(cur.instruction, 50))}")
         state.put("rv_comment", "")
         _advance()
     except ConflictError as exc:
-        state.flash(str(exc), "warning")
+        state.flash(ui.esc(str(exc)), "warning")
         _reload_head()
 
 
@@ -164,21 +165,31 @@ def back() -> None:
         seen.remove(pid)
 
 
-def save_edit() -> None:
+def _revise(done: str, **changes) -> None:
+    """Save an edit of the shown pair, based on the revision shown (a conflict if it moved meanwhile)."""
     cur = buf[0]
     try:
         with state.db() as con:
-            pairs_store.revise(
-                con, cur.id, expected_version=cur.version, author=state.user(),
-                reason=state.get("rv_reason") or "edited in review",
-                instruction=state.get("rv_e_instruction"), input=state.get("rv_e_input"),
-                response=state.get("rv_e_response"), tags=state.get("rv_e_tags"))
-        state.flash("edit saved as a new revision")
+            pairs_store.revise(con, cur.id, base_revision_id=cur.head_revision_id, author=state.user(), **changes)
+        state.flash(done)
     except ConflictError as exc:
-        state.flash(str(exc), "warning")
-    state.pop("rv_editing")
+        state.flash(ui.esc(str(exc)), "warning")
     state.bump()
     _reload_head()
+
+
+def take_revision(r: PairRevision) -> None:
+    """Settle an open conflict with the text of the conflicting revision ``r``."""
+    _revise(f"revision {r.revision_no} is now the text", reason=f"took revision {r.revision_no} over a conflict",
+            instruction=r.instruction, input=r.input, response=r.response, system=r.system,
+            messages=[m.model_dump() for m in r.messages], tags=r.tags)
+
+
+def save_edit() -> None:
+    state.pop("rv_editing")
+    _revise("edit saved as a new revision", reason=state.get("rv_reason") or "edited in review",
+            instruction=state.get("rv_e_instruction"), input=state.get("rv_e_input"),
+            response=state.get("rv_e_response"), tags=state.get("rv_e_tags"))
 
 
 def start_edit() -> None:
@@ -191,6 +202,22 @@ with left:
     st.markdown(f"{ui.STATUS_ICON.get(pair.status, '')} **{pair.status.replace('_', ' ')}** · "
                 f"`{pair.id}` · v{pair.version} · by {ui.esc(pair.author)}"
                 + (f" · tags: {', '.join(ui.esc(t) for t in pair.tags)}" if pair.tags else ""))
+    if open_conflicts:
+        st.warning(f"**Unresolved conflict:** {len(open_conflicts)} edit(s) were saved against an older text and "
+                   "kept beside this one. Keep this text, take theirs, or edit and save the text that should "
+                   "stand.", icon=":material/call_split:")
+        for c in open_conflicts:
+            with st.container(border=True):
+                st.caption(f"CONFLICT · revision {c.revision_no} by {ui.esc(c.author)}"
+                           + (f" · {c.created_at:%Y-%m-%d %H:%M}" if c.created_at else "")
+                           + (f" ({ui.esc(c.reason)})" if c.reason else ""))
+                if c.instruction != pair.instruction:
+                    st.markdown(ui.esc_block(c.instruction))
+                st.markdown(ui.esc_block(c.response) or "_(empty)_")
+                st.button(f"Take revision {c.revision_no}", key=f"rv_take_{c.revision_no}", on_click=take_revision,
+                          args=(c,))
+        st.button("Keep this text", key="rv_keep_head", on_click=_revise, args=("kept the current text",),
+                  kwargs={"reason": "kept the current text over a conflicting edit"})
     if state.get("rv_editing"):
         with st.form("rv_edit"):
             st.text_area("Instruction", pair.instruction, key="rv_e_instruction", height=90)
@@ -226,13 +253,13 @@ with right:
             if flagged:
                 st.markdown(f":red-badge[{ui.esc(name)}] {ui.esc(reason)} (score {score:.2f})")
     for cid, kind, kept, sim in dups:
-        st.caption(f"In {kind} duplicate cluster `{cid}` (similarity {sim:.2f}; kept pair `{kept}`)")
+        st.caption(f"In {ui.esc(kind)} duplicate cluster `{cid}` (similarity {sim:.2f}; kept pair `{kept}`)")
     with st.expander(f"History: {len(history)} revisions, {len(reviews)} decisions"):
         if len(history) > 1:
             st.code(ui.history_diff(history), language="diff")
         for r in reviews:
-            st.caption(f"{r.created_at:%Y-%m-%d %H:%M} · {r.author}: {r.previous_status} → {r.status}"
-                       + (f" ({r.comment})" if r.comment else ""))
+            st.caption(f"{r.created_at:%Y-%m-%d %H:%M} · {ui.esc(r.author)}: {r.previous_status} → {r.status}"
+                       + (f" ({ui.esc(r.comment)})" if r.comment else ""))
 
 # ---------------------------------------------------------------- bulk
 if state.can("curate"):

@@ -8,7 +8,7 @@ import polars as pl
 import streamlit as st
 
 from app import components as ui
-from app import state
+from app import jobs, state
 from ingest.exporter import EXPORT_FORMATS, export_slice
 from store import runs as runs_store
 from store import slices as slices_store
@@ -25,10 +25,10 @@ if not all_slices:
 
 newest_first = sorted(all_slices, key=lambda s: s.created_at or 0, reverse=True)
 _top = newest_first[:20]
-st.bar_chart(pl.DataFrame({"slice": [f"{s.name}@{s.version}" for s in _top] * 2,
+ui.bar_chart(pl.DataFrame({"slice": [f"{s.name}@{s.version}" for s in _top] * 2,
                            "split": ["train"] * len(_top) + ["eval"] * len(_top),
                            "pairs": [s.n_train for s in _top] + [s.n_eval for s in _top]}),
-             x="slice", y="pairs", color="split", horizontal=True, height=80 + 28 * len(_top))
+             category="slice", value="pairs", color="split", empty="every slice is empty.")
 
 sel = st.selectbox("Slice", newest_first, key="sl_pick", format_func=lambda s: f"{s.name}@{s.version} · {s.n_items:,} pairs")
 with state.db() as con:
@@ -40,7 +40,7 @@ c = st.columns(4)
 c[0].metric("Pairs", f"{sel.n_items:,}")
 c[1].metric("Train", f"{sel.n_train:,}")
 c[2].metric("Eval", f"{sel.n_eval:,}")
-c[3].metric("Kept together", sel.split_by)
+c[3].metric("Kept together", ui.esc(sel.split_by))
 st.caption(f"Seed {sel.seed} · eval fraction {sel.eval_fraction} · hash `{sel.content_hash[:16]}` · "
            f"by {ui.esc(sel.author or '?')}" + (f" · {ui.esc(sel.description)}" if sel.description else ""))
 if len(lineage) > 1:
@@ -51,16 +51,17 @@ if runs:
 left, right = st.columns([1, 2])
 with left:
     st.caption("Pairs by split and source")
-    if not breakdown.is_empty():
-        st.bar_chart(breakdown, x="split", y="pairs", color="source", horizontal=True, height=200)
+    ui.bar_chart(breakdown, category="split", value="pairs", color="source", empty="this slice holds no pairs.")
     with st.expander("Filter that chose it"):
         st.code(json.dumps(sel.filter, indent=2), language="json")
     st.caption("Export")
     fmt = st.selectbox("Format", list(EXPORT_FORMATS), key="sl_fmt")
     if st.button("Export to the project's exports folder", key="sl_export"):
-        out = state.project().exports_dir / f"{sel.name}-v{sel.version}.{'parquet' if fmt == 'parquet' else 'jsonl'}"
+        # the slice name is free text: the file name is made safe so it stays in exports/
+        out = state.project().exports_dir / jobs.safe_name(
+            f"{sel.name}-v{sel.version}.{'parquet' if fmt == 'parquet' else 'jsonl'}")
         n = export_slice(state.project(), sel.id, fmt, out)
-        st.success(f"{n:,} examples written to `{out}`")
+        st.success(f"{n:,} examples written to {ui.esc(str(out))}")
         st.download_button("Download", out.read_bytes(), file_name=out.name, key="sl_download")
 with right:
     split = st.segmented_control("Split", ["all", "train", "eval"], default="all", key="sl_split")

@@ -1,24 +1,29 @@
-"""Reviewers: accounts and roles, overlap assignments, per-reviewer progress and agreement."""
+"""Reviewers: accounts and roles, overlap assignments, per-reviewer progress and agreement.
+
+Annotators see only their own progress and no agreement table; reviewers and admins see everyone's.
+"""
 
 from __future__ import annotations
 
 import polars as pl
 import streamlit as st
 
+from app import components as ui
 from app import state
 from store import pair_pages
 from store import users as users_store
 from store.records import SliceFilter, Status
 
 st.title("Reviewers")
+oversee = state.can("oversee")
 with state.db() as con:
-    people = users_store.list_users(con)
-    progress = users_store.progress(con)
-    agreement = users_store.agreement(con)
+    people = users_store.list_users(con) if state.can("manage") else []
+    progress = users_store.progress(con, None if oversee else state.user())
+    agreement = users_store.agreement(con) if oversee else []
 
 if state.is_local_admin():
-    st.info("This project has no accounts yet, so everyone runs as the local admin. Add an admin account "
-            "below to require sign-in.", icon=":material/lock_open:")
+    st.info("This project has no accounts yet, so this computer runs as the local admin. The first account you "
+            "add is an admin; from then on everyone signs in.", icon=":material/lock_open:")
 
 st.subheader("Progress")
 rows = [p for p in progress if p.decisions or p.assigned]
@@ -28,12 +33,15 @@ if rows:
                        "decisions": [p.decisions for p in rows], "accepted": [p.accepted for p in rows],
                        "rejected": [p.rejected for p in rows], "needs fix": [p.needs_fix for p in rows],
                        "last decision": [p.last_at for p in rows]})
-    st.bar_chart(df.select("reviewer", "accepted", "rejected", "needs fix").unpivot(
-        index="reviewer", variable_name="decision", value_name="pairs"), x="reviewer", y="pairs", color="decision",
-        horizontal=True, height=60 + 36 * len(rows))
+    ui.bar_chart(df.select("reviewer", "accepted", "rejected", "needs fix").unpivot(
+        index="reviewer", variable_name="decision", value_name="pairs"), category="reviewer", value="pairs",
+        color="decision", empty="no one has accepted, rejected or sent back a pair yet (**Review**).")
     st.dataframe(df, hide_index=True, width="stretch")
 else:
     st.caption("No review decisions yet.")
+
+if not oversee:
+    st.stop()
 
 st.subheader("Agreement (Cohen's kappa on pairs two reviewers both decided)")
 if agreement:
@@ -58,13 +66,36 @@ with st.form("us_add", clear_on_submit=True):
     role = c[1].selectbox("Role", users_store.ROLES, key="us_role")
     pw = c[2].text_input("Password (8+ characters)", type="password", key="us_pw")
     add = st.form_submit_button("Add account", key="us_add_btn")
-if add:
+if add and not pw and not people:
+    st.error("The first account needs a password: without one nobody could sign in to manage accounts.")
+elif add:
     try:
         with state.db() as con:
             u = users_store.create_user(con, name, role, pw or None)
-        st.success(f"Account {u.name} ({u.role}) created.")
+        st.success(f"Account {ui.esc(u.name)} ({u.role}) created."
+                   + (" The first account is always an admin." if u.role != role else "")
+                   + (" Sign in with it now." if state.is_local_admin() else ""))
     except ValueError as exc:
-        st.error(str(exc))
+        st.error(ui.esc(str(exc)))
+
+if people:
+    with st.form("us_change"):
+        left, right = st.columns(2)
+        who_acc = left.selectbox("Account", [u.name for u in people], key="us_acc")
+        new_role = right.selectbox("New role", users_store.ROLES, key="us_new_role")
+        b = st.columns(2)
+        change = b[0].form_submit_button("Change role", key="us_role_btn")
+        remove = b[1].form_submit_button("Remove account", key="us_remove_btn")
+    if change or remove:
+        try:
+            with state.db() as con:
+                if change:
+                    users_store.set_role(con, who_acc, new_role)
+                else:
+                    users_store.remove_user(con, who_acc)
+            st.success(f"{ui.esc(who_acc)}: role is now {new_role}." if change else f"Account {ui.esc(who_acc)} removed.")
+        except (KeyError, ValueError) as exc:
+            st.error(ui.esc(str(exc.args[0]) if exc.args else str(exc)))
 
 st.subheader("Assign pending pairs")
 names = [u.name for u in people]

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ingest.limits import clip
 from store.records import Chunk, Document, Element, NewPair, PairContent, Provenance
 
 
@@ -71,7 +72,10 @@ class Generator:
                 f"known: {', '.join(sorted(known)) or 'none'}"
             )
         for k, v in list(options.items()):
-            options[k] = _coerce(v, known[k].type, known[k].default)
+            try:
+                options[k] = _coerce(v, known[k].type, known[k].default)
+            except ValueError as exc:
+                raise ValueError(f"option {cls.name}.{k}={clip(str(v), 60)!r}: {exc}") from None
         return cls(cls.Options(**options), author=author)
 
     def version_tag(self) -> str:
@@ -101,16 +105,29 @@ class Generator:
         )
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _coerce(value: Any, typ: Any, default: Any) -> Any:
-    """Options from the CLI arrive as strings; convert them to the field's default's type."""
+    """Options from the CLI arrive as strings; convert them to the field's default's type.
+
+    Raises ``ValueError`` saying what was expected (the caller names the option)."""
     if not isinstance(value, str):
         return value
     if isinstance(default, bool):
-        return value.lower() in ("1", "true", "yes", "on")
+        if value.lower() not in _TRUE + _FALSE:
+            raise ValueError("expected true or false")
+        return value.lower() in _TRUE
     if isinstance(default, int):
-        return int(value)
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError("expected a whole number, e.g. 50") from None
     if isinstance(default, float):
-        return float(value)
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("expected a number, e.g. 0.5") from None
     if isinstance(default, list | tuple) or "list" in str(typ):
         return [v for v in value.split("|") if v]
     return value

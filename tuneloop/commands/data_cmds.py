@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from enum import StrEnum
@@ -15,8 +16,10 @@ from rich.table import Table
 from ingest.datasets import FORMATS, FileFormatError, parse_mapping
 from ingest.exporter import EXPORT_FORMATS, export_slice
 from ingest.importer import import_file
+from ingest.limits import ImportLimits
 from store import pairs as pairs_store
 from store import slices as slices_store
+from store import users as users_store
 from store.filters import parse_where
 from store.records import SliceFilter, Status
 from store.stats import project_stats
@@ -69,13 +72,17 @@ def import_cmd(
                                                    "added to the file's own tags.")] = None,
     split: Annotated[SplitChoice | None, typer.Option(help="Put every new pair in this split (instead of the "
                                                       "file's split column); `slice create --split-by existing` keeps it.")] = None,
+    max_line_mb: Annotated[float, typer.Option(help="Longest JSONL line, CSV record or JSON array item; "
+                                               "a longer one is skipped and named.")] = ImportLimits.max_line_mb,
     project_dir: ProjectOpt = None,
     author: AuthorOpt = "",
 ) -> None:
     """Import datasets (Alpaca, ShareGPT, chat messages, prompt/completion, CSV, Parquet).
 
     Each file is one transaction: it lands whole (its valid lines) or not at all. Malformed
-    lines are reported with file, line and field, and make the exit code 1. A row with the same
+    lines are reported with file, line and field, and make the exit code 1; a file that cannot be
+    read at all is named with the reason and the batch goes on (exit code 1). A byte-order mark
+    (UTF-8, UTF-16, UTF-32) overrides --encoding. A row with the same
     content as a pair already stored (or as an earlier row) adds nothing and does not change
     that pair's tags, split or status; the summary says how many and which.
 
@@ -88,13 +95,17 @@ def import_cmd(
     except FileFormatError as exc:
         raise fail(str(exc)) from None
     tags = [t.strip() for t in tag or [] if t.strip()]
+    try:
+        limits = ImportLimits(max_line_mb=max_line_mb)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     p = project(project_dir, create=True)
     results = []
     for f in files:
         with progress(f"import {f.name}", unit="rows") as bar:
             r = import_file(p, f, format, encoding=encoding, mapping=mapping, author=author or default_author(),
                             status=status.value, tags=tags, split=split.value if split else None,
-                            progress=bar.advance)
+                            progress=bar.advance, limits=limits)
         results.append(r)
         if r.fatal:
             err.print(f"[red]error:[/] {r.fatal}", highlight=False, soft_wrap=True)
@@ -112,6 +123,11 @@ def import_cmd(
     for r in results:
         if r.existing:
             console.print(_collapsed(r), highlight=False, soft_wrap=True)
+    failed = [r for r in results if r.fatal]
+    if failed:
+        err.print(f"[bold red]{len(failed)} of {len(results)} file(s) could not be imported:[/]")
+        for r in failed:
+            err.print(f"  {r.fatal}", highlight=False, soft_wrap=True)
     if any(not r.ok for r in results):
         raise typer.Exit(1)
 
@@ -284,9 +300,26 @@ def pairs_show(pair_id: str, project_dir: ProjectOpt = None) -> None:
         hist = pairs_store.history(con, pair.id)
         revs = pairs_store.reviews(con, pair.id)
     console.print_json(data=pair.model_dump(mode="json"))
+    numbers = {h.id: h.revision_no for h in hist}
+    console.print("revisions (* = head):", highlight=False)
     for h in hist:
-        mark = "*" if h.is_head else " "
-        console.print(f"{mark} r{h.revision_no} {h.id} by {h.author} ({h.reason}) {str(h.created_at)[:19]}", highlight=False)
+        parent = f"parent r{numbers.get(h.parent_id, '?')}" if h.parent_id else "first"
+        flag = "  CONFLICT: saved against an older revision, kept beside the head" if h.conflict else ""
+        console.print(f"{'*' if h.is_head else ' '} r{h.revision_no} {h.id} by {h.author} {str(h.created_at)[:19]} "
+                      f"({parent}){' reason: ' + h.reason if h.reason else ''}{flag}", highlight=False, markup=False,
+                      soft_wrap=True)
+        fields = [("instruction", h.instruction), ("input", h.input), ("system", h.system), ("response", h.response)]
+        for name, text in fields + [("messages", "; ".join(f"{m.role}: {m.content}" for m in h.messages)),
+                                    ("tags", ", ".join(h.tags))]:
+            if text or name in ("instruction", "response"):
+                text = "\n      ".join(text.splitlines())  # continuation lines stay under their revision
+                console.print(f"    {name}: {text}", highlight=False, markup=False, soft_wrap=True)
+    open_conflicts = pairs_store.unresolved_conflicts(hist)
+    if open_conflicts:
+        console.print(f"UNRESOLVED CONFLICT: {', '.join(f'r{c.revision_no} by {c.author}' for c in open_conflicts)} "
+                      f"conflicts with the head; save the text that should stand with `tuneloop pairs edit "
+                      f"{pair.id} ...` (it edits the head and settles the conflict).", highlight=False, markup=False,
+                      soft_wrap=True)
     for rv in revs:
         console.print(f"  review {rv.previous_status} -> {rv.status} by {rv.author} {rv.comment}", highlight=False)
 
@@ -299,23 +332,30 @@ def pairs_edit(
     response: Annotated[str | None, typer.Option()] = None,
     tags: Annotated[str | None, typer.Option(help="Comma-separated tags (replaces the list).")] = None,
     reason: Annotated[str, typer.Option(help="Why (kept in the history).")] = "",
-    version: Annotated[int | None, typer.Option(help="The version you edited (default: current).")] = None,
+    base: Annotated[str | None, typer.Option(
+        "--base", help="The revision you edited (id or prefix, as `pairs show` lists them); if it is no longer "
+        "the head, your edit is kept beside it as a conflict. Default: the head now.")] = None,
+    version: Annotated[int | None, typer.Option(help="Instead of --base: the version you edited.")] = None,
     project_dir: ProjectOpt = None,
     author: AuthorOpt = "",
 ) -> None:
     """Edit a pair: appends a revision (the old one stays in the history).
 
-    Example: tuneloop pairs edit p_0123... --response "Corrected answer" --reason "typo"
+    Example: tuneloop pairs edit p_0123... --response "Corrected answer" --reason "typo" --base r_4b1c
     """
     p = project(project_dir)
     with p.connect() as con:
         cur = lookup(pairs_store.get, con, pair_id)
         pair_id = cur.id
         res = pairs_store.revise(
-            con, pair_id, expected_version=version if version is not None else cur.version,
-            author=author or default_author(), reason=reason, instruction=instruction, input=input,
-            response=response, tags=[t.strip() for t in tags.split(",") if t.strip()] if tags is not None else None,
+            con, pair_id, base_revision_id=base if base is not None or version is not None else cur.head_revision_id,
+            expected_version=version, author=author or default_author(), reason=reason, instruction=instruction,
+            input=input, response=response,
+            tags=[t.strip() for t in tags.split(",") if t.strip()] if tags is not None else None,
         )
+    if res.revision_id == cur.head_revision_id:
+        console.print(f"pair {pair_id}: no change (head revision {res.revision_id}, version {res.version})")
+        return
     console.print(f"pair {pair_id}: head revision {res.revision_id}, version {res.version}")
 
 
@@ -372,15 +412,39 @@ def sample(
 def ui(
     project_dir: ProjectOpt = None,
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8501,
-    address: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    address: Annotated[str, typer.Option(help="Address to bind. Anything but loopback (127.0.0.1, ::1, "
+                                         "localhost) requires sign-in and an admin account.")] = "127.0.0.1",
+    setup_token: Annotated[bool, typer.Option(
+        "--setup-token", help="On a non-loopback address with no admin account yet: print a one-time token that "
+        "the app asks for to create the first admin (instead of refusing to start).")] = False,
 ) -> None:
     """Start the browser app on a project.
+
+    On loopback (the default) a project without accounts opens as the local admin. On any
+    other address everyone signs in, and the command refuses to start until the project has an
+    admin account (`tuneloop users add NAME --role admin`), unless --setup-token is given.
 
     Example: tuneloop ui --project ./my-project --port 8501
     """
     p = project(project_dir)  # never creates one: `tuneloop init` or `tuneloop sample` does
     app_path = Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py"
-    env = {**os.environ, "TUNELOOP_PROJECT": str(p.root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    env = {**os.environ, "TUNELOOP_PROJECT": str(p.root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+           "TUNELOOP_BIND_ADDRESS": address}
+    env.pop("TUNELOOP_SETUP_TOKEN_SHA256", None)  # a token is only ever the one printed below
+    if not users_store.is_loopback(address):
+        with p.connect() as con:
+            admins = users_store.count_admins(con)
+        if not admins and not setup_token:
+            raise fail(f"{address} is reachable from other machines and project {p.root} has no admin account. "
+                       f"Create one first: tuneloop users add NAME --role admin --project {p.root} "
+                       f"(or start with --setup-token to create it in the browser with a one-time token).")
+        err.print(f"[yellow]note:[/] {address} is reachable from other machines: everyone signs in (no local admin). "
+                  "Serve it behind HTTPS (a reverse proxy) beyond a trusted network.", highlight=False, soft_wrap=True)
+        if not admins:
+            token = secrets.token_urlsafe(24)
+            env["TUNELOOP_SETUP_TOKEN_SHA256"] = users_store.setup_token_digest(token)
+            console.print(f"one-time setup token for the first admin account: {token}", highlight=False,
+                          soft_wrap=True)
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.port", str(port), "--server.address",
            address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none", "--runner.magicEnabled", "false"]

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ingest.limits import MAX_ARCHIVE_MB, MAX_FILE_MB, MAX_ZIP_RATIO
 from tuneloop.common import (
     AuthorOpt,
     JsonOpt,
@@ -58,7 +59,12 @@ def ingest_cmd(
     option: Annotated[list[str], typer.Option("--option", "-o",
                       help="Generator option GEN.KEY=VALUE, e.g. -o sections.templates='Explain {heading}.'")] = [],  # noqa: B006
     timeout: Annotated[float, typer.Option(help="Per-file parse time limit in seconds.")] = 300.0,
-    max_file_mb: Annotated[float, typer.Option(help="Files larger than this fail with a clear reason.")] = 100.0,
+    max_file_mb: Annotated[float, typer.Option(help="Files (and archive members) larger than this fail with "
+                                               "a clear reason.")] = MAX_FILE_MB,
+    max_archive_mb: Annotated[float, typer.Option(help="Most one archive may expand to, nested archives included; "
+                                                  "checked while extracting.")] = MAX_ARCHIVE_MB,
+    max_zip_ratio: Annotated[float, typer.Option(help="Largest expanded/compressed size ratio of an archive member "
+                                                 "(zip bombs expand ~1000x).")] = MAX_ZIP_RATIO,
     pdf_strategy: Annotated[str, typer.Option(help="auto (text layer, OCR only if installed), fast, "
                                               "ocr_only or hi_res.")] = "auto",
     project_dir: ProjectOpt = None,
@@ -79,6 +85,8 @@ def ingest_cmd(
     if unknown:
         raise fail(f"unknown generator {', '.join(unknown)}; available: {', '.join(available())}")
     opts = _options(option, names)
+    if (endpoint or model) and "model" not in names:
+        raise fail("--endpoint and --model configure the model generator; add -g model")
     if endpoint or model:
         m = opts.setdefault("model", {})
         if endpoint:
@@ -88,7 +96,8 @@ def ingest_cmd(
     try:
         cfg = IngestConfig(
             generators=tuple(names), generator_options=opts, workers=workers, chunk_max_chars=chunk_max_chars,
-            chunk_min_chars=chunk_min_chars, max_file_mb=max_file_mb, timeout_s=timeout,
+            chunk_min_chars=chunk_min_chars, max_file_mb=max_file_mb, max_archive_mb=max_archive_mb,
+            max_zip_ratio=max_zip_ratio, timeout_s=timeout,
             pdf_strategy=pdf_strategy, author=author or default_author())
         from ingest.generators import create
 

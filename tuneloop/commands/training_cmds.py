@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from store import runs as runs_store
@@ -31,14 +32,19 @@ runs_app = typer.Typer(help="List, show, cancel and resume training runs.", no_a
 
 
 def follow_run(p, run_id: str) -> None:
-    """Wait for a run with a progress bar (plain lines when stderr is not a terminal) and say how
-    it ended; exit code 1 unless it succeeded (failed, cancelled). Ctrl-C detaches (the run goes on)."""
-    from training.runner import wait_run
+    """Wait for a run with a progress bar (plain lines when stderr is not a terminal), then for its
+    predictions after training, and say how both ended; exit code 1 unless the run succeeded
+    (failed, cancelled). Ctrl-C detaches (the run goes on)."""
+    from training.runner import after_of, wait_run
 
     with progress(f"training {run_id}", transient=False) as bar:
         bar.update(info="starting")
 
         def show(st: dict) -> None:
+            after = st.get("after") or {}
+            if st.get("status") == "succeeded" and after.get("total"):
+                bar.update(after.get("done") or 0, after["total"], info=after.get("message", ""))
+                return
             total = st.get("total_steps")
             if total:
                 bar.update(st.get("step") or 0, total,
@@ -53,6 +59,10 @@ def follow_run(p, run_id: str) -> None:
     console.print(f"run [bold]{run.id}[/] [{style}]{run.status}[/]" + (f": {run.error}" if run.error else ""))
     if run.adapter_path:
         console.print(f"result: {run.adapter_path}")
+    after = after_of(run.run_dir) if run.run_dir else None
+    if after is not None:
+        style = {"done": "green", "failed": "red"}.get(after.get("state", ""), "yellow")
+        console.print(f"[{style}]{escape(after.get('message', ''))}[/]", highlight=False)
     if run.status != "succeeded":
         raise typer.Exit(1)
 
@@ -62,7 +72,7 @@ def train(
     overrides: Annotated[list[str] | None, typer.Argument(help="Config overrides key=value (see docs/training.md).")] = None,
     base: Annotated[str | None, typer.Option("--base", help="Base model: smollm2 (default, bundled), a HF id or a folder.")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
-    name: Annotated[str, typer.Option(help="A name for the run.")] = "",
+    name: Annotated[str, typer.Option(help="A name for the run; refused when another run has it.")] = "",
     init_adapter: Annotated[Path | None, typer.Option("--init-adapter", help="Continue from this LoRA adapter folder.")] = None,
     parent_run: Annotated[str | None, typer.Option("--parent-run", help="Run this one derives from (lineage).")] = None,
     wait: Annotated[bool, typer.Option("--wait/--detach", help="Wait for the run to end, showing progress (default; "
@@ -70,14 +80,17 @@ def train(
     project_dir: ProjectOpt = None,
     author: AuthorOpt = "",
 ) -> None:
-    """Fine-tune a base model on a slice (LoRA by default) in its own process.
+    """Fine-tune a base model on a slice (LoRA by default) in its own process, then predict.
 
     The run is tracked in the project (status, per-step metrics, config, adapter) and resumes
-    from its last checkpoint with `tuneloop runs resume RUN`.
+    from its last checkpoint with `tuneloop runs resume RUN`. When it succeeds, its own process
+    predicts the slice's eval split, scores and categorises it, as `tuneloop predict` does
+    (config predict_after=false turns that off, predict_split=train picks the train split).
+    --name must be new; without it the run is named SLICE@VERSION (made unique with " (2)").
 
     Example: tuneloop train --slice support-v1 max_steps=200 learning_rate=1e-4 lora_r=8
     """
-    from training.runner import start_run
+    from workflows.train import train as start_run
 
     p = project(project_dir)
     if parent_run:
@@ -107,13 +120,13 @@ def runs_list(
     The slice column shows name@version (`--json` has the slice id).
     Example: tuneloop runs list --status running
     """
-    from training.runner import sync_run
+    from training.runner import sync_live
 
     p = project(project_dir)
+    sync_live(p)
     with p.connect() as con:
         rows = runs_store.list_runs(con, limit=limit, status=status)
         slice_names = {s.id: f"{s.name}@{s.version}" for s in slices_store.list_slices(con)}
-    rows = [sync_run(p, r.id) if r.status in ("queued", "running") else r for r in rows]
     if as_json:
         emit_json([r.model_dump(mode="json") for r in rows])
         return
@@ -141,7 +154,7 @@ def runs_show(
 
     Example: tuneloop runs show run_01ab... --follow
     """
-    from training.runner import sync_run
+    from training.runner import after_of, sync_run
 
     p = project(project_dir)
     try:
@@ -155,6 +168,9 @@ def runs_show(
     console.print(f"base {r.base_model}; slice {r.slice_id} (hash {str(r.slice_hash)[:12]}); run dir {r.run_dir}")
     if r.adapter_path:
         console.print(f"result: {r.adapter_path}")
+    after = after_of(r.run_dir) if r.run_dir else None
+    if after is not None:
+        console.print(f"after training ({after.get('state')}): {escape(after.get('message', ''))}", highlight=False)
     console.print_json(json.dumps({"config": r.config, "summary": r.summary}, default=str))
     with p.connect() as con:
         m = runs_store.metrics_frame(con, r.id)

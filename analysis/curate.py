@@ -56,8 +56,8 @@ def dedupe(project: Project, cfg: DedupeConfig, *, author: str, progress: Progre
         with project.connect() as con:
             cur.save_duplicate_clusters(con, members, kinds, {"normalize": "nfkc-lower-punct-ws"})
             stored = cur.duplicate_members(con, kinds)
-            marked = cur.mark_duplicates(con, dd.to_mark(stored), author=author,
-                                         comment="exact duplicate (tuneloop dedupe)") if cfg.mark else 0
+            marked, held = cur.mark_duplicates(con, dd.to_mark(stored), author=author,
+                                               comment="exact duplicate (tuneloop dedupe)") if cfg.mark else (0, 0)
         for k in kinds:
             mk = members.filter(pl.col("kind") == k)
             report[k] = {"clusters": mk["cluster_id"].n_unique(), "members": mk.height,
@@ -65,6 +65,7 @@ def dedupe(project: Project, cfg: DedupeConfig, *, author: str, progress: Progre
         if cfg.prompt:
             report["exact_prompt"]["with_different_responses"] = _conflicting_prompt_clusters(members)
         report["marked_now"] = marked
+        report["held_for_review"] = held
     if progress:
         progress(1)
     # near duplicates among the pairs that are not already exact duplicates

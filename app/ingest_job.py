@@ -1,8 +1,12 @@
-"""Background ingest of uploaded files: ``python -m app.ingest_job GENERATOR CHUNK_MAX FILE...``.
+"""Background ingest of uploaded files: ``python -m app.ingest_job SPEC FILE...``, where SPEC is
+JSON: ``{"generators": [...], "options": {generator: {key: value}}, "chunk_max": N}``.
 
 Started by the Ingest page through ``app.jobs`` (never inside a Streamlit rerun). Calls the
-ingest library and writes one JSON line per finished file to ``$TUNELOOP_JOB_DIR/events.jsonl``
-(status, pairs made, error kind and reason), which the page polls for live progress.
+ingest library and writes JSON lines to ``$TUNELOOP_JOB_DIR/events.jsonl``, which the page polls
+for live progress: ``start`` (the number of files) first, before anything heavy is imported, so
+the page shows the batch at once; ``parsing`` when a parser starts on a file (``loading``: it
+loads the parser first); ``file`` when a file is done (status, pairs made, error kind and
+reason); ``end``. Each line has ``t``, the wall-clock time it was written.
 """
 
 from __future__ import annotations
@@ -10,32 +14,37 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict
+import time
 from pathlib import Path
-
-from store.db import open_project
+from typing import Any
 
 
 def main(argv: list[str]) -> int:
-    from ingest.documents import FileResult, IngestConfig, ingest
+    spec_json, *files = argv
+    spec = json.loads(spec_json)
+    with (Path(os.environ["TUNELOOP_JOB_DIR"]) / "events.jsonl").open("a", encoding="utf-8") as fh:
 
-    generator, chunk_max, *files = argv
-    job_dir = Path(os.environ["TUNELOOP_JOB_DIR"])
-    project = open_project(os.environ["TUNELOOP_PROJECT"])
-    events = job_dir / "events.jsonl"
-    with events.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"event": "start", "files": len(files)}) + "\n")
-        fh.flush()
-
-        def progress(r: FileResult) -> None:
-            fh.write(json.dumps({"event": "file", **asdict(r)}) + "\n")
+        def emit(event: str, **fields: Any) -> None:
+            fh.write(json.dumps({"event": event, "t": round(time.time(), 3), **fields}) + "\n")
             fh.flush()
 
-        cfg = IngestConfig(generators=(generator,), chunk_max_chars=int(chunk_max),
-                           author=os.environ.get("TUNELOOP_USER", "ingest"), workers=1)
-        report = ingest(project, files, cfg, progress=progress)
-        fh.write(json.dumps({"event": "end", "seconds": report.seconds, "pairs_new": report.pairs_new,
-                             "failed": len(report.failed)}) + "\n")
+        emit("start", files=len(files))
+        from dataclasses import asdict
+
+        from ingest.documents import FileResult, IngestConfig, ingest
+        from store.db import open_project
+
+        def progress(r: FileResult) -> None:
+            emit("file", **asdict(r))
+
+        def parsing(r: FileResult, loading: bool) -> None:
+            emit("parsing", uri=r.uri, loading=loading)
+
+        cfg = IngestConfig(generators=tuple(spec["generators"]), generator_options=spec.get("options") or {},
+                           chunk_max_chars=int(spec["chunk_max"]), author=os.environ.get("TUNELOOP_USER", "ingest"),
+                           workers=1)
+        report = ingest(open_project(os.environ["TUNELOOP_PROJECT"]), files, cfg, progress=progress, parsing=parsing)
+        emit("end", seconds=report.seconds, pairs_new=report.pairs_new, failed=len(report.failed))
     return 1 if report.failed else 0
 
 

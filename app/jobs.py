@@ -3,7 +3,8 @@ processes, outside any rerun.
 
 A job is a folder ``<project>/jobs/<id>/`` holding ``job.json`` (command, title, who, when,
 pid), ``log.txt`` (the command's output) and ``rc`` (its exit status, written when it
-ends). Pages start a job and poll the folder from an ``st.fragment(run_every=...)``; the app
+ends). Pages start a job and poll the folder from an ``st.fragment(run_every=...)``
+(``components.live_job``), which reruns the whole page once when the job ends; the app
 never waits on a job and never shares a DuckDB connection with it (the CLI takes the
 database for short transactions only; the app retries while it does).
 """
@@ -171,6 +172,13 @@ def recent(project: Project, kind: str | None = None, limit: int = 10) -> list[J
         if len(out) >= limit:
             break
     return out
+
+
+def page_needs_redraw(job: Job, redrawn_for: str | None) -> bool:
+    """Whether a page that polls ``job`` reruns as a whole now: the job has ended (succeeded, failed
+    or lost) and the page has not redrawn for it yet (``redrawn_for``: the id of the job the page
+    last redrew for). Once per job, so the rerun shows the results and does not repeat."""
+    return job.status != "running" and redrawn_for != job.id
 
 
 def stop(job: Job) -> None:

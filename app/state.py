@@ -13,12 +13,19 @@
   admin account (or the setup token ``tuneloop ui --setup-token`` printed, to make the
   first one). Every rerun re-reads the session's account: removed means signed out, a new
   role applies at once, and a local-admin session ends when the first account appears.
+- A named-account sign-in lasts across reloads, new tabs and typed app URLs: the browser keeps a
+  signed, expiring token (store/sessions.py) in a cookie, written by a one-off script after the
+  sign-in (a ``streamlit run`` script cannot set response headers; so it is not HttpOnly) and read from
+  the request that opened the session (``st.context.cookies``). The session holds its token and
+  re-verifies it on every rerun, so a password change, an expiry or a sign-out in another tab of the
+  browser ends it too; signing out revokes the token and deletes the cookie.
 - Cached aggregates are keyed on a data version that every write in this session bumps.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +34,7 @@ from typing import Any
 import streamlit as st
 
 from store import error_pages, pair_pages
+from store import sessions as sessions_store
 from store import users as users_store
 from store.db import DB_NAME, Project, StoreBusyError, open_project, resolve_project_dir
 
@@ -155,6 +163,15 @@ def facets() -> dict[str, Any]:
     return _facets(st.session_state["project_root"], bump_count())
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def safe_markdown(text: str) -> str:
+    """``components.safe_markdown`` of ``text``, cached: the guideline shows on every Review rerun and a long
+    one takes a tenth of a second to parse."""
+    from app import components
+
+    return components.safe_markdown(text)
+
+
 # Error aggregates are keyed on ``error_pages.labels_version`` (row counts of the append-only
 # label and taxonomy tables), so a label written by any process (a CLI `errors auto`, another
 # session) recomputes them, and a rerun with nothing new is answered from the cache.
@@ -220,12 +237,73 @@ def exposed() -> bool:
 def _forget(reason: str | None = None) -> None:
     for k in ("user", "role", "local_admin"):
         st.session_state.pop(k, None)
+    if st.session_state.pop("_session_token", None):
+        st.session_state["_cookie_update"] = ("", 0)  # the browser's token is dead too: delete it
     if reason:
         st.session_state["_auth_notice"] = reason
 
 
+def _secret() -> bytes:
+    return sessions_store.project_secret(project())
+
+
+def _start_session(con: Any, account: users_store.User) -> None:
+    """Sign this session in as ``account`` and have the browser keep a token of it for reloads."""
+    st.session_state.update(user=account.name, role=account.role)
+    issued = sessions_store.issue(con, _secret(), account.name)
+    if issued is not None:
+        st.session_state["_session_token"] = issued[0]
+        st.session_state["_cookie_update"] = issued
+
+
+def _write_cookie(signed_in: bool) -> None:
+    """Set or delete the browser's session cookie when a sign-in or sign-out asked for it.
+
+    A script in the page does it (``st.html`` runs it in the app's own document, not in an iframe):
+    SameSite=Strict, Path=/, Max-Age = the token's lifetime, Secure when the page came over HTTPS.
+    The value is the token, whose characters (base64url, digits, dots) need no quoting. Signed in, the
+    script goes into the sidebar, where its empty block does not push the page down.
+    """
+    update = st.session_state.pop("_cookie_update", None)
+    if update is None:
+        return
+    value, max_age = update
+    name = sessions_store.cookie_name(_secret())
+    (st.sidebar if signed_in else st).html(
+        "<script>(() => { const secure = location.protocol === 'https:' ? '; Secure' : ''; "
+        f"document.cookie = {json.dumps(f'{name}={value}; Max-Age={int(max_age)}; Path=/; SameSite=Strict')} "
+        "+ secure; })();</script>", unsafe_allow_javascript=True)
+
+
+def _request_cookie(name: str) -> str | None:
+    """A cookie of the request that opened this session (a reload or a typed URL opens a new session)."""
+    try:
+        value = st.context.cookies.get(name)
+    except Exception:  # no server (AppTest), no client
+        return None
+    return value or None
+
+
+def _resume_from_cookie() -> bool:
+    """Sign in with the browser's session cookie, if it holds a token that still verifies."""
+    secret = _secret()
+    token = _request_cookie(sessions_store.cookie_name(secret))
+    if not token or st.session_state.get("_cookie_refused") == token:
+        return False
+    with db() as con:
+        name = sessions_store.signed_in_name(con, secret, token)
+        account = users_store.get_user(con, name) if name else None
+    if account is None:  # this session's request keeps sending it: refuse it once, then ignore it
+        st.session_state["_cookie_refused"] = token
+        st.session_state["_cookie_update"] = ("", 0)
+        return False
+    st.session_state.update(user=account.name, role=account.role, _session_token=token)
+    return True
+
+
 def _session_still_valid() -> bool:
-    """Re-read the session's account (each rerun): gone means signed out; a changed role applies now."""
+    """Re-read the session's account (each rerun): gone means signed out; a changed role applies now; a
+    session with a token also ends when the token no longer verifies (password changed, expired, signed out)."""
     with db() as con:
         if st.session_state.get("local_admin"):
             if users_store.count_users(con) == 0 and not exposed():
@@ -233,6 +311,10 @@ def _session_still_valid() -> bool:
             _forget("This project now has accounts: sign in with yours.")
             return False
         account = users_store.get_user(con, str(st.session_state.get("user")))
+        token = st.session_state.get("_session_token")
+        if account is not None and token and sessions_store.signed_in_name(con, _secret(), token) != account.name:
+            _forget("Your sign-in has ended (it expired, you signed out, or the password changed): sign in again.")
+            return False
     if account is None:
         _forget("Your account no longer exists.")
         return False
@@ -256,19 +338,24 @@ def _first_admin_form(digest: str) -> bool:
             return False
         try:
             with db() as con:
-                account = users_store.create_first_admin(con, name, password)
+                _start_session(con, users_store.create_first_admin(con, name, password))
         except ValueError as exc:
             from app.components import esc  # components imports this module
 
             st.error(esc(str(exc)))
             return False
-        st.session_state.update(user=account.name, role=account.role)
         st.rerun()
     return False
 
 
 def sign_in() -> bool:
     """Resolve the signed-in user; render a sign-in form and return False when nobody is."""
+    signed_in = _resolve_user()
+    _write_cookie(signed_in)  # after: resolving may have started or ended a session (a rerun leaves it for the next run)
+    return signed_in
+
+
+def _resolve_user() -> bool:
     if st.session_state.get("user") and _session_still_valid():
         return True
     if _oidc_configured():
@@ -295,6 +382,8 @@ def sign_in() -> bool:
         st.error("This app is reachable from other machines and the project has no admin account, so nobody can "
                  "sign in. On the server run `tuneloop users add NAME --role admin --project PROJECT`, then reload.")
         return False
+    if _resume_from_cookie():
+        return True
     st.title("Sign in to tuneloop")
     if notice := st.session_state.pop("_auth_notice", None):
         st.info(notice)
@@ -316,12 +405,16 @@ def sign_in() -> bool:
         if account is None:
             st.error("Unknown user name or wrong password.")
         else:
-            st.session_state.update(user=account.name, role=account.role)
+            with db() as con:
+                _start_session(con, account)
             st.rerun()
     return False
 
 
 def sign_out() -> None:
+    if token := st.session_state.get("_session_token"):
+        with db() as con:
+            sessions_store.sign_out(con, _secret(), token)
     _forget()
     if _oidc_configured() and st.user.is_logged_in:
         st.logout()

@@ -38,6 +38,7 @@ FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "csv", "parque
 PROVENANCE_KEYS = {
     "pair_id", "revision_id", "split", "tags", "document_id", "page", "char_start", "char_end", "generator",
     "generator_version", "source_uri", "source_line", "status", "weight", "id", "metadata", "element_ids",
+    "rating", "n_ratings",
 }
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
                 "model": "assistant", "chatgpt": "assistant", "system": "system"}
@@ -468,7 +469,8 @@ def to_messages(row: dict[str, Any]) -> list[dict[str, str]]:
 
 
 EXPORT_PROVENANCE = ["pair_id", "revision_id", "split", "weight", "tags", "document_id", "page", "char_start",
-                     "char_end", "generator", "generator_version", "source_uri", "source_line"]
+                     "char_end", "generator", "generator_version", "source_uri", "source_line",
+                     "rating", "n_ratings"]  # mean of the reviewers' 1-5 ratings of this revision (null: none), how many
 
 
 def export_record(fmt: str, row: dict[str, Any]) -> dict[str, Any]:

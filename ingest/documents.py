@@ -40,7 +40,7 @@ from ingest.limits import (
     check_positive,
     clip,
 )
-from ingest.workers import ParseOptions, Task, parse_all, prestart
+from ingest.workers import ParseOptions, Task, parse_all
 from store import documents as docs_store
 from store import pairs as pairs_store
 from store.db import Project, atomic
@@ -128,6 +128,10 @@ class IngestReport:
 
 # Called once per file when it is finished (stored or failed), never from two threads at once.
 Progress = Callable[[FileResult], None]
+# Called when a parser starts on a file (again if it is parsed again after a crash), with whether
+# the parser first loads for the file's format (the batch's first file, while the parser server
+# warms up); never at the same moment as a ``Progress`` call.
+Parsing = Callable[[FileResult, bool], None]
 
 
 @dataclass
@@ -449,15 +453,16 @@ def _fill(r: FileResult, doc: Document, elements: list[Element], chunks: list, p
 
 
 def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | None = None,
-           progress: Progress | None = None) -> IngestReport:
-    """Ingest files, folders and zip archives into ``project``; never raises for a bad file."""
+           progress: Progress | None = None, parsing: Parsing | None = None) -> IngestReport:
+    """Ingest files, folders and zip archives into ``project``; never raises for a bad file.
+    ``progress`` hears of each finished file, ``parsing`` of each file a parser starts on."""
     cfg = cfg or IngestConfig()
     t0 = time.perf_counter()
     chunk_cfg = ChunkConfig(cfg.chunk_max_chars, min(cfg.chunk_min_chars, cfg.chunk_max_chars))
     gens = [create(name, cfg.generator_options.get(name), author=cfg.author) for name in cfg.generators]
     report = IngestReport()
-    if cfg.workers > 0:
-        prestart()  # the parser server warms up while files are collected and hashed
+    # No early start of the parser server here: ``parse_all`` starts it once its first (cold)
+    # worker has loaded, so the first file gets the machine first (``ingest.workers``).
 
     progress_lock = threading.Lock()  # the writer thread reports too; callers get one call at a time
 
@@ -507,7 +512,14 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
         try:
             tasks = [Task(k, str(i.path), i.path.name) for k, i in enumerate(to_parse)]
             opts = ParseOptions(pdf_strategy=cfg.pdf_strategy, languages=cfg.languages)
-            for task, res in parse_all(tasks, workers=cfg.workers, timeout_s=cfg.timeout_s, opts=opts):
+
+            def on_start(task: Task, loading: bool) -> None:
+                if parsing:
+                    with progress_lock:
+                        parsing(to_parse[task.key].result, loading)
+
+            for task, res in parse_all(tasks, workers=cfg.workers, timeout_s=cfg.timeout_s, opts=opts,
+                                       on_start=on_start):
                 item = to_parse[task.key]
                 r = item.result
                 started = time.perf_counter()
@@ -564,4 +576,5 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
     return report
 
 
-__all__ = ["SUPPORTED", "FileResult", "IngestConfig", "IngestReport", "collect", "ingest", "make_pairs"]
+__all__ = ["SUPPORTED", "FileResult", "IngestConfig", "IngestReport", "Parsing", "Progress", "collect", "ingest",
+           "make_pairs"]

@@ -1,7 +1,9 @@
 """Export a frozen slice to a training format, with provenance columns and the split.
 
 alpaca / messages / prompt-completion are JSONL (TRL, LLaMA-Factory and axolotl read them);
-parquet carries the alpaca columns plus provenance. The file is written to a temporary name
+parquet carries the alpaca columns plus provenance. Every format carries, beside the provenance
+columns, the exported revision's rating: ``rating`` (the mean of its reviewers' latest 1-5
+ratings, null when nobody rated it) and ``n_ratings`` (how many reviewers rated it). The file is written to a temporary name
 and renamed, so a failed export never leaves a half-written file behind.
 """
 
@@ -13,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from ingest.datasets import export_record, write_jsonl
-from store import slices
+from store import ratings, slices
 from store.db import Project
 
 EXPORT_FORMATS = ("alpaca", "messages", "prompt-completion", "parquet")
@@ -25,6 +27,9 @@ def export_slice(project: Project, slice_ref: str, fmt: str, out: str | os.PathL
     with project.connect() as con:
         s = slices.get(con, slice_ref)
         frame = slices.examples(con, s.id, split)
+        scores = ratings.scores(con, frame["revision_id"].to_list())
+    frame = frame.join(scores, on="revision_id", how="left", maintain_order="left").with_columns(
+        pl.col("n_ratings").fill_null(0))
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".part")

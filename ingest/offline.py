@@ -111,16 +111,24 @@ def tiny_pdf() -> bytes:
     return out
 
 
-def warm() -> None:
-    """Import every partitioner and run tiny partitions (spaCy, langdetect, libmagic and the
+_MODULE_OF = {"txt": "text", "eml": "email"}  # extension (``filetypes.extension``) -> partition module
+
+
+def warm(ext: str | None = None) -> None:
+    """Import the partitioners and run tiny partitions (spaCy, langdetect, libmagic and the
     numba-compiled PDF layout code initialise on first use), so that processes forked
-    afterwards start warm instead of paying this once each."""
+    afterwards start warm instead of paying this once each.
+
+    ``ext``: only what a file of that extension needs (its partitioner and the sentence model;
+    the PDF code for ``pdf``), which is what a cold parser process loads before its first file of
+    the kind; None: every format."""
     import importlib
     import tempfile
     from pathlib import Path
 
     configure()
-    for name in WARM_MODULES:
+    wanted = WARM_MODULES if ext is None else [m for m in WARM_MODULES if m == _MODULE_OF.get(ext, ext)]
+    for name in wanted:
         try:
             importlib.import_module(f"unstructured.partition.{name}")
         except Exception:  # a format whose extra is missing fails later, per file
@@ -131,7 +139,8 @@ def warm() -> None:
         md = Path(tmp) / "warm.md"
         md.write_text("# Warm up\n\nThis paragraph loads the sentence model. It has two sentences.\n")
         partition(filename=str(md))
-        pdf = Path(tmp) / "warm.pdf"
-        pdf.write_bytes(tiny_pdf())
-        with contextlib.suppress(Exception):  # warming is best effort
-            partition(filename=str(pdf), strategy="fast")
+        if ext in (None, "pdf"):
+            pdf = Path(tmp) / "warm.pdf"
+            pdf.write_bytes(tiny_pdf())
+            with contextlib.suppress(Exception):  # warming is best effort
+                partition(filename=str(pdf), strategy="fast")

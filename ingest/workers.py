@@ -9,23 +9,49 @@ Workers come from a ``forkserver`` that imported unstructured and loaded the spa
 once (``ingest.worker_boot``), so a new or replacement worker starts warm in milliseconds
 instead of paying the ~4 s import again. The forkserver is a clean process (no threads, no
 database handles), which makes forking from it safe.
+
+Warming the forkserver takes seconds (every format's parser, ~10 s on a loaded 2-core box) and
+it forks nothing before it is done. So that a batch's first file does not wait for all of that,
+a process whose forkserver is not warm yet starts a *cold* worker first: a fresh interpreter
+(``python -m ingest.workers``, not multiprocessing's ``spawn``, which would run the caller's main
+module again) that loads only what its files need (``offline.warm(ext)``). The forkserver starts
+warming once that worker has loaded its parser (both at once would slow the first file on a
+small machine), and the pool grows to its size when it is warm (``forkserver_warm``); later
+batches in the same process fork warm workers at once.
+
+Each worker says when it starts a file (``STARTED``, and whether it first loads the parser for
+the file's format) and, if it had to, when the parser is loaded (``LOADED``). A file's time
+limit counts from the start of its parse: a cold worker's loading has the boot limit instead,
+so a short ``timeout_s`` never fails a file for the parser's import.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
-from ingest.filetypes import IngestError
+from ingest import offline
+from ingest.filetypes import IngestError, extension
 from ingest.partition import Parsed, partition_file
 
 _ctx: Any = None
+_warm = threading.Event()  # set once a process forked from the forkserver came up: it has preloaded
+_probe_lock = threading.Lock()
+_probe: threading.Thread | None = None
 
 
 def _context() -> Any:
@@ -37,12 +63,50 @@ def _context() -> Any:
     return _ctx
 
 
+def _noop() -> None:
+    pass
+
+
+def _wait_warm() -> None:
+    """Fork a no-op from the forkserver (which forks only after its preload) and note that it is warm."""
+    try:
+        p = _context().Process(target=_noop, daemon=True)
+        p.start()
+        p.join()
+    except Exception:  # no forkserver here: workers then start cold, as they would anyway
+        return
+    _warm.set()
+
+
+def _stop_if_warming() -> None:
+    """At exit: a forkserver still preloading would go on for seconds for nobody (it notices that
+    its parent is gone only once it is warm), so stop it; a warm one exits by itself."""
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if pid and not _warm.is_set():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def prestart() -> None:
-    """Start the (warming) forkserver now, so its imports overlap the caller's other work."""
+    """Start the (warming) forkserver now, so its imports overlap the caller's other work, and a
+    thread that notes when it is warm (``forkserver_warm``)."""
+    global _probe
     from multiprocessing import forkserver
 
     _context()
     forkserver.ensure_running()
+    with _probe_lock:
+        if _probe is None:
+            _probe = threading.Thread(target=_wait_warm, name="forkserver-warm", daemon=True)
+            _probe.start()
+            atexit.register(_stop_if_warming)
+
+
+def forkserver_warm() -> bool:
+    """Whether the forkserver has preloaded, so a worker forked from it now starts at once."""
+    return _warm.is_set()
 
 
 @dataclass(frozen=True)
@@ -69,13 +133,15 @@ def _parse(task: Task, opts: ParseOptions) -> Parsed | IngestError:
 
 
 READY = "__ready__"
+STARTED, LOADED = "started", "loaded"
 BOOT_TIMEOUT_S = 300.0
 
 
-def _serve(conn: Connection, opts: ParseOptions) -> None:
-    # Tell the parent we are up: a file's time limit counts from here, not from the fork
+def _serve(conn: Connection, opts: ParseOptions, cold: bool = False) -> None:
+    # Tell the parent we are up: a file's time limit counts from its start, not from the fork
     # (on a loaded machine a worker can take seconds to be scheduled at all).
     conn.send((READY, "ready", None))
+    loaded: set[str] = set()
     while True:
         try:
             task = conn.recv()
@@ -83,11 +149,45 @@ def _serve(conn: Connection, opts: ParseOptions) -> None:
             return
         if task is None:
             return
+        ext = extension(task.name)
+        loading = cold and ext not in loaded
+        conn.send((task.key, STARTED, loading))
+        if loading:  # a cold worker loads this format's parser first, outside the file's time limit
+            with contextlib.suppress(Exception):  # a missing piece is the file's own error, below
+                offline.warm(ext)
+            loaded.add(ext)
+            conn.send((task.key, LOADED, None))
         res = _parse(task, opts)
         if isinstance(res, IngestError):
             conn.send((task.key, "err", (res.kind, res.message)))
         else:
             conn.send((task.key, "ok", res))
+
+
+class _ColdProcess:
+    """A cold worker's process: ``python -m ingest.workers FD``, talking over a socket pair, with
+    the part of ``multiprocessing.Process``'s interface that ``_Worker`` uses."""
+
+    def __init__(self, child: socket.socket):
+        root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        self.popen = subprocess.Popen([sys.executable, "-m", "ingest.workers", str(child.fileno())],
+                                      pass_fds=(child.fileno(),), env=env, stdin=subprocess.DEVNULL)
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout)
 
 
 class _Worker:
@@ -96,19 +196,30 @@ class _Worker:
     Keeping the next task queued in the pipe means the worker never waits for the parent to
     wake up between files (on a busy machine that hand-off costs more than parsing a small
     file). The head task started when the previous result came back (or when it was sent to
-    an idle worker); its deadline counts from then.
+    an idle worker), and exactly when the worker says so (``STARTED``, ``LOADED``); its deadline
+    counts from then.
     """
 
     DEPTH = 2
 
-    def __init__(self, opts: ParseOptions):
-        ctx = _context()
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, opts), daemon=True)
-        self.proc.start()
-        child.close()
+    def __init__(self, opts: ParseOptions, cold: bool = False):
+        self.proc: Any
+        if cold:
+            mine, child = socket.socketpair()
+            self.proc = _ColdProcess(child)
+            child.close()
+            self.conn = Connection(mine.detach())
+            self.conn.send(opts)  # a cold worker's first message: its options
+        else:
+            ctx = _context()
+            self.conn, child_conn = ctx.Pipe()
+            self.proc = ctx.Process(target=_serve, args=(child_conn, opts), daemon=True)
+            self.proc.start()
+            child_conn.close()
         self.tasks: deque[Task] = deque()
         self.ready = False
+        self.loading = False  # loading the parser for the head task (a cold worker): the boot limit applies
+        self.settled = not cold  # a cold worker has loaded its first parser (or finished a file)
         self.head_started = time.monotonic()
 
     def send(self, task: Task) -> None:
@@ -130,29 +241,48 @@ class _Worker:
         self.kill()
 
 
+def _new_worker(opts: ParseOptions) -> _Worker:
+    """A worker forked from the forkserver when it is warm, else a cold one that starts at once."""
+    return _Worker(opts, cold=not forkserver_warm())
+
+
 def parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 300.0,
-              opts: ParseOptions | None = None) -> Iterator[tuple[Task, Parsed | IngestError]]:
-    """Parse every task; yield results in completion order. ``workers=0`` parses in-process."""
+              opts: ParseOptions | None = None,
+              on_start: Callable[[Task, bool], None] | None = None) -> Iterator[tuple[Task, Parsed | IngestError]]:
+    """Parse every task; yield results in completion order. ``workers=0`` parses in-process.
+
+    ``on_start(task, loading)`` is called (in this thread) when a worker starts on a task;
+    ``loading``: it first loads the parser for the task's format (a cold worker)."""
     opts = opts or ParseOptions()
     pending = list(tasks)
     pending.reverse()
     if workers <= 0:
         while pending:
             t = pending.pop()
+            if on_start:
+                on_start(t, False)
             yield t, _parse(t, opts)
         return
     pool: list[_Worker] = []
     try:
-        pool = [_Worker(opts) for _ in range(min(workers, len(pending)))]
         while True:
+            if all(w.settled for w in pool) and (pool or forkserver_warm()):
+                prestart()  # no-op when running; else it warms now, not while a cold worker loads
+            # Grow to ``workers`` (no more than there are tasks): at once when the forkserver is
+            # warm; while it warms, one cold worker starts on the first files and the rest follow.
+            while (len(pool) < min(workers, len(pending) + sum(len(w.tasks) for w in pool))
+                   and (not pool or forkserver_warm())):
+                pool.append(_new_worker(opts))
             for w in pool:
                 while pending and len(w.tasks) < w.DEPTH:
                     w.send(pending.pop())
             busy = [w for w in pool if w.tasks]
             if not busy:
                 return
-            limit = lambda w: timeout_s if w.ready else BOOT_TIMEOUT_S  # noqa: E731
+            limit = lambda w: timeout_s if w.ready and not w.loading else BOOT_TIMEOUT_S  # noqa: E731
             wait_s = max(0.0, min(w.head_started + limit(w) for w in busy) - time.monotonic())
+            if len(pool) < workers and pending and not forkserver_warm():
+                wait_s = min(wait_s, 0.25)  # look again soon: more workers once the forkserver is warm
             ready = wait([w.conn for w in busy], timeout=wait_s)
             for i, w in enumerate(pool):
                 if not w.tasks:
@@ -165,7 +295,7 @@ def parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 300
                         task = w.tasks.popleft()
                         pending.extend(reversed(w.tasks))  # queued behind the crash: parse again
                         w.kill()
-                        pool[i] = _Worker(opts)
+                        pool[i] = _new_worker(opts)
                         yield task, IngestError(
                             "crash", f"the parser process died on this file (exit code {code}); "
                                      f"the file may be malformed or too large for the available memory")
@@ -174,17 +304,37 @@ def parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 300
                         w.ready = True
                         w.head_started = time.monotonic()
                         continue
+                    if status in (STARTED, LOADED):  # the head task's parse (or its parser's loading) begins
+                        w.head_started = time.monotonic()
+                        w.loading = status == STARTED and bool(payload)
+                        w.settled = w.settled or status == LOADED
+                        if status == STARTED and on_start:
+                            on_start(w.tasks[0], w.loading)
+                        continue
                     task = w.tasks.popleft()
                     w.head_started = time.monotonic()
+                    w.loading, w.settled = False, True
                     yield task, payload if status == "ok" else IngestError(*payload)
                 elif time.monotonic() >= w.head_started + limit(w):
                     task = w.tasks.popleft()
                     pending.extend(reversed(w.tasks))
                     w.kill()
-                    pool[i] = _Worker(opts)
+                    pool[i] = _new_worker(opts)
                     yield task, IngestError(
                         "timeout", f"parsing took longer than the time limit of {timeout_s:g} s and was "
                                    f"stopped; split the file, or raise the limit with --timeout")
     finally:
         for w in pool:
             w.stop()
+
+
+def _cold_main(fd: int) -> None:
+    conn = Connection(fd)
+    _serve(conn, conn.recv(), cold=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # nothing to clean up: skip tearing down the parser's imports (seconds, for nothing)
+
+
+if __name__ == "__main__":  # a cold worker (``_ColdProcess``)
+    _cold_main(int(sys.argv[1]))

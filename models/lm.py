@@ -138,6 +138,32 @@ def resolve(name: str | None) -> str:
     return name
 
 
+def special_tokens(folder: str | Path) -> list[str]:
+    """The special tokens of the tokenizer saved in ``folder`` (a run's adapter or model folder),
+    read from its JSON files without loading anything: the added tokens marked special, and the
+    bos/eos/pad/unk and additional special tokens of its config. Empty when there is none."""
+    import json
+
+    out: list[Any] = []
+    d = Path(folder)
+    try:
+        cfg = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cfg = {}
+    try:
+        added = json.loads((d / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens") or []
+    except (OSError, ValueError):
+        added = []
+    out += [t.get("content") for t in added if isinstance(t, dict) and t.get("special")]
+    out += [t.get("content") for t in (cfg.get("added_tokens_decoder") or {}).values()
+            if isinstance(t, dict) and t.get("special")]
+    for key in ("bos_token", "eos_token", "pad_token", "unk_token", "additional_special_tokens",
+                "extra_special_tokens"):
+        v = cfg.get(key)
+        out += [x.get("content") if isinstance(x, dict) else x for x in (v if isinstance(v, list) else [v])]
+    return list(dict.fromkeys(t for t in out if isinstance(t, str) and t.strip()))
+
+
 # ------------------------------------------------------------------ devices and precision
 
 

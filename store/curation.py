@@ -1,8 +1,19 @@
 """Curation results: duplicate clusters, quality signals, embeddings, topic clusterings.
 
-These tables hold *derived* data computed by ``analysis/`` from pair revisions; the pairs
-themselves are never changed here (marking duplicates goes through
-``store.pairs.set_status_many``, which records a review per pair).
+These tables hold *derived* data computed by ``analysis/`` from pair revisions; the pairs'
+statuses change only through ``store.pairs.set_status``/``set_status_many``, which record a
+review per pair.
+
+Invariants of a reviewer's verdict on a cluster (``keep_one``, ``not_duplicates``, the one
+implementation the app and any command use):
+- One transaction over the whole cluster: the pairs' statuses, the members' ``is_kept`` and the
+  cluster's ``kept_pair_id``/``resolution`` change together or not at all.
+- A pair marked duplicate that becomes live again gets back the status it had before it was
+  marked (the ``previous_status`` of that review), not a blanket ``pending``.
+- Changing the status of a pair that a frozen slice holds, or marking an accepted pair
+  duplicate, needs ``confirm_in_slices=True``; without it ``NeedsConfirmation`` names the pairs
+  and slices and nothing is written. Frozen slices themselves never change (they point at
+  revisions), which is exactly why the reviewer is asked: the slice keeps training on the pair.
 
 Invariants:
 - Re-running an analysis replaces its own earlier automatic output and leaves human
@@ -21,6 +32,7 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -29,10 +41,11 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from store.db import atomic, frame, scalar
+from store import slices as slices_store
+from store.db import atomic, frame, one, scalar
 from store.filters import compile_filter
 from store.ids import event_id
-from store.pairs import now, set_status_many
+from store.pairs import now, set_status, set_status_many
 from store.records import DuplicateCluster, Pair, SliceFilter, Status
 
 _FROM = "pairs p JOIN pair_revisions r ON r.id = p.head_revision_id"
@@ -125,14 +138,32 @@ def duplicate_members(
     )
 
 
-def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pl.DataFrame, *, author: str, comment: str) -> int:
-    """Mark (pair_id, duplicate_of) rows as duplicates (a review each); already-marked pairs are left alone."""
+def held_for_decision(con: duckdb.DuckDBPyConnection, pair_ids: Sequence[str]) -> set[str]:
+    """Pairs an automatic pass must not mark duplicate: accepted ones and ones in a frozen slice
+    (a person decided about them; the Duplicates page asks before changing them)."""
+    if not pair_ids:
+        return set()
+    rows = con.execute(
+        """SELECT id FROM pairs WHERE id IN (SELECT unnest(?::VARCHAR[]))
+             AND (status = 'accepted' OR EXISTS (SELECT 1 FROM slice_items si WHERE si.pair_id = pairs.id))""",
+        [list(pair_ids)]).fetchall()
+    return {r[0] for r in rows}
+
+
+def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pl.DataFrame, *, author: str, comment: str) -> tuple[int, int]:
+    """Mark (pair_id, duplicate_of) rows as duplicates (a review each); already-marked pairs are left alone,
+    and accepted or sliced pairs are held for a person (``held_for_decision``). Returns (marked, held)."""
     if marks.height == 0:
-        return 0
-    return set_status_many(
-        con, marks["pair_id"].to_list(), Status.duplicate, author=author, comment=comment,
-        duplicate_of=marks["duplicate_of"].to_list(),
+        return 0, 0
+    held = held_for_decision(con, marks["pair_id"].to_list())
+    todo = marks.filter(~pl.col("pair_id").is_in(list(held)))
+    if todo.height == 0:
+        return 0, len(held)
+    n = set_status_many(
+        con, todo["pair_id"].to_list(), Status.duplicate, author=author, comment=comment,
+        duplicate_of=todo["duplicate_of"].to_list(),
     )
+    return n, len(held)
 
 
 def clusters(con: duckdb.DuckDBPyConnection, kind: str | None = None, *, limit: int = 50, offset: int = 0) -> list[DuplicateCluster]:
@@ -170,6 +201,120 @@ def resolve_cluster(con: duckdb.DuckDBPyConnection, cluster_id: str, resolution:
     if resolution not in ("auto", "confirmed", "not_duplicates"):
         raise ValueError(f"resolution must be auto, confirmed or not_duplicates, not {resolution!r}")
     con.execute("UPDATE duplicate_clusters SET resolution = ? WHERE id = ?", [resolution, cluster_id])
+
+
+class NeedsConfirmation(ValueError):
+    """A cluster verdict would change accepted pairs or pairs held by frozen slices, and the caller
+    did not confirm it. ``in_slices`` maps each such pair to its slices (``name@version``);
+    ``accepted`` lists the accepted pairs that would become duplicates."""
+
+    def __init__(self, message: str, *, in_slices: dict[str, list[str]], accepted: list[str]) -> None:
+        super().__init__(message)
+        self.in_slices = in_slices
+        self.accepted = accepted
+
+
+@dataclass(frozen=True)
+class ClusterVerdict:
+    """What a verdict changed: ``restored`` maps each pair made live again to the status it got
+    back; ``marked`` became duplicates now; ``repointed`` were duplicates of another pair."""
+
+    cluster_id: str
+    kept_pair_id: str | None
+    restored: dict[str, str]
+    marked: list[str]
+    repointed: list[str]
+
+
+def _members_state(con: duckdb.DuckDBPyConnection, cluster_id: str) -> list[tuple[str, str, str | None]]:
+    if one(con, "SELECT 1 FROM duplicate_clusters WHERE id = ?", [cluster_id]) is None:
+        raise KeyError(f"no duplicate cluster {cluster_id!r}")
+    return [(r[0], r[1], r[2]) for r in con.execute(
+        """SELECT m.pair_id, p.status, p.duplicate_of FROM duplicate_members m JOIN pairs p ON p.id = m.pair_id
+           WHERE m.cluster_id = ? ORDER BY m.pair_id""", [cluster_id]).fetchall()]
+
+
+def _status_before_duplicate(con: duckdb.DuckDBPyConnection, pair_id: str) -> str:
+    """The status a duplicate pair had before it was last marked duplicate (pending if unknown)."""
+    prev = scalar(con,
+        """SELECT previous_status FROM reviews WHERE pair_id = ? AND status = 'duplicate'
+           AND coalesce(previous_status, '') <> 'duplicate' ORDER BY created_at DESC, id DESC LIMIT 1""",
+        [pair_id])
+    return prev or Status.pending.value
+
+
+def _check_confirmed(
+    con: duckdb.DuckDBPyConnection, what: str, changing: Sequence[str], accepted: Sequence[str], confirmed: bool,
+) -> None:
+    in_slices = slices_store.containing(con, changing)
+    if confirmed or not (in_slices or accepted):
+        return
+    lines = [f"{what} would change the status of pairs that need a confirmation:"]
+    lines += [f"- {pid} is in frozen slice(s) {', '.join(names)}" for pid, names in in_slices.items()]
+    if accepted:
+        lines.append(f"- accepted pair(s) {', '.join(accepted)} would be marked duplicate")
+    lines.append("Frozen slices never change: they point at the revisions they froze and keep training on "
+                 "these pairs whatever their status now. Confirm (confirm_in_slices=True) to go ahead.")
+    raise NeedsConfirmation("\n".join(lines), in_slices=in_slices, accepted=list(accepted))
+
+
+def keep_one(
+    con: duckdb.DuckDBPyConnection, cluster_id: str, pair_id: str, author: str, *, confirm_in_slices: bool = False,
+) -> ClusterVerdict:
+    """Keep ``pair_id`` of a duplicate cluster and mark every other member its duplicate, in one
+    transaction over the whole cluster.
+
+    The kept pair, if it was marked duplicate, gets back the status it had before; each other
+    member becomes ``duplicate`` of it (a review each; one already marked duplicate of another
+    pair is re-pointed). The cluster records the kept pair and the ``confirmed`` verdict, and only
+    that member is ``is_kept``. Raises KeyError for an unknown cluster, ValueError for a pair that
+    is not a member, and NeedsConfirmation (nothing written) when a status would change for a
+    pair in a frozen slice, or an accepted pair would become a duplicate, without
+    ``confirm_in_slices``.
+    """
+    with atomic(con):
+        members = _members_state(con, cluster_id)
+        if pair_id not in {m[0] for m in members}:
+            raise ValueError(f"pair {pair_id!r} is not a member of duplicate cluster {cluster_id!r} "
+                             f"(members: {', '.join(m[0] for m in members)})")
+        kept_status = next(status for pid, status, _ in members if pid == pair_id)
+        restored = ({pair_id: _status_before_duplicate(con, pair_id)}
+                    if kept_status == Status.duplicate.value else {})
+        to_mark = [pid for pid, status, _ in members if pid != pair_id and status != Status.duplicate.value]
+        repoint = [pid for pid, status, dup in members
+                   if pid != pair_id and status == Status.duplicate.value and dup != pair_id]
+        accepted = [pid for pid, status, _ in members if pid in to_mark and status == Status.accepted.value]
+        _check_confirmed(con, f"Keeping {pair_id} in cluster {cluster_id}", [*restored, *to_mark], accepted,
+                         confirm_in_slices)
+        comment = f"duplicate of {pair_id} (cluster {cluster_id})"
+        for pid, status in restored.items():
+            set_status(con, pid, status, author=author, comment=f"kept in duplicate cluster {cluster_id}")
+        set_status_many(con, to_mark, Status.duplicate, author=author, comment=comment,
+                        duplicate_of=[pair_id] * len(to_mark))
+        for pid in repoint:
+            set_status(con, pid, Status.duplicate, author=author, comment=comment, duplicate_of=pair_id)
+        con.execute("UPDATE duplicate_clusters SET kept_pair_id = ?, resolution = 'confirmed' WHERE id = ?",
+                    [pair_id, cluster_id])
+        con.execute("UPDATE duplicate_members SET is_kept = (pair_id = ?) WHERE cluster_id = ?", [pair_id, cluster_id])
+    return ClusterVerdict(cluster_id, pair_id, restored, to_mark, repoint)
+
+
+def not_duplicates(
+    con: duckdb.DuckDBPyConnection, cluster_id: str, author: str, *, confirm_in_slices: bool = False,
+) -> ClusterVerdict:
+    """The reviewer's "not duplicates" on a cluster, in one transaction: every member marked a
+    duplicate of another member gets back its status from before, and the cluster is resolved
+    ``not_duplicates`` (kept across re-runs). NeedsConfirmation as in ``keep_one``."""
+    with atomic(con):
+        members = _members_state(con, cluster_id)
+        ids = {m[0] for m in members}
+        restored = {pid: _status_before_duplicate(con, pid) for pid, status, dup in members
+                    if status == Status.duplicate.value and dup in ids}
+        _check_confirmed(con, f"Splitting cluster {cluster_id}", list(restored), [], confirm_in_slices)
+        for pid, status in restored.items():
+            set_status(con, pid, status, author=author, comment=f"not duplicates (cluster {cluster_id})")
+        resolve_cluster(con, cluster_id, "not_duplicates")
+    return ClusterVerdict(cluster_id, None, restored, [], [])
 
 
 # ------------------------------------------------------------------------------ signals

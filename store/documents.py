@@ -251,6 +251,8 @@ class SourceContext:
     before: str
     span: str
     after: str
+    before_start: int = 0  # document offset of ``before``: text before it was not fetched
+    doc_chars: int = 0  # length of the whole document text
 
 
 def source_context(con: duckdb.DuckDBPyConnection, pair: Pair, margin: int = 700) -> SourceContext | None:
@@ -263,11 +265,13 @@ def source_context(con: duckdb.DuckDBPyConnection, pair: Pair, margin: int = 700
     b0 = max(0, s - margin)
     row = one(
         con,
-        """SELECT id, name, uri, title, substr(text, ? + 1, ?), substr(text, ? + 1, ?), substr(text, ? + 1, ?)
+        """SELECT id, name, uri, title, substr(text, ? + 1, ?), substr(text, ? + 1, ?), substr(text, ? + 1, ?),
+                  length(text)
            FROM documents WHERE id = ?""",
         [b0, s - b0, s, e - s, e, margin, pv.document_id],
     )
     if row is None:
         return None
     return SourceContext(document_id=row[0], name=row[1], uri=row[2], title=row[3], page=pv.page,
-                         before=row[4] or "", span=row[5] or "", after=row[6] or "")
+                         before=row[4] or "", span=row[5] or "", after=row[6] or "", before_start=b0,
+                         doc_chars=int(row[7] or 0))

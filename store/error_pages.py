@@ -7,6 +7,8 @@ Invariants:
   CLI give one answer.
 - Nothing returns a whole prediction set: lists take ``limit``/``offset`` and are
   aggregated, ordered and paged inside DuckDB, so the Errors page stays fast on large runs.
+- A suggestion's score is the token F1 of the output against the reference it was predicted
+  for, from ``scoring`` (the one implementation): predictions store no per-row score.
 - Error labels and taxonomy events are append-only and predictions immutable, so
   ``labels_version`` (their row counts) identifies the state an aggregate was computed from;
   the app keys its caches on it (app/state.py), this module keeps none.
@@ -19,8 +21,9 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from scoring import token_f1
 from store.db import frame, one, scalar
-from store.errors import current_labels_sql, get_prediction
+from store.errors import current_labels_sql, get_prediction, latest_prediction_id
 
 
 def labels_version(con: duckdb.DuckDBPyConnection) -> tuple:
@@ -142,3 +145,43 @@ def prediction_detail(con: duckdb.DuckDBPyConnection, prediction_id: str) -> dic
             "reference": p.reference, "finish_reason": p.finish_reason, "n_output_tokens": p.n_output_tokens,
             "prediction_set_id": p.prediction_set_id, "run_id": p.run_id}
 
+
+def pair_suggestion(con: duckdb.DuckDBPyConnection, pair_id: str) -> dict[str, Any] | None:
+    """The pair's newest prediction as a suggestion for its reviewer, or None when no run predicted it:
+    prediction id, run id and name, output, reference, the revision it was predicted on, ``token_f1``
+    (output vs reference) and ``categories`` (names of its current, not rejected, error labels)."""
+    prediction_id = latest_prediction_id(con, pair_id)
+    if prediction_id is None:
+        return None
+    p = get_prediction(con, prediction_id)
+    name = scalar(con, "SELECT coalesce(name, id) FROM runs WHERE id = ?", [p.run_id])
+    labels = prediction_labels(con, prediction_id).filter(pl.col("state") != "rejected")
+    return {"prediction_id": p.id, "run_id": p.run_id, "run_name": str(name or p.run_id), "output": p.output,
+            "reference": p.reference, "revision_id": p.revision_id, "token_f1": token_f1(p.output, p.reference),
+            "categories": labels["category"].to_list()}
+
+
+ACCEPT_MAX = 5_000  # predictions one bulk "accept the model's answer" reads and writes at most
+
+
+def outputs_to_accept(
+    con: duckdb.DuckDBPyConnection, prediction_set_id: str, *, category_id: str, state: str | None = None,
+    min_f1: float = 0.0, limit: int = ACCEPT_MAX,
+) -> pl.DataFrame:
+    """The predictions of one category (and label state, as ``error_examples``) whose non-empty output is
+    not yet their pair's response and whose token F1 against the reference is at least ``min_f1``, most
+    confident first: prediction_id, pair_id, output, reference, confidence, token_f1. At most ``limit``
+    candidates are read (before the F1 filter)."""
+    df = frame(
+        con,
+        current_labels_sql("set") + f""",
+        hit AS (SELECT prediction_id, max(coalesce(auto_confidence, 1.0)) AS conf FROM cur WHERE {_HIT} GROUP BY 1)
+        SELECT x.id AS prediction_id, x.pair_id, x.output, x.reference, hit.conf AS confidence
+        FROM hit JOIN predictions x ON x.id = hit.prediction_id JOIN pairs p ON p.id = x.pair_id
+        JOIN pair_revisions h ON h.id = p.head_revision_id
+        WHERE trim(x.output) <> '' AND h.response IS DISTINCT FROM x.output
+        ORDER BY hit.conf DESC, x.id LIMIT ?""",
+        [prediction_set_id, category_id, category_id, state, state, int(limit)],
+    )
+    f1 = pl.Series("token_f1", [token_f1(o, r) for o, r in zip(df["output"], df["reference"])], dtype=pl.Float64)
+    return df.with_columns(f1).filter(pl.col("token_f1") >= min_f1)

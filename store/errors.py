@@ -399,13 +399,19 @@ def resolve_prediction(con: duckdb.DuckDBPyConnection, ref: str, *, run_id: str 
         return preds[0]
     if not pairs:
         raise NoSuchId(f"no such prediction or pair {ref!r}; `tuneloop errors list --run RUN` shows the predictions")
-    row = one(con, """SELECT x.id FROM predictions x JOIN prediction_sets s ON s.id = x.prediction_set_id
-                      WHERE x.pair_id = ? AND (CAST(? AS VARCHAR) IS NULL OR x.run_id = ?)
-                      ORDER BY s.created_at DESC, s.id DESC LIMIT 1""", [pairs[0], run_id, run_id])
-    if row is None:
+    found = latest_prediction_id(con, pairs[0], run_id=run_id)
+    if found is None:
         raise NoSuchId(f"pair {pairs[0]} has no prediction" + (f" in run {run_id}" if run_id else "")
                        + "; `tuneloop predict --run RUN` makes them")
-    return str(row[0])
+    return found
+
+
+def latest_prediction_id(con: duckdb.DuckDBPyConnection, pair_id: str, *, run_id: str | None = None) -> str | None:
+    """The pair's prediction from the newest prediction set holding it (of run ``run_id``, else of any run)."""
+    row = one(con, """SELECT x.id FROM predictions x JOIN prediction_sets s ON s.id = x.prediction_set_id
+                      WHERE x.pair_id = ? AND (CAST(? AS VARCHAR) IS NULL OR x.run_id = ?)
+                      ORDER BY s.created_at DESC, s.id DESC LIMIT 1""", [pair_id, run_id, run_id])
+    return None if row is None else str(row[0])
 
 
 def get_prediction(con: duckdb.DuckDBPyConnection, prediction_id: str) -> Prediction:
@@ -427,28 +433,37 @@ def _prediction(con, prediction_id: str) -> tuple:
 def correct(
     con: duckdb.DuckDBPyConnection,
     prediction_id: str,
-    response: str,
+    response: str | None,
     *,
     author: str,
     category_id: str | None = None,
     reason: str = "",
     expected_version: int | None = None,
     base_revision_id: str | None = None,
+    use_output: bool = False,
 ) -> Correction:
     """Turn a corrected answer into training data, in one transaction.
 
-    Appends a revision of the prediction's pair whose response is ``response``, records a
+    Appends a revision of the prediction's pair whose response is ``response`` (with
+    ``use_output`` and ``response`` None: the model's output, i.e. the model was right), records a
     preference pair (prompt, chosen = ``response``, rejected = the model output, or the old
     reference when the model already said ``response``) with ``category_id``, and a human
     ``confirmed`` label of that category. ``base_revision_id`` is the revision of the pair the
     corrector saw (or ``expected_version``, its version; neither: the head now). When that is no
     longer the head, the revision is still stored beside the head (marked conflict) and
-    ``ConflictError`` is raised after commit.
+    ``ConflictError`` is raised after commit (inside a caller's ``atomic`` block: after the write,
+    which commits with that block).
     """
-    if not response.strip():
+    if use_output == (response is not None):
+        raise ValueError("give the right answer or use the model's output, not both or neither")
+    if response is not None and not response.strip():
         raise ValueError("the correction is empty; write the right answer")
     with atomic(con):
         _, pid, prompt, output, reference = _prediction(con, prediction_id)
+        if response is None:
+            if not output.strip():
+                raise ValueError(f"the model's output of {prediction_id} is empty; write the right answer instead")
+            response = output
         if base_revision_id is None and expected_version is None:
             base_revision_id = scalar(con, "SELECT head_revision_id FROM pairs WHERE id = ?", [pid])
         base_id = base_revision(con, pid, base_revision_id, expected_version)
@@ -484,6 +499,34 @@ def correct(
             kept_revision_id=rid,
         )
     return Correction(pid, rid, version, pref_id, label_id)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    corrections: list[Correction]  # one per prediction whose output became its pair's head
+    conflicts: list[str]  # revisions kept beside a head that moved since the prediction (nothing overwritten)
+
+
+def accept_outputs(con: duckdb.DuckDBPyConnection, prediction_ids: Sequence[str], *, author: str,
+                   reason: str = "") -> Accepted:
+    """The model was right: each prediction's output becomes its pair's response (``correct`` with
+    ``use_output``, so each also gets its preference pair), all in one transaction.
+
+    Each edit is based on the revision the model predicted on, whose response is the reference
+    the reviewer compared the output with: a pair edited since keeps its head and gets the output
+    beside it, marked conflict. No error label is confirmed: the model was not wrong.
+    """
+    done: list[Correction] = []
+    kept: list[str] = []
+    with atomic(con):
+        for prediction_id in dict.fromkeys(prediction_ids):
+            base = scalar(con, "SELECT revision_id FROM predictions WHERE id = ?", [prediction_id])
+            try:
+                done.append(correct(con, prediction_id, None, use_output=True, author=author, base_revision_id=base,
+                                    reason=reason or f"accepted the model's answer (prediction {prediction_id})"))
+            except ConflictError as exc:  # already written in this transaction, beside the head
+                kept.append(exc.kept_revision_id or "")
+    return Accepted(done, kept)
 
 
 def mark_bad(

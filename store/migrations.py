@@ -420,6 +420,56 @@ def m060_sign_in_failures(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+@migration
+def m070_signed_out_sessions(con: duckdb.DuckDBPyConnection) -> None:
+    # Sign-in tokens revoked by signing out (store/sessions.py), each kept until it would have expired
+    # anyway and pruned after. Not content: a token is a convenience, the account is the identity.
+    con.execute("""
+        CREATE TABLE signed_out_sessions (
+            nonce VARCHAR PRIMARY KEY,         -- the token's random part, not the token
+            user_name VARCHAR NOT NULL,
+            expires_at TIMESTAMP NOT NULL
+        )""")
+
+
+@migration
+def m080_ratings_and_guidelines(con: duckdb.DuckDBPyConnection) -> None:
+    # A reviewer's 1-5 rating of a pair revision (store/ratings.py) and the project's annotation
+    # guideline (store/guidelines.py). Both are content logs: rows are appended, the latest wins.
+    con.execute("""
+        CREATE TABLE ratings (
+            id VARCHAR PRIMARY KEY,
+            pair_id VARCHAR NOT NULL,
+            revision_id VARCHAR NOT NULL,      -- the text rated: an edit starts unrated
+            value INTEGER CHECK (value BETWEEN 1 AND 5),  -- NULL withdraws the reviewer's rating
+            author VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("CREATE INDEX ratings_revision_idx ON ratings(revision_id)")
+    con.execute("""
+        CREATE TABLE guidelines (
+            version INTEGER PRIMARY KEY,       -- 1, 2, ... in the order saved; the highest is the guideline
+            text VARCHAR NOT NULL,             -- Markdown as written (the app renders a safe subset)
+            author VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""")
+
+
+@migration
+def m095_settings(con: duckdb.DuckDBPyConnection) -> None:
+    # Named project settings the app remembers (store/settings.py), e.g. the Ingest page's last
+    # generator choice. A log: each change appends a version of the name; the highest is current.
+    con.execute("""
+        CREATE TABLE settings (
+            name VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            value JSON NOT NULL,
+            author VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (name, version)
+        )""")
+
+
 def applied(con: duckdb.DuckDBPyConnection) -> list[str]:
     con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
     return [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]

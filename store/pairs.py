@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -125,6 +126,9 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+BULK_INSERT_MEMORY_MB = int(os.environ.get("TUNELOOP_BULK_INSERT_MEMORY_MB", "256"))
+
+
 def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
     """Insert new pairs from an Arrow table (or a Parquet path); return how many were new.
 
@@ -134,6 +138,9 @@ def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
     ts = now()
     if isinstance(batch, str):
         source = "read_parquet(" + _sql_literal(batch) + ")"
+        # A staged file can hold a million rows: cap DuckDB's memory for this insert (it spills to
+        # disk beyond), so one big input stays under ~1 GB in all (issue 12). Restored after.
+        con.execute(f"SET memory_limit = '{BULK_INSERT_MEMORY_MB}MB'")
     else:
         con.register("_batch_arrow", batch)
         source = "_batch_arrow"
@@ -170,7 +177,9 @@ def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
         return int(n)
     finally:
         con.execute("DROP TABLE IF EXISTS _batch_new")
-        if not isinstance(batch, str):
+        if isinstance(batch, str):
+            con.execute("RESET memory_limit")
+        else:
             con.unregister("_batch_arrow")
 
 

@@ -176,6 +176,26 @@ class Review(Record):
     created_at: datetime | None = None
 
 
+class Rating(Record):
+    """A reviewer's 1-5 rating of one pair revision, beside the decision (it is not one)."""
+
+    id: str
+    pair_id: str
+    revision_id: str = Field(description="the text rated: an edit makes a new revision that starts unrated")
+    value: int | None = Field(default=None, ge=1, le=5, description="1-5; None withdraws the reviewer's rating")
+    author: str
+    created_at: datetime | None = None
+
+
+class Guideline(Record):
+    """One saved version of the project's annotation guideline; the latest version is the guideline."""
+
+    version: int = Field(description="1, 2, ... in the order saved")
+    text: str = Field(description="Markdown as the admin wrote it; the app renders a safe subset")
+    author: str
+    created_at: datetime | None = None
+
+
 class DuplicateCluster(Record):
     id: str
     kind: str = Field(description="exact_prompt, exact_full, near_lexical or near_semantic")

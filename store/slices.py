@@ -281,3 +281,20 @@ def breakdown(con: duckdb.DuckDBPyConnection, slice_id: str) -> pl.DataFrame:
            WHERE i.slice_id = ? GROUP BY 1, 2 ORDER BY 1, 2""",
         [slice_id],
     )
+
+
+def containing(con: duckdb.DuckDBPyConnection, pair_ids: Sequence[str]) -> dict[str, list[str]]:
+    """The frozen slices holding each of ``pair_ids``: {pair id: ["name@version", …]} (pairs in no
+    slice are left out). A slice points at the revisions it froze, so a later status change never
+    alters it; callers ask before changing such a pair because the slice keeps training on it."""
+    if not pair_ids:
+        return {}
+    rows = con.execute(
+        """SELECT DISTINCT i.pair_id, s.name, s.version FROM slice_items i JOIN slices s ON s.id = i.slice_id
+           WHERE i.pair_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY i.pair_id, s.name, s.version""",
+        [list(pair_ids)],
+    ).fetchall()
+    out: dict[str, list[str]] = {}
+    for pid, name, version in rows:
+        out.setdefault(pid, []).append(f"{name}@{version}")
+    return out

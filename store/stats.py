@@ -65,3 +65,38 @@ def authors(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
                GROUP BY author ORDER BY author"""
         ).fetchall()
     }
+
+
+def loop_facts(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """What the next-step advice needs: where the project stands in the loop (one read, small)."""
+    by_status = count_by_status(con)
+    newest_slice = con.execute("SELECT name, version, n_items FROM slices ORDER BY created_at DESC LIMIT 1").fetchone()
+    live = con.execute("SELECT name FROM runs WHERE status IN ('queued', 'running') ORDER BY created_at DESC LIMIT 1"
+                       ).fetchone()
+    unpredicted = con.execute(
+        """SELECT name FROM runs r WHERE status = 'succeeded'
+               AND NOT EXISTS (SELECT 1 FROM prediction_sets ps WHERE ps.run_id = r.id)
+           ORDER BY created_at DESC LIMIT 1""").fetchone()
+    predicted = con.execute(
+        """SELECT r.name, r.created_at,
+                  (SELECT count(DISTINCT l.prediction_id) FROM error_labels l JOIN predictions p ON p.id = l.prediction_id
+                    JOIN prediction_sets s ON s.id = p.prediction_set_id WHERE s.run_id = r.id AND l.source = 'auto'
+                      AND NOT EXISTS (SELECT 1 FROM error_labels h WHERE h.prediction_id = l.prediction_id
+                                      AND h.source = 'human')) AS open_errors,
+                  (SELECT count(*) FROM preference_pairs pp JOIN predictions p ON p.id = pp.prediction_id
+                    JOIN prediction_sets s ON s.id = p.prediction_set_id WHERE s.run_id = r.id) AS corrections,
+                  EXISTS (SELECT 1 FROM runs c WHERE c.parent_run_id = r.id) AS retrained
+           FROM runs r WHERE EXISTS (SELECT 1 FROM prediction_sets ps WHERE ps.run_id = r.id)
+           ORDER BY r.created_at DESC""").fetchall()
+    return {
+        "pairs": sum(by_status.values()),
+        "pending": int(by_status.get("pending", 0)),
+        "accepted": int(by_status.get("accepted", 0)),
+        "deduped": _scalar(con, "SELECT count(*) FROM duplicate_clusters") > 0,
+        "signals": _scalar(con, "SELECT count(*) FROM quality_signals") > 0,
+        "newest_slice": f"{newest_slice[0]}@{newest_slice[1]}" if newest_slice else None,
+        "live_run": live[0] if live else None,
+        "unpredicted_run": unpredicted[0] if unpredicted else None,
+        "predicted_runs": [{"name": r[0], "open_errors": int(r[2]), "corrections": int(r[3]), "retrained": bool(r[4])}
+                           for r in predicted],
+    }

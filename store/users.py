@@ -17,8 +17,18 @@
   (``is_loopback``); an exposed app needs an admin account, made with `tuneloop users add`
   or with the one-time setup token `tuneloop ui --setup-token` prints (``setup_token_digest``).
 - Progress and agreement are read from the append-only ``reviews`` log: a reviewer's
-  decision on a pair is their latest review row for it. Cohen's kappa compares two
-  reviewers on the pairs both decided.
+  decision on a pair is their latest *decision* row for it (``_DECISION``: the log also gets a
+  row for every text edit, which keeps the status and is no judgement). Cohen's kappa compares
+  two reviewers on the pairs both decided; Fleiss' kappa and the per-label kappa cover every pair
+  decided by two or more reviewers (the formulas are in scoring/agreement.py).
+- Overlap: ``assign`` gives a seeded ``fraction`` of the pairs to ``overlap`` reviewers each, the
+  rest to one, round-robin so the load stays balanced.
+- Blind overlap: on a pair assigned to two or more reviewers, an assignee who has not decided
+  it yet sees no one's decision (``is_blind``, ``visible_reviews``; the Review page shows the
+  status as "awaiting your decision"), so the second opinion is independent of the first. Every
+  decision is its own review row and the pair's status is the latest decision, as for any pair;
+  a blind reviewer's decision is recorded even though the pair is no longer pending (``decide``).
+  Settling a disagreement is a later decision by someone who sees all of them.
 """
 
 from __future__ import annotations
@@ -28,16 +38,18 @@ import hmac
 import ipaddress
 import random
 import secrets
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from store.db import atomic, one, scalar
-from store.pairs import now
+from scoring.agreement import FleissResult, cohen_kappa, fleiss
+from store.db import ConflictError, atomic, one, scalar
+from store.pairs import now, reviews, set_status, set_status_many
+from store.records import Review, Status
 
 ROLES = ("admin", "reviewer", "annotator")
 _N, _R, _P = 2**14, 8, 1
@@ -168,6 +180,13 @@ def remove_user(con: duckdb.DuckDBPyConnection, name: str) -> None:
         con.execute("DELETE FROM users WHERE name = ?", [name])
 
 
+def session_key(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    """What a sign-in token of ``name`` is bound to (store/sessions.py): its password hash, new with every
+    ``set_password``; None for no such account or one without a password (OIDC)."""
+    row = one(con, "SELECT password_hash FROM users WHERE name = ?", [name])
+    return row[0] if row and row[0] else None
+
+
 def set_password(con: duckdb.DuckDBPyConnection, name: str, password: str) -> None:
     if len(password) < 8:
         raise ValueError("a password needs at least 8 characters")
@@ -264,26 +283,43 @@ def ensure_oidc_user(con: duckdb.DuckDBPyConnection, name: str, display_name: st
 # ---------------------------------------------------------------- assignments
 
 
+def plan_assignments(pair_ids: Sequence[str], user_names: Sequence[str], *, overlap: int = 1,
+                     fraction: float = 1.0, seed: int = 0) -> list[tuple[str, str]]:
+    """(pair id, user) rows: ``round(fraction * len(pair_ids))`` pairs, drawn with ``seed``, go to
+    ``overlap`` users each (capped at the number of users), the others to one. Users are taken in a
+    seeded cyclic order, each pair from where the last stopped, so everyone gets the same load (±1)."""
+    users = sorted(set(user_names))
+    pair_ids = list(dict.fromkeys(pair_ids))
+    if not users or not pair_ids:
+        return []
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"the overlap fraction must be between 0 and 1, not {fraction}")
+    overlap = max(1, min(overlap, len(users)))
+    rng = random.Random(seed)
+    order = list(users)
+    rng.shuffle(order)
+    shared = set(rng.sample(range(len(pair_ids)), round(fraction * len(pair_ids))))
+    rows, cursor = [], 0
+    for i, pid in enumerate(pair_ids):
+        for _ in range(overlap if i in shared else 1):
+            rows.append((pid, order[cursor % len(order)]))
+            cursor += 1
+    return rows
+
+
 def assign(
     con: duckdb.DuckDBPyConnection, pair_ids: Sequence[str], user_names: Sequence[str], *, overlap: int = 1,
-    seed: int = 0,
+    fraction: float = 1.0, seed: int = 0,
 ) -> int:
-    """Assign each pair to ``overlap`` of the users (seeded, balanced round-robin); returns rows added.
+    """Assign pairs as ``plan_assignments`` says; returns the rows added (an existing assignment is kept).
 
-    ``overlap`` >= 2 gives items labelled by several people, which agreement is computed on.
+    ``overlap`` >= 2 with ``fraction`` > 0 gives pairs labelled by several people: blind to each other
+    (``is_blind``) and what agreement is computed on.
     """
-    users = sorted(set(user_names))
-    if not users or not pair_ids:
+    rows = plan_assignments(pair_ids, user_names, overlap=overlap, fraction=fraction, seed=seed)
+    if not rows:
         return 0
-    overlap = max(1, min(overlap, len(users)))
-    order = list(users)
-    random.Random(seed).shuffle(order)
-    rows_p, rows_u = [], []
-    for i, pid in enumerate(pair_ids):
-        for k in range(overlap):
-            rows_p.append(pid)
-            rows_u.append(order[(i + k) % len(order)])
-    tbl = pa.table({"pair_id": rows_p, "user_name": rows_u})
+    tbl = pa.table({"pair_id": [p for p, _ in rows], "user_name": [u for _, u in rows]})
     con.register("_asg", tbl)
     try:
         before = int(scalar(con, "SELECT count(*) FROM assignments"))
@@ -297,17 +333,89 @@ def assign(
         con.unregister("_asg")
 
 
+# A review row that is a judgement. pairs.append_revision also logs every text edit in ``reviews``,
+# with the status unchanged, the revision it made, its author and its time: that row is not one.
+_DECISION = """NOT (v.status IS NOT DISTINCT FROM v.previous_status AND EXISTS (
+    SELECT 1 FROM pair_revisions r
+    WHERE r.id = v.revision_id AND r.author = v.author AND r.created_at = v.created_at))"""
+
+
+def _latest(where: str = "") -> str:
+    """SQL of (pair_id, author, status, ts): each reviewer's latest decision on each pair. ``where`` is a
+    constant condition on the review row ``v`` (values bound by the caller)."""
+    return f"""SELECT v.pair_id, v.author, arg_max(v.status, v.created_at) AS status, max(v.created_at) AS ts
+               FROM reviews v WHERE {_DECISION} {where} GROUP BY v.pair_id, v.author"""
+
+
 def assigned_pair_ids(con: duckdb.DuckDBPyConnection, user_name: str, *, open_only: bool = True,
                       limit: int = 50, offset: int = 0) -> list[str]:
     """A user's assigned pairs, those they have not decided yet first (``open_only`` hides decided ones)."""
-    cond = "AND NOT EXISTS (SELECT 1 FROM reviews v WHERE v.pair_id = a.pair_id AND v.author = a.user_name)" \
-        if open_only else ""
+    cond = f"""AND NOT EXISTS (SELECT 1 FROM reviews v WHERE v.pair_id = a.pair_id AND v.author = a.user_name
+                                  AND {_DECISION})""" if open_only else ""
     rows = con.execute(
         f"""SELECT a.pair_id FROM assignments a WHERE a.user_name = ? {cond}
             ORDER BY a.created_at, a.pair_id LIMIT ? OFFSET ?""",
         [user_name, int(limit), int(offset)],
     ).fetchall()
     return [r[0] for r in rows]
+
+
+# ---------------------------------------------------------------- blind overlap
+
+
+def is_blind(con: duckdb.DuckDBPyConnection, pair_id: str, viewer: str) -> bool:
+    """Whether ``viewer`` must not see the decisions on ``pair_id`` yet: the pair is assigned to two or
+    more reviewers, ``viewer`` among them, and ``viewer`` has not decided it."""
+    return bool(scalar(
+        con,
+        f"""SELECT count(*) >= 2 AND bool_or(user_name = ?) AND NOT EXISTS (
+                SELECT 1 FROM reviews v WHERE v.pair_id = ? AND v.author = ? AND {_DECISION})
+            FROM assignments WHERE pair_id = ?""",
+        [viewer, pair_id, viewer, pair_id],
+    ))
+
+
+def visible_reviews(con: duckdb.DuckDBPyConnection, pair_id: str, viewer: str) -> list[Review]:
+    """The review log of ``pair_id`` as ``viewer`` may see it: none of it while they are blind (even their
+    own edit rows carry the status someone else set), all of it otherwise."""
+    return [] if is_blind(con, pair_id, viewer) else reviews(con, pair_id)
+
+
+def decide(
+    con: duckdb.DuckDBPyConnection, pair_id: str, status: Status | str, *, author: str,
+    expected_version: int | None = None, seen_revision_id: str | None = None, **decision: Any,
+) -> int:
+    """``pairs.set_status`` for a reviewer who saw the pair at ``expected_version`` / ``seen_revision_id``;
+    returns the new version. ``decision`` goes to ``set_status`` as is (``comment``, ...).
+
+    A blind reviewer decides independently of the others, so another reviewer's decision since they
+    opened the pair (it moves the version) is no conflict and theirs is recorded too; only a new text
+    (``seen_revision_id`` is no longer the head) is, as they would be judging a text they have not seen.
+    """
+    with atomic(con):
+        if is_blind(con, pair_id, author):
+            head = one(con, "SELECT head_revision_id FROM pairs WHERE id = ?", [pair_id])
+            if head and seen_revision_id and head[0] != seen_revision_id:
+                raise ConflictError(f"The text of pair {pair_id} changed since you opened it; read it again "
+                                    "and decide.")
+            expected_version = None
+        return set_status(con, pair_id, status, author=author, expected_version=expected_version, **decision)
+
+
+def decide_many(con: duckdb.DuckDBPyConnection, pair_ids: Sequence[str], status: Status | str, *, author: str,
+                comment: str = "") -> int:
+    """``pairs.set_status_many`` (which leaves a pair already in ``status`` alone), except that a pair
+    ``author`` is blind on gets their decision whatever its status: theirs is a rating of its own."""
+    with atomic(con):
+        blind = [pid for pid in dict.fromkeys(pair_ids) if is_blind(con, pid, author)]
+        for pid in blind:
+            set_status(con, pid, status, author=author, comment=comment)
+        decided = set(blind)
+        rest = [pid for pid in pair_ids if pid not in decided]
+        return len(blind) + set_status_many(con, rest, status, author=author, comment=comment)
+
+
+# ---------------------------------------------------------------- progress and agreement
 
 
 @dataclass(frozen=True)
@@ -327,10 +435,8 @@ def progress(con: duckdb.DuckDBPyConnection, user_name: str | None = None) -> li
 
     ``user_name``: only that person's row (what an annotator may see); None: everyone's.
     """
-    rows = con.execute(
-        """WITH latest AS (
-               SELECT pair_id, author, arg_max(status, created_at) AS status, max(created_at) AS ts
-               FROM reviews GROUP BY pair_id, author),
+    rows = con.execute(  # one person's row reads only their reviews: the Review page asks on every rerun
+        f"""WITH latest AS ({_latest("AND (?::VARCHAR IS NULL OR v.author = ?)")}),
            dec AS (
                SELECT author AS u, count(*) AS n, count(*) FILTER (WHERE status = 'accepted') AS acc,
                       count(*) FILTER (WHERE status = 'rejected') AS rej,
@@ -345,7 +451,7 @@ def progress(con: duckdb.DuckDBPyConnection, user_name: str | None = None) -> li
                   coalesce(dec.rej, 0), coalesce(dec.fix, 0), dec.last_ts
            FROM people LEFT JOIN dec ON dec.u = people.u LEFT JOIN asg ON asg.u = people.u
            WHERE ?::VARCHAR IS NULL OR people.u = ?
-           ORDER BY people.u""", [user_name, user_name]
+           ORDER BY people.u""", [user_name, user_name, user_name, user_name]
     ).fetchall()
     return [Progress(*r) for r in rows]
 
@@ -353,38 +459,44 @@ def progress(con: duckdb.DuckDBPyConnection, user_name: str | None = None) -> li
 def paired_decisions(con: duckdb.DuckDBPyConnection, user_a: str, user_b: str) -> list[tuple[str, str, str]]:
     """(pair id, A's latest decision, B's latest decision) for pairs both reviewers decided."""
     rows = con.execute(
-        """WITH latest AS (SELECT pair_id, author, arg_max(status, created_at) AS status FROM reviews
-                           WHERE author IN (?, ?) GROUP BY pair_id, author)
-           SELECT a.pair_id, a.status, b.status FROM latest a JOIN latest b ON a.pair_id = b.pair_id
-           WHERE a.author = ? AND b.author = ? ORDER BY a.pair_id""",
+        f"""WITH latest AS ({_latest("AND v.author IN (?, ?)")})
+            SELECT a.pair_id, a.status, b.status FROM latest a JOIN latest b ON a.pair_id = b.pair_id
+            WHERE a.author = ? AND b.author = ? ORDER BY a.pair_id""",
         [user_a, user_b, user_a, user_b],
     ).fetchall()
     return [(r[0], r[1], r[2]) for r in rows]
 
 
-def cohen_kappa(labels_a: Sequence[str], labels_b: Sequence[str]) -> float | None:
-    """Cohen's kappa of two raters over the same items; None when undefined (no items)."""
-    n = len(labels_a)
-    if n == 0 or n != len(labels_b):
-        return None
-    p_o = sum(a == b for a, b in zip(labels_a, labels_b)) / n
-    ca, cb = Counter(labels_a), Counter(labels_b)
-    p_e = sum(ca[k] * cb[k] for k in set(ca) | set(cb)) / (n * n)
-    if p_e >= 1.0:
-        return 1.0 if p_o >= 1.0 else 0.0
-    return (p_o - p_e) / (1 - p_e)
+def _shared_decisions(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+    """pair id -> {reviewer: latest decision} for the pairs two or more reviewers decided."""
+    rows = con.execute(
+        f"""WITH latest AS ({_latest("AND v.author NOT IN ('import', 'sample')")})
+            SELECT pair_id, author, status FROM latest
+            WHERE pair_id IN (SELECT pair_id FROM latest GROUP BY pair_id HAVING count(*) >= 2)
+            ORDER BY pair_id, author"""
+    ).fetchall()
+    out: dict[str, dict[str, str]] = {}
+    for pid, author, status in rows:
+        out.setdefault(pid, {})[author] = status
+    return out
 
 
 def agreement(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int, float | None]]:
-    """(reviewer A, reviewer B, items both decided, kappa) for every pair of reviewers with overlap."""
-    authors = [r[0] for r in con.execute(
-        """SELECT author FROM reviews WHERE author NOT IN ('import', 'sample') GROUP BY author
-           HAVING count(DISTINCT pair_id) > 0 ORDER BY author"""
-    ).fetchall()]
-    out = []
-    for i, a in enumerate(authors):
-        for b in authors[i + 1:]:
-            rows = paired_decisions(con, a, b)
-            if rows:
-                out.append((a, b, len(rows), cohen_kappa([r[1] for r in rows], [r[2] for r in rows])))
-    return out
+    """(reviewer A, reviewer B, pairs both decided, Cohen's kappa) for every two reviewers who share pairs."""
+    shared: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+    for by in _shared_decisions(con).values():
+        names = sorted(by)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                la, lb = shared.setdefault((a, b), ([], []))
+                la.append(by[a])
+                lb.append(by[b])
+    return [(a, b, len(la), cohen_kappa(la, lb)) for (a, b), (la, lb) in sorted(shared.items())]
+
+
+def group_agreement(con: duckdb.DuckDBPyConnection) -> tuple[FleissResult, int]:
+    """Fleiss' kappa (overall and per label) over the pairs two or more reviewers decided, and how many
+    reviewers took part."""
+    shared = _shared_decisions(con)
+    raters = {name for by in shared.values() for name in by}
+    return fleiss([list(by.values()) for by in shared.values()]), len(raters)

@@ -324,11 +324,11 @@ def test_error_labels_and_corrections_are_literal(hostile):
     at.button(key=f"er_ok_{CATEGORY_ID}").click().run()
     assert_all_literal(at, "errors after confirming")
     assert at.toast and "PWN" in at.toast[0].value
-    at.selectbox(key=f"er_change_{CATEGORY_ID}").set_value("incorrect").run()
+    at.selectbox(key=f"er_change_{at.session_state['er_pred']}_{CATEGORY_ID}").set_value("incorrect").run()
     assert_all_literal(at, "errors after changing the category")
-    at.text_area(key="er_fix_text").set_value(payload("fix"))
-    at.text_input(key="er_fix_reason").set_value(payload("fix-reason"))
-    at.button(key="er_fix_save").click().run()
+    next(t for t in at.text_area if t.label.startswith("The right answer")).set_value(payload("fix"))
+    next(t for t in at.text_input if t.label == "Reason").set_value(payload("fix-reason"))
+    next(b for b in at.button if b.label == "Save correction").click().run()
     assert_all_literal(at, "errors after a correction")
 
 

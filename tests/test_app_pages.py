@@ -106,8 +106,9 @@ def test_review_accept_pair(seeded):
     # the next item is shown at once, and reject / edit work on it
     assert any(second in m.value for m in at.markdown)
     at.button(key="rv_edit").click().run()
-    at.text_area(key="rv_e_response").set_value("A corrected answer.")
-    at.text_input(key="rv_reason").set_value("typo")
+    # the edit form's widgets are keyed by the pair and revision it was opened for: found by label
+    next(t for t in at.text_area if t.label == "Response").set_value("A corrected answer.")
+    next(t for t in at.text_input if t.label == "Reason").set_value("typo")
     at.button(key="rv_save").click().run()
     assert not at.exception, [e.value for e in at.exception]
     with p.connect() as con:
@@ -142,7 +143,7 @@ def test_explore_bulk_action_needs_confirmation(seeded):
     at.multiselect(key="ex_tags").set_value(["kb"]).run()
     at.selectbox(key="ex_bulk_status").set_value("rejected").run()
     assert at.button(key="ex_bulk_apply").disabled
-    at.checkbox(key="ex_bulk_confirm").check().run()
+    next(c for c in at.checkbox if c.label.startswith("Yes, set")).check().run()
     at.button(key="ex_bulk_apply").click().run()
     assert not at.exception, [e.value for e in at.exception]
     with p.connect() as con:
@@ -180,7 +181,7 @@ def test_errors_page_relabel_and_correct(seeded):
     chosen = at.session_state["er_pred"]
     assert chosen in seeded["wrong"]["prediction_id"].to_list()
     # relabel: refusal -> incorrect
-    at.selectbox(key="er_change_refusal").set_value("incorrect").run()
+    at.selectbox(key=f"er_change_{chosen}_refusal").set_value("incorrect").run()
     assert not at.exception, [e.value for e in at.exception]
     with p.connect() as con:
         cur = errors_store.current_labels(con, psid, include_rejected=True)
@@ -190,8 +191,8 @@ def test_errors_page_relabel_and_correct(seeded):
         counts = error_pages.error_counts(con, psid)
     assert dict(zip(counts["category_id"], counts["errors"]))["incorrect"] == 1
     # correct the answer: a new revision and a preference pair
-    at.text_area(key="er_fix_text").set_value("Calibrate it every three months.")
-    at.button(key="er_fix_save").click().run()
+    next(t for t in at.text_area if t.label.startswith("The right answer")).set_value("Calibrate it every three months.")
+    next(b for b in at.button if b.label == "Save correction").click().run()
     assert not at.exception, [e.value for e in at.exception]
     with p.connect() as con:
         pid = error_pages.prediction_detail(con, chosen)["pair_id"]

@@ -200,6 +200,24 @@ def test_dedupe_job_marks_exact_duplicates_and_is_idempotent(project):
         assert len(pairs_store.reviews(con, a)) == 1
 
 
+def test_automatic_dedupe_holds_accepted_and_sliced_pairs_for_a_person(project):
+    from store import slices as slices_store
+
+    with project.connect() as con:
+        kept = add(con, "How do I reset my password?", "Open settings.", status=Status.accepted)
+        accepted = add(con, "how do I reset my password", "open settings", status=Status.accepted)
+        sliced = add(con, "HOW DO I RESET MY PASSWORD?!", "Open settings!")
+        plain = add(con, "How do I reset my password!!", "Open settings")
+        slices_store.create(con, "frozen", SliceFilter(pair_ids=[sliced]), split_by="pair")
+    report = dedupe(project, DedupeConfig(), author="tester")
+    assert report["marked_now"] == 1 and report["held_for_review"] == 2
+    with project.connect() as con:
+        assert pairs_store.get(con, kept).status == Status.accepted
+        assert pairs_store.get(con, accepted).status == Status.accepted  # a person accepted it: not silently demoted
+        assert pairs_store.get(con, sliced).status == Status.pending  # it is in a frozen slice
+        assert pairs_store.get(con, plain).status == Status.duplicate
+
+
 def test_human_resolution_survives_rerun(project):
     with project.connect() as con:
         add(con, BASE[1], "x")

@@ -228,7 +228,7 @@ def test_review_save_is_based_on_the_revision_shown(project, monkeypatch):
     with project.connect() as con:
         other = pairs.revise(con, shown.id, base_revision_id=shown.head_revision_id, author="other",
                              response="Their answer.")
-    at.text_area(key="rv_e_response").set_value("My answer.")
+    next(t for t in at.text_area if t.label == "Response").set_value("My answer.")
     at.button(key="rv_save").click().run()
     assert not at.exception, [e.value for e in at.exception]
     with project.connect() as con:
@@ -238,7 +238,7 @@ def test_review_save_is_based_on_the_revision_shown(project, monkeypatch):
     assert mine.conflict and mine.parent_id == shown.head_revision_id and mine.author == "tester"
     # the page says so: a warning on the item, CONFLICT in the History panel
     assert any("Unresolved conflict" in w.value for w in at.warning)
-    assert any("CONFLICT" in c.value for c in at.code)
+    assert any("CONFLICT" in c.value for c in at.caption)
     # taking the kept revision settles it with that text
     at.button(key=f"rv_take_{mine.revision_no}").click().run()
     assert not at.exception, [e.value for e in at.exception]

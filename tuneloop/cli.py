@@ -9,7 +9,15 @@ import typer
 
 from store.config import ConfigError
 from store.db import ConflictError, StoreBusyError
-from tuneloop.commands import analysis_cmds, data_cmds, errors_cmds, ingest_cmds, training_cmds, users_cmds
+from tuneloop.commands import (
+    analysis_cmds,
+    data_cmds,
+    errors_cmds,
+    guideline_cmds,
+    ingest_cmds,
+    training_cmds,
+    users_cmds,
+)
 from tuneloop.common import err
 
 app = typer.Typer(
@@ -22,7 +30,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-for module in (data_cmds, ingest_cmds, analysis_cmds, training_cmds, errors_cmds, users_cmds):
+for module in (data_cmds, ingest_cmds, analysis_cmds, training_cmds, errors_cmds, users_cmds, guideline_cmds):
     module.register(app)
 
 

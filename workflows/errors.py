@@ -218,10 +218,25 @@ def discover(project: Project, run_ref: str, *, k: int | None = None, seed: int 
                .join(scored.select("prediction_id", "correct"), on="prediction_id", how="left")
                .filter(pl.col("categories").is_not_null() | ~pl.col("correct"))
                .select("prediction_id", "pair_id", "prompt", "output", pl.col("categories").fill_null("")))
+    special = _special_tokens(rp.run)
     vectors = None
     if use_embeddings:
-        vectors = _embed(discovery.texts_of(failing)) if failing.height >= 2 else None
-    return discovery.discover(failing, vectors, k=k, seed=seed)
+        vectors = _embed(discovery.texts_of(failing, special)) if failing.height >= 2 else None
+    return discovery.discover(failing, vectors, k=k, seed=seed, special_tokens=special)
+
+
+def _special_tokens(run: Run) -> list[str]:
+    """The special tokens of the tokenizer the run predicted with, where a folder of it is at hand
+    (the run's adapter or model folder, or a local base model); else none, and discovery strips
+    the common template markers only."""
+    from pathlib import Path
+
+    from models.lm import special_tokens
+
+    for folder in (run.adapter_path, run.base_model):
+        if folder and Path(folder).is_dir() and (found := special_tokens(folder)):
+            return found
+    return []
 
 
 def _embed(texts: list[str]):

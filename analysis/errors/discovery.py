@@ -2,23 +2,32 @@
 taxonomy lacks.
 
 Each failing prediction is represented by its prompt and its output together (what was
-asked and what went wrong). Vectors are sentence embeddings when the caller has them
-(``models.embeddings``), else TF-IDF reduced with a seeded SVD; both are L2-normalised and
-clustered with the project's seeded k-means (``analysis.clusters``). Each cluster comes with
-c-TF-IDF keywords, the current categories of its members (a cluster mostly *uncategorised*
-is a candidate new category) and the examples closest to its centre.
+asked and what went wrong), without the chat template: the system prompt, role headers and
+special tokens are the same in every prompt, so left in they would decide the clusters and their
+keywords. Vectors are sentence embeddings when the caller has them (``models.embeddings``),
+else TF-IDF reduced with a seeded SVD; both are L2-normalised and clustered with the project's
+seeded k-means (``analysis.clusters``). Each cluster comes with c-TF-IDF keywords, the current
+categories of its members (a cluster mostly *uncategorised* is a candidate new category) and the
+examples closest to its centre.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 
 from analysis.clusters import ctfidf_keywords, default_k, kmeans
+from analysis.errors.text import template_content
 
 
-def texts_of(failing: pl.DataFrame) -> list[str]:
-    return [f"{p or ''}\n{o or ''}" for p, o in zip(failing["prompt"].to_list(), failing["output"].to_list())]
+def texts_of(failing: pl.DataFrame, special_tokens: Sequence[str] = ()) -> list[str]:
+    """What each failing prediction is clustered on: its prompt and output without the chat template
+    (``text.template_content``: no system prompt, role headers or special tokens, which every prompt
+    shares and which would otherwise decide the clusters and their keywords)."""
+    return [f"{template_content(p or '', special_tokens)}\n{template_content(o or '', special_tokens)}"
+            for p, o in zip(failing["prompt"].to_list(), failing["output"].to_list())]
 
 
 def tfidf_vectors(texts: list[str], seed: int = 0, dims: int = 64) -> np.ndarray:
@@ -44,15 +53,16 @@ CLUSTER_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {"cluster": pl.Int6
 
 
 def discover(failing: pl.DataFrame, vectors: np.ndarray | None = None, *, k: int | None = None, seed: int = 0,
-             n_examples: int = 3) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(clusters, members). ``failing``: prediction_id, pair_id, prompt, output, categories ('' = none).
+             n_examples: int = 3, special_tokens: Sequence[str] = ()) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(clusters, members). ``failing``: prediction_id, pair_id, prompt, output, categories ('' = none);
+    ``vectors`` (if given) embed ``texts_of(failing, special_tokens)``.
 
     clusters: ``CLUSTER_SCHEMA``, largest first; members: prediction_id, cluster, distance.
     """
     n = failing.height
     if n < 2:
         raise ValueError(f"error discovery needs at least 2 failing predictions, got {n}; run `tuneloop errors auto` first")
-    texts = texts_of(failing)
+    texts = texts_of(failing, special_tokens)
     v = tfidf_vectors(texts, seed) if vectors is None else np.asarray(vectors, dtype=np.float32)
     if v.shape[0] != n:
         raise ValueError(f"{v.shape[0]} vectors for {n} failing predictions")

@@ -3,8 +3,6 @@ examples, a per-example diff, and "retrain on the corrected slice"."""
 
 from __future__ import annotations
 
-import difflib
-
 import altair as alt
 import streamlit as st
 
@@ -89,14 +87,12 @@ else:
                     st.caption("None.")
                     continue
                 shown = frame_.head(500)
-                ev = st.dataframe(shown, hide_index=True, width="stretch", on_select="rerun",
-                                  selection_mode="single-row", key=f"cmp_{key}")
+                ev = ui.text_table(shown, long=["output_a", "output_b", "reference"], on_select="rerun",
+                                   selection_mode="single-row", key=f"cmp_{key}")
                 rows = ev.selection.rows if ev is not None else []
                 r = shown.row(rows[0] if rows else 0, named=True)
                 st.caption(f"Pair `{r['pair_id']}`: output A → output B")
-                st.code("\n".join(difflib.unified_diff((r["output_a"] or "").splitlines(),
-                                                       (r["output_b"] or "").splitlines(), "run A", "run B",
-                                                       lineterm="")) or "(identical)", language="diff")
+                ui.render_word_diff(r["output_a"] or "", r["output_b"] or "", labels=("Run A", "Run B"))
                 st.caption("Reference")
                 st.markdown(ui.esc_block(r["reference"] or ""))
         with tab_table:
@@ -124,16 +120,14 @@ elif st.button("Retrain on corrected slice", type="primary", key="rt_go", icon="
                               title=f"retrain from {src}", author=state.user())
     state.put("rt_job", job.id)
 
-job_id = state.get("rt_job")
-if job_id:
-    @st.fragment(run_every=2)
-    def watch_job() -> None:
-        job = jobs.get(state.project(), job_id)
-        if job is None:
-            return
-        st.caption(f"Job {job.id}: **{job.status}**")
-        st.code(job.log(3000) or "(starting…)", language=None)
-        if job.status == "succeeded":
-            st.success("The corrected slice is frozen and the new run started: follow it on the **Train** page; it "
-                       "predicts its eval split when it finishes.")
-    watch_job()
+
+def retrain_status(job: jobs.Job) -> None:
+    st.caption(f"Job {job.id}: **{job.status}**")
+    st.code(job.log(3000) or "(starting…)", language=None)
+    if job.status == "succeeded":
+        st.success("The corrected slice is frozen and the new run started: follow it on the **Train** page; it "
+                   "predicts its eval split when it finishes.")
+
+
+if job_id := state.get("rt_job"):
+    ui.live_job(job_id, key="rt_status", body=retrain_status)

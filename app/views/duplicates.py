@@ -1,4 +1,6 @@
-"""Duplicates: clusters side by side with their similarity; keep one, or say "not duplicates"."""
+"""Duplicates: clusters side by side with their similarity and a word diff of each member against
+the kept one; keep one, or say "not duplicates" (``curation.keep_one``/``not_duplicates``: one
+transaction per cluster, asking first when an accepted pair or a pair in a frozen slice would change)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ import streamlit as st
 from app import components as ui
 from app import state
 from store import curation
-from store import pairs as pairs_store
-from store.records import Status
 
 PAGE_SIZE = 5
 MAX_SIDE_BY_SIDE = 4
@@ -43,30 +43,64 @@ with state.db() as con:
 st.caption(f"{total:,} clusters")
 
 
-def keep(cluster_id: str, kept: str) -> None:
-    m = members[cluster_id]
-    others = m.filter(pl.col("pair_id") != kept)
+def _verdict(action: str, cluster_id: str, pair_id: str | None, confirm: bool) -> None:
+    """Keep one pair, or say "not duplicates" (``curation.keep_one`` / ``not_duplicates``, one
+    transaction each); when accepted or sliced pairs would change, ask first (``du_ask``)."""
     with state.db() as con:
-        if m.filter(pl.col("pair_id") == kept)["status"][0] == Status.duplicate.value:
-            pairs_store.set_status(con, kept, Status.pending, author=state.user(), comment="kept from duplicates")
-        curation.mark_duplicates(con, pl.DataFrame({"pair_id": others["pair_id"],
-                                                    "duplicate_of": [kept] * others.height}),
-                                 author=state.user(), comment=f"duplicate of {kept} (cluster {cluster_id})")
-        curation.resolve_cluster(con, cluster_id, "confirmed")
+        try:
+            if action == "keep":
+                assert pair_id is not None
+                v = curation.keep_one(con, cluster_id, pair_id, state.user(), confirm_in_slices=confirm)
+            else:
+                v = curation.not_duplicates(con, cluster_id, state.user(), confirm_in_slices=confirm)
+        except curation.NeedsConfirmation as exc:
+            state.put("du_ask", {"action": action, "cluster": cluster_id, "pair": pair_id,
+                                 "in_slices": exc.in_slices, "accepted": exc.accepted})
+            return
+    state.pop("du_ask")
     state.bump()
-    state.flash(f"kept 1, marked {others.height} as duplicates")
+    if action == "keep":
+        state.flash(f"kept `{pair_id}`, marked {len(v.marked) + len(v.repointed)} as its duplicates"
+                    + (f", {len(v.restored)} restored" if v.restored else ""))
+    else:
+        state.flash(f"cluster marked as not duplicates ({len(v.restored)} pairs restored)")
 
 
-def not_duplicates(cluster_id: str) -> None:
-    m = members[cluster_id]
-    marked = m.filter(pl.col("status") == Status.duplicate.value)["pair_id"].to_list()
-    with state.db() as con:
-        if marked:
-            pairs_store.set_status_many(con, marked, Status.pending, author=state.user(),
-                                        comment=f"not duplicates (cluster {cluster_id})")
-        curation.resolve_cluster(con, cluster_id, "not_duplicates")
-    state.bump()
-    state.flash("cluster marked as not duplicates")
+def confirmation(cluster_id: str) -> None:
+    """The question ``_verdict`` left for this cluster: which pairs, which slices, a checkbox."""
+    ask = state.get("du_ask")
+    if not ask or ask["cluster"] != cluster_id:
+        return
+    what = f"Keeping `{ask['pair']}`" if ask["action"] == "keep" else "Saying \"not duplicates\""
+    lines = [f"{what} changes the status of pairs that need your confirmation:"]
+    lines += [f"- `{pid}` is in frozen slice(s) {', '.join(f'**{ui.esc(n)}**' for n in names)}"
+              for pid, names in ask["in_slices"].items()]
+    if ask["accepted"]:
+        lines.append(f"- accepted pair(s) {', '.join(f'`{p}`' for p in ask['accepted'])} would become duplicates")
+    lines.append("\nFrozen slices do not change: they point at the revisions they froze and keep training on "
+                 "these pairs. Runs on new slices will leave the duplicates out.")
+    st.warning("\n".join(lines), icon=":material/warning:")
+    ok = st.checkbox("Yes, change these pairs", key=f"du_ok_{cluster_id}_{ask['pair'] or ''}")
+    c1, c2 = st.columns(2)
+    c1.button("Confirm", key=f"du_confirm_{cluster_id}", disabled=not ok, type="primary", on_click=_verdict,
+              args=(ask["action"], cluster_id, ask["pair"], True))
+    c2.button("Cancel", key=f"du_cancel_{cluster_id}", on_click=state.pop, args=("du_ask",))
+
+
+def differences(m: pl.DataFrame) -> None:
+    """A word diff of each member against the kept one, field by field (only fields that differ)."""
+    kept = m.filter(pl.col("is_kept"))
+    if kept.is_empty():
+        return
+    k = kept.row(0, named=True)
+    for mem in m.filter(~pl.col("is_kept")).head(MAX_SIDE_BY_SIDE).iter_rows(named=True):
+        fields = [f for f in ("instruction", "input", "response") if (mem[f] or "") != (k[f] or "")]
+        if not fields:
+            continue
+        with st.expander(f"Differences: `{mem['pair_id']}` against the kept `{k['pair_id']}`",
+                         expanded=m.height <= MAX_SIDE_BY_SIDE):
+            for f in fields:
+                ui.render_word_diff(k[f] or "", mem[f] or "", labels=(f"{f} · kept", f"{f} · this pair"))
 
 
 for row in page.iter_rows(named=True):
@@ -85,10 +119,12 @@ for row in page.iter_rows(named=True):
                 if mem["input"]:
                     st.markdown(ui.esc(ui.short(mem["input"], 200)))
                 st.markdown(ui.esc(ui.short(mem["response"], 400)))
-                st.button("Keep this one", key=f"du_keep_{cid}_{mem['pair_id']}", on_click=keep,
-                          args=(cid, mem["pair_id"]), type="primary" if mem["is_kept"] else "secondary")
+                st.button("Keep this one", key=f"du_keep_{cid}_{mem['pair_id']}", on_click=_verdict,
+                          args=("keep", cid, mem["pair_id"], False), type="primary" if mem["is_kept"] else "secondary")
         if m.height > MAX_SIDE_BY_SIDE:
             st.caption(f"+ {m.height - MAX_SIDE_BY_SIDE} more members")
-        st.button("Not duplicates", key=f"du_not_{cid}", on_click=not_duplicates, args=(cid,),
+        differences(m)
+        confirmation(cid)
+        st.button("Not duplicates", key=f"du_not_{cid}", on_click=_verdict, args=("not", cid, None, False),
                   icon=":material/call_split:")
 st.pagination(n_pages, key=page_key)

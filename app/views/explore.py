@@ -10,12 +10,15 @@ import streamlit as st
 from app import components as ui
 from app import jobs, state
 from store import pair_pages
+from store import pairs as pairs_store
 from store import slices as slices_store
 from store.records import SliceFilter, Status
 
 INLINE_EMBED_LIMIT = 2_000  # pairs embedded inside a rerun (~5 s on 2 CPU cores); more go to a job
 
 PAGE_SIZE = 50
+
+
 
 st.title("Explore")
 f = state.facets()
@@ -43,7 +46,7 @@ flt = SliceFilter(
     status=[Status(s) for s in status] or None, tags_any=tags or None, generators=gens or None, splits=splits or None,
     signals_flagged=flagged or None, signals_clean=clean or None,
     cluster_ids=[t[0] for t in clusters] or None, document_ids=[d[0] for d in docs] or None,
-    text=text or None, exclude_duplicates=not include_dups,
+    text=text or None, exclude_duplicates=not include_dups, pair_ids=state.get("ex_map_ids") or None,
 )
 
 if text:
@@ -76,12 +79,19 @@ if state.can("curate") and not f["signals"]:
                   help="`tuneloop signals`: empty or placeholder responses, PII, truncation, language, …")
 
 with tab_list:
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={"pair_id": st.column_config.TextColumn("pair", width="small"),
-                                "instruction": st.column_config.TextColumn(width="large"),
-                                "response": st.column_config.TextColumn(width="large")})
+    # keyed by the list it shows: a row picked on one page or filter never selects a row of another
+    picked = ui.text_table(table, long=["instruction", "response"], on_select="rerun", selection_mode="single-row",
+                           key=ui.key_for("ex_table", flt.model_dump_json(), pg),
+                           column_config={"pair_id": st.column_config.TextColumn("pair", width="small")})
     st.pagination(n_pages, key=page_key)
-    st.caption(f"Page {pg} of {n_pages:,} · {PAGE_SIZE} per page · filtered and paged in the database")
+    st.caption(f"Page {pg} of {n_pages:,} · {PAGE_SIZE} per page · filtered and paged in the database · "
+               "select a row to read the whole pair")
+    rows = [i for i in (picked.selection.rows if picked is not None else []) if 0 <= i < table.height]
+    if rows:
+        with state.db() as con:
+            pair = pairs_store.get(con, table["pair_id"][rows[0]])
+        with st.container(border=True):
+            ui.pair_body(pair)
 
 with tab_map:
     color = st.segmented_control("Colour by", ["topic", "status", "flagged"], default="topic", key="ex_color")
@@ -90,11 +100,26 @@ with tab_map:
     if pts.is_empty():
         st.info("No map yet: compute embeddings and topic clusters (Semantic search tab, or `tuneloop cluster`).")
     else:
+        brush = alt.selection_interval(name="brush")
         chart = alt.Chart(pts.to_pandas()).mark_circle(size=18, opacity=0.7).encode(
             x=alt.X("x", axis=None), y=alt.Y("y", axis=None), color=alt.Color(f"{color or 'topic'}:N"),
-            tooltip=["instruction", "topic", "status", "pair_id"])
-        st.altair_chart(chart, width="stretch")
-        st.caption(f"{pts.height:,} points (a fixed sample when more match)")
+            tooltip=["instruction", "topic", "status", "pair_id"]).add_params(brush)
+        event = st.altair_chart(chart, width="stretch", on_select="rerun", selection_mode="brush", key="ex_map")
+        st.caption(f"{pts.height:,} points (a fixed sample when more match). Drag a box over points to select them.")
+        picked = ui.points_in_box(pts, event)
+        if picked:
+            a, b, c3 = st.columns([2, 1, 1], vertical_alignment="center")
+            a.write(f"{len(picked):,} pairs selected on the map")
+            if b.button("Review them", key="ex_map_review", type="primary"):
+                state.put("rv_selection", picked)
+                st.switch_page("views/review.py")
+            if c3.button("Freeze them as a slice", key="ex_map_slice",
+                         help="Opens the Save as slice tab's form with the selection as the filter"):
+                state.put("ex_map_ids", picked)
+                st.rerun()
+if state.get("ex_map_ids"):
+    st.info(f"The filter is limited to the {len(state.get('ex_map_ids')):,} pairs selected on the map.")
+    st.button("Clear the map selection", key="ex_map_clear", on_click=state.pop, args=("ex_map_ids",))
 
 with tab_semantic:
     from analysis import curate
@@ -118,9 +143,9 @@ with tab_semantic:
                     f"background. This search covers the {n_emb:,} pairs embedded so far.")
         with st.spinner("Embedding and searching…" if inline else "Searching…"):
             hits = curate.search(state.project(), text=q, k=25, flt=flt, embed_missing=inline)
-        st.dataframe(hits, hide_index=True, width="stretch",
-                     column_config={"similarity": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
-                                                                                  format="%.2f")})
+        ui.text_table(hits, long=["instruction", "input", "response"],
+                      column_config={"similarity": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
+                                                                                   format="%.2f")})
 
 with tab_slice:
     if not state.can("curate"):

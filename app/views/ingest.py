@@ -1,8 +1,13 @@
-"""Ingest: upload files or a zip, choose the generator, live progress per file, per-file errors
-with their reasons, and the pairs made, each linked to its source span."""
+"""Ingest: upload files or a zip, choose the generators and their options, live progress per file,
+per-file errors with their reasons, and the pairs made, each linked to its source span.
+
+The generator choice (generators, their options, the chunk size) is the project's setting
+``ingest.generators`` (store/settings.py): saved when it changes, and what the page starts from in
+every session, after a page switch and after an ingest."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import polars as pl
@@ -12,25 +17,76 @@ from app import components as ui
 from app import jobs, state
 from ingest.filetypes import SUPPORTED
 from ingest.generators import available as generators_available
+from ingest.generators import option_defaults, options_from_text
 from store import documents as docs_store
+from store import settings as settings_store
 
 MAX_UPLOAD_MB = int(os.environ.get("TUNELOOP_MAX_UPLOAD_MB", "200"))
+CHOICE = "ingest.generators"  # the project setting: {"generators", "options", "chunk_max"}
+CHUNK_RANGE = (300, 20000)
 
 st.title("Ingest")
+gens = generators_available()
+
+
+def options_of(g: str) -> tuple[dict[str, str], str | None]:
+    """The options typed for generator ``g``, and what is wrong with them (None: nothing)."""
+    try:
+        return options_from_text(g, state.get(f"ing_opt_{g}") or ""), None
+    except ValueError as exc:
+        return {}, str(exc)
+
+
+def remember() -> None:
+    """Save the choice on the page as the project's (options that do not parse are not saved)."""
+    options = {g: o for g in gens for o, problem in [options_of(g)] if o and not problem}
+    with state.db() as con:
+        settings_store.put(con, CHOICE, {"generators": list(state.get("ing_gens") or []), "options": options,
+                                         "chunk_max": int(state.get("ing_chunk") or 1500)}, author=state.user())
+
+
+if state.get("ing_gens") is None:  # a new session, or back from another page: start from the saved choice
+    with state.db() as con:
+        saved_choice = settings_store.get(con, CHOICE)
+    saved_choice = saved_choice if isinstance(saved_choice, dict) else {}
+    named = saved_choice.get("generators")
+    chosen_before = [g for g in named if g in gens] if isinstance(named, list) else []
+    state.put("ing_gens", chosen_before or (["sections"] if "sections" in gens else gens[:1]))
+    saved_options = saved_choice.get("options")
+    saved_options = saved_options if isinstance(saved_options, dict) else {}
+    for g in gens:
+        opts = saved_options.get(g)
+        state.put(f"ing_opt_{g}", "\n".join(f"{k}={v}" for k, v in opts.items()) if isinstance(opts, dict) else "")
+    chunk = saved_choice.get("chunk_max")
+    state.put("ing_chunk", min(max(chunk, CHUNK_RANGE[0]), CHUNK_RANGE[1]) if isinstance(chunk, int) else 1500)
+
+c1, c2 = st.columns([3, 1])
+chosen = c1.multiselect("Pair generators", gens, key="ing_gens", on_change=remember,
+                        help="sections: heading → instruction, section text → response; qa: explicit questions "
+                             "and answers; model: a chat model writes instructions. Remembered for the project.")
+chunk_max = c2.number_input("Max characters per chunk", *CHUNK_RANGE, step=100, key="ing_chunk", on_change=remember)
+bad_options: list[str] = []
+if chosen:
+    with st.expander("Generator options"):
+        for g in chosen:
+            hint = "\n".join(f"{k}={' '.join(str(v).split())}" for k, v in option_defaults(g).items())
+            st.text_area(f"{ui.esc(g)}: one key=value per line; empty for the defaults", key=f"ing_opt_{g}",
+                         on_change=remember, height=100, placeholder=hint)
+            if problem := options_of(g)[1]:
+                st.error(ui.esc(problem))
+                bad_options.append(g)
 
 with st.form("ing_form", clear_on_submit=True):
     files = st.file_uploader(
         f"Documents, or a .zip of them (at most {MAX_UPLOAD_MB} MB each)", accept_multiple_files=True,
         type=[*SUPPORTED, "zip"], key="ing_files")
-    c1, c2 = st.columns(2)
-    gens = generators_available()
-    generator = c1.selectbox("Pair generator", gens, index=gens.index("sections") if "sections" in gens else 0,
-                             key="ing_gen", help="sections: heading → instruction, section text → response; "
-                             "qa: explicit questions and answers; model: a chat model writes instructions")
-    chunk_max = c2.number_input("Max characters per chunk", 300, 20000, 1500, 100, key="ing_chunk")
     go = st.form_submit_button("Ingest", type="primary", key="ing_go", icon=":material/upload:")
 
-if go and files:
+if go and files and not chosen:
+    st.warning("Choose at least one pair generator first.")
+elif go and files and bad_options:
+    st.warning(f"Fix the options of {ui.esc(', '.join(bad_options))} first.")
+elif go and files:
     saved, refused = [], []
     for f in files:
         try:
@@ -41,8 +97,11 @@ if go and files:
     for msg in refused:
         st.error(ui.esc(msg))
     if saved:
-        job = jobs.start(state.project(), "ingest", [generator, str(int(chunk_max)), *saved],
-                         title=f"ingest {len(saved)} file(s) with {generator}", author=state.user(),
+        remember()
+        spec = {"generators": chosen, "options": {g: o for g in chosen if (o := options_of(g)[0])},
+                "chunk_max": int(chunk_max)}
+        job = jobs.start(state.project(), "ingest", [json.dumps(spec), *saved],
+                         title=f"ingest {len(saved)} file(s) with {', '.join(chosen)}", author=state.user(),
                          module="app.ingest_job")
         state.put("ing_job", job.id)
 elif go:
@@ -52,20 +111,22 @@ recent = jobs.recent(state.project(), kind="ingest", limit=10)
 job_id = state.get("ing_job") or (recent[0].id if recent else None)
 
 
-@st.fragment(run_every=1.5)
-def progress_panel(jid: str) -> None:
-    job = jobs.get(state.project(), jid)
-    if job is None:
-        return
+def progress_panel(job: jobs.Job) -> None:
+    """The job's live progress (``ui.live_job`` redraws it and, when it ends, the page)."""
     ev = job.events()
     start = next((e for e in ev if e.get("event") == "start"), None)
     end = next((e for e in ev if e.get("event") == "end"), None)
     done = [e for e in ev if e.get("event") == "file"]
+    finished = {e["uri"] for e in done}
+    now = next((e for e in reversed(ev) if e.get("event") == "parsing" and e["uri"] not in finished), None)
     n = start["files"] if start else 0
     st.subheader(ui.esc(job.title))
     if job.status == "running" and not end:
+        doing = ("starting the parser…" if now is None else
+                 f"{'loading the parser for ' if now.get('loading') else 'parsing '}{now['uri']}…")
         st.progress(len(done) / n if n else 0.0,
-                    text=f"{len(done)} of {n or '?'} files · {sum(e['pairs_new'] for e in done)} new pairs")
+                    text=ui.esc(f"{len(done)} of {n or '?'} files · {sum(e['pairs_new'] for e in done)} new pairs · "
+                                f"{doing}"))
     elif end:
         (st.success if not end["failed"] else st.warning)(
             f"Done in {end['seconds']:.1f} s: {end['pairs_new']} new pairs, {end['failed']} file(s) failed.")
@@ -73,19 +134,19 @@ def progress_panel(jid: str) -> None:
         st.error(f"The ingest job ended ({job.status}) before finishing; its log:")
         st.code(job.log(3000) or "(empty)", language=None)
     if done:
-        df = pl.DataFrame([{"file": e["uri"], "status": e["status"], "pages": e["n_pages"], "chunks": e["n_chunks"],
-                            "new pairs": e["pairs_new"], "error": e["error_kind"] or "", "reason": e["error"] or "",
-                            "seconds": round(e["seconds"], 2)} for e in done])
-        st.dataframe(df, hide_index=True, width="stretch",
-                     column_config={"reason": st.column_config.TextColumn(width="large")})
-    if job.status != "running" and state.get("ing_seen_end") != jid:
-        state.put("ing_seen_end", jid)
-        state.bump()
-        st.rerun()  # the whole page: the document list below now has the new pairs
+        ui.text_table(pl.DataFrame([{"file": e["uri"], "status": e["status"], "pages": e["n_pages"],
+                                     "chunks": e["n_chunks"], "new pairs": e["pairs_new"],
+                                     "error": e["error_kind"] or "", "reason": e["error"] or "",
+                                     "seconds": round(e["seconds"], 2)} for e in done]), long=["reason"])
+    if job.status != "running" and state.get("ing_seen_end") != job.id:
+        state.put("ing_seen_end", job.id)
+        made_docs = [e["document_id"] for e in done if e.get("document_id")]
+        if made_docs:  # the list below shows a document of this job, not the one picked before it
+            state.put("ing_pick", made_docs[0])
 
 
 if job_id:
-    progress_panel(job_id)
+    ui.live_job(job_id, key="ing_live", body=progress_panel, every=1.0)
 
 st.divider()
 st.subheader("Documents and the pairs made from them")
@@ -94,14 +155,16 @@ with state.db() as con:
 if docs.is_empty():
     st.caption("No documents yet.")
     st.stop()
+if state.get("ing_pick") in docs["id"].to_list():
+    state.put("ing_doc", state.pop("ing_pick"))
 doc_id = st.selectbox("Document", docs["id"].to_list(), key="ing_doc",
                       format_func=lambda i: next(f"{r['uri']} · {r['n_pairs']} pairs · {r['filetype']}"
                                                  for r in docs.iter_rows(named=True) if r["id"] == i))
 with state.db() as con:
     made = docs_store.pairs_frame(con, doc_id)
 st.caption(f"{made.height} pairs; each keeps its document span (characters and page) and the elements it came from.")
-st.dataframe(made.select("id", "status", "generator", "page", "char_start", "char_end", "instruction", "response"),
-             hide_index=True, width="stretch")
+ui.text_table(made.select("id", "status", "generator", "page", "char_start", "char_end", "instruction", "response"),
+              long=["instruction", "response"])
 if made.height and st.button("Review the pending pairs of this document", key="ing_review",
                              icon=":material/rate_review:"):
     state.put("rv_document", doc_id)

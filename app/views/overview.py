@@ -9,7 +9,8 @@ from app import components as ui
 from app import state
 from store import curation, error_pages
 from store import users as users_store
-from store.stats import project_stats
+from store.stats import loop_facts, project_stats
+from workflows.next_steps import next_steps
 
 st.title("Overview")
 with state.db() as con:
@@ -17,6 +18,10 @@ with state.db() as con:
     dup_kinds = curation.duplicate_kinds(con)
     funnel = error_pages.error_funnel(con)
     progress = users_store.progress(con, None if state.can("oversee") else state.user())  # annotators: their own
+    # only steps on pages this role has (the router shows ingest/curate/model pages by right)
+    rights = {"ingest": "ingest", "review": "review", "duplicates": "curate", "explore": "curate", "slices": "curate",
+              "train": "analyse", "errors": "analyse", "compare": "analyse"}
+    steps = [x for x in next_steps(loop_facts(con), limit=10) if state.can(rights.get(x.page, "manage"))][:3]
 
 cols = st.columns(6)
 cols[0].metric("Documents", f"{s['documents']:,}")
@@ -25,6 +30,13 @@ cols[2].metric("Accepted", f"{s['pairs_by_status'].get('accepted', 0):,}")
 cols[3].metric("Slices", s["slices"])
 cols[4].metric("Runs", s["runs"])
 cols[5].metric("Error labels", f"{s['error_labels']:,}")
+
+if steps:
+    st.subheader("Next steps")
+    for step in steps:
+        link, why = st.columns([2, 3], vertical_alignment="center")
+        link.page_link(f"views/{step.page}.py", label=ui.esc(step.title), icon=":material/arrow_forward:")
+        why.caption(ui.esc(f"{step.why} · terminal: {step.command}"))
 
 left, right = st.columns(2)
 with left:

@@ -72,5 +72,5 @@ with right:
     with state.db() as con:
         items = slices_store.items_page(con, sel.id, split=None if split in (None, "all") else split,
                                        limit=PAGE_SIZE, offset=(pg - 1) * PAGE_SIZE)
-    st.dataframe(items, hide_index=True, width="stretch")
+    ui.text_table(items, long=["instruction"])
     st.pagination(n_pages, key=page_key)

@@ -1,6 +1,7 @@
 """Reviewers: accounts and roles, overlap assignments, per-reviewer progress and agreement.
 
-Annotators see only their own progress and no agreement table; reviewers and admins see everyone's.
+Annotators see only their own progress and no agreement; reviewers and admins (``oversee``) see everyone's,
+with Cohen's kappa per two reviewers, Fleiss' kappa overall and per decision (store/users.py reads them).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ with state.db() as con:
     people = users_store.list_users(con) if state.can("manage") else []
     progress = users_store.progress(con, None if oversee else state.user())
     agreement = users_store.agreement(con) if oversee else []
+    group, n_raters = users_store.group_agreement(con) if oversee else (None, 0)
 
 if state.is_local_admin():
     st.info("This project has no accounts yet, so this computer runs as the local admin. The first account you "
@@ -43,14 +45,31 @@ else:
 if not oversee:
     st.stop()
 
-st.subheader("Agreement (Cohen's kappa on pairs two reviewers both decided)")
-if agreement:
+st.subheader("Agreement")
+if agreement and group is not None:
+    st.caption("Kappa is agreement beyond chance on the pairs several reviewers decided (each reviewer's latest "
+               "decision): 1 is full agreement, 0 no more than chance, below 0 less. Empty where it is undefined "
+               "(everyone gave one and the same label).")
+    k1, k2 = st.columns([1, 3])
+    k1.metric("Fleiss' kappa", "–" if group.kappa is None else f"{group.kappa:.2f}")
+    raters = (f"{group.min_raters}" if group.min_raters == group.max_raters
+              else f"{group.min_raters}–{group.max_raters}")
+    k2.caption(f"Fleiss' kappa over {group.items:,} pairs decided by {raters} reviewers each "
+               f"({n_raters} reviewers in all).")
+    st.markdown("**Cohen's kappa per two reviewers**")
     st.dataframe(pl.DataFrame({"reviewer A": [a for a, _, _, _ in agreement], "reviewer B": [b for _, b, _, _ in agreement],
                                "shared pairs": [n for _, _, n, _ in agreement],
-                               "kappa": [k for _, _, _, k in agreement]}), hide_index=True, width="stretch",
-                 column_config={"kappa": st.column_config.NumberColumn(format="%.2f")})
+                               "Cohen's kappa": [k for _, _, _, k in agreement]}), hide_index=True, width="stretch",
+                 column_config={"Cohen's kappa": st.column_config.NumberColumn(format="%.2f")})
+    st.markdown("**Per decision** (Fleiss' per-label kappa: agreement on \"this label or not\")")
+    defined = {k: v for k, v in group.per_label.items() if v is not None}
+    ui.bar_chart(pl.DataFrame({"decision": [k.replace("_", " ") for k in defined], "kappa": list(defined.values())},
+                              schema={"decision": pl.String, "kappa": pl.Float64}),
+                 category="decision", value="kappa", number_format=".2f",
+                 empty="no decision has a defined per-label kappa yet.")
 else:
-    st.caption("No pair has been decided by two reviewers yet: assign with an overlap of 2 or more below.")
+    st.caption("No pair has been decided by two reviewers yet: assign with an overlap below (blind: a reviewer "
+               "sees the others' decisions on a shared pair only after making theirs).")
 
 if not state.can("manage"):
     st.stop()
@@ -104,12 +123,18 @@ if not names:
 else:
     with st.form("us_assign"):
         who = st.multiselect("Reviewers", names, key="us_who")
-        n_col, overlap_col = st.columns(2)
+        n_col, fraction_col, overlap_col, seed_col = st.columns(4)
         n = n_col.number_input("Pairs to assign", 1, 100_000, 100, key="us_n")
-        overlap = overlap_col.number_input("Reviewers per pair (overlap)", 1, 5, 2, key="us_overlap")
+        fraction = fraction_col.number_input(
+            "Overlap (share of pairs)", 0.0, 1.0, 0.2, 0.05, key="us_fraction",
+            help="This share of the pairs goes to several reviewers (blind to each other's decisions until "
+                 "they have decided); agreement is measured on them. The rest go to one reviewer each.")
+        overlap = overlap_col.number_input("Reviewers per shared pair", 2, 5, 2, key="us_overlap")
+        seed = seed_col.number_input("Seed", 0, 2**31 - 1, 0, key="us_seed")
         go = st.form_submit_button("Assign", key="us_assign_btn")
     if go and who:
         with state.db() as con:
             ids = pair_pages.page_ids(con, SliceFilter(status=[Status.pending]), limit=int(n))
-            added = users_store.assign(con, ids, who, overlap=int(overlap))
-        st.success(f"{added:,} assignments added ({len(ids):,} pairs × up to {int(overlap)} reviewers).")
+            added = users_store.assign(con, ids, who, overlap=int(overlap), fraction=float(fraction), seed=int(seed))
+        st.success(f"{added:,} assignments added ({len(ids):,} pairs; {float(fraction):.0%} of them to up to "
+                   f"{int(overlap)} reviewers each).")

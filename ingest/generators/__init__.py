@@ -8,6 +8,7 @@ Third-party generators register with ``@register`` or through the entry point gr
 
 from __future__ import annotations
 
+import dataclasses
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -50,4 +51,28 @@ def create(name: str, options: dict[str, Any] | None = None, *, author: str = "i
     return GENERATORS[name].from_options(options, author=author)
 
 
-__all__ = ["GENERATORS", "Generator", "Source", "available", "create", "register"]
+def option_defaults(name: str) -> dict[str, Any]:
+    """The options generator ``name`` takes, with their defaults."""
+    _load_builtin_and_plugins()
+    return {f.name: getattr(GENERATORS[name].Options(), f.name) for f in dataclasses.fields(GENERATORS[name].Options)}
+
+
+def options_from_text(name: str, text: str) -> dict[str, str]:
+    """Options of generator ``name`` written one ``key=value`` per line (blank lines and ``#``
+    comments skipped), as the CLI's ``-o name.key=value``; values stay text, which ``create``
+    converts. Raises ValueError for a line that is not key=value, an unknown key or a bad value."""
+    out: dict[str, str] = {}
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" not in line:
+            raise ValueError(f"{name} option {line!r} is not key=value (e.g. min_chars=50)")
+        key, value = line.split("=", 1)
+        out[key.strip()] = value.strip()
+    create(name, out)
+    return out
+
+
+__all__ = ["GENERATORS", "Generator", "Source", "available", "create", "option_defaults", "options_from_text",
+           "register"]

@@ -9,9 +9,12 @@ process, as `kill -9 PID` does) after a seeded random fraction of D, checked, an
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import shutil
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -202,3 +205,76 @@ def test_kill9_then_rerun(stage: Stage, tmp_path: Path) -> None:
         assert after == clean, f"{where}: re-run did not complete the work: {after} != {clean}"
         assert not cache, f"{where}: cache folders left behind: {cache}"
         assert not unclear_lines(out), f"{where}: unclear output: {unclear_lines(out)}"
+
+
+def _run_status(root: Path, name: str) -> dict:
+    r = run_cli(root, "runs", "list", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return next(x for x in json.loads(r.stdout) if x["name"] == name)
+
+
+def _trainer_pid(root: Path, run_id: str, deadline_s: float = 300) -> int | None:
+    status = root / "runs" / run_id / "status.json"
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            st = json.loads(status.read_text())
+            if st.get("status") == "running" and st.get("pid"):
+                return int(st["pid"])
+            if st.get("status") in ("succeeded", "failed", "cancelled"):
+                return None
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} never started running")
+
+
+def test_kill9_training_then_resume(tmp_path: Path) -> None:
+    """kill -9 of the training process at a random step: the run is marked failed (not running forever),
+    the store opens, `runs resume` finishes it from its checkpoint, and nothing is left running."""
+    from tests.training_fixtures import MEMO_PAIRS, make_slice, tiny_model_dir
+
+    rng = random.Random(f"{SEED}/training")
+    root = tmp_path / "proj"
+    Project(root).init()
+    make_slice(Project(root), "memo", MEMO_PAIRS, eval_pairs=MEMO_PAIRS[:2])
+    args = ["train", "--slice", "memo", "--base", str(tiny_model_dir()), "max_steps=40", "save_every=5", "threads=1",
+            "predict_after=false"]
+    t0 = time.monotonic()
+    clean = run_cli(root, *args, "--name", "clean", "--wait")
+    duration = time.monotonic() - t0
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    TALLY.add("kill -9 training", operations=1)
+    for k in range(ROUNDS):
+        name = f"killed-{k}"
+        r = run_cli(root, *args, "--name", name, "--detach")
+        assert r.returncode == 0, r.stdout + r.stderr
+        run_id = _run_status(root, name)["id"]
+        pid = _trainer_pid(root, run_id)
+        killed = False
+        if pid is not None:
+            time.sleep(duration * rng.uniform(0.0, 0.5))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+        end = time.monotonic() + 120
+        while (st := _run_status(root, name))["status"] in ("queued", "running") and time.monotonic() < end:
+            time.sleep(0.5)
+        where = f"training round {k} (seed {SEED}, killed: {killed})"
+        assert st["status"] in ("failed", "succeeded"), f"{where}: the killed run stays {st['status']}"
+        if st["status"] == "failed":
+            res = run_cli(root, "runs", "resume", name)
+            assert res.returncode == 0, f"{where}: resume failed: {res.stdout + res.stderr}"
+            st = _run_status(root, name)
+        left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and run_id in _cmdline(p)]
+        TALLY.add("kill -9 training", operations=2, kills=int(killed), lost=int(st["status"] != "succeeded"),
+                  unclear=len(unclear_lines(r.stdout + r.stderr)))
+        assert st["status"] == "succeeded", f"{where}: after resume the run is {st['status']}"
+        assert not left, f"{where}: processes of the run left: {left}"
+
+
+def _cmdline(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

@@ -100,6 +100,9 @@ def dedupe_cmd(
     console.print(t)
     if "marked_now" in report:
         console.print(f"marked {report['marked_now']} pairs duplicate now (pairs already marked are left as they are)")
+    if report.get("held_for_review"):
+        console.print(f"{report['held_for_review']} duplicates are accepted or in a frozen slice: not marked; decide "
+                      "on the Duplicates page (Keep this one)")
     if show:
         with p.connect() as con:
             for kind in ("exact_full", "exact_prompt", "near_lexical", "near_semantic"):

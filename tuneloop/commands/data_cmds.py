@@ -18,11 +18,12 @@ from ingest.exporter import EXPORT_FORMATS, export_slice
 from ingest.importer import import_file
 from ingest.limits import ImportLimits
 from store import pairs as pairs_store
+from store import ratings as ratings_store
 from store import slices as slices_store
 from store import users as users_store
 from store.filters import parse_where
 from store.records import SliceFilter, Status
-from store.stats import project_stats
+from store.stats import loop_facts, project_stats
 from tuneloop.common import (
     AuthorOpt,
     JsonOpt,
@@ -163,11 +164,14 @@ def stats(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
     Example: tuneloop stats --json
     """
+    from workflows.next_steps import next_steps
+
     p = project(project_dir)
     with p.connect() as con:
         s = project_stats(con)
+        steps = next_steps(loop_facts(con))
     if json_out:
-        emit_json(s)
+        emit_json({**s, "next_steps": [vars(step) for step in steps]})
         return
     t = Table(title=f"project {p.root}")
     t.add_column("what")
@@ -181,6 +185,8 @@ def stats(json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
     rows("", s)
     console.print(t)
+    for step in steps:
+        console.print(f"next: {step.title} ({step.why}): {step.command}", markup=False, highlight=False)
 
 
 # ------------------------------------------------------------------ slices
@@ -289,17 +295,27 @@ def pairs_list(
 
 
 @pairs_app.command("show")
-def pairs_show(pair_id: str, project_dir: ProjectOpt = None) -> None:
+def pairs_show(pair_id: str, project_dir: ProjectOpt = None, author: AuthorOpt = "") -> None:
     """Show a pair with its full revision and review history.
+
+    Blind overlap: to a reviewer (--author) assigned the pair with others who has not decided it yet,
+    its status and decisions are hidden until they have.
 
     Example: tuneloop pairs show p_0123abcd...
     """
     p = project(project_dir)
+    who = author or default_author()
     with p.connect() as con:
         pair = lookup(pairs_store.get, con, pair_id)
         hist = pairs_store.history(con, pair.id)
-        revs = pairs_store.reviews(con, pair.id)
-    console.print_json(data=pair.model_dump(mode="json"))
+        revs = users_store.visible_reviews(con, pair.id, who)
+        blind = users_store.is_blind(con, pair.id, who)
+    shown = pair.model_dump(mode="json")
+    if blind:  # the status, version and last changer would tell what the others decided
+        shown = {k: v for k, v in shown.items() if k not in ("status", "version", "updated_by", "updated_at")}
+        console.print(f"blind overlap: other reviewers are assigned this pair too; their decisions show once "
+                      f"{who} has decided", highlight=False, markup=False)
+    console.print_json(data=shown)
     numbers = {h.id: h.revision_no for h in hist}
     console.print("revisions (* = head):", highlight=False)
     for h in hist:
@@ -369,7 +385,7 @@ def _review(status: Status):
         p = project(project_dir)
         with p.connect() as con:
             ids = [lookup(pairs_store.resolve, con, ref) for ref in pair_ids]
-            n = pairs_store.set_status_many(con, ids, status, author=author or default_author(), comment=comment)
+            n = users_store.decide_many(con, ids, status, author=author or default_author(), comment=comment)
         console.print(f"{n} pair(s) marked {status.value}")
 
     cmd.__doc__ = f"Mark pairs {status.value} (recorded as a review).\n\nExample: tuneloop pairs {status.value.replace('_', '-')} p_0123..."
@@ -378,6 +394,35 @@ def _review(status: Status):
 
 for _s in (Status.accepted, Status.rejected, Status.needs_fix, Status.pending):
     pairs_app.command(_s.value.replace("_", "-") if _s != Status.accepted else "accept")(_review(_s))
+
+
+@pairs_app.command("rate")
+def pairs_rate(
+    pair_id: Annotated[str, typer.Argument(help="Pair id (or an unambiguous prefix).")],
+    value: Annotated[int | None, typer.Argument(min=ratings_store.MIN_RATING, max=ratings_store.MAX_RATING,
+                                                help="1 (poor) to 5 (excellent).")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Withdraw your rating instead.")] = False,
+    revision: Annotated[str | None, typer.Option(help="The revision rated (id, as `pairs show` lists them); "
+                                                  "default: the head, the current text.")] = None,
+    project_dir: ProjectOpt = None,
+    author: AuthorOpt = "",
+) -> None:
+    """Rate a pair's text 1-5 (besides accepting or rejecting it; not a decision). Your latest rating of a
+    revision counts; exports carry each revision's mean rating and how many reviewers rated it.
+
+    Example: tuneloop pairs rate p_0123... 4
+    """
+    if (value is None) != clear:
+        raise fail("give a rating from 1 to 5, or --clear to withdraw yours")
+    p = project(project_dir)
+    with p.connect() as con:
+        pid = lookup(pairs_store.resolve, con, pair_id)
+        r = lookup(ratings_store.rate, con, pid, value, author=author or default_author(), revision_id=revision)
+        score = ratings_store.scores(con, [r.revision_id]).rows()
+    mean = f"mean {score[0][1]:.2f} from {score[0][2]} reviewer(s)" if score else "no ratings"
+    done = "rating withdrawn" if value is None else f"rated {value}"
+    console.print(f"pair {pid} revision {r.revision_id}: {done} by {r.author} ({mean})", highlight=False,
+                  markup=False)
 
 
 # ------------------------------------------------------------------ sample and ui

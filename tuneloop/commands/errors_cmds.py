@@ -211,11 +211,8 @@ def correct_cmd(
     if use_output == (response is not None):
         raise fail("give exactly one of --response TEXT, --use-output or --bad needs_fix|rejected")
     with p.connect() as con:
-        if use_output:
-            response = errors_store.get_prediction(con, prediction).output
-        assert response is not None
-        c = errors_store.correct(con, prediction, response, author=who, category_id=cid, reason=reason,
-                                 expected_version=expected_version)
+        c = errors_store.correct(con, prediction, response, use_output=use_output, author=who, category_id=cid,
+                                 reason=reason, expected_version=expected_version)
     console.print(f"pair {c.pair_id}: revision {c.revision_id} (version {c.version}); preference pair {c.preference_id}")
 
 

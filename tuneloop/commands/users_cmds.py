@@ -1,4 +1,4 @@
-"""Account commands: `tuneloop users add/list/passwd/role/remove`.
+"""Account commands: `tuneloop users add/list/passwd/role/remove`, and `assign` / `agreement` for overlap review.
 
 The way to make the first admin of a project that the app will serve beyond this machine
 (`tuneloop ui --address 0.0.0.0` refuses to start without one). The rules live in
@@ -22,7 +22,8 @@ from rich.table import Table
 from store import users as users_store
 from tuneloop.common import JsonOpt, ProjectOpt, console, emit_json, fail, id_column, project
 
-users_app = typer.Typer(help="Accounts of the app: add, list, passwd, role, remove.", no_args_is_help=True)
+users_app = typer.Typer(help="Accounts of the app (add, list, passwd, role, remove), assignments and agreement.",
+                        no_args_is_help=True)
 
 
 class Role(StrEnum):
@@ -147,6 +148,79 @@ def remove(
     with _refusals(), p.connect() as con:
         users_store.remove_user(con, name)
     console.print(f"account [bold]{escape(name)}[/] removed", highlight=False)
+
+
+@users_app.command("assign")
+def assign_cmd(
+    to: Annotated[str, typer.Option("--to", help="Accounts to assign to, comma-separated: a,b,c.")],
+    where: Annotated[str, typer.Option(help="Which pairs (as in `slice create --where`; limit=N caps them).")]
+    = "status=pending",
+    overlap: Annotated[float, typer.Option(min=0.0, max=1.0, help=(
+        "Share of the pairs that go to several reviewers (blind to each other until each has decided); "
+        "agreement is measured on them. The rest go to one reviewer each."))] = 0.2,
+    raters: Annotated[int, typer.Option(min=2, help="Reviewers per shared pair.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of which pairs are shared and of the reviewers' order.")] = 0,
+    project_dir: ProjectOpt = None,
+) -> None:
+    """Assign the matching pairs to reviewers, a seeded share of them to several (blind overlap).
+
+    Example: tuneloop users assign --where "status=pending and limit=500" --to ann,ben,cy --overlap 0.2 --seed 0
+    """
+    from store import pair_pages
+    from store.filters import parse_where
+
+    names = [n.strip() for n in to.split(",") if n.strip()]
+    try:
+        flt = parse_where(where)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    with project(project_dir).connect() as con:
+        unknown = [n for n in names if users_store.get_user(con, n) is None]
+        if not names or unknown:
+            raise fail(f"no account named {', '.join(map(repr, unknown))}" if unknown else "--to names no account")
+        ids = pair_pages.page_ids(con, flt, limit=flt.limit or max(1, pair_pages.count(con, flt)))
+        added = users_store.assign(con, ids, names, overlap=raters, fraction=overlap, seed=seed)
+    console.print(f"{added:,} assignments added: {len(ids):,} pairs, {round(overlap * len(ids)):,} of them to "
+                  f"{min(raters, len(set(names)))} reviewers each", highlight=False)
+
+
+@users_app.command("agreement")
+def agreement_cmd(as_json: JsonOpt = False, project_dir: ProjectOpt = None) -> None:
+    """Agreement on the pairs several reviewers decided: Cohen's kappa per two, Fleiss' overall and per decision.
+
+    Example: tuneloop users agreement --json
+    """
+    with project(project_dir).connect() as con:
+        pairs = users_store.agreement(con)
+        group, n_raters = users_store.group_agreement(con)
+    if as_json:
+        emit_json({"cohen": [{"reviewer_a": a, "reviewer_b": b, "pairs": n, "kappa": k} for a, b, n, k in pairs],
+                   "fleiss": {"kappa": group.kappa, "pairs": group.items, "reviewers": n_raters,
+                              "min_raters": group.min_raters, "max_raters": group.max_raters,
+                              "per_label": group.per_label}})
+        return
+    if not group.items:
+        console.print("no pair has been decided by two reviewers yet (`tuneloop users assign --overlap 0.2`)",
+                      highlight=False)
+        return
+
+    def fmt(k: float | None) -> str:
+        return "-" if k is None else f"{k:.2f}"
+
+    console.print(f"Fleiss' kappa {fmt(group.kappa)} over {group.items:,} pairs, {n_raters} reviewers "
+                  f"({group.min_raters}-{group.max_raters} per pair)", highlight=False)
+    t = Table(title="Cohen's kappa per two reviewers")
+    for c in ("reviewer A", "reviewer B", "pairs", "kappa"):
+        t.add_column(c)
+    for a, b, n, k in pairs:
+        t.add_row(escape(a), escape(b), str(n), fmt(k))
+    console.print(t)
+    t = Table(title="per decision (Fleiss' per-label kappa)")
+    t.add_column("decision")
+    t.add_column("kappa")
+    for label, k in group.per_label.items():
+        t.add_row(escape(label), fmt(k))
+    console.print(t)
 
 
 def register(app: typer.Typer) -> None:

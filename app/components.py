@@ -383,8 +383,11 @@ def text_table(frame: pl.DataFrame, *, long: Sequence[str] | None = None, column
 BAR_PX = 28  # height of one bar (band) in pixels: a name per band never overlaps the next
 
 
+PICK = "pick"  # the name of a bar chart's click selection
+
+
 def bar_spec(frame: pl.DataFrame, *, category: str, value: str, color: str | None = None,
-             number_format: str = "d") -> alt.Chart | None:
+             number_format: str = "d", pickable: bool = False) -> alt.Chart | None:
     """A horizontal bar chart of counts: one bar per ``category`` (stacked by ``color``), or None when
     there is nothing to draw (no rows, or every count is zero).
 
@@ -393,7 +396,8 @@ def bar_spec(frame: pl.DataFrame, *, category: str, value: str, color: str | Non
     legend and axis already fill leaves the bands zero pixels tall, so every name is drawn at the
     same spot with no bars. Categories and stack parts keep the frame's order; the count axis has
     integer ticks only (an all-zero domain would otherwise print ``0.000000``). A value that is not a
-    count (a kappa) gives its d3 ``number_format`` instead, e.g. ``".2f"``.
+    count (a kappa) gives its d3 ``number_format`` instead, e.g. ``".2f"``. ``pickable`` adds a click
+    selection named ``PICK`` on the category (read it back with ``picked``).
     """
     if frame.is_empty() or not (frame[value].fill_null(0) != 0).any():
         return None
@@ -411,20 +415,67 @@ def bar_spec(frame: pl.DataFrame, *, category: str, value: str, color: str | Non
         enc["color"] = alt.Color(color, type="nominal", sort=parts, scale=alt.Scale(domain=parts),
                                  legend=alt.Legend(orient="bottom", title=color))
         tooltip.insert(1, alt.Tooltip(color, type="nominal"))
-    return (alt.Chart(frame.to_pandas()).mark_bar().encode(**enc, tooltip=tooltip)
-            .properties(height=BAR_PX * len(order), autosize=alt.AutoSizeParams(type="fit-x", contains="padding")))
+    chart = (alt.Chart(frame.to_pandas()).mark_bar(cursor="pointer" if pickable else alt.Undefined)
+             .encode(**enc, tooltip=tooltip)
+             .properties(height=BAR_PX * len(order), autosize=alt.AutoSizeParams(type="fit-x", contains="padding")))
+    return chart.add_params(alt.selection_point(name=PICK, fields=[category])) if pickable else chart
+
+
+def picked(event: Mapping[str, Any] | None, field: str, *, name: str = PICK) -> str | None:
+    """The category of the bar clicked on a ``pickable`` chart (Streamlit's selection event lists the
+    clicked points' fields), or None when nothing is clicked."""
+    points = ((event or {}).get("selection") or {}).get(name) or []
+    values = [p[field] for p in points if isinstance(p, Mapping) and p.get(field) is not None]
+    return str(values[0]) if values else None
 
 
 def bar_chart(frame: pl.DataFrame, *, category: str, value: str, color: str | None = None, empty: str,
-              number_format: str = "d") -> None:
+              number_format: str = "d", on_pick: Callable[[str], None] | None = None, key: str | None = None) -> None:
     """Render ``bar_spec`` across the container, or the caption "Nothing yet — ``empty``" when it has
     nothing to draw. ``empty`` is our own Markdown (say what produces the data, e.g. a command);
-    names in ``frame`` are drawn by Vega as plain text and need no escaping."""
-    chart = bar_spec(frame, category=category, value=value, color=color, number_format=number_format)
+    names in ``frame`` are drawn by Vega as plain text and need no escaping.
+
+    With ``on_pick`` (and a ``key``) a click on a bar calls ``on_pick(category)`` before the next run
+    (a widget callback, so it may set other widgets' values), typically ``open_filtered``. Each click
+    is used once: the next run draws a fresh chart, so clicking the same bar again works and coming back
+    to the page does not replay it."""
+    chart = bar_spec(frame, category=category, value=value, color=color, number_format=number_format,
+                     pickable=on_pick is not None)
     if chart is None:
         st.caption(f"Nothing yet — {empty}")
-    else:
+        return
+    if on_pick is None or key is None:
         st.altair_chart(chart, width="stretch")
+        return
+    n = st.session_state.get(f"{key}_clicks", 0)
+    chart_key = f"{key}_{n}"
+
+    def clicked() -> None:
+        value_picked = picked(st.session_state.get(chart_key), category)
+        if value_picked is not None:
+            st.session_state[f"{key}_clicks"] = n + 1
+            on_pick(value_picked)
+
+    st.altair_chart(chart, width="stretch", on_select=clicked, selection_mode=PICK, key=chart_key)
+    go_to = st.session_state.pop("_open_page", None)
+    if go_to:
+        st.switch_page(f"views/{go_to}.py")
+
+
+EXPLORE_FILTERS: dict[str, Any] = {
+    "ex_status": [], "ex_tags": [], "ex_gens": [], "ex_splits": [], "ex_flagged": [], "ex_clean": [],
+    "ex_clusters": [], "ex_docs": [], "ex_text": "", "ex_dups": False, "ex_map_ids": None}
+
+
+def open_filtered(page: str = "explore", **values: Any) -> None:
+    """From a chart's click (``bar_chart(on_pick=...)``): open ``page`` showing the list the bar stands
+    for: Explore with only the given filters (e.g. ``ex_status=["accepted"]``, every other Explore filter
+    cleared), or another page with the given widget values (``er_cat=...``)."""
+    if page == "explore":
+        values = {**EXPLORE_FILTERS, **values}
+    for k, v in values.items():
+        st.session_state[k] = v
+    st.session_state["_open_page"] = page
 
 
 def key_for(base: str, *subject: object) -> str:

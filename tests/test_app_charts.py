@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.components import BAR_PX, bar_spec
+from app.components import BAR_PX, PICK, bar_spec, picked
 from store import errors as errors_store
 from store import pairs as pairs_store
 from store import runs as runs_store
@@ -48,6 +48,18 @@ def test_counts_are_bars_on_a_named_axis_with_integer_ticks():
     assert s["mark"]["type"] == "bar" and "color" not in s["encoding"]
     # the plot area is sized by the data; axes and legend are added around it
     assert s["autosize"]["type"] == "fit-x"
+
+
+def test_a_pickable_chart_selects_a_whole_category_and_the_click_reads_back():
+    frame = pl.DataFrame({"category": ["wrong unit", "refusal"], "label": ["confirmed", "proposed"], "n": [3, 1]})
+    spec = bar_spec(frame, category="category", value="n", color="label", pickable=True).to_dict()
+    (param,) = spec["params"]
+    assert param["name"] == PICK and param["select"] == {"type": "point", "fields": ["category"]}
+    assert "params" not in bar_spec(frame, category="category", value="n").to_dict()
+    assert picked({"selection": {PICK: [{"category": "refusal", "label": "proposed"}]}}, "category") == "refusal"
+    assert picked({"selection": {PICK: []}}, "category") is None  # a click beside the bars
+    assert picked({"selection": {"other": [{"category": "x"}]}}, "category") is None
+    assert picked(None, "category") is None
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 20])

@@ -25,10 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from app.components import BAR_PX
 from store import pair_pages
 from store import pairs as pairs_store
 from store.db import Project
 from store.records import SliceFilter, Status
+from store.stats import project_stats
 from tests.test_app_pages import seed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +100,14 @@ def running_app(project: Project, tmp_path: Path, user: str = "tester") -> Itera
         log.close()
 
 
+def click_bar(page, chart, row: int) -> None:
+    """Click the middle of the ``row``-th band of a horizontal ``bar_chart`` (``BAR_PX`` per band below
+    Vega's 5 px padding): on the longest bar that is inside the bar."""
+    box = chart.bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + 5 + BAR_PX * row + BAR_PX / 2)
+
+
 @pytest.fixture
 def server(project, tmp_path):
     needs_a_browser()
@@ -126,6 +136,20 @@ def test_ingest_review_and_errors_in_a_real_browser(server, tmp_path):
         expect(page.get_by_text("Error funnel")).to_be_visible()  # the script ran to its end
         page.wait_for_timeout(2000)  # let the charts draw
         page.screenshot(path=str(shots / "overview.png"), full_page=True)
+
+        # A bar is a link to the pairs it counts: the longest bar of "Pairs by status" opens Explore
+        # filtered to that status; coming back to the Overview does not replay the click.
+        with p.connect(timeout=60) as con:
+            by_status = project_stats(con)["pairs_by_status"]
+        row, (most, n_most) = max(enumerate(by_status.items()), key=lambda t: t[1][1])
+        click_bar(page, page.locator('[data-testid="stVegaLiteChart"]').first, row)
+        expect(page.get_by_role("heading", name="Explore")).to_be_visible()
+        expect(page.locator('[data-testid="stMetricValue"]').first).to_have_text(f"{n_most:,}")
+        expect(page.get_by_text(most, exact=True).first).to_be_visible()  # the status chip in the filter
+        page.goto(url)
+        expect(page.get_by_text("Error funnel")).to_be_visible()
+        page.wait_for_timeout(3000)
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
         # Ingest: upload a document, the job runs in the background with live progress
         page.goto(url + "/ingest")
@@ -156,6 +180,10 @@ def test_ingest_review_and_errors_in_a_real_browser(server, tmp_path):
         expect(page.get_by_text("Correct the data")).to_be_visible()
         page.wait_for_timeout(2000)
         page.screenshot(path=str(shots / "errors.png"), full_page=True)
+        # a category's bar drills into that category
+        click_bar(page, page.locator('[data-testid="stVegaLiteChart"]').first, 0)
+        expect(page.locator('[data-testid="stSelectbox"]').filter(has_text="Category").first).not_to_contain_text(
+            "all errors")
 
         page.goto(url + "/explore")
         expect(page.get_by_role("heading", name="Explore")).to_be_visible()

@@ -66,6 +66,10 @@ def test_overview_links_each_step_to_its_page(project: Project, monkeypatch) -> 
     assert "Next steps" in [h.value for h in at.subheader]
     links = at.get("page_link")
     assert links and any("duplicates" in str(link.proto.page) for link in links), [str(x.proto) for x in links]
+    # the terminal command is a code block, copied exactly as typed (no Markdown escapes in it)
+    commands = [c.value for c in at.code]
+    assert any(c.startswith("tuneloop dedupe") for c in commands), commands
+    assert not any("\u2060" in c or "\\" in c for c in commands), commands
 
 
 def test_stats_prints_the_next_step_with_its_command(project: Project) -> None:

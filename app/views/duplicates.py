@@ -25,7 +25,8 @@ if not kinds:
     st.stop()
 
 ui.bar_chart(pl.DataFrame({"kind": [k for k, _ in kinds], "clusters": [n for _, n in kinds]}), category="kind",
-             value="clusters", empty="no duplicate clusters.")
+             value="clusters", empty="no duplicate clusters.", key="du_by_kind",
+             on_pick=lambda k: ui.open_filtered("duplicates", du_kind=k))
 c1, c2 = st.columns(2)
 kind = c1.selectbox("Kind", [None, *[k for k, _ in kinds]], key="du_kind",
                     format_func=lambda k: "all kinds" if k is None else k)

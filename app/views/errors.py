@@ -58,8 +58,10 @@ c[3].metric("Confirmed by reviewers", f"{int(counts['confirmed'].sum()):,}")
 
 chart = counts.select("category", "confirmed", "proposed").unpivot(
     index="category", variable_name="label", value_name="predictions")
+_cat_ids = dict(zip(counts["category"], counts["category_id"]))
 ui.bar_chart(chart, category="category", value="predictions", color="label",
-             empty="every error label of this run was rejected (Label state **rejected** lists them).")
+             empty="every error label of this run was rejected (Label state **rejected** lists them).",
+             key="er_by_cat", on_pick=lambda name: ui.open_filtered("errors", er_cat=_cat_ids.get(name)))
 
 names = dict(zip(counts["category_id"], counts["category"]))
 n_errors = dict(zip(counts["category_id"], counts["errors"]))  # a category no longer in the counts has none

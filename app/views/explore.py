@@ -70,7 +70,10 @@ m1.metric("Matching pairs", f"{total:,}")
 if by_status:
     with m2:
         ui.bar_chart(pl.DataFrame({"status": list(by_status), "pairs": list(by_status.values())}), category="status",
-                     value="pairs", empty="no pair matches.")
+                     value="pairs", empty="no pair matches.", key="ex_by_status",
+                     on_pick=lambda s: ui.open_filtered(
+                         **{k: v for k, v in st.session_state.items() if k in ui.EXPLORE_FILTERS},
+                         ex_status=[s], ex_dups=s == "duplicate" or include_dups))
 
 tab_list, tab_map, tab_semantic, tab_slice, tab_bulk = st.tabs(
     ["Pairs", "Embedding map", "Semantic search", "Save as slice", "Bulk action"])

@@ -36,29 +36,42 @@ if steps:
     for step in steps:
         link, why = st.columns([2, 3], vertical_alignment="center")
         link.page_link(f"views/{step.page}.py", label=ui.esc(step.title), icon=":material/arrow_forward:")
-        why.caption(ui.esc(f"{step.why} · terminal: {step.command}"))
+        why.caption(ui.esc(step.why))
+        why.code(step.command, language="bash", wrap_lines=True)  # copied as typed: no Markdown escapes in it
 
+
+
+def _open_status(status: str) -> None:
+    ui.open_filtered(ex_status=[status], ex_dups=status == "duplicate")
+
+
+if state.can("curate"):
+    st.caption("Click a bar to open the pairs it counts.")
 left, right = st.columns(2)
 with left:
     st.subheader("Pairs by status")
     ui.bar_chart(pl.DataFrame({"status": list(s["pairs_by_status"]), "pairs": list(s["pairs_by_status"].values())},
                               schema={"status": pl.String, "pairs": pl.Int64}),
-                 category="status", value="pairs", empty="import or ingest pairs (**Ingest**, `tuneloop import`).")
+                 category="status", value="pairs", empty="import or ingest pairs (**Ingest**, `tuneloop import`).",
+                 key="ov_status", on_pick=_open_status)
     st.subheader("Quality signals flagged")
     ui.bar_chart(pl.DataFrame({"signal": list(s["signals_flagged"]), "pairs": list(s["signals_flagged"].values())},
                               schema={"signal": pl.String, "pairs": pl.Int64}),
-                 category="signal", value="pairs", empty="compute quality signals (`tuneloop signals`).")
+                 category="signal", value="pairs", empty="compute quality signals (`tuneloop signals`).",
+                 key="ov_signals", on_pick=lambda name: ui.open_filtered(ex_flagged=[name]))
 with right:
     st.subheader("Duplicate clusters")
     ui.bar_chart(pl.DataFrame({"kind": [k for k, _ in dup_kinds], "clusters": [n for _, n in dup_kinds]},
                               schema={"kind": pl.String, "clusters": pl.Int64}),
-                 category="kind", value="clusters", empty="find duplicates (**Duplicates**, `tuneloop dedupe`).")
+                 category="kind", value="clusters", empty="find duplicates (**Duplicates**, `tuneloop dedupe`).",
+                 key="ov_dups", on_pick=lambda kind: ui.open_filtered("duplicates", du_kind=kind))
     if dup_kinds:
         st.caption(f"{s['duplicates_marked']:,} pairs marked as duplicates")
     st.subheader("Error funnel")
     ui.bar_chart(pl.DataFrame({"stage": list(funnel), "count": list(funnel.values())}), category="stage",
                  value="count", empty="train a run and predict on its eval split (**Train**), then categorise its "
-                                      "errors (**Errors**).")
+                                      "errors (**Errors**).",
+                 key="ov_funnel", on_pick=lambda _stage: ui.open_filtered("errors"))
     if s["runs_by_status"]:
         st.subheader("Runs")
         ui.bar_chart(pl.DataFrame({"status": list(s["runs_by_status"]), "runs": list(s["runs_by_status"].values())}),

@@ -199,3 +199,37 @@ def test_ingest_review_and_errors_in_a_real_browser(server, tmp_path):
     assert made >= 2, "the uploaded handbook made no pairs"
     assert pair.status == Status.accepted and pair.provenance.document_id
     assert reviews[-1].author == "tester"
+
+
+def test_a_sign_in_survives_a_reload_in_a_real_browser(project, tmp_path):
+    """The signed session cookie, as a browser keeps and sends it: sign in once, reload, open another
+    page by its URL: still signed in; sign out: the reload shows the sign-in form again."""
+    from playwright.sync_api import expect, sync_playwright
+
+    needs_a_browser()
+    from store import users as users_store
+
+    with project.connect() as con:
+        users_store.create_first_admin(con, "ada", "ada-password-1")
+    with running_app(project, tmp_path) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)
+        page.goto(url)
+        expect(page.get_by_role("heading", name="Sign in to tuneloop")).to_be_visible()
+        page.get_by_label("User name").fill("ada")
+        page.get_by_role("textbox", name="Password").fill("ada-password-1")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        page.wait_for_timeout(1000)  # the cookie is written by the page's script
+        page.reload()
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        page.goto(url + "/explore")
+        expect(page.get_by_role("heading", name="Explore")).to_be_visible()
+        expect(page.get_by_text("Signed in as")).to_be_visible()
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("heading", name="Sign in to tuneloop")).to_be_visible()
+        page.reload()
+        expect(page.get_by_role("heading", name="Sign in to tuneloop")).to_be_visible()
+        browser.close()

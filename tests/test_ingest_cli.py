@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
 from typer.testing import CliRunner
 
 from store import documents as docs_store
@@ -41,6 +42,24 @@ def test_cli_rejects_unknown_generator_and_options(project, tmp_path):
     assert res.exit_code == 2 and "unknown generator" in res.output
     res = runner.invoke(app, ["ingest", str(path), "-o", "sections.colour=blue", "--project", str(project.root)])
     assert res.exit_code == 2 and "unknown option" in res.output
+    res = runner.invoke(app, ["ingest", str(path), "-g", "sections", "-g", "qa", "-o", "min_chars=10",
+                              "--project", str(project.root)])
+    assert res.exit_code == 2 and "name the generator, e.g. sections.min_chars" in res.output
+    res = runner.invoke(app, ["ingest", str(path), "-o", "min_chars", "--project", str(project.root)])
+    assert res.exit_code == 2 and "is not key=value" in res.output
+
+
+def test_the_app_and_the_cli_read_options_alike():
+    from ingest.generators import options_from_text, split_option
+
+    assert split_option(" sections.min_chars = 50 ", ["sections", "qa"]) == ("sections", "min_chars", "50")
+    assert split_option("min_chars=50", ["sections"]) == ("sections", "min_chars", "50")
+    assert options_from_text("sections", "# the app's box\nmin_chars = 50\n\nsections.max_chars=900") == {
+        "min_chars": "50", "max_chars": "900"}
+    with pytest.raises(ValueError, match="names another generator"):
+        options_from_text("sections", "qa.max_pairs=3")
+    with pytest.raises(ValueError, match="not key=value"):
+        options_from_text("sections", "min_chars")
 
 
 def test_cli_documents_list_and_show(project, tmp_path):

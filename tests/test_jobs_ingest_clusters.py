@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import polars as pl
@@ -54,13 +53,14 @@ def _wait(job: jobs.Job, limit_s: float = 300) -> jobs.Job:
 # ---------------------------------------------------------------- jobs redraw the page themselves
 
 
-# A job that runs until the test lets it end (``--project ROOT`` follows the command: it waits for ROOT/go).
-GATED = "import pathlib, sys, time\nwhile not (pathlib.Path(sys.argv[2]) / 'go').exists(): time.sleep(0.05)"
+# A job module that runs until the test lets it end: it waits for ROOT/go.
+GATED = "import pathlib, sys, time\nwhile not (pathlib.Path(sys.argv[1]) / 'go').exists(): time.sleep(0.05)\n"
 
 
-def test_a_page_redraws_once_when_its_job_ends_and_not_while_it_runs(project, monkeypatch):
-    monkeypatch.setattr(jobs, "cli_command", lambda: [sys.executable, "-c", GATED])
-    job = jobs.start(project, "gated", [], title="gated", author="tester")
+def test_a_page_redraws_once_when_its_job_ends_and_not_while_it_runs(project, monkeypatch, tmp_path):
+    (tmp_path / "gated_job.py").write_text(GATED)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the job finds the module after the repository
+    job = jobs.start(project, "gated", [str(project.root)], title="gated", author="tester", module="gated_job")
     assert job.status == "running"
     assert not jobs.page_needs_redraw(job, None)  # still running: the fragment only polls
     (project.root / "go").touch()

@@ -66,7 +66,9 @@ else:
         c[0].metric("Common eval pairs", f"{n_common:,}")
         if any_row:
             c[1].metric("Error rate A", f"{any_row['rate_a']:.1%}")
-            c[2].metric("Error rate B", f"{any_row['rate_b']:.1%}", f"{any_row['delta']:+.1%}", delta_color="inverse")
+            moved = round(any_row["delta"], 3) != 0  # "+0.0 %" is no change: no coloured arrow
+            c[2].metric("Error rate B", f"{any_row['rate_b']:.1%}", f"{any_row['delta']:+.1%}",
+                        delta_color="inverse" if moved else "off", delta_arrow="auto" if moved else "off")
         c[3].metric("Fixed / broken", f"{fixed.height:,} / {broken.height:,}")
         if table.height:
             st.subheader("Per-category error rate, A → B")

@@ -57,6 +57,21 @@ def option_defaults(name: str) -> dict[str, Any]:
     return {f.name: getattr(GENERATORS[name].Options(), f.name) for f in dataclasses.fields(GENERATORS[name].Options)}
 
 
+def split_option(item: str, generators: list[str]) -> tuple[str, str, str]:
+    """One generator option, ``NAME.key=value`` (or ``key=value`` when ``generators`` has one name),
+    as (generator, key, value) with the text stripped; raises ValueError saying how to write it."""
+    if "=" not in item:
+        raise ValueError(f"option {item.strip()!r} is not key=value (e.g. {(generators or ['sections'])[0]}.min_chars=50)")
+    key, value = (x.strip() for x in item.split("=", 1))
+    if "." in key:
+        gen, key = key.split(".", 1)
+    elif len(generators) == 1:
+        gen = generators[0]
+    else:
+        raise ValueError(f"option {item.strip()!r}: name the generator, e.g. {generators[0]}.{key}=...")
+    return gen, key, value
+
+
 def options_from_text(name: str, text: str) -> dict[str, str]:
     """Options of generator ``name`` written one ``key=value`` per line (blank lines and ``#``
     comments skipped), as the CLI's ``-o name.key=value``; values stay text, which ``create``
@@ -66,13 +81,13 @@ def options_from_text(name: str, text: str) -> dict[str, str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        if "=" not in line:
-            raise ValueError(f"{name} option {line!r} is not key=value (e.g. min_chars=50)")
-        key, value = line.split("=", 1)
-        out[key.strip()] = value.strip()
+        gen, key, value = split_option(line, [name])
+        if gen != name:
+            raise ValueError(f"{name} option {line!r} names another generator ({gen}): write key=value")
+        out[key] = value
     create(name, out)
     return out
 
 
 __all__ = ["GENERATORS", "Generator", "Source", "available", "create", "option_defaults", "options_from_text",
-           "register"]
+           "register", "split_option"]

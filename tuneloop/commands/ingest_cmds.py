@@ -31,17 +31,14 @@ documents_app = typer.Typer(help="Stored documents: versions, elements and the p
 
 def _options(raw: list[str], generators: list[str]) -> dict[str, dict[str, Any]]:
     """`-o NAME.key=value` (or `key=value` when one generator is used) -> per-generator options."""
+    from ingest.generators import split_option
+
     out: dict[str, dict[str, Any]] = {}
     for item in raw:
-        if "=" not in item:
-            raise fail(f"option {item!r} is not key=value (e.g. -o sections.min_chars=50)")
-        key, value = item.split("=", 1)
-        if "." in key:
-            gen, key = key.split(".", 1)
-        elif len(generators) == 1:
-            gen = generators[0]
-        else:
-            raise fail(f"option {item!r}: name the generator, e.g. -o {generators[0]}.{key}=...")
+        try:
+            gen, key, value = split_option(item, generators)
+        except ValueError as exc:
+            raise fail(f"{exc} (-o NAME.key=value)") from None
         out.setdefault(gen, {})[key] = value
     return out
 

@@ -447,17 +447,19 @@ def bar_chart(frame: pl.DataFrame, *, category: str, value: str, color: str | No
     if on_pick is None or key is None:
         st.altair_chart(chart, width="stretch")
         return
-    n = st.session_state.get(f"{key}_clicks", 0)
+    from app import state
+
+    n = state.get(f"{key}_clicks", 0)
     chart_key = f"{key}_{n}"
 
     def clicked() -> None:
-        value_picked = picked(st.session_state.get(chart_key), category)
+        value_picked = picked(state.get(chart_key), category)
         if value_picked is not None:
-            st.session_state[f"{key}_clicks"] = n + 1
+            state.put(f"{key}_clicks", n + 1)
             on_pick(value_picked)
 
     st.altair_chart(chart, width="stretch", on_select=clicked, selection_mode=PICK, key=chart_key)
-    go_to = st.session_state.pop("_open_page", None)
+    go_to = state.pop("_open_page")
     if go_to:
         st.switch_page(f"views/{go_to}.py")
 
@@ -473,9 +475,11 @@ def open_filtered(page: str = "explore", **values: Any) -> None:
     cleared), or another page with the given widget values (``er_cat=...``)."""
     if page == "explore":
         values = {**EXPLORE_FILTERS, **values}
+    from app import state
+
     for k, v in values.items():
-        st.session_state[k] = v
-    st.session_state["_open_page"] = page
+        state.put(k, v)
+    state.put("_open_page", page)
 
 
 def key_for(base: str, *subject: object) -> str:

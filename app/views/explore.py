@@ -72,7 +72,7 @@ if by_status:
         ui.bar_chart(pl.DataFrame({"status": list(by_status), "pairs": list(by_status.values())}), category="status",
                      value="pairs", empty="no pair matches.", key="ex_by_status",
                      on_pick=lambda s: ui.open_filtered(
-                         **{k: v for k, v in st.session_state.items() if k in ui.EXPLORE_FILTERS},
+                         **{k: state.get(k, v) for k, v in ui.EXPLORE_FILTERS.items()},
                          ex_status=[s], ex_dups=s == "duplicate" or include_dups))
 
 tab_list, tab_map, tab_semantic, tab_slice, tab_bulk = st.tabs(

@@ -9,8 +9,9 @@ app call these functions; they return plain dicts / Polars frames for either to 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from analysis import search as search_mod
 from analysis import signals as sig
 from analysis import splits as splits_mod
 from store import curation as cur
+from store import settings as settings_store
 from store import slices as slices_store
 from store.db import Project
 from store.records import SliceFilter
@@ -33,94 +35,220 @@ Progress = Callable[[int], None]
 @dataclass(frozen=True)
 class DedupeConfig:
     exact: bool = True
-    prompt: bool = True  # exact_prompt clusters too (same prompt, any response)
+    prompt: bool = True  # conflict clusters: same prompt, different responses (listed for review, never marked)
     near: bool = False
     near_threshold: float = 0.8
     ngram: int = 3
     num_perm: int = 128
-    near_field: str = "prompt"
     semantic: bool = False
     semantic_threshold: float = 0.95
-    field: str = "prompt"  # embedding field for semantic dedupe
+    field: str = "full"  # text compared by near and semantic dedupe: prompt, response or full
+    near_field: str | None = None  # older name for the near-dedupe field; wins over ``field`` when given
+    keep: str = "accepted"  # which member a cluster keeps: accepted, first, longest, quality
+    max_cluster: int = 50
+    boilerplate_share: float = 0.2  # lines/shingles in this share of rows are ignored (a shared header)
+    short_words: int = 30  # shorter texts are compared by character n-grams
     mark: bool = True  # mark non-kept exact duplicates with status duplicate
+
+    def __post_init__(self) -> None:
+        for f in (self.field, self.near_field or self.field):
+            if f not in dd.FIELDS:
+                raise ValueError(f"field must be one of {', '.join(dd.FIELDS)}, not {f!r}")
+        if self.keep not in dd.KEEP_RULES:
+            raise ValueError(f"keep must be one of {', '.join(dd.KEEP_RULES)}, not {self.keep!r}")
+        if self.semantic and self.field == "response":
+            raise ValueError("semantic dedupe embeds the prompt or the full pair; use field prompt or full")
+
+    def minhash(self) -> dd.MinHashParams:
+        return dd.MinHashParams(num_perm=self.num_perm, ngram=self.ngram, threshold=self.near_threshold,
+                                boilerplate_share=self.boilerplate_share, short_words=self.short_words,
+                                max_cluster=self.max_cluster)
+
+
+DEDUPE_SETTING = "dedupe"  # the project's saved defaults: near_threshold, semantic_threshold, field, keep
+
+
+def dedupe_defaults(project: Project) -> dict[str, Any]:
+    """The project's saved dedupe defaults (only valid entries; missing ones fall back to ``DedupeConfig``)."""
+    with project.connect() as con:
+        saved = settings_store.get(con, DEDUPE_SETTING, {})
+    out: dict[str, Any] = {}
+    if not isinstance(saved, dict):
+        return out
+    for k in ("near_threshold", "semantic_threshold"):
+        if isinstance(saved.get(k), int | float) and 0 < saved[k] <= 1:
+            out[k] = float(saved[k])
+    if saved.get("field") in dd.FIELDS:
+        out["field"] = saved["field"]
+    if saved.get("keep") in dd.KEEP_RULES:
+        out["keep"] = saved["keep"]
+    return out
+
+
+def save_dedupe_defaults(project: Project, values: dict[str, Any], *, author: str) -> dict[str, Any]:
+    """Merge ``values`` into the project's dedupe defaults (one new settings version); the result."""
+    known = {f.name for f in fields(DedupeConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown dedupe setting(s): {', '.join(sorted(unknown))}")
+    DedupeConfig(**values)  # validates
+    merged = {**dedupe_defaults(project), **values}
+    with project.connect() as con:
+        settings_store.put(con, DEDUPE_SETTING, merged, author=author)
+    return merged
+
+
+NEAR_REPORT_SETTING = "dedupe_near_report"  # the last near pass: field, keep, threshold, templates, warnings
+SUGGESTION_SETTING = "dedupe_suggestion"  # the last histogram: field, bins [[low, high, pairs]], suggested
+
+
+def suggest_threshold(
+    project: Project, cfg: DedupeConfig | None = None, *, author: str = "", save: bool = False
+) -> tuple[pl.DataFrame, float | None]:
+    """Histogram of candidate-pair Jaccards of the live pairs and a suggested near threshold
+    (``analysis.dedupe.similarity_histogram``). With ``save`` the histogram is kept for the app
+    and the suggestion becomes the project's default near threshold for that field."""
+    cfg = cfg or DedupeConfig()
+    field = cfg.near_field or cfg.field
+    with project.connect() as con:
+        live = cur.curation_frame(con, SliceFilter(exclude_duplicates=True))
+    hist, best = dd.similarity_histogram(live, cfg.minhash(), field=field)
+    if save:
+        with project.connect() as con:
+            settings_store.put(con, SUGGESTION_SETTING, {"field": field, "suggested": best,
+                                                         "bins": [list(r) for r in hist.iter_rows()]}, author=author)
+        if best is not None:
+            save_dedupe_defaults(project, {"near_threshold": best, "field": field}, author=author)
+    return hist, best
+
+
+def saved_suggestion(project: Project) -> dict[str, Any] | None:
+    """The last saved histogram (``suggest_threshold(save=True)``), or None."""
+    with project.connect() as con:
+        v = settings_store.get(con, SUGGESTION_SETTING)
+    return v if isinstance(v, dict) and isinstance(v.get("bins"), list) else None
+
+
+def last_near_report(project: Project) -> dict[str, Any] | None:
+    """What the last near-duplicate pass found besides clusters (templates, warnings), or None."""
+    with project.connect() as con:
+        v = settings_store.get(con, NEAR_REPORT_SETTING)
+    return v if isinstance(v, dict) and isinstance(v.get("templates"), list) else None
+
+
+def _with_quality(con: Any, df: pl.DataFrame, keep: str) -> pl.DataFrame:
+    return df.join(cur.quality_penalties(con), on="revision_id", how="left") if keep == "quality" else df
 
 
 def dedupe(project: Project, cfg: DedupeConfig, *, author: str, progress: Progress | None = None) -> dict[str, Any]:
-    """Find and store duplicate clusters; mark exact duplicates. Idempotent."""
+    """Find and store duplicate clusters; mark exact duplicates; list conflicts. Idempotent."""
     with project.connect() as con:
-        df = cur.curation_frame(con)
-    report: dict[str, Any] = {"pairs": df.height}
+        df = _with_quality(con, cur.curation_frame(con), cfg.keep)
+    report: dict[str, Any] = {"pairs": df.height, "keep": cfg.keep, "warnings": []}
+    conflicts = dd.empty_members()
     if cfg.exact:
-        kinds = ["exact_full"] + (["exact_prompt"] if cfg.prompt else [])
-        members = pl.concat([dd.exact_clusters(df, k) for k in kinds])
+        members = dd.exact_clusters(df, "exact_full", cfg.keep)
+        conflicts = dd.conflict_clusters(df, cfg.keep) if cfg.prompt else dd.empty_members()
+        # "exact_prompt" is cleared too: older versions stored same-prompt clusters under that kind
+        kinds = ["exact_full"] + (["exact_prompt", "conflict"] if cfg.prompt else [])
         with project.connect() as con:
-            cur.save_duplicate_clusters(con, members, kinds, {"normalize": "nfkc-lower-punct-ws"})
-            stored = cur.duplicate_members(con, kinds)
+            cur.save_duplicate_clusters(con, pl.concat([members, conflicts]), kinds,
+                                        {"normalize": "nfkc-lower-punct-ws", "keep": cfg.keep})
+            stored = cur.duplicate_members(con, ["exact_full"])
             marked, held = cur.mark_duplicates(con, dd.to_mark(stored), author=author,
                                                comment="exact duplicate (tuneloop dedupe)") if cfg.mark else (0, 0)
-        for k in kinds:
-            mk = members.filter(pl.col("kind") == k)
-            report[k] = {"clusters": mk["cluster_id"].n_unique(), "members": mk.height,
-                         "duplicates": mk.filter(~pl.col("is_kept")).height}
+        report["exact_full"] = {"clusters": members["cluster_id"].n_unique(), "members": members.height,
+                                "duplicates": members.filter(~pl.col("is_kept")).height}
         if cfg.prompt:
-            report["exact_prompt"]["with_different_responses"] = _conflicting_prompt_clusters(members)
+            report["conflict"] = {"clusters": conflicts["cluster_id"].n_unique() if conflicts.height else 0,
+                                  "members": conflicts.height}
         report["marked_now"] = marked
         report["held_for_review"] = held
     if progress:
         progress(1)
     # near duplicates among the pairs that are not already exact duplicates
     with project.connect() as con:
-        live = cur.curation_frame(con, SliceFilter(exclude_duplicates=True))
+        live = _with_quality(con, cur.curation_frame(con, SliceFilter(exclude_duplicates=True)), cfg.keep)
+    near_field = cfg.near_field or cfg.field
     if cfg.near:
-        params = dd.MinHashParams(num_perm=cfg.num_perm, ngram=cfg.ngram, threshold=cfg.near_threshold)
-        members = dd.near_lexical_clusters(live, params, field=cfg.near_field)
+        params = cfg.minhash()
+        members, templates = dd.near_lexical(live, params, field=near_field, keep=cfg.keep)
+        members = dd.drop_covered(members, conflicts)
         with project.connect() as con:
             cur.save_duplicate_clusters(con, members, ["near_lexical"], {
-                "threshold": cfg.near_threshold, "ngram": cfg.ngram, "num_perm": cfg.num_perm, "field": cfg.near_field})
-        report["near_lexical"] = _summary(members)
+                "threshold": cfg.near_threshold, "ngram": cfg.ngram, "num_perm": cfg.num_perm, "field": near_field,
+                "keep": cfg.keep, "max_cluster": cfg.max_cluster})
+        report["near_lexical"] = _summary(members, cfg.max_cluster, report["warnings"], "near_lexical")
+        report["templates"] = [{"text": t[:400], "rows": r, "share": round(s, 3)}
+                               for t, r, s in templates.head(10).iter_rows()]
+        with project.connect() as con:  # what the Duplicates page shows next to the clusters
+            settings_store.put(con, NEAR_REPORT_SETTING, {
+                "field": near_field, "keep": cfg.keep, "threshold": cfg.near_threshold,
+                "templates": report["templates"], "warnings": report["warnings"]}, author=author or "tuneloop")
     if progress:
         progress(1)
     if cfg.semantic:
-        embed(project, field=cfg.field, flt=SliceFilter(exclude_duplicates=True))
         from models.embeddings import model_id
 
+        # A template shared by many rows (a tool description, a system prompt) makes every embedding
+        # alike: with one, the rows are embedded without it, stored under a key naming the templates.
+        _, stripped, sem_templates = dd.without_boilerplate(live, cfg.field, cfg.minhash())
+        key, texts = cfg.field, None
+        if sem_templates.height:
+            digest = hashlib.sha1("\n".join(sorted(sem_templates["text"].to_list())).encode()).hexdigest()[:10]
+            key, texts = f"{cfg.field}-no-boilerplate-{digest}", dict(zip(live["revision_id"], stripped))
+            report.setdefault("templates", [{"text": t[:400], "rows": r, "share": round(s, 3)}
+                                            for t, r, s in sem_templates.head(10).iter_rows()])
+        embed(project, field=cfg.field, key=key, texts=texts, flt=SliceFilter(exclude_duplicates=True))
         with project.connect() as con:
-            rows, mat = cur.load_embeddings(con, model_id(), cfg.field, SliceFilter(exclude_duplicates=True))
-        members = dd.near_semantic_clusters(rows, mat, cfg.semantic_threshold)
+            rows, mat = cur.load_embeddings(con, model_id(), key, SliceFilter(exclude_duplicates=True))
+            rows = _with_quality(con, rows, cfg.keep)
+        if texts is not None:  # a row that is all template has nothing of its own to compare
+            own = np.array([bool(texts.get(r, "").strip()) for r in rows["revision_id"]], dtype=bool)
+            rows, mat = rows.filter(pl.Series(own)), mat[own]
+        members = dd.drop_covered(dd.near_semantic_clusters(rows, mat, cfg.semantic_threshold, cfg.keep,
+                                                            cfg.max_cluster), conflicts)
         with project.connect() as con:
             cur.save_duplicate_clusters(con, members, ["near_semantic"], {
-                "threshold": cfg.semantic_threshold, "model": model_id(), "field": cfg.field})
-        report["near_semantic"] = _summary(members)
+                "threshold": cfg.semantic_threshold, "model": model_id(), "field": cfg.field, "keep": cfg.keep,
+                "embedded": key,
+                "max_cluster": cfg.max_cluster})
+        report["near_semantic"] = _summary(members, cfg.max_cluster, report["warnings"], "near_semantic")
     if progress:
         progress(1)
     return report
 
 
-def _summary(members: pl.DataFrame) -> dict[str, Any]:
+def _summary(members: pl.DataFrame, cap: int, warnings: list[str], kind: str) -> dict[str, Any]:
+    sizes = members.group_by("cluster_id").agg(n=pl.len())["n"] if members.height else pl.Series("n", [], pl.UInt32)
+    at_cap = int((sizes >= cap).sum())
+    if at_cap:
+        warnings.append(f"{kind}: {at_cap} cluster(s) reached the size cap of {cap}; their kept pair has more "
+                        "matches, which form clusters of their own (raise the threshold or the cap)")
     return {"clusters": members["cluster_id"].n_unique() if members.height else 0, "members": members.height,
-            "min_similarity": round(float(np.min(members["similarity"].to_numpy())), 4) if members.height else None}
-
-
-def _conflicting_prompt_clusters(members: pl.DataFrame) -> int:
-    prompt = members.filter(pl.col("kind") == "exact_prompt").select("cluster_id", "pair_id")
-    full = members.filter(pl.col("kind") == "exact_full").select("pair_id", full="cluster_id")
-    if prompt.height == 0:
-        return 0
-    j = prompt.join(full, on="pair_id", how="left").with_columns(g=pl.coalesce("full", "pair_id"))
-    return int(j.group_by("cluster_id").agg(n=pl.col("g").n_unique()).filter(pl.col("n") > 1).height)
+            "min_similarity": round(float(np.min(members["similarity"].to_numpy())), 4) if members.height else None,
+            "largest": int(sizes.to_numpy().max()) if members.height else 0, "at_cap": at_cap}
 
 
 def run_signals(project: Project, names: list[str] | None = None, cfg: sig.SignalConfig | None = None) -> pl.DataFrame:
-    """Run the detectors over every pair's head revision and store the results; per-detector counts."""
+    """Run the detectors over every pair's head revision and store the results; per-detector counts.
+
+    Detectors the project switched off (setting ``signals``, see ``signals.toggled``) do not run,
+    and their stored rows are cleared, so no page or filter shows a flag the project turned off."""
+    from store import settings
+
     names = names or list(sig.DETECTORS)
     with project.connect() as con:
+        off = set(sig.disabled(settings.get(con, "signals", {})))
         df = cur.curation_frame(con)
-    found = sig.run(df, names, cfg)
+    active = [n for n in names if n not in off]
+    found = sig.run(df, active, cfg) if active else pl.DataFrame(schema=sig.RUN_SCHEMA)
     with project.connect() as con:
         cur.save_signals(con, found, df["revision_id"].to_list(), names)
     counts = found.group_by("name").agg(flagged=pl.col("flagged").sum(), scored=pl.len())
     base = pl.DataFrame({"name": names, "version": [sig.DETECTORS[n].version for n in names],
-                         "description": [sig.DETECTORS[n].description for n in names]})
+                         "description": [sig.DETECTORS[n].description for n in names],
+                         "enabled": [n not in off for n in names]})
     return base.join(counts, on="name", how="left").with_columns(
         pl.col("flagged", "scored").fill_null(0)
     ).with_columns(pairs=pl.lit(df.height))
@@ -139,26 +267,30 @@ def embed(
     project: Project, *, field: str = "prompt", flt: SliceFilter | None = None, revision_ids: list[str] | None = None,
     precision: str = "auto", threads: int | None = None, batch_size: int = 64, chunk: int = 2048,
     progress: Progress | None = None, on_total: Callable[[int], None] | None = None,
+    key: str | None = None, texts: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Embed the revisions that have no vector yet for the bundled model (incremental)."""
+    """Embed the revisions that have no vector yet for the bundled model (incremental). The text is
+    the ``field`` of each revision, or ``texts[revision_id]`` when given, stored under ``key`` (default:
+    the field name) so that other texts of the same revisions never mix with the field's vectors."""
     from models.embeddings import Encoder, EncoderConfig, model_id
 
     model = model_id()
+    key = key or field
     with project.connect() as con:
-        todo = cur.missing_embeddings(con, model, field, flt, revision_ids)
+        todo = cur.missing_embeddings(con, model, key, flt, revision_ids)
     if on_total:
         on_total(todo.height)
     if todo.height == 0:
-        return {"model": model, "field": field, "embedded": 0}
-    texts = _texts(todo, field)
+        return {"model": model, "field": key, "embedded": 0}
+    texts_ = _texts(todo, field) if texts is None else [texts.get(r, "") for r in todo["revision_id"]]
     enc = Encoder(EncoderConfig(precision=precision, threads=threads, batch_size=batch_size))
-    enc.calibrate(texts)
+    enc.calibrate(texts_)
     written = 0
-    for s in range(0, len(texts), chunk):
-        vec = enc.encode(texts[s:s + chunk], progress)
+    for s in range(0, len(texts_), chunk):
+        vec = enc.encode(texts_[s:s + chunk], progress)
         with project.connect() as con:
-            written += cur.save_embeddings(con, model, field, todo["revision_id"][s:s + chunk].to_list(), vec)
-    return {"model": model, "field": field, "embedded": written, **enc.info}
+            written += cur.save_embeddings(con, model, key, todo["revision_id"][s:s + chunk].to_list(), vec)
+    return {"model": model, "field": key, "embedded": written, **enc.info}
 
 
 def cluster(

@@ -11,16 +11,20 @@ Invariants:
 - Exact keys are the normal form of ``analysis.normalize`` over instruction+input
   (``exact_prompt``) and instruction+input+response (``exact_full``); multi-turn pairs add
   their messages to both keys. Rows whose key is empty never cluster.
-- The kept member of a cluster is the earliest accepted pair, else the earliest pending or
-  needs-fix one, else the earliest at all (``created_at``, then ``pair_id``), so re-running
-  on unchanged data keeps the same member and the same cluster id
+- The kept member of a cluster is chosen by a keep rule (``priority``: accepted first by default,
+  or first imported, longest, best quality score; ties by ``created_at``, then ``pair_id``), so
+  re-running on unchanged data keeps the same member and the same cluster id
   (``dc_<kind>_<kept pair id>``): dedupe is idempotent.
-- Near duplicates are connected components of the "similar" graph (single link); each
-  member records its similarity *to the kept member*, so a chained member shows up with a
-  lower score for a reviewer to judge. Lexical similarity is the Jaccard index of word
-  n-gram shingle sets: MinHash LSH only proposes candidate pairs, each is then verified with
-  the exact index (the MinHash estimate above ``max_exact_pairs`` candidates); semantic
-  similarity is the cosine of normalised embeddings.
+- Same prompt with different responses is a ``conflict`` cluster: listed for review, never
+  marked (``to_mark`` only marks ``MARKED_KINDS``).
+- Near duplicates are greedy clusters, never chains: every member matches its kept member
+  directly (``greedy_clusters``), and a cluster holds at most ``max_cluster`` rows. Each member
+  records its similarity *to the kept member*. Lexical similarity is the Jaccard index of
+  shingle sets after boilerplate removal (lines and word shingles shared by >= 20 % of rows:
+  a system prompt or tool description would otherwise make every row look alike); rows under
+  ``short_words`` words use character n-grams. MinHash LSH only proposes candidate pairs, each
+  is then verified with the exact index (the MinHash estimate above ``max_exact_pairs``
+  candidates); semantic similarity is the cosine of normalised embeddings.
 - Exact dedupe runs in two stages: a cheap hash of each field's multiset of letters and
   digits (invariant under the normalisation, ``normalize.loose_hash``) picks the rows that
   *could* be duplicates; only those are normalised and keyed. Non-ASCII rows always go to
@@ -31,19 +35,20 @@ Invariants:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import polars as pl
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
 
-from analysis.normalize import FIELD_SEP, loose_hash, normalize_series
+from analysis.normalize import FIELD_SEP, _utf8_buffers, loose_hash, normalize_series
 
-KINDS = ("exact_prompt", "exact_full", "near_lexical", "near_semantic")
-_KIND_TAG = {"exact_prompt": "prompt", "exact_full": "full", "near_lexical": "lex", "near_semantic": "sem"}
+KINDS = ("exact_prompt", "exact_full", "conflict", "near_lexical", "near_semantic")
+_KIND_TAG = {"exact_prompt": "prompt", "exact_full": "full", "conflict": "conflict", "near_lexical": "lex",
+             "near_semantic": "sem"}
+MARKED_KINDS = ("exact_full", "near_lexical", "near_semantic")  # "conflict" is for review, never marked
+FIELDS = ("prompt", "response", "full")
+KEEP_RULES = ("accepted", "first", "longest", "quality")
 _STATUS_RANK = {"accepted": 0, "pending": 1, "needs_fix": 1, "duplicate": 2, "rejected": 3}
 
 MEMBER_SCHEMA = {
@@ -94,7 +99,7 @@ def _shared(h: np.ndarray) -> np.ndarray:
 def _with_kept(grouped: pl.DataFrame, kind: str, group_cols: list[str]) -> pl.DataFrame:
     """Given rows with a group key, choose the kept member per group and name the cluster."""
     tag = _KIND_TAG[kind]
-    ordered = grouped.with_columns(_rank=_rank_expr()).sort([*group_cols, "_rank", "created_at", "pair_id"])
+    ordered = grouped.sort([*group_cols, "_prio"])
     return ordered.with_columns(
         kept_pair_id=pl.col("pair_id").first().over(group_cols),
     ).with_columns(
@@ -104,8 +109,8 @@ def _with_kept(grouped: pl.DataFrame, kind: str, group_cols: list[str]) -> pl.Da
     )
 
 
-def exact_clusters(df: pl.DataFrame, kind: str = "exact_full") -> pl.DataFrame:
-    """Clusters of pairs whose normalised key is identical (size >= 2), similarity 1.0."""
+def exact_clusters(df: pl.DataFrame, kind: str = "exact_full", keep: str = "accepted") -> pl.DataFrame:
+    """Clusters of pairs whose normalised key is identical (size >= 2), similarity 1.0; kept by ``keep``."""
     if kind not in ("exact_prompt", "exact_full"):
         raise ValueError(f"exact kind must be exact_prompt or exact_full, not {kind!r}")
     if df.height == 0:
@@ -125,14 +130,14 @@ def exact_clusters(df: pl.DataFrame, kind: str = "exact_full") -> pl.DataFrame:
         h, na = loose_hash(col if len(rows) == df.height else col.gather(rows))
         loose = loose * np.uint64(0x9E3779B97F4A7C15 + 2 * k) + h
         non_ascii |= na
-        keep = _shared(loose) | non_ascii
-        rows, loose, non_ascii = rows[keep], loose[keep], non_ascii[keep]
+        alive = _shared(loose) | non_ascii
+        rows, loose, non_ascii = rows[alive], loose[alive], non_ascii[alive]
         if len(rows) < 2:
             return empty_members()
     cand = df[rows]
     # Stage 2 (exact): the normalised key of the candidates only.
     keyed = cand.lazy().select("pair_id", "revision_id", "status", "created_at").with_columns(
-        _k=pl.lit(_key(cand, kind))
+        _k=pl.lit(_key(cand, kind)), _prio=pl.lit(pl.Series(priority(cand, keep)))
     ).with_columns(
         # Two independently seeded 64-bit hashes stand in for the key (collisions ~2^-128),
         # which makes the group-by an integer one.
@@ -153,31 +158,89 @@ def exact_clusters(df: pl.DataFrame, kind: str = "exact_full") -> pl.DataFrame:
 # ------------------------------------------------------------------------------ near: graph
 
 
+def priority(df: pl.DataFrame, keep: str = "accepted") -> np.ndarray:
+    """Rank of each row as the kept member of a cluster (0 = kept first), by the ``keep`` rule.
+
+    accepted: accepted, then pending/needs-fix, duplicate, rejected; first: earliest imported;
+    longest: most characters of prompt + response; quality: lowest ``quality_penalty`` (the sum
+    of flagged quality-signal scores, a column the caller adds; missing = 0). Every rule but
+    ``accepted`` still puts duplicate and rejected rows last; ties go to ``created_at``, then ``pair_id``.
+    """
+    if keep not in KEEP_RULES:
+        raise ValueError(f"keep must be one of {', '.join(KEEP_RULES)}, not {keep!r}")
+    dead = pl.col("status").cast(pl.String).is_in(["duplicate", "rejected"])
+    penalty = pl.col("quality_penalty").fill_null(0.0) if "quality_penalty" in df.columns else pl.lit(0.0)
+    keys = {"accepted": [_rank_expr()], "first": [dead], "longest": [dead, -full_text_expr(df).str.len_chars().cast(pl.Int64)],
+            "quality": [dead, penalty]}[keep]
+    order = df.select(pl.arg_sort_by([*keys, pl.col("created_at"), pl.col("pair_id")])).to_series().to_numpy()
+    rank = np.empty(df.height, dtype=np.int64)
+    rank[order] = np.arange(df.height)
+    return rank
+
+
+def greedy_clusters(
+    prio: np.ndarray, i: np.ndarray, j: np.ndarray, sim: np.ndarray, max_size: int = 50
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kept row, member row, similarity) of clusters without chaining: every member is a direct
+    match of its kept row, which has the best ``prio`` in the cluster.
+
+    Rounds over the remaining match graph: a row better than all its unassigned matches keeps a
+    cluster and takes its unassigned matches (each goes to the best such row; at most
+    ``max_size - 1`` per cluster, most similar first, the rest wait for a later round).
+    """
+    a, b, s = np.concatenate([i, j]), np.concatenate([j, i]), np.concatenate([sim, sim])
+    n = len(prio)
+    assigned = np.zeros(n, dtype=bool)
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    while len(a):
+        live = ~assigned[a] & ~assigned[b]
+        a, b, s = a[live], b[live], s[live]
+        if not len(a):
+            break
+        best_nb = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(best_nb, a, prio[b])
+        is_rep = prio < best_nb
+        e = is_rep[a]
+        ra, rb, rs = a[e], b[e], s[e]
+        o = np.lexsort((prio[ra], rb))  # each member to its best kept row
+        ra, rb, rs = ra[o], rb[o], rs[o]
+        first = np.r_[True, rb[1:] != rb[:-1]]
+        ra, rb, rs = ra[first], rb[first], rs[first]
+        o = np.lexsort((prio[rb], -rs, ra))  # cap: the most similar members of each kept row
+        ra, rb, rs = ra[o], rb[o], rs[o]
+        starts = np.flatnonzero(np.r_[True, ra[1:] != ra[:-1]])
+        pos = np.arange(len(ra)) - np.repeat(starts, np.diff(np.r_[starts, len(ra)]))
+        fit = pos < max(1, max_size - 1)
+        ra, rb, rs = ra[fit], rb[fit], rs[fit]
+        assigned[ra] = True
+        assigned[rb] = True
+        out.append((ra, rb, rs))
+    if not out:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
+    return tuple(np.concatenate(c) for c in zip(*out))  # type: ignore[return-value]
+
+
 def clusters_from_edges(
-    df: pl.DataFrame,
-    left: np.ndarray,
-    right: np.ndarray,
-    kind: str,
-    similarity: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    df: pl.DataFrame, left: np.ndarray, right: np.ndarray, sims: np.ndarray, kind: str, keep: str = "accepted",
+    max_size: int = 50,
 ) -> pl.DataFrame:
-    """Connected components of the edges (row indices into ``df``) as a members frame."""
-    n = df.height
+    """Greedy clusters (``greedy_clusters``) of the verified matches (row indices into ``df``) as a members frame."""
     if len(left) == 0:
         return empty_members()
-    graph = sparse.coo_matrix((np.ones(len(left), dtype=np.int8), (left, right)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
-    sizes = np.bincount(labels)
-    in_cluster = sizes[labels] > 1
-    rows = df.select("pair_id", "revision_id", "status", "created_at").with_columns(
-        _row=pl.int_range(0, n, dtype=pl.Int64), _comp=pl.Series(labels.astype(np.int64))
-    ).filter(pl.Series(in_cluster))
-    out = _with_kept(rows, kind, ["_comp"])
-    kept_row = out.select(pl.col("_row").first().over("_comp")).to_series().to_numpy()
-    rows_idx = out["_row"].to_numpy()
-    sim = similarity(rows_idx, kept_row)
-    return out.with_columns(similarity=pl.Series(np.where(rows_idx == kept_row, 1.0, sim).astype(np.float64))).select(
-        list(MEMBER_SCHEMA)
-    ).cast(MEMBER_SCHEMA)  # type: ignore[arg-type]
+    reps, mem, sim = greedy_clusters(priority(df, keep), left, right, np.asarray(sims, dtype=np.float64), max_size)
+    ureps = np.unique(reps)
+    rows = np.concatenate([ureps, mem])
+    kept = np.concatenate([ureps, reps])
+    base = df.select("pair_id", "revision_id")
+    tag = _KIND_TAG[kind]
+    out = pl.DataFrame({
+        "pair_id": base["pair_id"].gather(rows), "revision_id": base["revision_id"].gather(rows),
+        "kept_pair_id": base["pair_id"].gather(kept),
+        "is_kept": np.r_[np.ones(len(ureps), bool), np.zeros(len(mem), bool)],
+        "similarity": np.r_[np.ones(len(ureps)), sim],
+    }).with_columns(cluster_id=pl.lit(f"dc_{tag}_") + pl.col("kept_pair_id").str.strip_prefix("p_"), kind=pl.lit(kind))
+    return out.sort("cluster_id", "is_kept", "similarity", "pair_id", descending=[False, True, True, False]).select(
+        list(MEMBER_SCHEMA)).cast(MEMBER_SCHEMA)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------ near: MinHash
@@ -194,6 +257,13 @@ class MinHashParams:
     bands: int | None = None  # default: chosen from threshold (see ``lsh_bands``)
     fn_weight: float = 0.9  # LSH band choice favours recall: candidates are verified exactly
     max_exact_pairs: int = 2_000_000  # above this many candidates, verify by MinHash estimate
+    boilerplate_share: float = 0.2  # a line (or word shingle) in this share of rows is boilerplate ...
+    boilerplate_min_rows: int = 20  # ... when it is also in at least this many rows
+    short_words: int = 30  # rows with fewer words (boilerplate removed) are shingled by characters
+    char_ngram: int = 5
+    one_edit: bool = True  # also match pairs that differ by one edit's worth of shingles ...
+    min_jaccard: float = 0.4  # ... whose Jaccard is at least this
+    max_cluster: int = 50  # largest cluster; more matches of one kept row wait for a later round
 
 
 def shingle_hashes(texts: pl.Series, ngram: int) -> tuple[np.ndarray, np.ndarray]:
@@ -336,10 +406,10 @@ def estimated_jaccard(sig: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int 
     return out
 
 
-def exact_jaccard(docs: np.ndarray, x: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Exact Jaccard of the shingle-hash sets of documents ``i`` and ``j`` (vectorised joins)."""
+def _overlap(docs: np.ndarray, x: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(intersection, union) sizes of the shingle-hash sets of documents ``i`` and ``j`` (vectorised joins)."""
     if len(i) == 0:
-        return np.empty(0, dtype=np.float64)
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     involved = np.zeros(int(max(docs.max(initial=0), i.max(), j.max())) + 1, dtype=bool)
     involved[i] = True
     involved[j] = True
@@ -357,38 +427,235 @@ def exact_jaccard(docs: np.ndarray, x: np.ndarray, i: np.ndarray, j: np.ndarray)
         .join(sizes.rename({"doc": "i", "n": "ni"}), on="i", how="left")
         .join(sizes.rename({"doc": "j", "n": "nj"}), on="j", how="left")
         .sort("_k")
-        .select(pl.col("c").fill_null(0) / (pl.col("ni") + pl.col("nj") - pl.col("c").fill_null(0)))
+        .select(c=pl.col("c").fill_null(0), u=pl.col("ni").fill_null(0) + pl.col("nj").fill_null(0) - pl.col("c").fill_null(0))
     )
-    return out.to_series().fill_null(0.0).to_numpy().astype(np.float64)
+    return out["c"].to_numpy().astype(np.int64), out["u"].to_numpy().astype(np.int64)
 
 
-def near_lexical_clusters(df: pl.DataFrame, params: MinHashParams | None = None, field: str = "prompt") -> pl.DataFrame:
-    """Near duplicates by MinHash LSH over word n-grams of the normalised prompt (or full) text.
+def exact_jaccard(docs: np.ndarray, x: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of the shingle-hash sets of documents ``i`` and ``j``."""
+    c, u = _overlap(docs, x, i, j)
+    return np.where(u > 0, c / np.maximum(u, 1), 0.0).astype(np.float64)
 
-    LSH proposes candidate pairs; each candidate is then checked with the *exact* Jaccard
-    index of the two shingle sets (or the MinHash estimate above ``max_exact_pairs``).
+
+# ------------------------------------------------------------------------------ near: boilerplate
+
+
+def field_text(df: pl.DataFrame, field: str) -> pl.Series:
+    """The raw text compared for ``field`` (prompt, response or full), one line per field."""
+    if field not in FIELDS:
+        raise ValueError(f"field must be one of {', '.join(FIELDS)}, not {field!r}")
+    expr = {"prompt": prompt_text_expr(df), "full": full_text_expr(df),
+            "response": pl.col("response").fill_null("")}[field]
+    return df.select(expr.str.replace_all(FIELD_SEP, "\n", literal=True)).to_series()
+
+
+def boilerplate(texts: pl.Series, share: float = 0.2, min_rows: int = 20, ngram: int = 3) -> tuple[pl.Series, pl.DataFrame]:
+    """(texts without boilerplate, templates) of already-normalised texts.
+
+    A word is boilerplate when a word ``ngram``-gram covering it occurs at least
+    max(``min_rows``, ``share`` x rows) times: a shared system prompt, tool description or
+    template says nothing about whether two rows are the same example, yet it dominates their
+    shingle sets (and, inline before the request, hides how short the request is). Templates
+    are the runs of boilerplate words, with the rows that hold them: text, rows, share.
+    """
+    n = len(texts)
+    schema = {"text": pl.String, "rows": pl.Int64, "share": pl.Float64}
+    w = pl.DataFrame({"doc": pl.int_range(0, n, dtype=pl.Int64, eager=True), "t": texts.fill_null("")}).select(
+        "doc", word=pl.col("t").str.split(" ")).explode("word").filter(pl.col("word").fill_null("") != "")
+    m = w.height - (ngram - 1)
+    if n == 0 or m <= 0:
+        return texts.fill_null(""), pl.DataFrame(schema=schema)
+    need = max(min_rows, math.ceil(share * n))
+    doc = w["doc"].to_numpy()
+    h = w.select(pl.col("word").hash(7)).to_series().to_numpy()
+    g = np.zeros(m, dtype=np.uint64)
+    for j in range(ngram):
+        g = g * np.uint64(0x9E3779B97F4A7C15) + h[j:j + m]
+    ok = doc[:m] == doc[ngram - 1:]
+    common = ok & (pl.DataFrame({"g": g}).select(pl.len().over("g")).to_series().to_numpy() >= need)
+    covered = np.zeros(w.height, dtype=bool)
+    for j in range(ngram):
+        covered[j:j + m] |= common
+    if not covered.any():
+        return texts.fill_null(""), pl.DataFrame(schema=schema)
+    w = w.with_columns(_b=pl.Series(covered))
+    kept = w.filter(~pl.col("_b")).group_by("doc", maintain_order=True).agg(pl.col("word").str.join(" "))
+    out = pl.DataFrame({"doc": pl.int_range(0, n, dtype=pl.Int64, eager=True)}).join(
+        kept, on="doc", how="left").sort("doc")["word"].fill_null("")
+    span = np.cumsum(np.r_[True, (covered[1:] != covered[:-1]) | (doc[1:] != doc[:-1])])
+    spans = w.with_columns(_s=pl.Series(span)).filter("_b").group_by("_s").agg(
+        pl.col("doc").first(), text=pl.col("word").str.join(" "))
+    templates = spans.group_by("text").agg(rows=pl.col("doc").n_unique().cast(pl.Int64)).filter(
+        pl.col("rows") >= need).with_columns(share=pl.col("rows") / n).sort(["rows", "text"], descending=[True, False])
+    return out, templates.select(list(schema))
+
+
+def char_shingle_hashes(texts: pl.Series, ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """(doc index, 32-bit hash) of every byte n-gram of already-normalised texts (shorter texts: one shingle)."""
+    s = texts.fill_null("").rechunk()
+    if len(s) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.uint64)
+    offsets, data, _ = _utf8_buffers(s)
+    lens = np.diff(offsets)
+    n_sh = np.maximum(lens - (ngram - 1), 0)
+    doc = np.repeat(np.arange(len(s), dtype=np.int64), n_sh)
+    start = np.repeat(offsets[:-1], n_sh) + (np.arange(len(doc)) - np.repeat(np.cumsum(n_sh) - n_sh, n_sh))
+    g = np.zeros(len(doc), dtype=np.uint64)
+    for k in range(ngram):
+        g = g * np.uint64(0x100000001B3) + data[start + k].astype(np.uint64) + np.uint64(1)
+    short = np.flatnonzero((lens > 0) & (lens < ngram))
+    if len(short):
+        wh = s.gather(short).hash(23).to_numpy()
+        doc = np.concatenate([doc, short])
+        g = np.concatenate([g, wh])
+        order = np.argsort(doc, kind="stable")
+        doc, g = doc[order], g[order]
+    g = g * np.uint64(0x9E3779B97F4A7C15)  # mix the low bytes into the high ones before folding
+    return doc, (g ^ (g >> np.uint64(32))) & _MERSENNE_MASK
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Shingles of every row after boilerplate removal, and which rows take the short (character) path."""
+    docs: np.ndarray
+    x: np.ndarray
+    valid: np.ndarray
+    short: np.ndarray
+    sig: np.ndarray
+    templates: pl.DataFrame
+    wdocs: np.ndarray  # (doc, word hash): the word sets of the one-edit rule
+    wx: np.ndarray
+
+
+def without_boilerplate(df: pl.DataFrame, field: str, params: MinHashParams | None = None
+                        ) -> tuple[pl.Series, pl.Series, pl.DataFrame]:
+    """(normalised ``field`` texts, the same without boilerplate, templates) of ``df``'s rows: what
+    both the lexical and the semantic near-duplicate passes compare."""
+    params = params or MinHashParams()
+    whole = normalize_series(field_text(df, field))
+    texts, templates = boilerplate(whole, params.boilerplate_share, params.boilerplate_min_rows, params.ngram)
+    return whole, texts, templates
+
+
+def _prepare(df: pl.DataFrame, params: MinHashParams, field: str) -> _Prepared:
+    whole, texts, templates = without_boilerplate(df, field, params)
+    n = len(texts)
+    words = texts.str.count_matches(r"\S+").to_numpy()
+    short = words < params.short_words
+    long_idx, short_idx = np.flatnonzero(~short), np.flatnonzero(short)
+    parts = []
+    if len(long_idx):
+        d, x = shingle_hashes(texts.gather(long_idx), params.ngram)
+        parts.append((long_idx[d], x))
+    if len(short_idx):
+        d, x = char_shingle_hashes(texts.gather(short_idx), params.char_ngram)
+        parts.append((short_idx[d], x))
+    docs = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
+    x = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.uint64)
+    order = np.argsort(docs, kind="stable")
+    docs, x = docs[order], x[order]
+    valid = np.bincount(docs, minlength=n) > 0
+    # one edit is judged on the whole text: a near copy of a row may miss a template the row has
+    wdocs, wx = shingle_hashes(whole, 1) if params.one_edit else (np.empty(0, np.int64), np.empty(0, np.uint64))
+    return _Prepared(docs, x, valid, short, _signatures_from_shingles(n, docs, x, params), templates, wdocs, wx)
+
+
+def _lsh(prep: _Prepared, params: MinHashParams, long_threshold: float, short_threshold: float) -> np.ndarray:
+    """Candidate pairs within the long (word n-gram) rows and within the short (character n-gram) rows."""
+    out = []
+    for mask, th in ((prep.valid & ~prep.short, long_threshold), (prep.valid & prep.short, short_threshold)):
+        if mask.sum() < 2:
+            continue
+        b, r = (params.bands, params.num_perm // params.bands) if params.bands else lsh_bands(
+            round(th, 3), params.num_perm, params.fn_weight)
+        out.append(candidate_pairs(prep.sig, b, r, mask))
+    return np.concatenate(out) if out else np.empty((0, 2), dtype=np.int64)
+
+
+def _similarity(prep: _Prepared, params: MinHashParams, n_cand: int):
+    """(i, j) -> (jaccard, matches): the exact index (the MinHash estimate above ``max_exact_pairs``)
+    and the match rule: Jaccard >= threshold, or (``one_edit``) the two *word sets* differ by at
+    most one replaced word (words reordered, one word swapped for another) and Jaccard >=
+    ``min_jaccard`` (word sets of the whole text, boilerplate included). One word is a large share of a short text, so no Jaccard threshold finds such
+    pairs without also joining unrelated ones. The allowance (2 words of symmetric difference at
+    threshold <= 0.8) shrinks for stricter thresholds: 1 word at 0.9, none at 0.99."""
+    allow = math.floor(2 * min(1.0, max(0.0, 1.0 - params.threshold) / 0.2) + 1e-9)
+
+    def sim(i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if n_cand <= params.max_exact_pairs:
+            jac = exact_jaccard(prep.docs, prep.x, i, j)
+        else:
+            jac = estimated_jaccard(prep.sig, i, j)
+        ok = jac >= params.threshold
+        check = np.flatnonzero(~ok & (jac >= params.min_jaccard)) if params.one_edit else np.empty(0, np.int64)
+        if len(check):
+            c, u = _overlap(prep.wdocs, prep.wx, i[check], j[check])
+            ok[check] = (u - c) <= allow
+        return jac.astype(np.float64), ok
+    return sim
+
+
+def near_lexical_clusters(
+    df: pl.DataFrame, params: MinHashParams | None = None, field: str = "full", keep: str = "accepted"
+) -> pl.DataFrame:
+    """The members frame of ``near_lexical``."""
+    return near_lexical(df, params, field, keep)[0]
+
+
+def near_lexical(
+    df: pl.DataFrame, params: MinHashParams | None = None, field: str = "full", keep: str = "accepted"
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Near duplicates by MinHash LSH over shingles of the ``field`` text, boilerplate removed.
+
+    Lines and shingles shared by a large share of rows are dropped first (``boilerplate_lines``,
+    ``_drop_common``). Rows of fewer than ``short_words`` words are shingled by character
+    n-grams (a one-word change in a five-word prompt keeps most of them), longer rows by word
+    n-grams. LSH proposes candidate pairs within each group; each is verified exactly (see
+    ``_similarity`` for the match rule); clusters are greedy, so every member matches its kept one.
+    Returns (members, templates): the boilerplate found (``boilerplate``).
     """
     params = params or MinHashParams()
+    prep = _prepare(df, params, field)
     if df.height < 2:
-        return empty_members()
-    text_expr = prompt_text_expr(df) if field == "prompt" else full_text_expr(df)
-    texts = normalize_series(df.select(text_expr.str.replace_all(FIELD_SEP, " ", literal=True)).to_series())
-    docs, x = shingle_hashes(texts, params.ngram)
-    sig = _signatures_from_shingles(len(texts), docs, x, params)
-    valid = (texts != "").to_numpy()
-    b, r = (params.bands, params.num_perm // params.bands) if params.bands else lsh_bands(
-        params.threshold, params.num_perm, params.fn_weight)
-    cand = candidate_pairs(sig, b, r, valid)
+        return empty_members(), prep.templates
+    low = min(params.threshold, params.min_jaccard) if params.one_edit else params.threshold
+    cand = _lsh(prep, params, params.threshold, low)
     if len(cand) == 0:
-        return empty_members()
-    if len(cand) <= params.max_exact_pairs:
-        def sim(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-            return exact_jaccard(docs, x, p, q)
-    else:
-        def sim(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-            return estimated_jaccard(sig, p, q)
-    keep = sim(cand[:, 0], cand[:, 1]) >= params.threshold
-    return clusters_from_edges(df, cand[keep, 0], cand[keep, 1], "near_lexical", sim)
+        return empty_members(), prep.templates
+    sim = _similarity(prep, params, len(cand))
+    jac, ok = sim(cand[:, 0], cand[:, 1])
+    members = clusters_from_edges(df, cand[ok, 0], cand[ok, 1], jac[ok], "near_lexical", keep, params.max_cluster)
+    return members, prep.templates
+
+
+def similarity_histogram(
+    df: pl.DataFrame, params: MinHashParams | None = None, field: str = "full", floor: float = 0.3, bins: int = 14
+) -> tuple[pl.DataFrame, float | None]:
+    """Histogram of the verified Jaccard of candidate pairs >= ``floor`` and a suggested threshold.
+
+    Rule: most candidate pairs are unrelated rows that share some words (a mode near the floor);
+    true near duplicates pile up near 1. The suggestion is the lower edge of the emptiest bin
+    between 0.5 and 0.95 (the lowest such bin on ties), i.e. the valley after the main mode;
+    None when there are no candidate pairs.
+    """
+    params = params or MinHashParams()
+    edges = np.linspace(floor, 1.0, bins + 1)
+    empty = pl.DataFrame({"low": edges[:-1], "high": edges[1:], "pairs": np.zeros(bins, np.int64)})
+    if df.height < 2:
+        return empty, None
+    prep = _prepare(df, params, field)
+    cand = _lsh(prep, params, floor, floor)
+    if len(cand) == 0:
+        return empty, None
+    jac, _ = _similarity(prep, params, len(cand))(cand[:, 0], cand[:, 1])
+    counts, _ = np.histogram(jac[jac >= floor], bins=edges)
+    hist = empty.with_columns(pairs=pl.Series(counts.astype(np.int64)))
+    window = np.flatnonzero((edges[:-1] >= 0.5 - 1e-9) & (edges[:-1] < 0.95))
+    if counts.sum() == 0 or len(window) == 0:
+        return hist, None
+    best = window[np.argmin(counts[window])]
+    return hist, round(float(edges[best]), 2)
 
 
 # ------------------------------------------------------------------------------ near: semantic
@@ -415,15 +682,16 @@ def similar_pairs(vectors: np.ndarray, threshold: float, block: int = 2048) -> t
     return np.concatenate(ii).astype(np.int64), np.concatenate(jj).astype(np.int64), np.concatenate(ss)
 
 
-def near_semantic_clusters(df: pl.DataFrame, vectors: np.ndarray, threshold: float = 0.95) -> pl.DataFrame:
-    """Near duplicates by embedding cosine >= threshold; ``vectors`` row-aligned with ``df``."""
+def near_semantic_clusters(
+    df: pl.DataFrame, vectors: np.ndarray, threshold: float = 0.95, keep: str = "accepted", max_size: int = 50
+) -> pl.DataFrame:
+    """Near duplicates by embedding cosine >= threshold (greedy clusters); ``vectors`` row-aligned with ``df``."""
     if df.height != vectors.shape[0]:
         raise ValueError(f"{df.height} pairs but {vectors.shape[0]} vectors")
     if df.height < 2:
         return empty_members()
-    i, j, _ = similar_pairs(vectors, threshold)
-    v = np.asarray(vectors, dtype=np.float32)
-    return clusters_from_edges(df, i, j, "near_semantic", lambda a, k: np.einsum("ij,ij->i", v[a], v[k]).astype(np.float64))
+    i, j, s = similar_pairs(vectors, threshold)
+    return clusters_from_edges(df, i, j, s, "near_semantic", keep, max_size)
 
 
 def cluster_summary(members: pl.DataFrame) -> pl.DataFrame:
@@ -433,16 +701,51 @@ def cluster_summary(members: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def to_mark(members: pl.DataFrame) -> pl.DataFrame:
-    """(pair_id, duplicate_of) for every non-kept member.
+def conflict_clusters(df: pl.DataFrame, keep: str = "accepted") -> pl.DataFrame:
+    """Same prompt, different responses: ``exact_prompt`` clusters holding more than one distinct
+    response, as kind ``conflict``. These are for a person to review (which answer is right?),
+    never marked duplicate; same-prompt clusters with one response are ``exact_full`` clusters."""
+    prompt = exact_clusters(df, "exact_prompt", keep)
+    if prompt.height == 0:
+        return empty_members()
+    full = exact_clusters(df, "exact_full", keep).select("pair_id", _full="cluster_id")
+    j = prompt.join(full, on="pair_id", how="left").with_columns(_g=pl.coalesce("_full", "pair_id"))
+    j = j.filter(pl.col("_g").n_unique().over("cluster_id") > 1)
+    return j.with_columns(
+        kind=pl.lit("conflict"), cluster_id=pl.col("cluster_id").str.replace("^dc_prompt_", "dc_conflict_")
+    ).select(list(MEMBER_SCHEMA))
 
-    A pair in several clusters points at the kept member of its widest cluster: an
-    ``exact_full`` cluster lies inside the ``exact_prompt`` cluster of the same prompt, whose
-    kept member is never marked itself, so no pointer leads to another duplicate.
+
+def drop_covered(members: pl.DataFrame, by: pl.DataFrame) -> pl.DataFrame:
+    """``members`` without the clusters whose pairs all lie in one cluster of ``by`` (e.g. a near
+    cluster that only repeats a conflict: the same prompt with two answers is listed once)."""
+    if members.height == 0 or by.height == 0:
+        return members
+    j = members.join(by.select("pair_id", _by="cluster_id"), on="pair_id", how="left")
+    covered = j.group_by("cluster_id").agg(
+        ok=(pl.col("_by").null_count() == 0) & (pl.col("_by").n_unique() == 1)).filter("ok")["cluster_id"]
+    return members.filter(~pl.col("cluster_id").is_in(covered.implode()))
+
+
+def explain(kept: str, other: str) -> dict[str, list[str]]:
+    """Shared and differing words (normal form) of a member and its kept pair, for a reviewer."""
+    a, b = (normalize_series(pl.Series([kept, other])).to_list())
+    wa, wb = a.split(), b.split()
+    sa, sb = set(wa), set(wb)
+    return {"shared": [w for w in dict.fromkeys(wa) if w in sb], "only_kept": [w for w in dict.fromkeys(wa) if w not in sb],
+            "only_this": [w for w in dict.fromkeys(wb) if w not in sa]}
+
+
+def to_mark(members: pl.DataFrame) -> pl.DataFrame:
+    """(pair_id, duplicate_of) for every non-kept member of a ``MARKED_KINDS`` cluster.
+
+    A pair in several clusters points at the kept member of its first cluster in kind order
+    (exact before near). ``conflict`` and ``exact_prompt`` clusters are never marked: the same
+    prompt with a different answer is not a duplicate but a question for a person.
     """
-    order = {k: i for i, k in enumerate(("exact_prompt", "exact_full", "near_lexical", "near_semantic"))}
+    order = {k: i for i, k in enumerate(MARKED_KINDS)}
     return (
-        members.filter(~pl.col("is_kept"))
+        members.filter(~pl.col("is_kept") & pl.col("kind").is_in(MARKED_KINDS))
         .with_columns(_o=pl.col("kind").replace_strict(order, default=9, return_dtype=pl.Int8))
         .sort("_o", "pair_id")
         .unique("pair_id", keep="first", maintain_order=True)

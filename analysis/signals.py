@@ -12,22 +12,32 @@ Invariants and reasons:
 - Everything is a Polars expression over whole columns; only candidate PII numbers (a
   handful of rows) are validated (Luhn, IBAN mod-97) in Python.
 - Reasons never repeat the PII they found: they say what kind and how many.
-- ``length`` is relative to the frame it runs on (robust z-score of log length), so run it
-  over the whole project, not a hand-picked subset.
+- ``length`` is relative to the frame it runs on (robust z-score of log length within each pair
+  kind), so run it over the whole project, not a hand-picked subset.
+- Signals know the data: ``run`` tags each pair with its kind (``analysis.pair_kinds``: chat, tool,
+  code, math, label, extraction) and a detector scores only the kinds it declares (``Detector.kinds``),
+  so a URL passed to ``request()`` is not a placeholder, a sum is not a phone number, a terse label
+  or math answer is not a length outlier and English arithmetic is not Italian. The validators
+  (``analysis.validators``: tool calls, code blocks, arithmetic, answer format) are detectors too.
+- A project can switch detectors off (setting ``signals`` = ``{"disabled": [...]}``, see
+  ``toggled``/``disabled``); ``analysis.curate.run_signals`` skips them and clears their rows.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
 
-from analysis import language
+from analysis import language, pair_kinds, validators
 from analysis.normalize import normalize_expr
+from analysis.pair_kinds import ALL_KINDS
 
 OUT_SCHEMA = {"score": pl.Float64, "flagged": pl.Boolean, "reason": pl.String, "details": pl.String}
+RUN_SCHEMA = {"revision_id": pl.String, "pair_id": pl.String, "name": pl.String, "version": pl.String, **OUT_SCHEMA}
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,12 @@ class Detector:
     version: str
     description: str
     fn: Callable[[pl.DataFrame, SignalConfig], pl.DataFrame] = field(repr=False)
+    kinds: frozenset[str] = ALL_KINDS  # the pair kinds (analysis.pair_kinds) it applies to; others score 0
+
+
+def _kind() -> pl.Expr:
+    """The pair kind column that ``run`` and ``detect`` add before any detector runs."""
+    return pl.col("kind").fill_null("chat")
 
 
 def with_turns(df: pl.DataFrame) -> pl.DataFrame:
@@ -117,7 +133,8 @@ def _placeholder_input(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
     inp = pl.col("input").str.strip_chars()
     instr = pl.col("instruction").str.strip_chars()
     target = pl.when(inp != "").then(inp).otherwise(instr)
-    url = target.str.contains(_URL_ONLY)
+    # a URL the response uses (passes to a tool, quotes, fetches) is an argument, not a placeholder
+    url = target.str.contains(_URL_ONLY) & ~pl.col("response").str.contains(target.str.strip_chars("<>"), literal=True)
     attach = target.str.contains(_ATTACH_ONLY) | target.str.contains(_FILENAME_ONLY) | target.str.contains(_SEE_ATTACHED)
     # "Describe this image." with no input at all: the model can only invent the image.
     missing_media = (
@@ -167,23 +184,32 @@ def _echoes_instruction(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
     ))
 
 
+SHORT_OUTLIER_KINDS = ["chat", "code", "extraction"]
+SHORT_MAX_WORDS = 3  # a complete prose answer of 7 words is terse, not broken; "Yes." to "Explain..." is
+MIN_LOG_SCALE = 0.4  # z 3.5 then means at least exp(1.4) = 4x off the kind's median length
+
+
 def _length(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
     words = pl.col("response").str.count_matches(r"\S+")
-    tmp = df.select(w=words, pw=pl.concat_str([pl.col("instruction"), pl.col("input")], separator=" ").str.strip_chars().str.len_chars())
-    logw = (pl.col("w") + 1).log()
-    nonempty = pl.col("w") > 0
-    med = logw.filter(nonempty).median()
-    mad = (logw - med).abs().filter(nonempty).median()
-    mean_ad = (logw - med).abs().filter(nonempty).mean()
+    tmp = df.select(w=words, pw=pl.concat_str([pl.col("instruction"), pl.col("input")], separator=" ").str.strip_chars().str.len_chars(),
+                    kind=_kind())
+    # outliers are relative to pairs of the same kind: a tool call is not a short essay
+    logw = pl.when(pl.col("w") > 0).then((pl.col("w") + 1).log())
+    med = logw.median().over("kind")
+    mad = (logw - med).abs().median().over("kind")
+    mean_ad = (logw - med).abs().mean().over("kind")
     # MAD is 0 when most lengths are equal; fall back to the mean absolute deviation
-    scale = pl.when(mad > 0).then(1.4826 * mad).otherwise(1.2533 * mean_ad)
-    enough = nonempty.sum() >= cfg.min_rows_for_outliers
-    z = pl.when(nonempty & enough & (scale > 0)).then((logw - med) / scale).otherwise(0.0)
-    med_words = (med.exp() - 1).round(0).cast(pl.Int64)
+    # and never below MIN_LOG_SCALE: in a kind whose lengths are all alike, 7 words against a median
+    # of 9 is not unusual; an outlier must also be several times shorter or longer than the median
+    scale = pl.max_horizontal(pl.when(mad > 0).then(1.4826 * mad).otherwise(1.2533 * mean_ad), pl.lit(MIN_LOG_SCALE))
+    enough = (pl.col("w") > 0).sum().over("kind") >= cfg.min_rows_for_outliers
+    z = pl.when((pl.col("w") > 0) & enough & (scale > 0)).then((logw - med) / scale).otherwise(0.0)
+    tmp = tmp.with_columns(z=z.fill_null(0.0), med_words=(med.exp() - 1).round(0).cast(pl.Int64))
     too_long = pl.col("w") > cfg.max_response_words
     short_prompt = pl.col("pw") < 3
-    outlier = z.abs() > cfg.z_threshold
-    tmp = tmp.with_columns(z=z, med_words=med_words)
+    # a terse answer is complete for math, labels and tool calls; only prose of a few words can be too short
+    outlier = (pl.col("z") > cfg.z_threshold) | ((pl.col("z") < -cfg.z_threshold) & pl.col("kind").is_in(SHORT_OUTLIER_KINDS)
+                                                 & (pl.col("w") <= SHORT_MAX_WORDS))
     flagged = too_long | short_prompt | outlier
     reason = (
         pl.when(too_long).then(pl.format("very long response: {} words (limit {})", pl.col("w"), pl.lit(cfg.max_response_words)))
@@ -235,15 +261,20 @@ def _repetition(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
 _CONNECTOR_END = r"(?i)(?:[,;:(\[{–—-]|\b(?:and|or|but|the|a|an|to|of|with|for|in|on|that|which|because|is|are|was|were|as|by|from))$"
 
 
+_OPTION_END = r"(?i)\b(?:option|answer|choice|letter|is)\s*:?\s*\(?[a-e]$"
+
+
 def _truncated(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
     r = pl.col("response").str.strip_chars()
     words = r.str.count_matches(r"\S+")
     fences = r.str.count_matches("```")
     open_fence = (fences % 2) == 1
-    dangling = (words >= 8) & r.str.contains(_CONNECTOR_END)
     last_line = r.str.split("\n").list.last().str.strip_chars()
+    # code and tool calls end in brackets, commas and keywords; a math answer ends in its number
+    prose = _kind().is_in(["chat", "extraction"]) | (_kind().is_in(["math"]) & ~last_line.str.contains(r"\d\W{0,3}$"))
+    dangling = (words >= 8) & r.str.contains(_CONNECTOR_END) & ~r.str.contains(_OPTION_END) & prose
     is_item = last_line.str.contains(r"^(?:[-*•#|]|\d+[.)])")
-    no_stop = (words >= 40) & ~r.str.contains(r"[.!?\"'’”)\]}*`>:;]$") & ~is_item
+    no_stop = (words >= 40) & ~r.str.contains(r"[.!?\"'’”)\]}*`>:;\d]$") & ~is_item & prose
     score = pl.when(open_fence).then(1.0).when(dangling).then(0.9).when(no_stop).then(0.4).otherwise(0.0)
     flagged = open_fence | dangling
     return df.select(*_result(
@@ -256,12 +287,28 @@ def _truncated(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
 LANGUAGE_MIN_WORDS = 8  # a Latin-script prompt or response shorter than this is never flagged
 
 
+def _prose(text: pl.Expr) -> pl.Expr:
+    """``text`` without fenced/inline code, URLs, calculator marks, numbers, operators and one-letter
+    variables: what is left is the prose a language guess should read."""
+    return (text.fill_null("").str.replace_all(r"```[\s\S]*?(?:```|$)|`[^`\n]*`|<<[^<>\n]*>>|https?://\S+|www\.\S+", " ")
+            .str.replace_all(r"[\d$€£%=+*/×÷^<>#()\[\]{}.,:-]+", " "))
+
+
 def _language(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
     target = cfg.target_language
     prompt = pl.concat_str([pl.col("instruction"), pl.col("input")], separator=" ")
     translating = prompt.str.contains(r"(?i)translat|übersetz|tradu")
+    # code, calls and worked arithmetic are not prose: a tool or code response is not judged at all
+    response = pl.when(_kind().is_in(["code", "tool"])).then(pl.lit("")).otherwise(pl.col("response"))
+
+    def no_unit_per(text: pl.Expr) -> pl.Expr:  # "per day" in a worked sum is English, not the Italian stop word
+        return pl.when(_kind() == "math").then(text.str.replace_all(r"\bper\b", " ")).otherwise(text)
+
+    # the cleaned texts are columns first: guess_expr reads its input some twenty times
+    prose = df.select(p=no_unit_per(_prose(prompt)), r=no_unit_per(_prose(response)), tr=translating)
     out = []
-    for prefix, col in (("p", prompt), ("r", pl.col("response"))):
+    for prefix in ("p", "r"):
+        col = pl.col(prefix)
         guess = language.guess_expr(col)
         words = col.fill_null("").str.count_matches(r"\p{L}+")
         foreign = (guess.is_not_null() & ~language.is_target(guess, target)
@@ -269,7 +316,7 @@ def _language(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
         shown = pl.when(guess.is_in(list(language.SCRIPTS))).then(pl.format("{} script", guess.replace_strict(
             language.SCRIPT_NAMES, default=guess))).otherwise(guess)
         out.append(pl.when(foreign).then(shown).alias(f"{prefix}_lang"))
-    tmp = df.select(*out, tr=translating).with_columns(r_lang=pl.when(~pl.col("tr")).then(pl.col("r_lang")))
+    tmp = prose.select(*out, "tr").with_columns(r_lang=pl.when(~pl.col("tr")).then(pl.col("r_lang")))
     flagged = pl.col("p_lang").is_not_null() | pl.col("r_lang").is_not_null()
     reason = pl.concat_str([
         pl.when(pl.col("p_lang").is_not_null()).then(pl.format("prompt looks like {}", pl.col("p_lang"))),
@@ -283,12 +330,17 @@ def _language(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
 
 
 _EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+# Addresses at the domains reserved for examples (RFC 2606/6761) belong to nobody: tool-use and
+# tutorial data is full of them (john.doe@example.com). Counted apart and not flagged.
+_EXAMPLE_EMAIL = (r"[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)*(?:example\.(?:com|org|net)|[A-Za-z0-9-]+\.(?:example|test|"
+                  r"invalid|localhost))\b")
 _PHONE = (
     r"(?:\+\d{1,3}[\s.-]?(?:\(?\d{1,4}\)?[\s.-]?){2,4}\d{2,4})"
     r"|(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b"
     r"|\b0\d{2,4}[\s-]\d{3,4}[\s-]\d{3,4}\b"
 )
-_CARD = r"\b(?:\d[ -]?){12,18}\d\b"
+# grouped as cards are printed (4-4-4-4, 4-6-5 or one run), so "14000-3920-1000" in a sum is not one
+_CARD = r"\b(?:(?:\d{4}[ -]?){3}\d{1,7}|\d{4}[ -]?\d{6}[ -]?\d{5})\b"
 _IBAN = r"\b[A-Z]{2}\d{2}(?:\s?[A-Z0-9]{4}){2,7}(?:\s?[A-Z0-9]{1,4})?\b"
 _SSN = r"\b(?:00[1-9]|0[1-9]\d|[1-578]\d{2}|6[0-57-9]\d|66[0-57-9])-(?:0[1-9]|[1-9]\d)-(?:000[1-9]|00[1-9]\d|0[1-9]\d{2}|[1-9]\d{3})\b"
 
@@ -325,14 +377,63 @@ def _valid_count(df: pl.DataFrame, text: pl.Expr, rx: str, check: Callable[[str]
     )["n"].fill_null(0).cast(pl.Int64)
 
 
+# a phone candidate with the characters around it: arithmetic or a calculator mark nearby means it is not one
+_PHONE_IN_CONTEXT = r"[^\n]{0,40}(?:" + _PHONE + r")[^\n]{0,2}"
+_PHONE_WORD = r"(?i)\b(?:call|phone|tel|telephone|mobile|cell|fax|contact|reach|text|whatsapp|dial|number)\b"
+# national formats: "0..." (trunk prefix) is read in these regions; 3-3-4 without it is North American
+_PHONE_REGIONS = ("GB", "DE", "FR", "IN", "AU", "ES", "IT", "NL")
+
+
+def phone_ok(candidate: str, before: str, after: str, kind: str = "chat", *, validate: bool = True) -> bool:
+    """A regex phone candidate is a phone number when it is not part of arithmetic (``=``, ``*``,
+    ``<<``...), a maintained parser (``phonenumbers``) finds it valid (international as written,
+    ``0...`` in a region with a trunk 0, ``415 555 0132`` as North American), and, inside math and tool pairs, a phone word comes just before it."""
+    import phonenumbers
+
+    if re.search(r"[=*/×÷<>^]|\d\s*[+x-]\s*$", before[-3:]) or re.search(r"^\s*[=*/×÷<>^%]", after):
+        return False
+    if kind in ("math", "tool") and not re.search(_PHONE_WORD, before):
+        return False
+    if not validate:  # the context rules alone (the benchmark measures what the library adds)
+        return True
+    c = candidate.strip()
+    regions = (None,) if c.startswith("+") else _PHONE_REGIONS if c.startswith("0") else ("US",)
+    for region in regions:
+        try:
+            if phonenumbers.is_valid_number(phonenumbers.parse(candidate, region)):
+                return True
+        except phonenumbers.NumberParseException:
+            continue
+    return False
+
+
+def _phone_count(df: pl.DataFrame, text: pl.Expr) -> pl.Series:
+    kind = _kind() if "kind" in df.columns else pl.lit("chat")
+    cands = df.select(_i=pl.int_range(0, df.height, dtype=pl.Int64), kind=kind,
+                      c=text.str.extract_all(_PHONE_IN_CONTEXT)).explode("c").drop_nulls("c")
+    if cands.height == 0:
+        return pl.Series("n", [0] * df.height, dtype=pl.Int64)
+    rx = re.compile(r"([^\n]*?)(" + _PHONE + r")([^\n]{0,2})$")
+
+    def ok(row: dict) -> bool:
+        m = rx.search(row["c"])
+        return m is not None and phone_ok(m.group(2), m.group(1), m.group(3), row["kind"])
+
+    good = cands.with_columns(ok=pl.struct("c", "kind").map_elements(ok, return_dtype=pl.Boolean)).filter("ok")
+    counts = good.group_by("_i").agg(n=pl.len())
+    return pl.DataFrame({"_i": pl.int_range(0, df.height, dtype=pl.Int64, eager=True)}).join(
+        counts, on="_i", how="left", maintain_order="left"
+    )["n"].fill_null(0).cast(pl.Int64)
+
+
 def _pii(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
     text = pl.concat_str([pl.col("instruction"), pl.col("input"), pl.col("response")], separator="\n")
     tmp = df.select(
-        email=text.str.count_matches(_EMAIL),
+        email=text.str.count_matches(_EMAIL) - text.str.count_matches(_EXAMPLE_EMAIL),
         ssn=text.str.count_matches(_SSN),
-        # phone numbers: drop the card-like digit runs first so a card is not also a phone
-        phone=text.str.replace_all(_CARD, " ").str.replace_all(_SSN, " ").str.count_matches(_PHONE),
     ).with_columns(
+        # phone numbers: drop the card-like digit runs first so a card is not also a phone
+        phone=_phone_count(df, text.str.replace_all(_CARD, " ").str.replace_all(_SSN, " ")),
         card=_valid_count(df, text, _CARD, luhn_ok),
         iban=_valid_count(df, text, _IBAN, iban_ok),
     )
@@ -362,26 +463,66 @@ def _mojibake(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
     ))
 
 
+_NOT_TOOL = ALL_KINDS - {"tool"}
 DETECTORS: dict[str, Detector] = {d.name: d for d in [
     Detector("empty_response", "1", "empty or placeholder response (N/A, <No Output>, <nooutput>)", _empty_response),
-    Detector("placeholder_input", "1", "input that is only a URL or an attachment placeholder", _placeholder_input),
+    Detector("placeholder_input", "2", "input that is only a URL the response does not use, or an attachment placeholder",
+             _placeholder_input, _NOT_TOOL),
     Detector("merged_instructions", "1", "a second 'Instruction:' block inside the response", _merged_instructions),
     Detector("echoes_instruction", "1", "response that repeats the instruction", _echoes_instruction),
-    Detector("length", "1", "very short/long responses and log-length outliers", _length),
+    Detector("length", "2", "very long responses; log-length outliers within a pair kind (short ones for prose only)",
+             _length, frozenset({"chat", "code", "extraction", "math"})),
     Detector("repetition", "1", "heavily repeated trigrams or lines", _repetition),
-    Detector("truncated", "1", "unclosed code block or a response that stops mid-sentence", _truncated),
-    Detector("language", "1", "prompt or response not in the target language", _language),
-    Detector("pii", "1", "e-mail, phone, payment card (Luhn), IBAN (mod 97), US SSN", _pii),
+    Detector("truncated", "2", "unclosed code block, or prose that stops mid-sentence", _truncated, ALL_KINDS - {"label"}),
+    Detector("language", "2", "prompt or response prose (code, calls and arithmetic left out) not in the target language",
+             _language),
+    Detector("pii", "3", "e-mail (not at example domains), phone (not arithmetic; valid per phonenumbers), payment card (Luhn), IBAN (mod 97), US SSN",
+             _pii),
     Detector("mojibake", "1", "text decoded with the wrong encoding", _mojibake),
+    Detector("tool_call", "1", "tool call that does not parse, names an undeclared tool or argument, has stray "
+             "characters after it, or is missing where the declared tools call for one", validators.tool_call,
+             frozenset({"tool"})),
+    Detector("code_syntax", "1", "fenced Python, JSON or SQL block that does not parse", validators.code_syntax),
+    Detector("arithmetic", "1", "worked step 'a op b = c' whose c is wrong", validators.arithmetic, frozenset({"math"})),
+    Detector("answer_format", "1", "worked answer without the final-answer line most of its kind end with",
+             validators.answer_format, frozenset({"math", "chat", "extraction"})),
 ]}
 
 
+def disabled(setting: object) -> list[str]:
+    """The detectors the project setting ``signals`` switches off (``{"disabled": [...]}``);
+    names that no longer exist and malformed values are ignored."""
+    names = setting.get("disabled") if isinstance(setting, dict) else None
+    return [n for n in names if n in DETECTORS] if isinstance(names, list) else []
+
+
+def toggled(setting: object, *, disable: Sequence[str] = (), enable: Sequence[str] = ()) -> dict[str, list[str]]:
+    """The ``signals`` setting with ``disable`` switched off and ``enable`` switched back on."""
+    for n in [*disable, *enable]:
+        if n not in DETECTORS:
+            raise ValueError(f"unknown detector {n!r}; known: {', '.join(DETECTORS)}")
+    now = [n for n in disabled(setting) if n not in enable]
+    return {"disabled": sorted({*now, *disable})}
+
+
 def detect(df: pl.DataFrame, name: str, cfg: SignalConfig | None = None) -> pl.DataFrame:
-    """One detector's row-aligned output (score, flagged, reason, details) for ``df``."""
+    """One detector's row-aligned output (score, flagged, reason, details) for ``df``; pair kinds
+    are read from ``df`` itself (a ``kind`` column, when given, is used as is)."""
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
-    base = with_turns(df)
-    return DETECTORS[name].fn(base, cfg or SignalConfig()).cast(OUT_SCHEMA)  # type: ignore[arg-type]
+    return _apply(DETECTORS[name], pair_kinds.with_kinds(with_turns(df)), cfg or SignalConfig())
+
+
+def _apply(d: Detector, base: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
+    """``d`` over ``base`` (with a ``kind`` column), zeroed on the rows of kinds it does not apply to."""
+    out = d.fn(base, cfg).cast(OUT_SCHEMA)  # type: ignore[arg-type]
+    if d.kinds >= set(base["kind"].unique().to_list()):
+        return out
+    applies = base["kind"].is_in(list(d.kinds))
+    return out.with_columns(
+        score=pl.when(applies).then("score").otherwise(0.0), flagged=pl.col("flagged") & applies,
+        reason=pl.when(applies).then("reason").otherwise(pl.lit("")), details=pl.when(applies).then("details"),
+    )
 
 
 def run(df: pl.DataFrame, names: list[str] | None = None, cfg: SignalConfig | None = None) -> pl.DataFrame:
@@ -391,17 +532,16 @@ def run(df: pl.DataFrame, names: list[str] | None = None, cfg: SignalConfig | No
     for n in names:
         if n not in DETECTORS:
             raise ValueError(f"unknown detector {n!r}; known: {', '.join(DETECTORS)}")
-    base = with_turns(df)
+    base = pair_kinds.with_kinds(with_turns(df))
     ids = base.select("revision_id", "pair_id")
     parts = []
     for n in names:
         d = DETECTORS[n]
-        res = pl.concat([ids, d.fn(base, cfg).cast(OUT_SCHEMA)], how="horizontal")  # type: ignore[arg-type]
+        res = pl.concat([ids, _apply(d, base, cfg)], how="horizontal")
         parts.append(res.filter((pl.col("score") != 0) | pl.col("flagged")).with_columns(
             name=pl.lit(d.name), version=pl.lit(d.version)
         ))
     cols = ["revision_id", "pair_id", "name", "version", "score", "flagged", "reason", "details"]
     if not parts:
-        return pl.DataFrame(schema={"revision_id": pl.String, "pair_id": pl.String, "name": pl.String,
-                                    "version": pl.String, **OUT_SCHEMA})
+        return pl.DataFrame(schema=RUN_SCHEMA)
     return pl.concat([p.select(cols) for p in parts])

@@ -2,10 +2,12 @@
 
 Supported: Alpaca (JSON array or JSONL with ``instruction``/``input``/``output``), ShareGPT
 (``conversations`` of ``from``/``value``), chat ``messages`` JSONL, ``prompt``/``completion``
-JSONL (text or conversational), CSV/TSV with a column mapping, and Parquet.
+JSONL (text or conversational), self-instruct seed tasks (``instruction`` plus ``instances`` of
+``input``/``output``: one pair per instance), CSV/TSV with a column mapping, and Parquet.
 
 Readers yield ``(line, record)`` pairs; ``normalise`` turns a record into pair content or
-raises ``RecordError`` naming the field and what was expected. Nothing here touches the
+raises ``RecordError`` naming the field and what was expected; ``normalise_all`` gives every pair
+of a record (several for self-instruct), a malformed part as its own ``RecordError``. Nothing here touches the
 store, so it is all testable on plain files.
 
 Hostile input: text files are read in blocks (``ingest.streams``), so a line, CSV record or
@@ -29,11 +31,14 @@ from typing import Any
 
 import orjson
 
+from ingest.cleaning import CONTROL
+from ingest.encodings import nul_pattern
 from ingest.limits import ImportLimits, clip
 from ingest.streams import JSONArrayError, TextSource, array_items, bom_encoding, first_byte, lines
 from store.ids import pair_content
 
-FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "csv", "parquet")
+FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "self-instruct", "csv", "parquet")
+JSON_FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "self-instruct")
 # Columns the exporters add; importers read split/tags from them and ignore the rest.
 PROVENANCE_KEYS = {
     "pair_id", "revision_id", "split", "tags", "document_id", "page", "char_start", "char_end", "generator",
@@ -53,7 +58,7 @@ class RecordError(ValueError):
 
     def __init__(self, field: str, message: str):
         super().__init__(f"field '{clip(field, 60)}': {clip(message)}")
-        self.field = field
+        self.field, self.detail = field, message
 
 
 def columns(names: list[str], shown: int = 8) -> str:
@@ -62,10 +67,10 @@ def columns(names: list[str], shown: int = 8) -> str:
     return head if len(names) <= shown else f"{head}, ... ({len(names):,} columns)"
 
 
-# C0 controls but tab, newline and carriage return; DEL; C1 controls. They are invisible in
-# the review pages, can drive a terminal (ESC), and C1 ones mostly mean a file decoded with the
-# wrong code page, so a record holding one is rejected, naming the field and the character.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Control characters (``ingest.cleaning.CONTROL``) are invisible in the review pages, can drive a
+# terminal (ESC), and C1 ones mostly mean a file decoded with the wrong code page, so a record
+# holding one is rejected, naming the field and the character.
+_CONTROL = CONTROL
 
 
 def _check_controls(content: dict[str, Any]) -> None:
@@ -86,6 +91,9 @@ class Normalised:
     content: dict[str, Any]
     tags: list[str]
     split: str | None
+    # Which part of the record the pair came from when a record holds several (self-instruct:
+    # the record's id and name, and ``instances[i]``); stored as the pair's element ids.
+    part: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------- reading
@@ -93,13 +101,12 @@ class Normalised:
 
 def _open(path: Path, encoding: str) -> TextSource:
     """The file as bytes for the line and array readers: a byte-order mark wins over
-    ``encoding``; UTF-16 without a mark, read as UTF-8, is refused with what to do."""
+    ``encoding``; UTF-16/32 without a mark (``ingest.encodings.nul_pattern``) is read as such when
+    the encoding was left at UTF-8."""
     with path.open("rb") as f:
-        head = f.read(4)
-    if bom_encoding(head)[0] is None and encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig") \
-            and len(head) >= 4 and head[1:4:2] == b"\x00\x00":
-        raise FileFormatError(f"{path}: looks like UTF-16 without a byte-order mark; save it as UTF-8, "
-                              f"or pass --encoding utf-16-le")
+        head = f.read(4096)
+    if bom_encoding(head)[0] is None and encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig"):
+        encoding = nul_pattern(head) or encoding
     return TextSource(path, encoding)
 
 
@@ -140,13 +147,16 @@ def detect_format(path: Path, encoding: str = "utf-8", limits: ImportLimits | No
             return "sharegpt"
         if "messages" in rec:
             return "messages"
+        if "instruction" in rec and "instances" in rec and "output" not in rec:
+            return "self-instruct"
         if "instruction" in rec:
             return "alpaca"
         if "prompt" in rec and "completion" in rec:
             return "prompt-completion"
         raise FileFormatError(
             f"{path}: first record has keys {[clip(k, 40) for k in sorted(rec)[:8]]}; expected instruction/output "
-            f"(alpaca), conversations (sharegpt), messages, or prompt/completion. Pass --format to choose"
+            f"(alpaca), instruction/instances (self-instruct), conversations (sharegpt), messages, or "
+            f"prompt/completion. Pass --format to choose"
         )
     if problem:
         raise FileFormatError(f"{path}: no JSON object found to tell the format from ({problem})")
@@ -417,10 +427,56 @@ def normalise(fmt: str, rec: Any) -> Normalised:
             if not isinstance(c, str):
                 raise RecordError("completion", "missing; expected a string or a list of messages")
             content = pair_content(p, "", c)
+    elif fmt == "self-instruct":
+        raise ValueError("a self-instruct record holds several pairs: read it with normalise_all")
     else:
         raise FileFormatError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     _check_controls(content)
     return Normalised(content=content, tags=_tags(rec), split=_split(rec))
+
+
+def _self_instruct(rec: dict[str, Any]) -> list[Normalised | RecordError]:
+    """One pair per instance of a self-instruct seed task (yizhongw/self-instruct
+    ``data/seed_tasks.jsonl``): the task's instruction, the instance's input and output."""
+    instr = _text(rec, "instruction", True, "a string (the task)")
+    if not instr.strip():
+        raise RecordError("instruction", "is empty; expected the task")
+    instances = rec.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise RecordError("instances", "expected a non-empty list of {input, output} objects")
+    flag = rec.get("is_classification")
+    if flag is not None and not isinstance(flag, bool):
+        raise RecordError("is_classification", f"is {type(flag).__name__}; expected true or false")
+    tags = list(dict.fromkeys([*_tags(rec), *(["classification"] if flag else [])]))
+    split = _split(rec)
+    about = [f"{k}={clip(str(rec[k]), 200)}" for k in ("id", "name") if rec.get(k) not in (None, "")]
+    out: list[Normalised | RecordError] = []
+    for i, inst in enumerate(instances):
+        where = f"instances[{i}]"
+        try:
+            if not isinstance(inst, dict):
+                raise RecordError(where, f"is {type(inst).__name__}; expected an object with input and output")
+            try:
+                content = pair_content(instr, _text(inst, "input", False, "a string"),
+                                       _text(inst, "output", True, "a string (the answer)"))
+            except RecordError as exc:  # name the instance, not just its key
+                raise RecordError(f"{where}.{exc.field}", exc.detail) from None
+            _check_controls(content)
+            out.append(Normalised(content=content, tags=tags, split=split, part=(*about, where)))
+        except RecordError as exc:
+            out.append(exc)
+    return out
+
+
+def normalise_all(fmt: str, rec: Any) -> list[Normalised | RecordError]:
+    """Every pair ``rec`` holds, in order; a malformed record is one ``RecordError``, a malformed
+    part of a record (a self-instruct instance) is its own ``RecordError`` beside the good parts."""
+    try:
+        if fmt == "self-instruct" and isinstance(rec, dict):
+            return _self_instruct(rec)
+        return [normalise(fmt, rec)]
+    except RecordError as exc:
+        return [exc]
 
 
 def iter_records(path: Path, fmt: str, encoding: str = "utf-8", mapping: dict[str, str] | None = None,
@@ -429,7 +485,7 @@ def iter_records(path: Path, fmt: str, encoding: str = "utf-8", mapping: dict[st
         return iter_csv_records(path, encoding, mapping, limits)
     if fmt == "parquet":
         return iter_parquet_records(path, mapping)
-    if fmt in ("alpaca", "sharegpt", "messages", "prompt-completion"):
+    if fmt in JSON_FORMATS:
         records = iter_json_records(path, encoding, limits)
         if mapping:
             return ((n, {**rec, **{k: rec.get(v) for k, v in mapping.items()}} if isinstance(rec, dict) else rec)

@@ -10,6 +10,7 @@ Pure functions (no files, no database). Invariants:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
@@ -25,6 +26,34 @@ def element_id(document_id: str, idx: int) -> str:
     return content_id({"document": document_id, "idx": idx}, prefix="e_")
 
 
+# A heading that only numbers a part ("CHAPTER I", "Section 3.2", "Appendix B", "4.1"): it names
+# no topic, so no question is built from it (``informative_heading``).
+_ROMAN = r"m{0,4}(?:cm|cd|d?c{0,3})(?:xc|xl|l?x{0,3})(?:ix|iv|v?i{0,3})"
+_LABEL = re.compile(
+    r"(?:(?:(?:chapter|chap|section|sec|part|article|art|appendix|annex|schedule|title|book|volume|vol|unit"
+    r"|lesson|module|step|page|figure|fig|table|exhibit|attachment|item|no|number|paragraph|para)(?:\.\s*|\s+)"
+    rf"|§\s*)(?:\d+(?:[.\-]\w+)*|{_ROMAN}|[a-z])|\d+(?:[.\-]\d+)*)[.:)]?", re.I)
+# A heading seen this many times in one document is a running head or a label, not a topic.
+REPEATED_HEADING = 3
+
+
+def title_from_name(name: str) -> str:
+    """The title a file name gives (``doc_title``'s last resort); never a topic for a question."""
+    return PurePath(name).stem.replace("_", " ").replace("-", " ").strip() or name
+
+
+def heading_key(text: str) -> str:
+    return " ".join(text.split()).rstrip(":").casefold()
+
+
+def informative_heading(text: str, seen: int = 1) -> bool:
+    """Whether a heading names a topic: not a bare part number, has letters, and was not seen
+    ``REPEATED_HEADING`` times or more in its document."""
+    t = " ".join(text.split()).rstrip(":")
+    return (seen < REPEATED_HEADING and not _LABEL.fullmatch(t)
+            and sum(c.isalpha() for c in t) >= 2)
+
+
 def doc_title(name: str, raw: list[dict[str, Any]]) -> str:
     """The first element when it is a top-level title, else an e-mail subject, else the file name."""
     for el in raw[:1]:
@@ -34,7 +63,7 @@ def doc_title(name: str, raw: list[dict[str, Any]]) -> str:
         subject = el.get("metadata", {}).get("subject")
         if subject:
             return str(subject)
-    return PurePath(name).stem.replace("_", " ").replace("-", " ").strip() or name
+    return title_from_name(name)
 
 
 def build_document(

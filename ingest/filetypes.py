@@ -12,6 +12,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from ingest.encodings import nul_pattern
+from ingest.streams import bom_encoding
+
 TEXT_TYPES = ("txt", "md", "rst", "org", "html", "htm", "xml", "csv", "tsv", "eml", "json")
 ZIP_TYPES = ("docx", "pptx", "xlsx", "epub", "odt")
 OLE_TYPES = ("doc", "ppt", "xls", "msg")
@@ -63,8 +66,8 @@ def detect(head: bytes) -> str:
     if head[:1024].lstrip().startswith(b"%PDF-"):
         return "pdf"
     if b"\x00" in head[:8192]:
-        # UTF-16 text has NULs too; accept it when a BOM says so.
-        return "text" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "binary"
+        # UTF-16/32 text has NULs too: accept it when a byte-order mark or the NUL pattern says so.
+        return "text" if bom_encoding(head[:4])[0] or nul_pattern(head) else "binary"
     return "text"
 
 

@@ -12,15 +12,20 @@ ingest never downloads. A PDF without a text layer and without local OCR is a cl
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import shutil
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
-from ingest import offline
-from ingest.filetypes import NEEDS_SOFFICE, IngestError, extension
+from ingest import encodings, offline
+from ingest.cleaning import clean_elements
+from ingest.filetypes import NEEDS_SOFFICE, TEXT_TYPES, IngestError, extension
+from ingest.streams import ascii_compatible
 
 # Metadata kept per element (the rest is file-system noise or coordinates).
 KEEP_METADATA = (
@@ -183,10 +188,13 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
                 strategy = "ocr_only"
                 raw = partition(filename=str(path), strategy=strategy, **kwargs)
         else:
-            raw = partition(filename=str(path), metadata_filename=name or path.name, **kwargs)
+            with _as_utf8(path, name or path.name, ext) as source:
+                if ext == "html" and _html_furniture(source):
+                    kwargs["skip_headers_and_footers"] = True
+                raw = partition(filename=str(source), metadata_filename=name or path.name, **kwargs)
     except Exception as exc:  # parsers raise anything; each becomes one per-file reason
         raise _explain(exc, ext) from None
-    elements = _elements(raw)
+    elements, furniture = clean_elements(_elements(raw))
     if not elements:
         if ext == "pdf":
             ocr = "" if ocr_available() else (
@@ -196,7 +204,41 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
         raise IngestError("no_text", f"no text found in the .{ext} file; nothing to make pairs from")
     pages = [e["page"] for e in elements if e["page"]]
     n_pages = n_pdf_pages or (max(pages) if pages else None)
-    return Parsed(filetype=ext, elements=elements, n_pages=n_pages, strategy=strategy)
+    warnings = [f"dropped {furniture} running header/footer line(s)"] if furniture else []
+    return Parsed(filetype=ext, elements=elements, n_pages=n_pages, strategy=strategy, warnings=warnings)
+
+
+@contextlib.contextmanager
+def _as_utf8(path: Path, name: str, ext: str) -> Iterator[Path]:
+    """``path``, or a UTF-8 copy of it (same name, in a temporary folder) when a text file is in
+    another encoding (``ingest.encodings``): unstructured then reads Unicode, never guesses. An
+    8-bit e-mail stays as it is: its MIME headers name each part's charset."""
+    if ext not in TEXT_TYPES:
+        yield path
+        return
+    data = path.read_bytes()
+    encoding, bom = encodings.detect(data)
+    if (encoding == "utf-8" and not bom) or (ext == "eml" and ascii_compatible(encoding) and not bom):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="tuneloop-utf8-") as tmp:
+        copy = Path(tmp) / PurePath(name).name
+        copy.write_text(data[bom:].decode(encoding, errors="replace"), encoding="utf-8", newline="")
+        yield copy
+
+
+def _html_furniture(path: Path) -> bool:
+    """Whether a page's ``<header>``/``<footer>`` are furniture (a site banner, a copyright line)
+    for unstructured to drop: not when one belongs to an ``<article>`` or holds the ``<h1>``,
+    as an HTML5 article's header holds its title."""
+    import lxml.html
+
+    try:
+        root = lxml.html.fromstring(path.read_bytes())
+    except Exception:  # malformed or empty markup: keep everything
+        return False
+    return bool(root.xpath("//header | //footer")) and not root.xpath(
+        "//article//header | //article//footer | //header[.//h1]")
 
 
 def _has_text(raw: list[Any]) -> bool:

@@ -354,6 +354,16 @@ def save_signals(
         return n
 
 
+def quality_penalties(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """(revision_id, quality_penalty): the summed score of the flagged quality signals of each head
+    revision that has any (the ``quality`` keep rule of dedupe prefers the lowest; none = 0)."""
+    return frame(con,
+        """SELECT s.revision_id, sum(s.score)::DOUBLE AS quality_penalty
+           FROM quality_signals s JOIN pairs p ON p.head_revision_id = s.revision_id
+           WHERE s.flagged GROUP BY s.revision_id ORDER BY s.revision_id"""
+    )
+
+
 def signal_summary(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Per detector on current head revisions: name, version(s), flagged, scored."""
     return frame(con,

@@ -470,6 +470,24 @@ def m095_settings(con: duckdb.DuckDBPyConnection) -> None:
         )""")
 
 
+@migration
+def m100_training_dynamics(con: duckdb.DuckDBPyConnection) -> None:
+    # Per-example training dynamics of a run (store/dynamics.py): each train pair's mean token loss
+    # and confidence (exp(-mean token loss)) in each epoch, as the trainer measured them.
+    # Immutable per run, like predictions: a re-sync adds only rows it does not have yet.
+    con.execute("""
+        CREATE TABLE training_dynamics (
+            run_id VARCHAR NOT NULL,
+            pair_id VARCHAR NOT NULL,
+            revision_id VARCHAR NOT NULL,
+            epoch INTEGER NOT NULL,
+            step INTEGER NOT NULL,
+            loss DOUBLE NOT NULL,
+            confidence DOUBLE NOT NULL,
+            PRIMARY KEY (run_id, pair_id, epoch)
+        )""")
+
+
 def applied(con: duckdb.DuckDBPyConnection) -> list[str]:
     con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
     return [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]

@@ -89,9 +89,13 @@ def batch_row(
     status: str = "pending",
     provenance: Provenance | None = None,
     author: str = "import",
+    key: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One bulk-insert row from pair content (as made by ``store.ids.pair_content``)."""
-    pid = pair_id(content)
+    """One bulk-insert row from pair content (as made by ``store.ids.pair_content``).
+
+    ``key``: the content the pair id is hashed from, when it is not ``content`` (an import that
+    repairs mojibake keys the pair by the repaired text and stores the original first)."""
+    pid = pair_id(content if key is None else key)
     prov = provenance or Provenance()
     return {
         "pair_id": pid,
@@ -499,6 +503,47 @@ def append_revision(
         )
         version += 1
     return RevisionResult(revision_id=rid, version=version, head_revision_id=rid)
+
+
+def append_followups(con: duckdb.DuckDBPyConnection, batch: pa.Table, *, author: str, reason: str) -> int:
+    """The set-based ``append_revision`` for pairs nobody has moved: each ``batch`` row
+    (``BATCH_SCHEMA``: ``pair_id``, the new content and tags, and as ``revision_id`` the revision
+    it follows) whose pair's head is still that revision becomes the new head, with a review row
+    and ``version`` + 1, as ``append_revision`` would record it (no conflict can arise: the base
+    is the head). Other rows are left out. The caller owns the transaction; returns how many."""
+    rows = []
+    for r in batch.to_pylist():
+        content = pair_content(r["instruction"], r["input"], r["response"], r["system"],
+                               orjson.loads(r["messages"]) if r["messages"] else None)
+        rows.append({**r, "base_id": r["revision_id"], "review_id": event_id("v_"),
+                     "revision_id": revision_id(r["pair_id"], r["revision_id"], content, r["tags"] or [])})
+    if not rows:
+        return 0
+    ts = now()
+    con.register("_followups_arrow", pa.Table.from_pylist(rows))
+    try:
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE _followups AS
+               SELECT f.*, p.status AS cur_status,
+                      (SELECT max(x.revision_no) FROM pair_revisions x WHERE x.pair_id = f.pair_id) + 1 AS rev_no
+               FROM _followups_arrow f JOIN pairs p ON p.id = f.pair_id AND p.head_revision_id = f.base_id
+               QUALIFY row_number() OVER (PARTITION BY f.pair_id ORDER BY f.revision_id) = 1""")
+        n = scalar(con, "SELECT count(*) FROM _followups")
+        con.execute(
+            """INSERT INTO pair_revisions (id, pair_id, revision_no, parent_id, instruction, input, response, system,
+                   messages, tags, author, reason, conflict, created_at)
+               SELECT revision_id, pair_id, rev_no, base_id, instruction, coalesce(input, ''), coalesce(response, ''),
+                      coalesce(system, ''), messages::JSON, coalesce(tags, []), ?, ?, false, ?
+               FROM _followups""", [author, reason, ts])
+        con.execute(
+            """UPDATE pairs SET head_revision_id = f.revision_id, version = pairs.version + 1, updated_by = ?,
+                   updated_at = ? FROM _followups f WHERE pairs.id = f.pair_id""", [author, ts])
+        con.execute("INSERT INTO reviews SELECT review_id, pair_id, revision_id, cur_status, cur_status, ?, ?, ? "
+                    "FROM _followups", [author, reason, ts])
+        return int(n)
+    finally:
+        con.execute("DROP TABLE IF EXISTS _followups")
+        con.unregister("_followups_arrow")
 
 
 def revise(con: duckdb.DuckDBPyConnection, pid: str, **changes: Any) -> RevisionResult:

@@ -154,7 +154,7 @@ def test_ingest_review_and_errors_in_a_real_browser(server, tmp_path):
         # Ingest: upload a document, the job runs in the background with live progress
         page.goto(url + "/ingest")
         expect(page.get_by_role("heading", name="Ingest")).to_be_visible()
-        page.locator("input[type=file]").set_input_files(str(doc))
+        page.locator("input[type=file][accept*='.pdf']").set_input_files(str(doc))
         expect(page.get_by_text("field-handbook.md").first).to_be_visible()
         page.get_by_role("button", name="Ingest").click()
         expect(page.get_by_text("Done in")).to_be_visible(timeout=240_000)

@@ -110,7 +110,7 @@ def test_the_whole_loop_in_a_real_browser(sample_project, tmp_path):
             # 1. Ingest a handbook; the job runs in the background with live progress
             page.goto(url + "/ingest")
             expect(page.get_by_role("heading", name="Ingest")).to_be_visible()
-            page.locator("input[type=file]").set_input_files(str(doc))
+            page.locator("input[type=file][accept*='.pdf']").set_input_files(str(doc))
             expect(page.get_by_text("field-handbook.md").first).to_be_visible()
             page.get_by_role("button", name="Ingest").click()
             expect(page.get_by_text("Done in")).to_be_visible(timeout=LONG_MS)

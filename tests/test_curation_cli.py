@@ -23,7 +23,7 @@ def filled(project):
     rows = [
         ("How do I reset my password?", "Open settings and choose Reset.", "d_1"),
         ("how do I reset my password", "open settings and choose reset", "d_2"),  # exact variant
-        ("Contact support", "Write to jane.doe@example.com", "d_3"),  # pii
+        ("Contact support", "Write to jane.doe@fastmail.fm", "d_3"),  # pii
         ("Explain gravity.", "", "d_4"),  # empty response
         ("Describe the main causes of the french revolution and its effect on european politics", "Many.", "d_5"),
         ("Describe the main causes of the french revolution and its effect on european history", "Several.", "d_6"),

@@ -88,9 +88,11 @@ def test_kept_is_earliest_when_none_accepted_and_rejected_is_last():
 
 
 def test_to_mark_points_at_a_kept_pair_that_is_never_marked():
-    m = pl.concat([dd.exact_clusters(PLANTED, "exact_full"), dd.exact_clusters(PLANTED, "exact_prompt")])
+    m = pl.concat([dd.exact_clusters(PLANTED, "exact_full"), dd.exact_clusters(PLANTED, "exact_prompt"),
+                   dd.conflict_clusters(PLANTED)])
     marks = dd.to_mark(m)
-    assert set(marks["pair_id"]) == {"p_01", "p_03", "p_04"}
+    # p_04 has the same prompt but another answer: a conflict to review, not a duplicate (issue 14)
+    assert set(marks["pair_id"]) == {"p_01", "p_03"}
     assert set(marks["duplicate_of"]) == {"p_02"}
     assert not set(marks["duplicate_of"]) & set(marks["pair_id"])
 

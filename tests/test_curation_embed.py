@@ -244,3 +244,38 @@ def test_search_without_inline_embedding_covers_only_embedded_pairs(project):
     curate.embed(project)
     assert curate.missing_count(project) == 0
     assert curate.search(project, text="reset my card", k=3, embed_missing=False).height == 3
+
+
+TOOL_HEADER = ("You can call the following tool. request(url, method, headers, body) sends an HTTP request to the "
+               "given url with the method GET or POST and returns the status code and the body of the response as "
+               "text; use it whenever the user asks for data that lives on a web server.")
+REQUESTS = [
+    "Fetch the weather forecast for Lisbon tomorrow.", "Post my new address to the billing service.",
+    "Get the latest exchange rate of the euro to the yen.", "Download the list of open pull requests.",
+    "Check whether the shop's status page reports an outage.", "Send the survey answers to the research server.",
+    "Look up the train departures from Porto this evening.", "Retrieve my last ten bank transactions.",
+    "Find the opening hours of the city library.", "Ask the calendar service for free slots on Friday.",
+    "Query the inventory for blue running shoes in size 42.", "Read the top headlines from the news feed.",
+    "Upload the signed contract to the document store.", "Get the current price of a kilo of coffee beans.",
+    "Tell the thermostat to lower the heating to 19 degrees.", "List the flights from Madrid to Oslo on Monday.",
+    "Fetch the football results of last weekend.", "Submit my timesheet for this week.",
+    "Check the delivery status of parcel 7731.", "Retrieve the minutes of yesterday's board meeting.",
+    "Get the air quality index for Milan right now.", "Register my bike with the city's rental scheme.",
+]
+
+
+def test_semantic_dedupe_discounts_a_shared_tool_description(project):
+    """A 40-word tool description on every prompt makes all embeddings alike: without it only the
+    planted rewording of a request is a semantic duplicate, and the template is reported."""
+    planted = "Please fetch tomorrow's weather forecast for Lisbon."
+    with project.connect() as con:
+        ids = [_add(con, f"{TOOL_HEADER}\n{r}") for r in [*REQUESTS, planted]]
+    rep = dedupe(project, DedupeConfig(exact=False, semantic=True, semantic_threshold=0.85, field="prompt"),
+                 author="t")
+    assert rep["templates"] and "request url method headers body" in rep["templates"][0]["text"]
+    with project.connect() as con:
+        members = cur.duplicate_members(con, ["near_semantic"])
+    assert set(members["pair_id"]) == {ids[0], ids[-1]}, members
+    # the header's own vectors are not mixed with the field's cache
+    with project.connect() as con:
+        assert cur.missing_embeddings(con, model_id(), "prompt").height == len(ids)

@@ -19,6 +19,8 @@ LONG_OK = ("Photosynthesis is the process by which green plants use sunlight, wa
            "make glucose and oxygen. It happens in the chloroplasts, mainly in the leaves, and it is the "
            "basis of almost every food chain on Earth.")
 
+TOOLS = "You have access to the following tools:\nrequest(url: str, method: str = 'GET') - fetch a URL"
+
 # (detector, instruction, input, response, flagged)
 CASES = [
     ("empty_response", "Explain gravity.", "", "", True),
@@ -59,7 +61,7 @@ CASES = [
     ("language", "Translate to French: the cat is on the table and we think it is happy", "", "Le chat est sur la table et nous pensons que il est très content.", False),
     ("language", "What do I do if I do not recognise a cash withdrawal?", "", "cash_withdrawal_not_recognised", False),
     ("language", "Explain.", "", LONG_OK, False),
-    ("pii", "Contact", "", "Write to jane.doe@example.com for details.", True),
+    ("pii", "Contact", "", "Write to jane.doe@fastmail.fm for details.", True),
     ("pii", "Contact", "", "Call me on +44 20 7946 0958 tomorrow.", True),
     ("pii", "Contact", "", "Call (415) 555-0132.", True),
     ("pii", "Pay", "", "My card is 4111 1111 1111 1111.", True),
@@ -71,6 +73,15 @@ CASES = [
     ("mojibake", "x", "", "CafÃ© au lait costs â‚¬3 and itâ€™s good.", True),
     ("mojibake", "x", "", "Broken \ufffd character.", True),
     ("mojibake", "x", "", "Café au lait costs €3 and it’s good. São Paulo, NÃO.", False),
+    ("tool_call", TOOLS, "Open https://example.org/a?q=1", 'request(url="https://example.org/a?q="1"")', True),
+    ("tool_call", TOOLS, "Open https://example.org/a", 'fetch(url="https://example.org/a")', True),
+    ("tool_call", TOOLS, "Open https://example.org/a", 'request(url="https://example.org/a"))', True),
+    ("tool_call", TOOLS, "Open https://example.org/a", 'request(url="https://example.org/a")', False),
+    ("code_syntax", "Write code.", "", "```python\ndef f(x:\n    return x\n```", True),
+    ("code_syntax", "Write code.", "", "```json\n{\"a\": 1,}\n```", True),
+    ("code_syntax", "Write code.", "", "```python\ndef f(x):\n    return x\n```", False),
+    ("arithmetic", "Tom buys 8 packs of 3 pens.", "", "He has 8*3 = 240 pens.\n#### 240", True),
+    ("arithmetic", "Tom buys 8 packs of 3 pens.", "", "He has 8*3 = <<8*3=24>>24 pens.\n#### 24", False),
 ]
 
 
@@ -88,8 +99,8 @@ def test_detector_table(name, instruction, input, response, flagged):
 
 def test_every_detector_has_cases_both_ways():
     for name in sig.DETECTORS:
-        if name == "length":
-            continue  # relative to the frame; tested below
+        if name in ("length", "answer_format"):
+            continue  # relative to the frame; tested below and in test_signals_in_context.py
         kinds = {c[4] for c in CASES if c[0] == name}
         assert kinds == {True, False}, name
 
@@ -111,7 +122,7 @@ def test_length_flags_outliers_relative_to_the_frame():
 
 def test_pii_reason_never_repeats_the_value():
     df = pl.DataFrame({"revision_id": ["r"], "pair_id": ["p"], "instruction": ["x"], "input": [""],
-                       "response": ["mail jane.doe@example.com card 4111 1111 1111 1111"]})
+                       "response": ["mail jane.doe@fastmail.fm card 4111 1111 1111 1111"]})
     out = sig.detect(df, "pii")
     assert "jane" not in out["reason"][0] and "4111" not in out["reason"][0]
     assert json.loads(out["details"][0])["card"] == 1
@@ -133,7 +144,7 @@ def _add(con, instruction, response):
 def test_signals_are_stored_and_usable_in_slice_filters(project):
     with project.connect() as con:
         empty = _add(con, "Explain gravity.", "")
-        pii = _add(con, "Contact?", "Mail jane.doe@example.com")
+        pii = _add(con, "Contact?", "Mail jane.doe@fastmail.fm")
         good = _add(con, "Explain tides.", "The moon pulls the oceans.")
     counts = run_signals(project)
     assert dict(counts.select("name", "flagged").iter_rows())["pii"] == 1

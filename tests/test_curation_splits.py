@@ -72,13 +72,19 @@ def _add(con, text, doc, response="r"):
                                                provenance=Provenance(document_id=doc), status=Status.accepted)])[0]
 
 
+TOPIC = ["weather", "budget", "history"]
+SHELF = ["amber", "birch", "cedar", "dune", "ember", "fjord", "grove", "heath", "inlet", "jetty", "knoll", "lagoon"]
+
+
 def test_leak_free_slice_and_check_end_to_end(project):
     with project.connect() as con:
+        # rows differ in at least two words: a one-word change of a short prompt is a near duplicate
         for d in range(12):
             for j in range(3):
-                _add(con, f"question {j} about the contents of document number {d} in the archive", f"d_{d:02d}")
+                _add(con, f"question {j} {TOPIC[j]} about the contents of document number {d} {SHELF[d]} in the "
+                     "archive", f"d_{d:02d}")
         # a near duplicate in another document ties d_00 and d_01 together
-        _add(con, "question 0 about the contents of document number 0 in the archives", "d_01")
+        _add(con, f"question 0 {TOPIC[0]} about the contents of document number 0 {SHELF[0]} in the archives", "d_01")
     dedupe(project, DedupeConfig(near=True, near_threshold=0.7), author="t")
     with project.connect() as con:
         near = cur.duplicate_members(con, ["near_lexical"])

@@ -159,8 +159,6 @@ def test_reimport_is_noop(project, tmp_path):
     [
         ("empty.jsonl", b"", "the file is empty"),
         ("blank.jsonl", b"\n\n  \n", "the file is empty"),
-        # UTF-16 with a byte-order mark imports (tests/test_import_hostile.py); without one it is named
-        ("utf16.jsonl", '{"instruction": "x", "output": "y"}\n'.encode("utf-16-le"), "UTF-16"),
         ("latin1.jsonl", '{"instruction": "caf\xe9", "output": "y"}\n'.encode("latin-1"), "Latin-1"),
         ("data.txt", b"hello", "pass --format"),
         ("odd.jsonl", b'{"question": "x", "answer": "y"}\n', "expected instruction/output"),
@@ -175,6 +173,18 @@ def test_unreadable_files_one_clear_line(project, tmp_path, name, data, expected
     assert "\n" not in r.fatal
     with project.connect() as con:
         assert pairs.count(con) == 0
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-32-le"])
+def test_utf16_and_utf32_without_a_byte_order_mark_import(project, tmp_path, codec):
+    """With a byte-order mark: tests/test_import_hostile.py; without one the NUL bytes tell."""
+    f = tmp_path / "wide.jsonl"
+    f.write_bytes('{"instruction": "caf\u00e9 hours?", "output": "8:00"}\n{"instruction": "b", "output": "c"}\n'
+                  .encode(codec))
+    r = import_file(project, f)
+    assert r.fatal is None and r.new == 2, (r.fatal, r.errors)
+    with project.connect() as con:
+        assert {p.instruction for p in pairs.query(con)} == {"caf\u00e9 hours?", "b"}
 
 
 def test_latin1_with_encoding_option(project, tmp_path):

@@ -272,7 +272,7 @@ def test_options_for_a_generator_not_in_the_run_are_rejected(project, tmp_path):
     assert res.exit_code == 2
     assert "section" in res.output and "the generators used are sections" in res.output
     res = runner.invoke(app, ["ingest", str(doc), "-o", "sections.colour=blue", "--project", str(project.root)])
-    assert res.exit_code == 2 and "known: all_templates, max_chars, min_chars" in res.output
+    assert res.exit_code == 2 and "known: all_templates, content_template, max_chars, min_chars" in res.output
     res = runner.invoke(app, ["ingest", str(doc), "--endpoint", "http://127.0.0.1:9/v1", "--project", str(project.root)])
     assert res.exit_code == 2 and "add -g model" in res.output
     with pytest.raises(ValueError, match="section"):

@@ -100,7 +100,7 @@ def test_sections_pairs_exact_with_verbatim_spans():
     for p in pairs:
         pv = p.provenance
         assert s.document.text[pv.char_start:pv.char_end] == p.content.response
-        assert pv.generator == "sections" and pv.generator_version == "1"
+        assert pv.generator == "sections" and pv.generator_version == "2"
         assert pv.document_id == "d_test" and pv.source_uri == "kb/test.md"
     assert pairs[1].provenance.element_ids == [e.id for e in s.elements[2:5]]
 

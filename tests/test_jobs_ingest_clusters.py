@@ -128,7 +128,7 @@ def test_pages_redraw_in_a_real_browser_when_their_job_ends(project, tmp_path):
 
         page.goto(url + "/ingest")
         expect(page.get_by_role("heading", name="Ingest")).to_be_visible()
-        page.locator("input[type=file]").set_input_files(str(doc))
+        page.locator("input[type=file][accept*='.pdf']").set_input_files(str(doc))
         expect(page.get_by_text("field-handbook.md").first).to_be_visible()
         page.get_by_role("button", name="Ingest", exact=True).click()
         expect(page.get_by_text("Done in")).to_be_visible(timeout=240_000)

@@ -44,7 +44,9 @@ def test_an_empty_project_becomes_the_sample_and_an_old_sample_is_repaired(tmp_p
     assert s["documents"] == 7
     assert filetypes == {"md", "html", "docx", "pdf", "pptx", "eml", "csv"}
     assert s["pairs"] >= 50
-    assert s["duplicates_marked"] >= 2  # the seed set carries an exact and a case/space duplicate
+    # the seed set carries a case/space duplicate (its exact copy is the same pair: ids are content hashes);
+    # the corpus pair with the same question and another answer is a conflict, listed but not marked
+    assert s["duplicates_marked"] >= 1
     assert s["signals_flagged"].get("empty_response", 0) >= 1  # "N/A"
     # provenance: sections/qa responses are found at their recorded spans
     spanned = [x for x in doc_pairs if x.provenance.generator in ("sections", "qa")]

@@ -58,6 +58,8 @@ class TrainConfig(BaseModel):
     early_stopping_patience: int = Field(0, ge=0, description="stop after N evals without improvement (0 = off)")
     save_every: int = Field(50, ge=0, description="checkpoint every N steps (for resume); 0 = only at the end")
     log_every: int = Field(1, ge=1)
+    record_dynamics: bool = Field(True, description="record each train example's loss and confidence per epoch "
+                                                    "(dynamics.jsonl; `tuneloop dynamics RUN` maps them)")
 
     # hardware
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"

@@ -19,6 +19,7 @@ Invariants (and why):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ class Tokenized:
     loss_mask: list[int]  # 1 where the token is a response token the model is trained to predict
     weight: float = 1.0
     truncated: bool = False
+    row: int = -1  # index of the row it came from in ``tokenize_rows``'s input (-1: not from rows)
 
     @property
     def n_loss_tokens(self) -> int:
@@ -133,7 +135,7 @@ def tokenize_rows(tokenizer, rows: list[dict[str, Any]], *, max_length: int, sys
     """Tokenise slice rows; returns the kept examples and counts of truncated/dropped ones."""
     out: list[Tokenized] = []
     st = FormatStats()
-    for row in rows:
+    for i, row in enumerate(rows):
         conv = conversation(row, system_prompt)
         w = row.get("weight")
         t = tokenize_conversation(tokenizer, conv, max_length, 1.0 if w is None else float(w))
@@ -143,7 +145,7 @@ def tokenize_rows(tokenizer, rows: list[dict[str, Any]], *, max_length: int, sys
             reason = "truncated away" if t.truncated else "empty response"
             st.dropped_reasons[reason] = st.dropped_reasons.get(reason, 0) + 1
             continue
-        out.append(t)
+        out.append(dataclasses.replace(t, row=i))
         st.examples += 1
         st.tokens += len(t.input_ids)
         st.loss_tokens += t.n_loss_tokens

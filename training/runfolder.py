@@ -11,6 +11,9 @@ It reads its inputs from, and writes its progress to, ``runs/<run_id>/``:
                      (append only, written by ``update_status``, so no change is lost between two
                      looks at status.json, however fast a run goes from queued to succeeded)
     metrics.jsonl    one JSON object per step: {"step": n, "loss": ..., "lr": ...} (append only)
+    dynamics.jsonl   training dynamics: one object per train example per epoch, {"epoch", "step",
+                     "pair_id", "revision_id", "loss", "confidence"}, the loss the step computed anyway
+                     (append only; a resumed run repeats the rows after its checkpoint: the last wins)
     checkpoints/last/  state to resume from; checkpoints/best/ the best val-loss weights
     adapter/         the PEFT adapter (method=lora) or model/ (full, top_k) when it succeeded
     CANCEL           flag file: the trainer saves a checkpoint and stops with status cancelled
@@ -49,6 +52,10 @@ class RunFolder:
     @property
     def metrics_file(self) -> Path:
         return self.path / "metrics.jsonl"
+
+    @property
+    def dynamics_file(self) -> Path:
+        return self.path / "dynamics.jsonl"
 
     @property
     def events_file(self) -> Path:
@@ -132,6 +139,15 @@ class RunFolder:
 
     def metrics(self) -> list[dict[str, Any]]:
         return self._lines(self.metrics_file)
+
+    def append_dynamics(self, rows: list[dict[str, Any]]) -> None:
+        if rows:  # one write of whole lines (see ``_append``)
+            with self.dynamics_file.open("a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(r, default=str) + "\n" for r in rows))
+
+    def dynamics(self) -> list[dict[str, Any]]:
+        """The training-dynamics rows written so far (see the module docstring)."""
+        return [r for r in self._lines(self.dynamics_file) if r]
 
     def events(self) -> list[dict[str, Any]]:
         """Every status change of the run, oldest first (see the module docstring)."""

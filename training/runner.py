@@ -5,7 +5,8 @@ slice rows), records the run as queued, and starts ``python -m training.train RU
 ``torchrun --nproc_per_node N`` when ``nproc > 1``) in a new session, detached from the caller:
 the CLI, the app and tests never train in their own thread. The trainer never opens the
 database; ``sync_run`` reads status.json, events.jsonl and metrics.jsonl and writes them through
-store/runs.py, holding the database only for that short moment. Every status change the trainer
+store/runs.py, holding the database only for that short moment; once the run has ended, its
+training dynamics (dynamics.jsonl) too, through store/dynamics.py. Every status change the trainer
 made is replayed from events.jsonl in order, with its own time, so the store's history of a run
 does not depend on how often anybody looked at it.
 
@@ -30,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from store import dynamics as dynamics_store
 from store import runs as runs_store
 from store import slices as slices_store
 from store.db import Project
@@ -233,7 +235,22 @@ def sync_run(project: Project, run_id: str) -> Run:
         run = runs_store.get(con, run_id)
     offset_file.write_text(str(len(rows)))
     events_offset.write_text(str(len(events)))
+    if run.status in runs_store.TERMINAL:
+        sync_dynamics(project, run_id, folder)
     return run
+
+
+def sync_dynamics(project: Project, run_id: str, folder: RunFolder) -> int:
+    """Load an ended run's training dynamics (dynamics.jsonl) into the store once; returns the rows
+    added. Only an ended run: a resumed run rewrites the rows after its checkpoint, the last wins."""
+    marker = folder.path / ".synced_dynamics"
+    size = folder.dynamics_file.stat().st_size if folder.dynamics_file.exists() else 0
+    if not size or (marker.exists() and marker.read_text() == str(size)):
+        return 0
+    with project.connect() as con:
+        added = dynamics_store.save(con, run_id, folder.dynamics())
+    marker.write_text(str(size))
+    return added
 
 
 def sync_live(project: Project) -> dict[str, str]:

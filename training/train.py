@@ -19,6 +19,11 @@ checkpoints and the result back into it. It never opens the project database.
 - CPU threads: unless ``threads`` is set, the count is re-chosen for the machine's load when a
   segment starts and every ``THREAD_CHECK_STEPS`` steps (at most once a ``THREAD_CHECK_MIN_S``,
   the load average's own time scale), because other work on the box comes and goes.
+- Training dynamics (``record_dynamics``): the per-token loss each step computes anyway is
+  reduced per example (``training.data.example_losses``) to its mean loss and its confidence
+  exp(-mean loss), and written per step to dynamics.jsonl keyed by pair id and epoch (the epoch the
+  micro-batch belongs to). It is measured during training, under dropout, before the step's
+  update, as cheap cartography does; under DDP only rank 0's share of the examples is recorded.
 - DDP: when launched with WORLD_SIZE > 1 (torchrun, accelerate launch), each rank takes its
   share of each step's micro-batches; rank 0 alone writes files; cancel is all-reduced.
 """
@@ -39,7 +44,7 @@ from typing import Any
 
 from training.attention import frozen_linears_in, packed_attention, supports_packed_attention
 from training.config import TrainConfig
-from training.data import collate, loss_sum, plan_batches
+from training.data import collate, example_losses, loss_sum, plan_batches, token_losses, weighted_sum
 from training.formatting import Tokenized, tokenize_rows
 from training.runfolder import RunFolder
 
@@ -240,6 +245,10 @@ class Trainer:
         self._segment_start: float | None = None
         self.auto_threads = not cfg.threads and device == "cpu"
         self._threads_checked = -math.inf
+        # training dynamics: {"pair_id", "revision_id"} per train example (set by ``run``), and
+        # the rows not yet written (all of them when there is no folder)
+        self.example_keys: list[dict[str, Any]] | None = None
+        self.dynamics: list[dict[str, Any]] = []
 
     def elapsed(self) -> float:
         """Training seconds of every segment so far, this one included."""
@@ -288,12 +297,16 @@ class Trainer:
             self._plans.pop(epoch - 2, None)
         return self._plans[epoch]
 
+    def _batch_number(self, step: int, j: int) -> int:
+        """Micro-batch ``j`` of optimizer step ``step`` counted over all epochs (divmod by
+        ``n_batches``: its epoch and its index in that epoch's plan)."""
+        a = self.cfg.grad_accum
+        return step * a * self.d.world + self.d.rank * a + j
+
     def micro_batches(self, step: int) -> list[list[int]]:
-        a, w = self.cfg.grad_accum, self.d.world
         out = []
-        for j in range(a):
-            g = step * a * w + self.d.rank * a + j
-            epoch, k = divmod(g, self.n_batches)
+        for j in range(self.cfg.grad_accum):
+            epoch, k = divmod(self._batch_number(step, j), self.n_batches)
             out.append(self._plan(epoch)[k])
         return out
 
@@ -386,6 +399,13 @@ class Trainer:
         flag = 1.0 if (self.folder and self.d.main and self.folder.cancel_requested()) else 0.0
         return _all_reduce([flag], self.d, op="max")[0] > 0
 
+    def _record(self, ce, mb, idx: list[int], epoch: int) -> None:
+        """Keep each example's loss and confidence of this micro-batch (see the module docstring)."""
+        losses, confs = example_losses(ce, mb, len(idx))
+        for i, loss, conf in zip(idx, losses, confs, strict=True):
+            keys = self.example_keys[i] if self.example_keys else {"example": i}
+            self.dynamics.append({"epoch": epoch, "step": self.step + 1, **keys, "loss": loss, "confidence": conf})
+
     def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
         if self.folder and self.d.main:
@@ -429,9 +449,11 @@ class Trainer:
                 self.save_checkpoint()
                 return "cancelled"
             t0 = time.perf_counter()
+            plan = self.micro_batches(self.step)
             batches = [collate([self.train_ex[i] for i in idx], pad_id=self.pad_id, packed=cfg.packing,
                                share_prefix=self.segment_attention)
-                       for idx in self.micro_batches(self.step)]
+                       for idx in plan]
+            record = cfg.record_dynamics and self.d.main
             denom = sum(mb.loss_weight for mb in batches) or 1.0
             total = 0.0
             for j, mb in enumerate(batches):
@@ -439,8 +461,11 @@ class Trainer:
                 ctx = self.model.no_sync() if (not sync and hasattr(self.model, "no_sync")) else contextlib.nullcontext()
                 with ctx:
                     with _autocast(cfg, self.device):
-                        loss = loss_sum(self.model, mb, self.device, self.segment_attention) / denom
+                        ce = token_losses(self.model, mb, self.device, self.segment_attention)
+                        loss = weighted_sum(ce, mb) / denom
                     loss.backward()
+                if record:
+                    self._record(ce, mb, plan[j], self._batch_number(self.step, j) // self.n_batches)
                 total += float(loss.detach())
             if cfg.max_grad_norm > 0:
                 gn = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
@@ -451,6 +476,9 @@ class Trainer:
             self.sched.step()
             self.opt.zero_grad(set_to_none=True)
             self.step += 1
+            if self.folder and self.d.main and self.dynamics:
+                self.folder.append_dynamics(self.dynamics)
+                self.dynamics = []
             dt = time.perf_counter() - t0
             loss_v, ntok = _all_reduce([total, float(sum(mb.n_tokens for mb in batches))], self.d)
             loss_v /= self.d.world
@@ -542,13 +570,16 @@ def run(run_dir: str | Path) -> int:
         n_base = describe(base)
         model = prepare_model(base, cfg, job.get("init_adapter"))
         info = describe(model)
-        train_ex, st_train = tokenize_rows(tok, folder.read_rows("train"), max_length=cfg.max_length,
+        train_rows = folder.read_rows("train")
+        train_ex, st_train = tokenize_rows(tok, train_rows, max_length=cfg.max_length,
                                            system_prompt=cfg.system_prompt)
         eval_ex, st_eval = tokenize_rows(tok, folder.read_rows("eval"), max_length=cfg.max_length,
                                          system_prompt=cfg.system_prompt)
         if not train_ex:
             raise ValueError("the slice has no usable train examples (empty, or all truncated away)")
         trainer = Trainer(model, tok, cfg, train_ex, eval_ex, folder, device, d)
+        trainer.example_keys = [{"pair_id": train_rows[e.row].get("pair_id"),
+                                 "revision_id": train_rows[e.row].get("revision_id")} for e in train_ex]
         resumed = trainer.resume()
         earlier = folder.status()
         trainer.seconds_before = float(earlier.get("train_seconds") or 0.0)

@@ -12,6 +12,7 @@ from store.db import ConflictError, StoreBusyError
 from tuneloop.commands import (
     analysis_cmds,
     data_cmds,
+    dynamics_cmds,
     errors_cmds,
     guideline_cmds,
     ingest_cmds,
@@ -30,7 +31,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-for module in (data_cmds, ingest_cmds, analysis_cmds, training_cmds, errors_cmds, users_cmds, guideline_cmds):
+for module in (data_cmds, ingest_cmds, analysis_cmds, training_cmds, dynamics_cmds, errors_cmds, users_cmds,
+               guideline_cmds):
     module.register(app)
 
 

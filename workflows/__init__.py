@@ -10,6 +10,8 @@ the functions here chain them:
   and the corrected slice of a run;
 - ``workflows.train.train``: start a training run whose own processes then predict its eval
   split (``predict_and_categorise``) when it succeeds (config ``predict_after``, ``predict_split``);
+- ``workflows.dynamics.map_run``: a run's training dynamics as a data map (cartography), its
+  hard-to-learn and ambiguous pairs stored as quality signals;
 - ``workflows.retrain.retrain``: freeze the corrected slice of a run and train on it with the
   run's config (the correction round).
 

@@ -38,10 +38,20 @@ def _predict(project, **kw):
     return predict_and_categorise(project, **kw)
 
 
-def _dedupe(project, exact: bool = True, near: bool = True, author: str = ""):
-    from analysis.curate import DedupeConfig, dedupe
+def _dedupe(project, exact: bool = True, near: bool = True, author: str = "", **choices: Any):
+    """``choices`` (near_threshold, field, keep) become the project's dedupe defaults, then run."""
+    from analysis.curate import DedupeConfig, dedupe, dedupe_defaults, save_dedupe_defaults
 
-    return dedupe(project, DedupeConfig(exact=exact, near=near), author=author)
+    if choices:
+        save_dedupe_defaults(project, choices, author=author)
+    return dedupe(project, DedupeConfig(exact=exact, near=near, **dedupe_defaults(project)), author=author)
+
+
+def _dedupe_suggest(project, field: str = "full", author: str = ""):
+    from analysis.curate import DedupeConfig, suggest_threshold
+
+    _, best = suggest_threshold(project, DedupeConfig(field=field), author=author, save=True)
+    return {"suggested": best, "field": field}
 
 
 def _signals(project):
@@ -73,7 +83,7 @@ def _discover(project, run_ref: str, use_embeddings: bool = False):
 
 JOBS: dict[str, Callable[..., Any]] = {
     "discover": _discover,
-    "retrain": _retrain, "categorise": _categorise, "predict": _predict, "dedupe": _dedupe,
+    "retrain": _retrain, "categorise": _categorise, "predict": _predict, "dedupe": _dedupe, "dedupe_suggest": _dedupe_suggest,
     "signals": _signals, "embed": _embed, "cluster": _cluster,
 }
 

@@ -7,7 +7,8 @@ never inside a Streamlit rerun. That step, ``predict_after``, calls
 ``workflows.predict.predict_and_categorise`` (the function behind ``tuneloop predict``) on the
 split ``predict_split`` (default eval) of the run's slice, reports its progress in the run
 folder (status.json ``after``: state, done/total, message, prediction set id), and logs its
-start and its outcome in the run's history in the store (``store.runs.note``).
+start and its outcome in the run's history in the store (``store.runs.note``). First it maps the
+run's training dynamics and flags hard-to-learn and ambiguous pairs (``workflows.dynamics``).
 
 - ``predict_after = false`` in the run's config turns the step off (it says so and does nothing).
 - A slice with no item on that split gets no predictions; the step says why and how to predict
@@ -63,6 +64,15 @@ def predict_after(project: Project, run_id: str) -> dict[str, Any]:
         with project.connect() as con:
             runs_store.note(con, run.id, message)
 
+    if cfg.get("record_dynamics", True):
+        from workflows.dynamics import map_run
+
+        try:  # the data map is a by-product: a failure is noted, the predictions still run
+            m = map_run(project, run.id)
+            note(f"training dynamics mapped: {m.counts.get('hard-to-learn', 0)} hard-to-learn, "
+                 f"{m.counts.get('ambiguous', 0)} ambiguous pairs flagged")
+        except Exception as exc:  # noqa: BLE001
+            note(f"training dynamics not mapped: {type(exc).__name__}: {exc}")
     if not cfg.get("predict_after", True):
         note("no predictions after training: predict_after = false")
         return report("skipped", "predict_after = false: no predictions after training")

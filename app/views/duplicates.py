@@ -1,25 +1,63 @@
 """Duplicates: clusters side by side with their similarity and a word diff of each member against
 the kept one; keep one, or say "not duplicates" (``curation.keep_one``/``not_duplicates``: one
-transaction per cluster, asking first when an accepted pair or a pair in a frozen slice would change)."""
+transaction per cluster, asking first when an accepted pair or a pair in a frozen slice would change).
+The near-duplicate settings (threshold, compared text, keep rule) are the project's saved defaults;
+"Suggest a threshold" draws the similarity histogram of candidate pairs. Conflicts (same prompt,
+different responses) are listed for review, never marked automatically. Boilerplate that near dedupe
+ignored is shown as plain text."""
 
 from __future__ import annotations
 
 import polars as pl
 import streamlit as st
 
+from analysis import curate
+from analysis import dedupe as dd
 from app import components as ui
 from app import state
 from store import curation
 
 PAGE_SIZE = 5
 MAX_SIDE_BY_SIDE = 4
+KEEP_LABELS = {"accepted": "accepted first", "first": "first imported", "longest": "longest",
+               "quality": "best quality (fewest flags)"}
+KIND_HELP = {"conflict": "same prompt, different responses: keep the right answer, or say not duplicates",
+             "near_lexical": "similarity = Jaccard of shingles (boilerplate ignored)",
+             "near_semantic": "similarity = cosine of embeddings"}
 
 st.title("Duplicates")
 with state.db() as con:
     kinds = curation.duplicate_kinds(con)
+saved = curate.dedupe_defaults(state.project())
 if state.can("curate"):
-    ui.job_button("Find duplicates (exact and near)", "dedupe", {"exact": True, "near": True, "author": state.user()}, key="du_run",
-                  help="`tuneloop dedupe --exact --near` in the background")
+    with st.expander("Near-duplicate settings (saved for the project)"):
+        c1, c2, c3 = st.columns(3)
+        threshold = c1.number_input("Jaccard threshold", min_value=0.3, max_value=1.0, step=0.05, key="du_threshold",
+                                    value=float(saved.get("near_threshold", 0.8)))
+        field = c2.selectbox("Compare", list(dd.FIELDS), index=dd.FIELDS.index(saved.get("field", "full")), key="du_field")
+        keep = c3.selectbox("Keep", list(dd.KEEP_RULES), index=dd.KEEP_RULES.index(saved.get("keep", "accepted")),
+                            key="du_keep", format_func=lambda k: KEEP_LABELS.get(k, k))
+        ui.job_button("Suggest a threshold", "dedupe_suggest", {"field": field, "author": state.user()},
+                      key="du_suggest", help="`tuneloop dedupe --suggest`: histogram of candidate-pair similarities")
+        sug = curate.saved_suggestion(state.project())
+        if sug:
+            ui.bar_chart(pl.DataFrame({"similarity": [f"{lo:.2f}-{hi:.2f}" for lo, hi, _ in sug["bins"]],
+                                       "pairs": [int(n) for _, _, n in sug["bins"]]}),
+                         category="similarity", value="pairs", empty="no candidate pairs.", key="du_hist")
+            st.caption(f"Suggested threshold for {ui.esc(str(sug['field']))}: {sug['suggested']} (the emptiest bin "
+                       "between 0.5 and 0.95, after the mode of unrelated pairs); saved as the default.")
+    ui.job_button("Find duplicates (exact and near)", "dedupe",
+                  {"exact": True, "near": True, "author": state.user(), "near_threshold": float(threshold),
+                   "field": field, "keep": keep}, key="du_run",
+                  help="`tuneloop dedupe --exact --near` in the background (these settings become the defaults)")
+near_report = curate.last_near_report(state.project())
+if near_report and (near_report["templates"] or near_report.get("warnings")):
+    with st.expander(f"Boilerplate ignored by near dedupe ({len(near_report['templates'])})"):
+        for w in near_report.get("warnings", []):
+            st.warning(ui.esc(str(w)))
+        for t in near_report["templates"]:
+            st.caption(f"in {float(t['share']):.0%} of rows ({int(t['rows']):,})")
+            st.text(str(t["text"]))
 if not kinds:
     st.info("No duplicate clusters yet: find them with the button above (or `tuneloop dedupe`).")
     st.stop()
@@ -88,18 +126,24 @@ def confirmation(cluster_id: str) -> None:
     c2.button("Cancel", key=f"du_cancel_{cluster_id}", on_click=state.pop, args=("du_ask",))
 
 
-def differences(m: pl.DataFrame) -> None:
-    """A word diff of each member against the kept one, field by field (only fields that differ)."""
+def differences(m: pl.DataFrame, kind: str) -> None:
+    """Why each member matched: its similarity to the kept one, the words they share and the words
+    only one has, and a word diff field by field (only fields that differ)."""
     kept = m.filter(pl.col("is_kept"))
     if kept.is_empty():
         return
     k = kept.row(0, named=True)
+    measure = {"near_semantic": "cosine", "near_lexical": "Jaccard"}.get(kind, "similarity")
     for mem in m.filter(~pl.col("is_kept")).head(MAX_SIDE_BY_SIDE).iter_rows(named=True):
         fields = [f for f in ("instruction", "input", "response") if (mem[f] or "") != (k[f] or "")]
         if not fields:
             continue
         with st.expander(f"Differences: `{mem['pair_id']}` against the kept `{k['pair_id']}`",
                          expanded=m.height <= MAX_SIDE_BY_SIDE):
+            words = dd.explain(" ".join(k[f] or "" for f in fields), " ".join(mem[f] or "" for f in fields))
+            st.caption(f"{measure} to the kept pair {mem['similarity']:.2f} · {len(words['shared'])} shared words")
+            st.text(f"only in the kept pair: {' '.join(words['only_kept'][:30]) or '-'}\n"
+                    f"only in this pair: {' '.join(words['only_this'][:30]) or '-'}")
             for f in fields:
                 ui.render_word_diff(k[f] or "", mem[f] or "", labels=(f"{f} · kept", f"{f} · this pair"))
 
@@ -110,6 +154,8 @@ for row in page.iter_rows(named=True):
     with st.container(border=True):
         st.markdown(f"**{ui.esc(row['kind'])}** · {row['size']} pairs · verdict: {ui.esc(row['resolution'])} · "
                     f"`{cid}`")
+        if row["kind"] in KIND_HELP:
+            st.caption(KIND_HELP[row["kind"]])
         shown = m.head(MAX_SIDE_BY_SIDE)
         cols = st.columns(max(1, shown.height))
         for col, mem in zip(cols, shown.iter_rows(named=True)):
@@ -124,7 +170,7 @@ for row in page.iter_rows(named=True):
                           args=("keep", cid, mem["pair_id"], False), type="primary" if mem["is_kept"] else "secondary")
         if m.height > MAX_SIDE_BY_SIDE:
             st.caption(f"+ {m.height - MAX_SIDE_BY_SIDE} more members")
-        differences(m)
+        differences(m, row["kind"])
         confirmation(cid)
         st.button("Not duplicates", key=f"du_not_{cid}", on_click=_verdict, args=("not", cid, None, False),
                   icon=":material/call_split:")

@@ -75,8 +75,8 @@ if by_status:
                          **{k: state.get(k, v) for k, v in ui.EXPLORE_FILTERS.items()},
                          ex_status=[s], ex_dups=s == "duplicate" or include_dups))
 
-tab_list, tab_map, tab_semantic, tab_slice, tab_bulk = st.tabs(
-    ["Pairs", "Embedding map", "Semantic search", "Save as slice", "Bulk action"])
+tab_list, tab_map, tab_dyn, tab_semantic, tab_slice, tab_bulk = st.tabs(
+    ["Pairs", "Embedding map", "Data map", "Semantic search", "Save as slice", "Bulk action"])
 if state.can("curate") and not f["signals"]:
     ui.job_button("Compute quality signals", "signals", key="ex_signals",
                   help="`tuneloop signals`: empty or placeholder responses, PII, truncation, language, …")
@@ -123,6 +123,40 @@ with tab_map:
 if state.get("ex_map_ids"):
     st.info(f"The filter is limited to the {len(state.get('ex_map_ids')):,} pairs selected on the map.")
     st.button("Clear the map selection", key="ex_map_clear", on_click=state.pop, args=("ex_map_ids",))
+
+with tab_dyn:
+    from store import dynamics as dynamics_store
+    from workflows import dynamics as dynamics_flow
+
+    with state.db() as con:
+        dyn_runs = dynamics_store.runs_with_dynamics(con)
+    if not dyn_runs:
+        st.info("No run has training dynamics yet: every training run records each train pair's loss and "
+                "confidence per epoch; train one (Train page) and its data map shows here.")
+    else:
+        dyn_run = st.selectbox("Run", dyn_runs, key="ex_dyn_run",
+                               format_func=lambda r: f"{r[1] or r[0]} · {r[2]:,} pairs · {r[3]} epochs")
+        dm = dynamics_flow.map_run(state.project(), dyn_run[0], flag=False, text=True)
+        pts = dm.pairs.filter(pl.col("region").is_not_null())
+        st.caption(" · ".join(f"{k}: {v:,}" for k, v in dm.counts.items()) + " · x: variability (std of confidence "
+                   "across epochs), y: mean confidence of the pair's target tokens")
+        if pts.is_empty():
+            st.info("This run trained fewer than two epochs: a data map needs at least two.")
+        else:
+            pts = pts.sample(5000, seed=0) if pts.height > 5000 else pts
+            chart = alt.Chart(pts.select("pair_id", "instruction", "confidence", "variability", "epochs", "region")
+                              .to_pandas()).mark_circle(size=22, opacity=0.7).encode(
+                x=alt.X("variability:Q", title="variability"), y=alt.Y("confidence:Q", title="mean confidence"),
+                color=alt.Color("region:N", scale=alt.Scale(domain=["easy-to-learn", "ambiguous", "hard-to-learn"])),
+                tooltip=["pair_id", "instruction", "region", alt.Tooltip("confidence:Q", format=".3f"),
+                         alt.Tooltip("variability:Q", format=".3f"), "epochs"])
+            st.altair_chart(chart, width="stretch", key="ex_dyn_chart")
+        if state.can("curate") and st.button("Flag hard-to-learn and ambiguous pairs", key="ex_dyn_flag",
+                                             help="`tuneloop dynamics RUN`: stores the signals hard_to_learn and "
+                                                  "ambiguous (Flagged by filter, review queue)"):
+            n_flags = dynamics_flow.map_run(state.project(), dyn_run[0]).flagged
+            state.bump()
+            st.success(f"{n_flags:,} flags stored.")
 
 with tab_semantic:
     from analysis import curate

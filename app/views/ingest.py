@@ -3,7 +3,10 @@ per-file errors with their reasons, and the pairs made, each linked to its sourc
 
 The generator choice (generators, their options, the chunk size) is the project's setting
 ``ingest.generators`` (store/settings.py): saved when it changes, and what the page starts from in
-every session, after a page switch and after an ingest."""
+every session, after a page switch and after an ingest.
+
+Dataset files of pairs (the formats of ``tuneloop import``) are imported by a background job
+(``app.import_job``), optionally repairing mojibake; each file shows as ok, partial or failed."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import streamlit as st
 
 from app import components as ui
 from app import jobs, state
+from ingest.datasets import FORMATS
 from ingest.filetypes import SUPPORTED
 from ingest.generators import available as generators_available
 from ingest.generators import option_defaults, options_from_text
@@ -147,6 +151,59 @@ def progress_panel(job: jobs.Job) -> None:
 
 if job_id:
     ui.live_job(job_id, key="ing_live", body=progress_panel, every=1.0)
+
+st.divider()
+st.subheader("Import a dataset of pairs")
+with st.form("imp_form", clear_on_submit=True):
+    data_files = st.file_uploader("Alpaca, ShareGPT, chat messages, prompt/completion, self-instruct, CSV or Parquet "
+                                  f"(at most {MAX_UPLOAD_MB} MB each)", accept_multiple_files=True,
+                                  type=["json", "jsonl", "ndjson", "csv", "tsv", "parquet"], key="imp_files")
+    c1, c2 = st.columns(2)
+    imp_format = c1.selectbox("Format", ["detect", *FORMATS], key="imp_format")
+    fix_text = c2.checkbox("Repair mojibake (ftfy)", key="imp_fix",
+                           help="Text decoded with the wrong encoding ('cafÃ©') is repaired; the original is kept "
+                                "as the pair's first revision, the repair is the second.")
+    imp_go = st.form_submit_button("Import", key="imp_go", icon=":material/upload:")
+if imp_go and data_files:
+    saved_data = []
+    for f in data_files:
+        try:
+            saved_data.append(str(jobs.save_upload(state.project(), f.name, f.getvalue(),
+                                                   max_bytes=MAX_UPLOAD_MB * 1024 * 1024)))
+        except ValueError as exc:
+            st.error(ui.esc(str(exc)))
+    if saved_data:
+        spec = {"format": None if imp_format == "detect" else imp_format, "fix_text": bool(fix_text)}
+        job = jobs.start(state.project(), "import", [json.dumps(spec), *saved_data],
+                         title=f"import {len(saved_data)} dataset file(s)", author=state.user(), module="app.import_job")
+        state.put("imp_job", job.id)
+elif imp_go:
+    st.warning("Choose at least one file first.")
+
+
+def import_panel(job: jobs.Job) -> None:
+    """The import job's status, then one row per file: ok, partial (some rows skipped) or failed."""
+    st.caption(f"{ui.esc(job.title)}: **{job.status}**")
+    files_done = job.result()
+    if not isinstance(files_done, list):
+        if job.status not in ("running", "succeeded"):
+            st.code(job.log(2000) or "(empty)", language=None)
+        return
+    ui.text_table(pl.DataFrame([{k: v for k, v in r.items() if k != "errors"} for r in files_done]),
+                  long=["problem"])
+    for r in files_done:
+        if r["result"] == "failed":
+            st.error(ui.esc(r["problem"]))
+            continue
+        for e in r["errors"][:5]:
+            st.caption(ui.esc(f"skipped {e}"))
+        if r["repaired"]:
+            st.caption(ui.esc(f"{r['file']}: repaired mojibake in {r['repaired']} new pair(s); "
+                              "their history keeps the original text"))
+
+
+if state.get("imp_job"):
+    ui.live_job(state.get("imp_job"), key="imp_live", body=import_panel)
 
 st.divider()
 st.subheader("Documents and the pairs made from them")

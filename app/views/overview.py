@@ -5,9 +5,12 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
+from analysis import signals as sig
+from analysis.pair_kinds import ALL_KINDS
 from app import components as ui
 from app import state
 from store import curation, error_pages
+from store import settings as settings_store
 from store import users as users_store
 from store.stats import loop_facts, project_stats
 from workflows.next_steps import next_steps
@@ -45,6 +48,33 @@ def _open_status(status: str) -> None:
     ui.open_filtered(ex_status=[status], ex_dups=status == "duplicate")
 
 
+def _signal_switches() -> None:
+    """The project's switched-off quality signals: the setting ``signals`` that
+    `tuneloop signals --disable/--enable` writes, through the same ``signals.toggled``."""
+    with st.expander("Signals in use"):
+        with state.db() as con:
+            off = set(sig.disabled(settings_store.get(con, "signals", {})))
+        with st.form("ov_signals_form", border=False):
+            on: dict[str, bool] = {}
+            for d in sig.DETECTORS.values():
+                on[d.name] = st.toggle(ui.esc(d.name), value=d.name not in off, key=f"ov_sig_{d.name}")
+                kinds = "every pair kind" if d.kinds >= ALL_KINDS else ", ".join(sorted(d.kinds))
+                st.caption(f"{ui.esc(d.description)} · applies to: {ui.esc(kinds)}")
+            save = st.form_submit_button("Save", key="ov_sig_save", icon=":material/save:")
+        st.caption("A switched-off signal is skipped, and its flags cleared, the next time the signals run.")
+        ui.job_button("Run the signals now", "signals", key="ov_sig_run",
+                      help="`tuneloop signals` in the background")
+    if save:
+        with state.db() as con:
+            value = sig.toggled(settings_store.get(con, "signals", {}),
+                                disable=[n for n, v in on.items() if not v], enable=[n for n, v in on.items() if v])
+            changed = settings_store.put(con, "signals", value, author=state.user())
+        state.bump()
+        state.flash(f"Signals switched off: {ui.esc(', '.join(value['disabled']) or 'none')}. "
+                    "Run the signals to clear their flags." if changed else "No change to the signals in use.")
+        st.rerun()
+
+
 if state.can("curate"):
     st.caption("Click a bar to open the pairs it counts.")
 left, right = st.columns(2)
@@ -59,6 +89,8 @@ with left:
                               schema={"signal": pl.String, "pairs": pl.Int64}),
                  category="signal", value="pairs", empty="compute quality signals (`tuneloop signals`).",
                  key="ov_signals", on_pick=lambda name: ui.open_filtered(ex_flagged=[name]))
+    if state.can("curate"):
+        _signal_switches()
 with right:
     st.subheader("Duplicate clusters")
     ui.bar_chart(pl.DataFrame({"kind": [k for k, _ in dup_kinds], "clusters": [n for _, n in dup_kinds]},

@@ -45,16 +45,16 @@ def main() -> int:
         members = cur.duplicate_members(con)
         text = cur.curation_frame(con).select("pair_id", "instruction", "response", "status")
     print(f"# banking77 curation report ({n} pairs, project {root})\n")
-    for kind in ("exact_full", "exact_prompt", "near_lexical"):
+    for kind in ("exact_full", "conflict", "near_lexical"):
         r = rep[kind]
         print(f"- {kind}: {r['clusters']} clusters, {r['members']} pairs"
               + (f", {r['duplicates']} marked duplicate" if kind == "exact_full" else "")
-              + (f", {r['with_different_responses']} with different labels" if kind == "exact_prompt" else "")
+              + (", same text with different labels" if kind == "conflict" else "")
               + (f", min Jaccard {r['min_similarity']}" if kind == "near_lexical" else ""))
     print(f"- pairs marked duplicate by this run: {rep['marked_now']}\n")
-    for kind in ("exact_prompt", "near_lexical"):
+    for kind in ("conflict", "near_lexical"):
         m = members.filter(pl.col("kind") == kind).join(text, on="pair_id")
-        if kind == "exact_prompt":  # the interesting exact ones: same text, different label
+        if kind == "conflict":  # the interesting exact ones: same text, different label
             labels = m.group_by("cluster_id").agg(pl.col("response").n_unique().alias("k"))
             m = m.join(labels, on="cluster_id").sort("k", "cluster_id", "is_kept", descending=[True, False, True])
         print(f"## {kind}: first {a.examples} clusters\n")

@@ -47,13 +47,18 @@ def _filter(where: str | None, default: SliceFilter | None = None) -> SliceFilte
 
 def dedupe_cmd(
     exact: Annotated[bool, typer.Option("--exact", help="Exact duplicates (normalised case, whitespace, punctuation, NFKC).")] = False,
-    near: Annotated[bool, typer.Option("--near", help="Lexical near duplicates (MinHash LSH over word n-grams).")] = False,
+    near: Annotated[bool, typer.Option("--near", help="Lexical near duplicates (MinHash LSH; boilerplate removed; short texts by characters).")] = False,
     semantic: Annotated[bool, typer.Option("--semantic", help="Semantic near duplicates (MiniLM embedding cosine).")] = False,
-    threshold: Annotated[float | None, typer.Option(help="Similarity threshold: Jaccard for --near (default 0.8), cosine for --semantic alone (default 0.95).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Similarity threshold: Jaccard for --near (default: the project's saved value, else 0.8), cosine for --semantic alone (default 0.95).")] = None,
     semantic_threshold: Annotated[float | None, typer.Option(help="Cosine threshold for --semantic when --near is also given.")] = None,
+    field: Annotated[str | None, typer.Option(help="Text compared for near duplicates: prompt, response or full (default: saved, else full).")] = None,
+    keep: Annotated[str | None, typer.Option(help="Which pair a cluster keeps: accepted (accepted first), first (imported), longest, quality (fewest quality flags). Default: saved, else accepted.")] = None,
+    max_cluster: Annotated[int, typer.Option(help="Largest near-duplicate cluster (a warning says when one is reached).")] = 50,
     ngram: Annotated[int, typer.Option(help="Word n-gram size of the MinHash shingles.")] = 3,
-    prompt: Annotated[bool, typer.Option("--prompt/--no-prompt", help="Also cluster pairs with the same prompt and different responses.")] = True,
+    prompt: Annotated[bool, typer.Option("--prompt/--no-prompt", help="Also list conflicts: the same prompt with different responses (for review, never marked).")] = True,
     mark: Annotated[bool, typer.Option("--mark/--no-mark", help="Mark non-kept exact duplicates as duplicate (never deleted).")] = True,
+    suggest: Annotated[bool, typer.Option("--suggest", help="Print a histogram of candidate-pair similarities and a suggested --threshold, save it as the project's default, and stop.")] = False,
+    save: Annotated[bool, typer.Option("--save-defaults", help="Save the given --threshold/--field/--keep as the project's defaults (CLI and app).")] = False,
     show: Annotated[int, typer.Option(help="Print this many of the largest clusters.")] = 5,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     project_dir: ProjectOpt = None,
@@ -61,43 +66,72 @@ def dedupe_cmd(
 ) -> None:
     """Find exact and near-duplicate pairs; keep one per exact cluster and mark the others duplicate.
 
-    The kept pair is the earliest accepted one, else the earliest. Near-duplicate clusters are
-    stored for review (and keep slice splits leak-free) but not marked. Re-running is idempotent.
-    With no flag, --exact runs.
+    The kept pair follows --keep (default: the earliest accepted one, else the earliest). The same
+    prompt with different responses is a conflict: listed for review, never marked. Near-duplicate
+    clusters are stored for review (and keep slice splits leak-free) but not marked; every member
+    matches its kept pair directly (no chains). Re-running is idempotent. With no flag, --exact runs.
 
-    Example: tuneloop dedupe --exact --near --threshold 0.8
+    Example: tuneloop dedupe --exact --near --field prompt --keep longest --threshold 0.8
     """
-    from analysis.curate import DedupeConfig, dedupe
+    from analysis.curate import DedupeConfig, dedupe, dedupe_defaults, save_dedupe_defaults, suggest_threshold
     from store import curation as cur
 
-    if not (exact or near or semantic):
+    if not (exact or near or semantic or suggest):
         exact = True
     for th in (threshold, semantic_threshold):
         if th is not None and not 0 < th <= 1:
             raise fail(f"threshold {th}: expected a similarity in (0, 1]")
-    near_t = threshold if (threshold is not None and near) else 0.8
-    sem_t = semantic_threshold if semantic_threshold is not None else (
-        threshold if (threshold is not None and not near) else 0.95)
-    cfg = DedupeConfig(exact=exact, prompt=prompt, near=near, near_threshold=near_t, ngram=ngram,
-                       semantic=semantic, semantic_threshold=sem_t, mark=mark)
     p = project(project_dir)
+    saved = dedupe_defaults(p)
+    near_t = threshold if (threshold is not None and (near or suggest)) else saved.get("near_threshold", 0.8)
+    sem_t = semantic_threshold if semantic_threshold is not None else (
+        threshold if (threshold is not None and not near) else saved.get("semantic_threshold", 0.95))
+    try:
+        cfg = DedupeConfig(exact=exact, prompt=prompt, near=near, near_threshold=near_t, ngram=ngram,
+                           semantic=semantic, semantic_threshold=sem_t, mark=mark, max_cluster=max_cluster,
+                           field=field or saved.get("field", "full"), keep=keep or saved.get("keep", "accepted"))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    who = author or default_author()
+    if suggest:
+        hist, best = suggest_threshold(p, cfg, author=who, save=True)
+        top = max(1, int(hist["pairs"].to_numpy().max(initial=0)))
+        for lo, hi, n in hist.iter_rows():
+            console.print(f"{lo:.2f}-{hi:.2f} {n:>8,} {'#' * round(40 * n / top)}", highlight=False)
+        if best is None:
+            console.print("no candidate pairs: nothing to suggest")
+            return
+        console.print(f"suggested --threshold {best} (the emptiest bin between 0.5 and 0.95, after the mode of "
+                      f"unrelated pairs); saved as this project's default for field {cfg.field}")
+        return
+    if save:
+        values = {k: v for k, v in (("near_threshold", threshold if near else None), ("field", field), ("keep", keep),
+                                    ("semantic_threshold", semantic_threshold)) if v is not None}
+        save_dedupe_defaults(p, values, author=who)
     with progress("dedupe", 3, unit="stages") as bar:
         bar.update(0)
-        report = dedupe(p, cfg, author=author or default_author(), progress=bar.advance)
+        report = dedupe(p, cfg, author=who, progress=bar.advance)
     if json_out:
         print(json.dumps(report, indent=2, default=str))
         return
-    t = Table(title=f"dedupe ({report['pairs']} pairs)")
+    t = Table(title=f"dedupe ({report['pairs']} pairs, keep {report['keep']})")
     for c in ("kind", "clusters", "members", "duplicates / min similarity"):
         t.add_column(c, justify="left" if c == "kind" else "right")
-    for kind in ("exact_full", "exact_prompt", "near_lexical", "near_semantic"):
+    for kind in ("exact_full", "conflict", "near_lexical", "near_semantic"):
         if kind in report:
             r = report[kind]
-            extra = str(r.get("duplicates", r.get("min_similarity")))
-            if kind == "exact_prompt":
-                extra += f" ({r['with_different_responses']} clusters with different responses)"
+            extra = str(r.get("duplicates", r.get("min_similarity", "")))
+            if kind == "conflict":
+                extra = "same prompt, different responses: review, not marked"
+            elif "largest" in r:
+                extra += f" (largest {r['largest']})"
             t.add_row(kind, str(r["clusters"]), str(r["members"]), extra)
     console.print(t)
+    for tpl in report.get("templates", []):
+        console.print(f"boilerplate ignored ({tpl['share']:.0%} of rows): {tpl['text'][:120]}", highlight=False,
+                      markup=False)
+    for w in report.get("warnings", []):
+        console.print(f"warning: {w}", highlight=False, markup=False)
     if "marked_now" in report:
         console.print(f"marked {report['marked_now']} pairs duplicate now (pairs already marked are left as they are)")
     if report.get("held_for_review"):
@@ -105,7 +139,7 @@ def dedupe_cmd(
                       "on the Duplicates page (Keep this one)")
     if show:
         with p.connect() as con:
-            for kind in ("exact_full", "exact_prompt", "near_lexical", "near_semantic"):
+            for kind in ("exact_full", "conflict", "near_lexical", "near_semantic"):
                 if kind not in report:
                     continue
                 for cl in cur.clusters(con, kind, limit=show):
@@ -121,33 +155,52 @@ def signals_cmd(
     show: Annotated[str | None, typer.Option(help="Print the top flagged pairs of this detector.")] = None,
     limit: Annotated[int, typer.Option(help="How many pairs --show prints.")] = 10,
     list_detectors: Annotated[bool, typer.Option("--list", help="List the detectors and exit.")] = False,
+    disable: Annotated[str | None, typer.Option(help="Comma-separated detectors to switch off for this project.")] = None,
+    enable: Annotated[str | None, typer.Option(help="Comma-separated detectors to switch back on.")] = None,
+    author: AuthorOpt = "",
     project_dir: ProjectOpt = None,
 ) -> None:
-    """Run the quality detectors (each named and versioned, with a score and a reason) on every pair.
+    """Run the quality detectors and validators (each named and versioned, with a score and a reason)
+    on every pair; each applies to the pair kinds it understands (chat, tool, code, math, label, extraction).
 
     Detectors: empty_response, placeholder_input, merged_instructions, echoes_instruction, length,
-    repetition, truncated, language, pii, mojibake. Use them in filters: --where "clean=pii,empty_response"
-    or --where "flagged=truncated".
+    repetition, truncated, language, pii, mojibake; validators: tool_call, code_syntax, arithmetic,
+    answer_format. Use them in filters: --where "clean=pii,empty_response" or --where "flagged=truncated".
+    --disable/--enable switch detectors off/on for the project (remembered; their flags are cleared).
 
     Example: tuneloop signals --only pii,empty_response --show pii
     """
     from analysis import signals as sig
     from analysis.curate import run_signals
     from store import curation as cur
+    from store import settings
 
-    if list_detectors:
-        console.print(_table(pl.DataFrame([{"name": d.name, "version": d.version, "description": d.description}
-                                           for d in sig.DETECTORS.values()]), "detectors", 90))
-        return
-    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
-    for n in names or []:
+    def split(text: str | None) -> list[str]:
+        return [n.strip() for n in text.split(",") if n.strip()] if text else []
+
+    names = split(only) or None
+    for n in [*(names or []), *split(disable), *split(enable)]:
         if n not in sig.DETECTORS:
             raise fail(f"unknown detector {n!r}; known: {', '.join(sig.DETECTORS)}")
+    if list_detectors and not (disable or enable):
+        off: set[str] = set()
+        if project_dir is not None:
+            with project(project_dir).connect() as con:
+                off = set(sig.disabled(settings.get(con, "signals", {})))
+        console.print(_table(pl.DataFrame([{"name": d.name, "version": d.version, "enabled": d.name not in off,
+                                            "kinds": ",".join(sorted(d.kinds)), "description": d.description}
+                                           for d in sig.DETECTORS.values()]), "detectors", 90))
+        return
     p = project(project_dir)
+    if disable or enable:
+        with p.connect() as con:
+            value = sig.toggled(settings.get(con, "signals", {}), disable=split(disable), enable=split(enable))
+            settings.put(con, "signals", value, author=author or default_author())
+        console.print(f"switched off for this project: {', '.join(value['disabled']) or 'none'}")
     with progress("signals") as bar:
         bar.update(info="running the detectors")
         counts = run_signals(p, names, sig.SignalConfig(target_language=language))
-    console.print(_table(counts.select("name", "version", "flagged", "pairs", "description"), "quality signals", 70))
+    console.print(_table(counts.select("name", "version", "enabled", "flagged", "pairs", "description"), "quality signals", 70))
     if show:
         with p.connect() as con:
             df = cur.flagged(con, show, limit=limit)

@@ -75,14 +75,18 @@ def import_cmd(
                                                       "file's split column); `slice create --split-by existing` keeps it.")] = None,
     max_line_mb: Annotated[float, typer.Option(help="Longest JSONL line, CSV record or JSON array item; "
                                                "a longer one is skipped and named.")] = ImportLimits.max_line_mb,
+    fix_text: Annotated[bool, typer.Option("--fix-text", help="Repair mojibake (text decoded with the wrong "
+                                           "encoding, e.g. 'cafÃ©') with ftfy; the original is kept as the pair's "
+                                           "first revision, the repair is the second.")] = False,
     project_dir: ProjectOpt = None,
     author: AuthorOpt = "",
 ) -> None:
-    """Import datasets (Alpaca, ShareGPT, chat messages, prompt/completion, CSV, Parquet).
+    """Import datasets (Alpaca, ShareGPT, chat messages, prompt/completion, self-instruct, CSV, Parquet).
 
     Each file is one transaction: it lands whole (its valid lines) or not at all. Malformed
-    lines are reported with file, line and field, and make the exit code 1; a file that cannot be
-    read at all is named with the reason and the batch goes on (exit code 1). A byte-order mark
+    lines are reported with file, line and field, and make the exit code 1 (result "partial"); a file
+    that cannot be read at all, or of which no row could be imported, is named with the reason and
+    the batch goes on (result "failed", exit code 1). A byte-order mark
     (UTF-8, UTF-16, UTF-32) overrides --encoding. A row with the same
     content as a pair already stored (or as an earlier row) adds nothing and does not change
     that pair's tags, split or status; the summary says how many and which.
@@ -106,7 +110,7 @@ def import_cmd(
         with progress(f"import {f.name}", unit="rows") as bar:
             r = import_file(p, f, format, encoding=encoding, mapping=mapping, author=author or default_author(),
                             status=status.value, tags=tags, split=split.value if split else None,
-                            progress=bar.advance, limits=limits)
+                            progress=bar.advance, limits=limits, fix_text=fix_text)
         results.append(r)
         if r.fatal:
             err.print(f"[red]error:[/] {r.fatal}", highlight=False, soft_wrap=True)
@@ -118,17 +122,20 @@ def import_cmd(
     for c in ("file", "format", "rows", "new", "already present", "skipped", "result"):
         t.add_column(c, justify="right" if c in ("rows", "new", "already present", "skipped") else "left")
     for r in results:
-        res = "[red]failed[/]" if r.fatal else ("[yellow]partial[/]" if r.skipped else "[green]ok[/]")
+        res = {"failed": "[red]failed[/]", "partial": "[yellow]partial[/]", "ok": "[green]ok[/]"}[r.status]
         t.add_row(r.path, r.format, str(r.rows), str(r.new), str(r.existing), str(r.skipped), res)
     console.print(t)
     for r in results:
         if r.existing:
             console.print(_collapsed(r), highlight=False, soft_wrap=True)
-    failed = [r for r in results if r.fatal]
+        if r.repaired:
+            console.print(f"{r.path}: repaired mojibake in {r.repaired} new pair(s); the original text is their "
+                          f"first revision (`tuneloop pairs show ID` shows both)", highlight=False, soft_wrap=True)
+    failed = [r for r in results if r.status == "failed"]
     if failed:
         err.print(f"[bold red]{len(failed)} of {len(results)} file(s) could not be imported:[/]")
         for r in failed:
-            err.print(f"  {r.fatal}", highlight=False, soft_wrap=True)
+            err.print(f"  {r.problem}", highlight=False, soft_wrap=True)
     if any(not r.ok for r in results):
         raise typer.Exit(1)
 

@@ -1,0 +1,216 @@
+"""Clean text before pairs: encodings, garbage characters, page furniture and uninformative headings.
+
+Files are written by the tests and parsed by the real unstructured; the pure rules get tables.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.chunking import chunk_document
+from ingest.cleaning import clean_elements, clean_text
+from ingest.documents import IngestConfig, ingest
+from ingest.elements import build_document
+from ingest.encodings import detect, nul_pattern
+from ingest.filetypes import sniff
+from ingest.generators import Source, create
+from store import documents as docs_store
+from store.db import frame
+from tests.test_ingest_files import EML  # the same e-mail, here sent as UTF-16
+
+CFG = IngestConfig(workers=0)
+FRENCH = ("Le plat du jour est très bon et le niño mange bien. Prix : 12 € seulement. "
+          "Crème brûlée à volonté, déjà servie. Garçon, l'addition s'il vous plaît.")
+
+
+@pytest.mark.parametrize(("raw", "clean"), [
+    ("Total(cid:3) tax (cid:12)due", "Total tax due"),
+    ("a\x00b\x00c", "abc"),
+    ("bell\x07 and esc\x1b[0m", "bell and esc[0m"),
+    ("C1 \x85next\x9dline", "C1 \nnextline"),
+    ("line one\r\nline two\rthree\x0cfour", "line one\nline two\nthree\nfour"),
+    ("keep\ttabs\nand newlines", "keep\ttabs\nand newlines"),
+    ("  (cid:1)(cid:2)  ", ""),
+])
+def test_clean_text(raw, clean):
+    assert clean_text(raw) == clean
+
+
+@pytest.mark.parametrize(("data", "encoding"), [
+    ("Lisbon warehouse hours\n".encode("utf-16-le"), "utf-16-le"),
+    ("Lisbon warehouse hours\n".encode("utf-16-be"), "utf-16-be"),
+    ("Lisbon warehouse hours\n".encode("utf-32-le"), "utf-32-le"),
+    ("Lisbon warehouse hours\n".encode("utf-16"), "utf-16-le"),
+    ("Größere Übungen, Straße".encode(), "utf-8"),
+    (f"<p>{FRENCH}</p>".encode("cp1252"), "cp1252"),
+    ("<p>Zażółć gęślą jaźń. Łódź jest dużym miastem w Polsce, mówią mieszkańcy.</p>".encode("cp1250"), "cp1250"),
+    ("<p>Съешь же ещё этих мягких французских булок, да выпей чаю.</p>".encode("cp1251"), "cp1251"),
+    ('<html><meta charset="windows-1250"><p>Příliš žluťoučký kůň</p>'.encode("cp1250"), "cp1250"),
+])
+def test_detect_encoding(data, encoding):
+    assert detect(data)[0] == encoding
+
+
+def test_nul_pattern_is_not_fooled_by_binary():
+    assert nul_pattern(bytes(400)) is None
+    assert nul_pattern(b"\x89PNG\r\n\x1a\n" + bytes(200)) is None
+    assert nul_pattern(bytes(range(256)) * 4) is None
+
+
+def test_utf16_without_bom_passes_the_sniff():
+    kind = sniff("notes.txt", "Lisbon warehouse opens at 8:00.\n".encode("utf-16-le"))
+    assert kind.detected == "text"
+
+
+def _stored_text(project, uri: str) -> str:
+    with project.connect() as con:
+        return docs_store.find(con, uri).text
+
+
+def _pairs(project):
+    with project.connect() as con:
+        return frame(con, """SELECT r.instruction, r.response, p.char_start, p.char_end, p.source_uri, d.text
+                             FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id
+                             JOIN documents d ON d.id = p.document_id""").to_dicts()
+
+
+
+
+def test_text_in_other_encodings_is_stored_as_unicode(project, tmp_path):
+    (tmp_path / "notes.txt").write_bytes(
+        "Opening hours\n\nThe Lisbon warehouse opens at 8:00, café included.\n".encode("utf-16-le"))
+    (tmp_path / "hours.eml").write_bytes(EML.encode("utf-16"))
+    (tmp_path / "menu.html").write_bytes(
+        f"<html><body><h1>Menu du jour</h1><p>{FRENCH}</p></body></html>".encode("cp1252"))
+    (tmp_path / "glyphs.md").write_text("# Tax guide\n\nThe total(cid:3) tax\x1b is due in\x07 April.\n")
+    files = ["notes.txt", "hours.eml", "menu.html", "glyphs.md"]
+    report = ingest(project, [tmp_path / f for f in files], CFG)
+    assert report.ok, [(f.uri, f.error) for f in report.files]
+    assert _stored_text(project, "glyphs.md") == "Tax guide\n\nThe total tax is due in April."
+    assert "The Lisbon warehouse opens at 8:00, café included." in _stored_text(project, "notes.txt")
+    eml = _stored_text(project, "hours.eml")
+    assert "From next Monday the Lisbon warehouse opens at 8:00 and closes at 17:00." in eml
+    assert "\x00" not in eml and "From:" not in eml
+    menu = _stored_text(project, "menu.html")
+    assert FRENCH in menu
+    assert not {"trčs", "nińo", "ą"} & set(menu.split())
+
+
+def _pdf(path, pages: int) -> None:
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    topics = [("Reasonable cause", "A taxpayer who shows ordinary business care may get relief."),
+              ("First-time abatement", "A clean three-year history qualifies for an administrative waiver."),
+              ("Statutory exceptions", "Relief of type 3 applies when the law itself excuses the delay."),
+              ("Administrative waivers", "Waivers follow the policy statement for the penalty concerned.")]
+    c = canvas.Canvas(str(path), pagesize=A4)
+    for p in range(1, pages + 1):
+        c.setFont("Helvetica", 8)
+        c.drawString(72, 810, "Cat. No. 28171E Internal Revenue Manual")
+        c.setFont("Helvetica-Bold", 14)
+        heading, body = topics[(p - 1) % len(topics)]
+        c.drawString(72, 770, heading)
+        c.setFont("Helvetica", 11)
+        c.drawString(72, 740, body)
+        c.drawString(72, 724, f"Case files for this relief are kept in drawer {p * 7} of the office.")
+        c.setFont("Helvetica", 8)
+        c.drawString(72, 40, f"Publication 17 (2025)   Page {p} of {pages}")
+        c.showPage()
+    c.save()
+
+
+def test_running_headers_and_footers_never_reach_pairs(project, tmp_path):
+    _pdf(tmp_path / "manual.pdf", 4)
+    report = ingest(project, [tmp_path / "manual.pdf"], CFG)
+    assert report.ok, [f.error for f in report.files]
+    text = _stored_text(project, "manual.pdf")
+    assert "Cat. No." not in text and "Publication 17" not in text
+    assert "Relief of type 3 applies" in text and "Statutory exceptions" in text
+    rows = _pairs(project)
+    assert len(rows) == 4
+    for r in rows:
+        assert r["text"][r["char_start"]:r["char_end"]] == r["response"]
+        assert "Cat. No." not in r["instruction"] + r["response"]
+        assert "Page" not in r["instruction"] + r["response"]
+
+
+def test_furniture_elements_and_running_lines_are_dropped():
+    def el(i: int, page: int | None, text: str, type_: str = "NarrativeText") -> dict:
+        return {"type": type_, "text": text, "page": page, "uid": f"u{i}", "parent_uid": None, "metadata": {}}
+
+    assert clean_elements([{**el(9, None, "T(cid:7)"), "metadata": {"subject": "Hours\x00", "x": [1]}}])[0] == [
+        {**el(9, None, "T"), "metadata": {"subject": "Hours", "x": [1]}}]
+    raw = [el(0, 1, "ACME confidential", "Header"), el(1, 1, "Body one.\nPage 1 of 3"),
+           el(2, 2, "Body two.\nPage 2 of 3"), el(3, 2, "7", "PageNumber"),
+           el(4, 3, "Body three.\nPage 3 of 3"), el(5, 3, "Footnote", "Footer")]
+    kept, dropped = clean_elements(raw)
+    assert [(e["uid"], e["text"]) for e in kept] == [("u1", "Body one."), ("u2", "Body two."), ("u4", "Body three.")]
+    assert dropped == 6
+    # digits that differ from page to page: a footer on nearly every page goes, a numbered heading stays
+    words = ["Taxes.", "Fees.", "Relief.", "Appeals.", "Waivers.", "Records."]
+    pages = [el(p, p, (f"CHAPTER {p}\n" if p % 2 else "") + f"{words[p - 1]}\n{p}") for p in range(1, 7)]
+    assert [e["text"] for e in clean_elements(pages)[0]] == [
+        "CHAPTER 1\nTaxes.", "Fees.", "CHAPTER 3\nRelief.", "Appeals.", "CHAPTER 5\nWaivers.", "Records."]
+    # fewer than three pages: a repeated line may be content, it stays
+    two = [el(1, 1, "Body one.\nSee the annex."), el(2, 2, "Body two.\nSee the annex.")]
+    assert clean_elements(two)[0] == two
+    # unpaged documents are not judged by repetition
+    assert clean_elements([{**e, "page": None} for e in raw[1:5:3]])[0][0]["text"] == "Body one.\nPage 1 of 3"
+
+
+def test_html_header_and_footer_tags_are_dropped(project, tmp_path):
+    (tmp_path / "page.html").write_text(
+        "<html><body><header><p>ACME intranet - internal use only</p></header><h1>Lisbon warehouse</h1>"
+        "<p>The Lisbon warehouse opens at 8:00 and closes at 17:00 on weekdays.</p>"
+        "<footer><p>Copyright 2025 ACME. All rights reserved.</p></footer></body></html>")
+    (tmp_path / "post.html").write_text(
+        "<html><body><article><header><h1>Lisbon warehouse hours</h1><p>By Ana, 3 March</p></header>"
+        "<p>The Lisbon warehouse opens at 8:00 and closes at 17:00 on weekdays.</p>"
+        "<footer><p>Filed under logistics</p></footer></article></body></html>")
+    assert ingest(project, [tmp_path / "page.html", tmp_path / "post.html"], CFG).ok
+    text = _stored_text(project, "page.html")
+    assert "ACME intranet" not in text and "Copyright" not in text
+    assert "The Lisbon warehouse opens at 8:00" in text
+    # an article's own header holds its title: it stays
+    assert _stored_text(project, "post.html").startswith("Lisbon warehouse hours")
+
+
+def _questions(name: str, raw: list[tuple[str, str]]) -> list[str]:
+    els = [{"type": t, "text": x, "page": None, "uid": f"u{i}", "parent_uid": None, "metadata": {}}
+           for i, (t, x) in enumerate(raw)]
+    doc, elements = build_document(els, document_id="d_x", uri=name, name=name, filetype="md", size_bytes=1)
+    gen = create("sections")
+    return [p.content.instruction for p in gen.generate(Source(doc, elements, chunk_document(doc, elements)))]
+
+
+BODY = "The examiner records the decision and the reasons in the case file, then tells the taxpayer."
+
+
+def test_questions_never_use_labels_repeated_headings_or_file_names():
+    qs = _questions("irm_4_10.md", [
+        ("Title", "CHAPTER I"), ("NarrativeText", "Penalties are assessed when a return is filed late."),
+        ("Title", "Penalty relief"), ("NarrativeText", BODY),
+        ("Title", "CHAPTER XIV"), ("NarrativeText", "Interest runs from the due date of the return until paid."),
+        ("Title", "Notes"), ("NarrativeText", "Relief requests are answered within thirty days of receipt."),
+        ("Title", "Notes"), ("NarrativeText", "A denied request can be appealed to the independent office."),
+        ("Title", "Notes"), ("NarrativeText", "Records of each decision are kept for seven years at least."),
+    ])
+    opening = 'What does the document say in the passage that begins "{}..."?'.format
+    assert qs == [
+        opening("Penalties are assessed when a return is filed"),
+        "What does the document say about Penalty relief?",
+        opening("Interest runs from the due date of the"),
+        opening("Relief requests are answered within thirty days of"),
+        opening("A denied request can be appealed to the"),
+        opening("Records of each decision are kept for seven"),
+    ]
+    # a document without a title: its file name is not a topic either
+    qs = _questions("irm_4_10.md", [("NarrativeText", "Preface text."), ("Title", "Penalty relief"),
+                                    ("NarrativeText", BODY)])
+    assert qs == ["What does the document say about Penalty relief?"]
+    # an informative title still names the document
+    qs = _questions("x.md", [("Title", "Internal Revenue Manual"), ("NarrativeText", BODY),
+                             ("Title", "Penalty relief"), ("NarrativeText", BODY)])
+    assert qs == ["What is the Internal Revenue Manual about?",
+                  "What does the Internal Revenue Manual say about Penalty relief?"]

@@ -71,6 +71,23 @@ def _cut(text: str, start: int, max_chars: int) -> list[tuple[int, int]]:
     return out
 
 
+def bounded_span(elements: list[Element], max_chars: int) -> tuple[int, int, list[str]]:
+    """The span of consecutive ``elements`` from the first, up to ``max_chars`` and cut only at an
+    element boundary (a first element longer than that alone keeps its first piece); with the
+    ids of the elements it covers. Every generator's "a passage of a few elements" is this span."""
+    start = end = elements[0].char_start
+    ids: list[str] = []
+    for el in elements:
+        if el.char_end - start > max_chars:
+            if not ids:  # one long element: keep its first piece
+                end = _cut(el.text, el.char_start, max_chars)[0][1]
+                ids.append(el.id)
+            break
+        end = el.char_end
+        ids.append(el.id)
+    return start, end, ids
+
+
 def _spans(elements: list[Element], max_chars: int) -> list[_Span]:
     spans: list[_Span] = []
     for si, sec in enumerate(sections(elements)):

@@ -11,7 +11,10 @@ leaves nothing of that file behind and the batch goes on.
 
 Documents already stored (same bytes) are not parsed again: their elements are read back
 from the store, so re-ingesting with the same generator is a no-op and with a new one only
-adds that generator's pairs.
+adds that generator's pairs. Content that failed to parse is remembered by its hash, with the
+error (``FAILED_SETTING``), and skipped on a re-run unless ``retry_failed``: a batch re-run does
+not pay every failed file's time limit again. Each file's time limit grows with its pages or
+size (``ingest.workers.time_limit``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 from ingest.chunking import ChunkConfig, chunk_document
 from ingest.elements import build_document
 from ingest.filetypes import SUPPORTED, IngestError, extension, sniff
-from ingest.generators import Generator, Source, create
+from ingest.generators import Generator, Source, create_all, options_allowed
 from ingest.limits import (
     MAX_ARCHIVE_MB,
     MAX_ARCHIVE_MEMBERS,
@@ -40,9 +43,11 @@ from ingest.limits import (
     check_positive,
     clip,
 )
-from ingest.workers import ParseOptions, Task, parse_all
+from ingest.partition import pdf_page_count
+from ingest.workers import ParseOptions, Task, parse_all, time_limit
 from store import documents as docs_store
 from store import pairs as pairs_store
+from store import settings as settings_store
 from store.db import Project, atomic
 from store.ids import pair_content
 from store.records import Document, Element, NewPair
@@ -53,7 +58,7 @@ HEAD_BYTES = 65536
 
 @dataclass(frozen=True)
 class IngestConfig:
-    generators: tuple[str, ...] = ("sections",)
+    generators: tuple[str, ...] = ("auto",)  # per document, by structure (ingest.generators.auto)
     generator_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     workers: int = 1
     chunk_max_chars: int = 1500
@@ -66,6 +71,7 @@ class IngestConfig:
     max_archive_members: int = MAX_ARCHIVE_MEMBERS
     max_archive_mb: float = MAX_ARCHIVE_MB
     max_zip_ratio: float = MAX_ZIP_RATIO
+    retry_failed: bool = False  # parse again files whose content failed to parse before (else skipped)
 
     def __post_init__(self) -> None:
         if self.workers < 0:
@@ -74,7 +80,7 @@ class IngestConfig:
         check_positive(self.max_archive_mb, "--max-archive-mb")
         if not self.max_zip_ratio >= 1:
             raise ValueError(f"--max-zip-ratio {self.max_zip_ratio!r}: expected a number of at least 1")
-        unused = sorted(set(self.generator_options) - set(self.generators))
+        unused = sorted(set(self.generator_options) - options_allowed(self.generators))
         if unused:
             raise ValueError(f"options given for generator(s) {', '.join(unused)}, which this run does not use; "
                              f"the generators used are {', '.join(self.generators)}")
@@ -98,6 +104,10 @@ class FileResult:
     error_kind: str | None = None
     error: str | None = None
     seconds: float = 0.0
+    limit_s: float | None = None  # the parse time limit this file got (``ingest.workers.time_limit``)
+    warnings: list[str] = field(default_factory=list)  # what the parser said about this file
+    same_as: str | None = None  # the other copy of these bytes: "stored document ID (uri)" or "URI in this batch"
+    no_pairs: str | None = None  # why a stored document gave no pairs
 
     @property
     def ok(self) -> bool:
@@ -141,6 +151,7 @@ class _Item:
     result: FileResult
     doc_id: str = ""
     size: int = 0
+    pages: int | None = None  # a PDF's page count, known before parsing (for its time limit)
 
 
 # ------------------------------------------------------------------ collecting files
@@ -310,6 +321,8 @@ def _preflight(item: _Item, cfg: IngestConfig) -> None:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     item.doc_id = "d_" + h.hexdigest()[:32]
+    if r.filetype == "pdf":
+        item.pages = pdf_page_count(item.path)
 
 
 # ------------------------------------------------------------------ turning a document into pairs
@@ -366,7 +379,7 @@ def _write_batch(con: Any, batch: list[_Ready], author: str) -> None:
                     seen.add(row["pair_id"])
                     n += 1
             news.append(n)
-        if rows:
+        if rows:  # every row's source is recorded, also for a pair stored from another document before
             pairs_store.insert_rows(con, pairs_store.rows_to_arrow(rows))
     as_stored = dict(zip((id(r) for r in fresh), stored))
     for r, n in zip(batch, news):
@@ -444,22 +457,55 @@ class _Writer(threading.Thread):
             self.error = exc
 
 
-def _fill(r: FileResult, doc: Document, elements: list[Element], chunks: list, pairs: list[NewPair]) -> None:
-    r.document_id = doc.id
-    r.n_pages = doc.n_pages
-    r.n_elements = len(elements)
-    r.n_chunks = len(chunks)
+def _fill(r: FileResult, source: Source, gens: Sequence[Generator], pairs: list[NewPair]) -> None:
+    r.document_id = source.document.id
+    r.n_pages = source.document.n_pages
+    r.n_elements = len(source.elements)
+    r.n_chunks = len(source.chunks)
     r.pairs_total = len(pairs)
+    if not pairs:
+        r.no_pairs = _why_no_pairs(source, gens)
+
+
+def _why_no_pairs(source: Source, gens: Sequence[Generator]) -> str:
+    """Why a document gave no pairs, for the summary: the generators' own pure answer."""
+    from ingest.generators import why_no_pairs
+
+    return why_no_pairs(source.elements, list(gens))
+
+
+# Content that failed to parse, by document id (the sha256 of its bytes), with the error: a re-run
+# skips it instead of paying its time limit again (``IngestConfig.retry_failed`` tries it anyway).
+# A small map in the project's settings; the most recent ``MAX_REMEMBERED`` failures are kept.
+FAILED_SETTING = "ingest.failed_content"
+MAX_REMEMBERED = 200
+
+
+def _failed_before(con: Any) -> dict[str, dict[str, str]]:
+    value = settings_store.get(con, FAILED_SETTING, {})
+    return value if isinstance(value, dict) else {}
+
+
+def _remember(project: Project, failed: dict[str, dict[str, str]], cleared: set[str], author: str) -> None:
+    """Add this batch's parse failures to the remembered ones, drop the ones that now parsed."""
+    if not failed and not cleared:
+        return
+    with project.connect() as con:
+        known = {k: v for k, v in _failed_before(con).items() if k not in cleared and k not in failed}
+        known.update(failed)
+        settings_store.put(con, FAILED_SETTING, dict(list(known.items())[-MAX_REMEMBERED:]), author=author)
 
 
 def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | None = None,
-           progress: Progress | None = None, parsing: Parsing | None = None) -> IngestReport:
+           progress: Progress | None = None, parsing: Parsing | None = None,
+           planned: Callable[[int], None] | None = None) -> IngestReport:
     """Ingest files, folders and zip archives into ``project``; never raises for a bad file.
-    ``progress`` hears of each finished file, ``parsing`` of each file a parser starts on."""
+    ``progress`` hears of each finished file, ``parsing`` of each file a parser starts on,
+    ``planned`` of the number of files once the inputs are expanded (before any is done)."""
     cfg = cfg or IngestConfig()
     t0 = time.perf_counter()
     chunk_cfg = ChunkConfig(cfg.chunk_max_chars, min(cfg.chunk_min_chars, cfg.chunk_max_chars))
-    gens = [create(name, cfg.generator_options.get(name), author=cfg.author) for name in cfg.generators]
+    gens = create_all(cfg.generators, cfg.generator_options, author=cfg.author)
     report = IngestReport()
     # No early start of the parser server here: ``parse_all`` starts it once its first (cold)
     # worker has loaded, so the first file gets the machine first (``ingest.workers``).
@@ -478,6 +524,8 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
     with scratch_dir(project.cache_dir, "tuneloop-ingest-") as tmp:
         items = collect(paths, tmp, cfg)
         report.files = [i.result for i in items]
+        if planned:
+            planned(len(items))
         todo: list[_Item] = []
         for item in items:
             if item.result.status == "failed":
@@ -494,15 +542,25 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
                 done(item.result, time.perf_counter())
         with project.connect() as con:
             known = docs_store.existing(con, [i.doc_id for i in todo])
+            failed_before = _failed_before(con)
         first: dict[str, _Item] = {}
         to_parse: list[_Item] = []
         later: list[_Item] = []
+        failed_now: dict[str, dict[str, str]] = {}
+        parsed_now: set[str] = set()
         for item in todo:
+            before = failed_before.get(item.doc_id)
             if item.doc_id in known:
                 later.append(item)
             elif item.doc_id in first:
                 item.result.status = "duplicate"
+                item.result.same_as = f"{first[item.doc_id].uri} in this batch"
                 later.append(item)
+            elif before and not cfg.retry_failed:
+                fail(item.result, "failed_before",
+                     f"skipped: failed before ({before.get('kind', '?')}: {before.get('error', '')}); "
+                     f"--retry-failed to try again")
+                done(item.result, time.perf_counter())
             else:
                 first[item.doc_id] = item
                 to_parse.append(item)
@@ -510,7 +568,12 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
         writer = _Writer(project, cfg.author, done)
         writer.start()
         try:
-            tasks = [Task(k, str(i.path), i.path.name) for k, i in enumerate(to_parse)]
+            tasks = []
+            for k, i in enumerate(to_parse):
+                limit_s, limit_for = time_limit(cfg.timeout_s, pages=i.pages, size_bytes=i.size,
+                                                pdf_strategy=cfg.pdf_strategy)
+                i.result.limit_s = limit_s if cfg.workers > 0 else None
+                tasks.append(Task(k, str(i.path), i.path.name, limit_s, limit_for))
             opts = ParseOptions(pdf_strategy=cfg.pdf_strategy, languages=cfg.languages)
 
             def on_start(task: Task, loading: bool) -> None:
@@ -525,20 +588,24 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
                 started = time.perf_counter()
                 if isinstance(res, IngestError):
                     fail(r, res.kind, res.message)
+                    failed_now[item.doc_id] = {"kind": res.kind, "error": clip(res.message, 300), "uri": item.uri}
                     done(r, started)
                     continue
+                parsed_now.add(item.doc_id)
+                r.warnings = list(res.warnings)
                 try:
                     doc, elements = build_document(
                         res.elements, document_id=item.doc_id, uri=item.uri, name=item.path.name,
                         filetype=res.filetype, size_bytes=item.size, n_pages=res.n_pages,
                         metadata={"strategy": res.strategy} if res.strategy else None)
                     chunks = chunk_document(doc, elements, chunk_cfg)
-                    pairs = make_pairs(Source(doc, elements, chunks), gens)
+                    source = Source(doc, elements, chunks)
+                    pairs = make_pairs(source, gens)
                 except Exception as exc:  # a generator failure: this file only, nothing written
                     fail(r, "generator", f"pair generation failed ({type(exc).__name__}: {exc})")
                     done(r, started)
                     continue
-                _fill(r, doc, elements, chunks, pairs)
+                _fill(r, source, gens, pairs)
                 writer.inbox.put(_Ready(r, doc, False, elements, chunks, _rows(pairs), started))
 
             # Stored before (or a copy of a file in this batch): read back, no parsing. Wait for
@@ -560,18 +627,22 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
                         fail(r, "duplicate_of_failed", f"same content as {origin}, which failed")
                         done(r, started)
                         continue
+                    if r.same_as is None and sdoc.uri != item.uri:
+                        r.same_as = f"stored document {sdoc.id} ({sdoc.uri})"
                     try:
                         chunks = chunk_document(sdoc, elements, chunk_cfg)
-                        pairs = make_pairs(Source(sdoc, elements, chunks), gens)
+                        source = Source(sdoc, elements, chunks)
+                        pairs = make_pairs(source, gens)
                     except Exception as exc:
                         fail(r, "generator", f"pair generation failed ({type(exc).__name__}: {exc})")
                         done(r, started)
                         continue
-                    _fill(r, sdoc, elements, chunks, pairs)
+                    _fill(r, source, gens, pairs)
                     writer.inbox.put(_Ready(r, sdoc, True, elements, chunks, _rows(pairs), started))
         finally:
             writer.inbox.put(None)
             writer.join()
+        _remember(project, failed_now, parsed_now & set(failed_before), cfg.author)
     report.seconds = time.perf_counter() - t0
     return report
 

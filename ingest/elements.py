@@ -54,6 +54,22 @@ def informative_heading(text: str, seen: int = 1) -> bool:
             and sum(c.isalpha() for c in t) >= 2)
 
 
+def named_title(doc: Document, elements: list[Element], seen: int = 1) -> str:
+    """The document's title when it names a topic a question may use, else "": not one taken
+    from the file name (unless the first element says it too), nor a label or a heading seen
+    ``seen`` >= ``REPEATED_HEADING`` times."""
+    title = " ".join(doc.title.split())
+    from_name = title == title_from_name(doc.name) and not (
+        elements and " ".join(elements[0].text.split()) == title)
+    return title if not from_name and informative_heading(title, seen) else ""
+
+
+def opening(text: str, words: int = 8) -> str:
+    """The first ``words`` words of ``text``, to quote a passage that has no heading."""
+    parts = text.split()
+    return " ".join(parts[:words]).rstrip(".,;:!?") + ("..." if len(parts) > words else "")
+
+
 def doc_title(name: str, raw: list[dict[str, Any]]) -> str:
     """The first element when it is a top-level title, else an e-mail subject, else the file name."""
     for el in raw[:1]:

@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import shutil
 import tempfile
+import traceback
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any
 
 from ingest import encodings, offline
 from ingest.cleaning import clean_elements
-from ingest.filetypes import NEEDS_SOFFICE, TEXT_TYPES, IngestError, extension
+from ingest.filetypes import NEEDS_SOFFICE, SUPPORTED, TEXT_TYPES, IngestError, extension
 from ingest.streams import ascii_compatible
 
 # Metadata kept per element (the rest is file-system noise or coordinates).
@@ -109,7 +110,16 @@ def _explain(exc: BaseException, ext: str) -> IngestError:
         return IngestError("missing_dependency", f"a parser dependency for .{ext} is missing: {text[:200]}")
     if isinstance(exc, MemoryError):
         return IngestError("too_large", f"the .{ext} file needs more memory than available to parse")
-    return IngestError("parse_error", f"the .{ext} parser failed ({name}: {text[:300]})")
+    return IngestError("parse_error", f"the .{ext} parser failed ({name}: {text[:300] or _where(exc)})")
+
+
+def _where(exc: BaseException) -> str:
+    """For an exception without a message (a bare ``assert`` in a parser): where it was raised."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    if not tb:
+        return "no message"
+    f = tb[-1]
+    return f"no message; raised at {'/'.join(Path(f.filename).parts[-3:])}:{f.lineno}"
 
 
 def _needs_soffice(ext: str) -> IngestError:
@@ -152,6 +162,14 @@ def _check_pdf(path: Path) -> int:
     return n
 
 
+def pdf_page_count(path: Path) -> int | None:
+    """A PDF's page count, or None when it cannot be opened (the parse then says why)."""
+    try:
+        return _check_pdf(path)
+    except Exception:
+        return None
+
+
 def _pdf_strategy(requested: str) -> str:
     if requested == "hi_res" and not hi_res_available():
         raise IngestError(
@@ -177,6 +195,7 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
         kwargs["languages"] = languages
     strategy = ""
     n_pdf_pages: int | None = None
+    warnings: list[str] = []
     try:
         from unstructured.partition.auto import partition
 
@@ -191,7 +210,10 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
             with _as_utf8(path, name or path.name, ext) as source:
                 if ext == "html" and _html_furniture(source):
                     kwargs["skip_headers_and_footers"] = True
-                raw = partition(filename=str(source), metadata_filename=name or path.name, **kwargs)
+                if ext in ("eml", "msg"):
+                    raw = _email(partition, source, name or path.name, ext, kwargs, warnings)
+                else:
+                    raw = partition(filename=str(source), metadata_filename=name or path.name, **kwargs)
     except Exception as exc:  # parsers raise anything; each becomes one per-file reason
         raise _explain(exc, ext) from None
     elements, furniture = clean_elements(_elements(raw))
@@ -204,8 +226,70 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
         raise IngestError("no_text", f"no text found in the .{ext} file; nothing to make pairs from")
     pages = [e["page"] for e in elements if e["page"]]
     n_pages = n_pdf_pages or (max(pages) if pages else None)
-    warnings = [f"dropped {furniture} running header/footer line(s)"] if furniture else []
+    if furniture:
+        warnings.append(f"dropped {furniture} running header/footer line(s)")
     return Parsed(filetype=ext, elements=elements, n_pages=n_pages, strategy=strategy, warnings=warnings)
+
+
+def _email(partition: Any, source: Path, name: str, ext: str, kwargs: dict[str, Any],
+           warnings: list[str]) -> list[Any]:
+    """An e-mail's body, then each attachment parsed on its own: an attachment that cannot be
+    parsed (an mp3 with no speech-to-text here, a broken file) is a warning, and the message's
+    text is kept. A .eml's attachments are read with the standard library; a .msg's are left to
+    unstructured, and dropped with a warning if one of them fails."""
+    if ext == "msg":
+        try:
+            return list(partition(filename=str(source), metadata_filename=name, **kwargs))
+        except Exception as exc:
+            warnings.append(f"attachments not parsed ({type(exc).__name__}: {str(exc)[:200] or _where(exc)}); "
+                            f"the message body was kept")
+            return list(partition(filename=str(source), metadata_filename=name, process_attachments=False, **kwargs))
+    import email
+    from email import policy
+
+    msg = email.message_from_bytes(source.read_bytes(), policy=policy.default)
+    try:
+        raw = list(partition(filename=str(source), metadata_filename=name, process_attachments=False, **kwargs))
+    except Exception as exc:
+        if not any(kind == "message" for kind, _ in _attachments(msg)):
+            raise
+        raw = []  # a digest: its messages, below, are the text
+        warnings.append(f"the digest's own body could not be parsed ({type(exc).__name__}); its messages were")
+    with tempfile.TemporaryDirectory(prefix="tuneloop-attach-") as tmp:
+        for i, (kind, part) in enumerate(_attachments(msg)):
+            if kind == "message":  # a forwarded message or a digest's entry: an e-mail of its own
+                fname = f"message-{i + 1}.eml"
+                data = part.get_payload(0).as_bytes() if part.is_multipart() else part.get_payload(decode=True) or b""
+            else:
+                fname = PurePath(part.get_filename() or f"attachment-{i + 1}").name or f"attachment-{i + 1}"
+                data = part.get_payload(decode=True) or b""
+            label = f"attachment {fname!r}"
+            if extension(fname) not in SUPPORTED:
+                warnings.append(f"{label} skipped: .{extension(fname) or '?'} is not a supported type")
+                continue
+            target = Path(tmp) / str(i) / fname
+            target.parent.mkdir()
+            target.write_bytes(data)
+            try:
+                if kind == "message":
+                    raw += _email(partition, target, f"{name}/{fname}", "eml", kwargs, warnings)
+                    continue
+                raw += partition(filename=str(target), metadata_filename=f"{name}/{fname}", **kwargs)
+            except Exception as exc:  # this attachment only: the message and its other parts stay
+                warnings.append(f"{label} could not be parsed ({_explain(exc, extension(fname)).message})")
+    return raw
+
+
+def _attachments(msg: Any) -> Iterator[tuple[str, Any]]:
+    """An e-mail's attached files ("file") and enclosed messages ("message", message/rfc822 parts,
+    not looked into: each is parsed as an e-mail of its own), in order."""
+    for part in msg.iter_parts():
+        if part.get_content_type() == "message/rfc822":
+            yield "message", part
+        elif part.is_multipart():
+            yield from _attachments(part)
+        elif part.is_attachment():
+            yield "file", part
 
 
 @contextlib.contextmanager

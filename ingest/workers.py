@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ from typing import Any
 
 from ingest import offline
 from ingest.filetypes import IngestError, extension
+from ingest.limits import clip
 from ingest.partition import Parsed, partition_file
 
 _ctx: Any = None
@@ -114,6 +117,28 @@ class Task:
     key: int
     path: str
     name: str
+    limit_s: float | None = None  # this file's parse time limit (``time_limit``); None: the batch's ``timeout_s``
+    limit_for: str = ""  # what the limit was sized for, for the message ("619 pages", "3.2 MB")
+
+
+# A file's time limit grows with its size: a 619-page PDF or a 1,225-page text on a loaded
+# 2-core machine needs minutes where a memo needs a second, and one fixed limit either fails
+# the big files or waits far too long for a hung small one. Pages when the count is known
+# (PDFs, counted in the parent before parsing), else megabytes.
+PER_PAGE_S = {"fast": 1.0, "auto": 1.0, "ocr_only": 10.0, "hi_res": 15.0}
+PER_MB_S = 120.0
+FREE_MB = 1.0  # the base covers a file's first MB: the per-MB share is for the big ones
+
+
+
+def time_limit(base_s: float, *, pages: int | None = None, size_bytes: int = 0,
+               pdf_strategy: str = "auto") -> tuple[float, str]:
+    """A file's parse time limit in seconds, and what it was sized for: ``base_s`` (``--timeout``)
+    plus a share per page (PDFs, more when OCR reads them) or per MB past the first (everything else)."""
+    if pages:
+        return base_s + PER_PAGE_S.get(pdf_strategy, 1.0) * pages, f"{pages} page{'s' if pages != 1 else ''}"
+    mb = size_bytes / 1048576
+    return base_s + PER_MB_S * max(0.0, mb - FREE_MB), f"{mb:.1f} MB"
 
 
 @dataclass(frozen=True)
@@ -122,14 +147,55 @@ class ParseOptions:
     languages: tuple[str, ...] | None = None
 
 
-def _parse(task: Task, opts: ParseOptions) -> Parsed | IngestError:
+class _Capture(logging.Handler):
+    def __init__(self, into: list[str]):
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self.into.append(f"{record.name}: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def captured_warnings() -> Iterator[list[str]]:
+    """Collect what a parser says while it works (Python warnings, log records at WARNING and up),
+    instead of letting it print loose on stderr, where a batch cannot tell which file it was about.
+    Each logger's own handlers are swapped for the capture meanwhile, and put back after."""
+    out: list[str] = []
+    cap = _Capture(out)
+    loggers = [logging.root] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                if isinstance(lg, logging.Logger) and lg.handlers]
+    saved = [(lg, lg.handlers[:], lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.handlers = [cap] if lg is logging.root else []
+        lg.propagate = True if lg is not logging.root else lg.propagate
     try:
-        return partition_file(task.path, task.name, pdf_strategy=opts.pdf_strategy,
-                              languages=list(opts.languages) if opts.languages else None)
-    except IngestError as exc:
-        return exc
-    except Exception as exc:  # a parser bug must not kill the worker
-        return IngestError("parse_error", f"parser failed ({type(exc).__name__}: {str(exc)[:300]})")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield out
+            out.extend(f"{w.category.__name__}: {w.message}" for w in caught)
+    finally:
+        for lg, handlers, propagate in saved:
+            lg.handlers, lg.propagate = handlers, propagate
+
+
+def _parse(task: Task, opts: ParseOptions) -> Parsed | IngestError:
+    with captured_warnings() as said:
+        try:
+            res: Parsed | IngestError = partition_file(
+                task.path, task.name, pdf_strategy=opts.pdf_strategy,
+                languages=list(opts.languages) if opts.languages else None)
+        except IngestError as exc:
+            res = exc
+        except Exception as exc:  # a parser bug must not kill the worker
+            res = IngestError("parse_error", f"parser failed on {task.name} ({type(exc).__name__}: {str(exc)[:300]})")
+    said = list(dict.fromkeys(said))  # a parser repeats itself per page or element: each once
+    if isinstance(res, Parsed):
+        res.warnings = res.warnings + [f"parser: {clip(w, 300)}" for w in said[:20]]
+    elif said:
+        res = IngestError(res.kind, f"{res.message} (parser said: {'; '.join(x[:200] for x in said[:3])})")
+    return res
 
 
 READY = "__ready__"
@@ -279,7 +345,7 @@ def parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 300
             busy = [w for w in pool if w.tasks]
             if not busy:
                 return
-            limit = lambda w: timeout_s if w.ready and not w.loading else BOOT_TIMEOUT_S  # noqa: E731
+            limit = lambda w: (w.tasks[0].limit_s or timeout_s) if w.ready and not w.loading else BOOT_TIMEOUT_S  # noqa: E731
             wait_s = max(0.0, min(w.head_started + limit(w) for w in busy) - time.monotonic())
             if len(pool) < workers and pending and not forkserver_warm():
                 wait_s = min(wait_s, 0.25)  # look again soon: more workers once the forkserver is warm
@@ -316,16 +382,22 @@ def parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 300
                     w.loading, w.settled = False, True
                     yield task, payload if status == "ok" else IngestError(*payload)
                 elif time.monotonic() >= w.head_started + limit(w):
+                    took = time.monotonic() - w.head_started
                     task = w.tasks.popleft()
                     pending.extend(reversed(w.tasks))
                     w.kill()
                     pool[i] = _new_worker(opts)
-                    yield task, IngestError(
-                        "timeout", f"parsing took longer than the time limit of {timeout_s:g} s and was "
-                                   f"stopped; split the file, or raise the limit with --timeout")
+                    yield task, timed_out(took, task.limit_s or timeout_s, task.limit_for)
     finally:
         for w in pool:
             w.stop()
+
+
+def timed_out(took_s: float, limit_s: float, limit_for: str = "") -> IngestError:
+    """The error of a file stopped at its time limit: how long it ran, and the limit with the size it was for."""
+    sized = f"the limit for {limit_for}" if limit_for else "the limit"
+    return IngestError("timeout", f"timed out after {took_s:.0f} s ({sized}: {limit_s:.0f} s) and was stopped; "
+                                  f"split the file, or raise the base limit with --timeout")
 
 
 def _cold_main(fd: int) -> None:

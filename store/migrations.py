@@ -6,8 +6,8 @@ created fresh and one migrated step by step end with the same schema (tests chec
 Never edit a migration that has shipped: append a new one.
 
 Design notes:
-- Content tables (documents, elements, chunks, pair_revisions, predictions, error_labels,
-  reviews, *_events) are append-only: the product inserts into them and never updates or
+- Content tables (documents, elements, chunks, pair_revisions, pair_sources, predictions,
+  error_labels, reviews, *_events) are append-only: the product inserts into them and never updates or
   deletes. ``pairs``, ``error_categories`` and ``runs`` hold current state; every change
   to them is also recorded in an append-only log in the same transaction.
 - Slices are frozen: a slice row and its items are written once.
@@ -486,6 +486,37 @@ def m100_training_dynamics(con: duckdb.DuckDBPyConnection) -> None:
             confidence DOUBLE NOT NULL,
             PRIMARY KEY (run_id, pair_id, epoch)
         )""")
+
+
+@migration
+def m110_pair_sources(con: duckdb.DuckDBPyConnection) -> None:
+    # Every source a pair was produced from (store/pairs.py ``insert_rows`` appends one whenever a batch
+    # yields a pair, new or already stored), so the same text generated from two documents, or imported
+    # from two files, keeps both origins. The pair's own provenance columns stay as they were (its first
+    # source). Append-only. ``id`` hashes the source fields (kept in step with ``SOURCE_ID`` in
+    # store/pairs.py), so the same source is recorded once however often it is re-ingested.
+    con.execute("""
+        CREATE TABLE pair_sources (
+            id VARCHAR PRIMARY KEY,            -- ps_ + md5(pair, document, uri, line, chars, generator)
+            pair_id VARCHAR NOT NULL,
+            document_id VARCHAR,
+            source_uri VARCHAR NOT NULL DEFAULT '',
+            source_line INTEGER,
+            char_start INTEGER,
+            char_end INTEGER,
+            element_ids VARCHAR[],
+            generator VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("CREATE INDEX pair_sources_pair_idx ON pair_sources(pair_id)")
+    con.execute("""
+        INSERT INTO pair_sources
+        SELECT 'ps_' || md5(concat_ws(chr(31), id, coalesce(document_id, ''), coalesce(source_uri, ''),
+                                      coalesce(source_line::VARCHAR, ''), coalesce(char_start::VARCHAR, ''),
+                                      coalesce(char_end::VARCHAR, ''), coalesce(generator, ''))),
+               id, document_id, coalesce(source_uri, ''), source_line, char_start, char_end, element_ids,
+               generator, created_at
+        FROM pairs""")
 
 
 def applied(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -15,6 +15,11 @@
   it, even one that keeps the head's text (then recorded as a revision of its own).
 - Bulk inserts move Arrow tables (``insert_rows``); a pair whose id already exists is
   skipped, which makes re-imports no-ops.
+- A pair's id hashes its content, so the same text from two documents (or two imported files) is
+  one pair. ``pair_sources`` keeps every source: ``insert_rows`` appends one row per distinct source
+  of the batch, for new and already stored pairs alike (``sources`` reads them). The source id
+  hashes its fields, so re-ingesting records nothing new; the pair's own provenance columns stay
+  its first source.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from store.records import (
     NewPair,
     Pair,
     PairRevision,
+    PairSource,
     Provenance,
     Review,
     SliceFilter,
@@ -130,14 +136,22 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+# The identity of one source of a pair (a row of a bulk batch): the same expression backfilled the
+# table in store/migrations.py ``m110_pair_sources``, so an old pair's source is not recorded twice.
+SOURCE_ID = """'ps_' || md5(concat_ws(chr(31), pair_id, coalesce(document_id, ''), coalesce(source_uri, ''),
+                                   coalesce(source_line::VARCHAR, ''), coalesce(char_start::VARCHAR, ''),
+                                   coalesce(char_end::VARCHAR, ''), coalesce(generator, '')))"""
+
+
 BULK_INSERT_MEMORY_MB = int(os.environ.get("TUNELOOP_BULK_INSERT_MEMORY_MB", "256"))
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
     """Insert new pairs from an Arrow table (or a Parquet path); return how many were new.
 
-    Rows whose pair id already exists, and repeats inside the batch, are skipped. The caller
-    owns the transaction.
+    Rows whose pair id already exists, and repeats inside the batch, are skipped; but every
+    distinct source of the batch is recorded in ``pair_sources``, whether its pair is new or not.
+    The caller owns the transaction.
     """
     ts = now()
     if isinstance(batch, str):
@@ -177,6 +191,17 @@ def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
                       coalesce(source_uri, ''), source_line, author, author, ?, ?
                FROM _batch_new""",
             [ts, ts],
+        )
+        con.execute(
+            f"""INSERT INTO pair_sources
+               (id, pair_id, document_id, source_uri, source_line, char_start, char_end, element_ids,
+                generator, created_at)
+               SELECT DISTINCT ON (sid) sid, pair_id, document_id, coalesce(source_uri, ''), source_line,
+                      char_start, char_end, element_ids, generator, ?
+               FROM (SELECT {SOURCE_ID} AS sid, * FROM {source}) b
+               WHERE NOT EXISTS (SELECT 1 FROM pair_sources s WHERE s.id = b.sid)
+               ORDER BY sid, source_line NULLS LAST""",
+            [ts],
         )
         return int(n)
     finally:
@@ -348,6 +373,28 @@ def history(con: duckdb.DuckDBPyConnection, pid: str) -> list[PairRevision]:
             response=r[6], system=r[7], messages=_messages(r[8]), tags=list(r[9] or []), author=r[10],
             reason=r[11], created_at=r[12], conflict=bool(r[13]), is_head=bool(head and head[0] == r[0]),
         )
+        for r in rows
+    ]
+
+
+def sources(con: duckdb.DuckDBPyConnection, pid: str) -> list[PairSource]:
+    """Every source the pair was produced from: its own provenance first, then the others in the
+    order they were recorded (a document's name comes with it; '' for imported data)."""
+    rows = con.execute(
+        f"""WITH own AS (SELECT {SOURCE_ID} AS sid
+                         FROM (SELECT id AS pair_id, document_id, source_uri, source_line, char_start, char_end,
+                                      generator FROM pairs WHERE id = ?))
+            SELECT s.pair_id, s.document_id, coalesce(d.name, ''), s.source_uri, s.source_line, s.char_start,
+                   s.char_end, s.element_ids, s.generator, s.created_at
+            FROM pair_sources s LEFT JOIN documents d ON d.id = s.document_id
+            WHERE s.pair_id = ?
+            ORDER BY s.id IN (SELECT sid FROM own) DESC, s.created_at, coalesce(d.name, s.source_uri),
+                     s.source_line, s.char_start, s.id""",
+        [pid, pid],
+    ).fetchall()
+    return [
+        PairSource(pair_id=r[0], document_id=r[1], document_name=r[2], source_uri=r[3], source_line=r[4],
+                   char_start=r[5], char_end=r[6], element_ids=list(r[7] or []), generator=r[8], created_at=r[9])
         for r in rows
     ]
 

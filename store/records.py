@@ -165,6 +165,22 @@ class Pair(Record):
     updated_at: datetime
 
 
+class PairSource(Record):
+    """One source a pair was produced from. A pair made from the same text in two documents (or
+    two imported files) has one pair id and a source for each; the first is also its provenance."""
+
+    pair_id: str
+    document_id: str | None = None
+    document_name: str = Field(default="", description="the document's name, '' for imported data")
+    source_uri: str = ""
+    source_line: int | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+    element_ids: list[str] = Field(default_factory=list)
+    generator: str
+    created_at: datetime
+
+
 class Review(Record):
     id: str
     pair_id: str

@@ -110,3 +110,19 @@ def test_sample_corpus_ingests_into_pairs_with_provenance(project: Project):
     assert "What is the return window for hardware?" in instructions
     vacation = pairs.filter(pairs["instruction"].str.contains("about Vacation"))
     assert "22 vacation days" in vacation["response"][0]
+
+
+def test_options_for_a_generator_auto_picks_reach_it(project, tmp_path):
+    """With the default ``auto``, ``-o sections.…`` configures the sections auto chooses for a titled
+    document; a bad value is refused before any work, naming the option."""
+    path = make(tmp_path, "md", "guide")
+    res = runner.invoke(app, ["ingest", str(path), "--workers", "0", "-o", "sections.templates=Explain {heading}.",
+                              "-o", "sections.min_chars=10", "--project", str(project.root)])
+    assert res.exit_code == 0, res.output
+    with project.connect() as con:
+        made = frame(con, "SELECT r.instruction, p.generator FROM pairs p JOIN pair_revisions r "
+                          "ON r.id = p.head_revision_id").to_dicts()
+    sections = [m["instruction"] for m in made if m["generator"].startswith("sections")]
+    assert {"Explain Battery.", "Explain Calibration."} <= set(sections), made  # the title keeps its overview
+    res = runner.invoke(app, ["ingest", str(path), "-o", "table.max_rows=lots", "--project", str(project.root)])
+    assert res.exit_code == 2 and "table" in res.output, res.output

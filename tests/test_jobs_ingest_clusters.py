@@ -186,7 +186,7 @@ def test_the_ingest_job_reports_the_batch_then_the_file_started_then_done(projec
 def test_the_generator_choice_and_its_options_persist_across_pages_and_sessions(project, monkeypatch):
     monkeypatch.setenv("TUNELOOP_PROJECT", str(project.root))
     at = app("ingest")
-    assert at.multiselect(key="ing_gens").value == ["sections"]  # nothing chosen before: the default
+    assert at.multiselect(key="ing_gens").value == ["auto"]  # nothing chosen before: the default
     at.multiselect(key="ing_gens").set_value(["qa"]).run()
     at.text_area(key="ing_opt_qa").set_value("definitions = false\nmax_question_chars=200").run()
     at.number_input(key="ing_chunk").set_value(2000).run()
@@ -209,6 +209,7 @@ def test_the_generator_choice_and_its_options_persist_across_pages_and_sessions(
 def test_options_that_do_not_parse_are_shown_and_not_remembered(project, monkeypatch):
     monkeypatch.setenv("TUNELOOP_PROJECT", str(project.root))
     at = app("ingest")
+    at.multiselect(key="ing_gens").set_value(["sections"]).run()
     at.text_area(key="ing_opt_sections").set_value("min_chars=lots").run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("expected a whole number" in e.value for e in at.error)

@@ -40,6 +40,11 @@ class Reporter:
         self._last_state: tuple = ()
         self.lines = 0
 
+    @property
+    def plain(self) -> bool:
+        """Whether this reporter writes plain lines (stderr is not a terminal), not a bar."""
+        return self._bar is None
+
     # ------------------------------------------------------------ reporting
     def update(self, done: int | None = None, total: int | None = None, *, advance: int = 0,
                info: str | None = None, label: str | None = None) -> None:
@@ -56,15 +61,34 @@ class Reporter:
             self.text = info
         if label is not None:
             self.label = label
+        now = self._tick()
+        if now is not None and self._due(now):
+            self._emit(now)
+
+    def _tick(self) -> float | None:
+        """Start the rate clock at the first count; redraw the bar. The time, or None when a bar drew it."""
         now = self._clock()
         if self._t0 is None:
             self._t0, self._d0 = now, self.done
         if self._bar is not None:
             self._bar.update(self._task, total=self.total, completed=self.done, info=self.text,
                              description=self.label)
+            return None
+        return now
+
+    def item(self, text: str, advance: int = 1) -> None:
+        """Count one finished item and, in plain mode, say so on a line of its own:
+        ``[12/250] report.pdf: 34 pairs (2.1 s)``. For work whose items take long (minutes for a
+        big file), a line per item is the only sign of life a log gets; a bar shows just the count."""
+        self.done += int(advance)
+        now = self._tick()
+        if now is None:
             return
-        if self._due(now):
-            self._emit(now)
+        out = self._stream or sys.stderr
+        out.write(f"[{self.done}/{self.total if self.total is not None else '?'}] {text}\n")
+        out.flush()
+        self._last_t, self._last_state, self._last_done, self.lines = now, self._state(), self.done, self.lines + 1
+        self._last_pct = self._pct() or 0.0
 
     def advance(self, n: int = 1) -> None:
         self.update(advance=n)

@@ -55,7 +55,7 @@ if state.get("ing_gens") is None:  # a new session, or back from another page: s
     saved_choice = saved_choice if isinstance(saved_choice, dict) else {}
     named = saved_choice.get("generators")
     chosen_before = [g for g in named if g in gens] if isinstance(named, list) else []
-    state.put("ing_gens", chosen_before or (["sections"] if "sections" in gens else gens[:1]))
+    state.put("ing_gens", chosen_before or (["auto"] if "auto" in gens else gens[:1]))
     saved_options = saved_choice.get("options")
     saved_options = saved_options if isinstance(saved_options, dict) else {}
     for g in gens:

@@ -149,6 +149,7 @@ with state.db() as con:
     pair = buf[0] if buf else None
     if pair is not None:
         ctx = docs_store.source_context(con, pair)
+        also_in = pairs_store.sources(con, pair.id)[1:]  # the first is the pair's own provenance, shown above
         signals = curation.pair_signals(con, pair)
         dups = curation.pair_duplicates(con, pair.id)
         history = pairs_store.history(con, pair.id)
@@ -349,6 +350,12 @@ with left:
                f"{len(buf) - 1} more loaded.")
 with right:
     ui.source_panel(ctx, pair)
+    if also_in:  # the same pair text came from these sources too (names are data: escaped)
+        st.caption("Also in: " + "; ".join(
+            ui.esc(s.document_name or s.source_uri or "imported data")
+            + (f" (chars {s.char_start}–{s.char_end})" if s.char_start is not None
+               else f" (line {s.source_line})" if s.source_line else "")
+            for s in also_in))
     if signals:
         st.caption("Quality signals")
         for name, score, flagged, reason in signals:

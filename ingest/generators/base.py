@@ -26,6 +26,7 @@ Or ship it in a package with an entry point in the group ``tuneloop.generators``
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -44,6 +45,11 @@ class Source:
 
     def span_text(self, start: int, end: int) -> str:
         return self.document.text[start:end]
+
+
+def pick(templates: Sequence[str], key: str) -> str:
+    """One of ``templates``, chosen by a hash of ``key``: varied across items, stable across runs."""
+    return templates[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(templates)]
 
 
 @dataclass(frozen=True)

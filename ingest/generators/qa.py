@@ -55,6 +55,13 @@ def _table_rows(html: str) -> list[list[str]]:
     return rows
 
 
+def find_cell(text: str, cell: str, start: int, end: int) -> tuple[int, int] | None:
+    """Where a table cell's text (whitespace-normalised, as ``_table_rows`` gives it) first stands in
+    ``text[start:end]``, whatever whitespace the parser put between its words; None if it does not."""
+    m = re.compile(r"\s+".join(map(re.escape, cell.split()))).search(text, start, end)
+    return (m.start(), m.end()) if m else None
+
+
 @register
 class QAGenerator(Generator):
     name = "qa"
@@ -164,13 +171,10 @@ class QAGenerator(Generator):
         for q, a in body:
             if not q or not a:
                 continue
-            qpos = text.find(q, cursor, el.char_end)
-            if qpos >= 0:
-                cursor = qpos + len(q)
-            pos = text.find(a, cursor, el.char_end)
-            if pos >= 0:
-                span = (pos, pos + len(a))
-                cursor = span[1]
-            else:
-                span = (el.char_start, el.char_end)
-            yield self.pair(source, q, a, span=span, element_ids=[el.id], page=el.page)
+            at = find_cell(text, q, cursor, el.char_end)
+            cursor = at[1] if at else cursor
+            span = find_cell(text, a, cursor, el.char_end)
+            if span is None:  # not in the table's text as it stands: no exact span, no pair
+                continue
+            cursor = span[1]
+            yield self.pair(source, q, text[span[0]:span[1]], span=span, element_ids=[el.id], page=el.page)

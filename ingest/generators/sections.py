@@ -12,15 +12,14 @@ used as ``{doc_title}`` either: it becomes "document".
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ingest.chunking import _cut
-from ingest.elements import Section, heading_key, informative_heading, sections, title_from_name
+from ingest.chunking import bounded_span
+from ingest.elements import Section, heading_key, informative_heading, named_title, opening, sections
 from ingest.generators import register
-from ingest.generators.base import Generator, Source
+from ingest.generators.base import Generator, Source, pick
 from store.records import NewPair
 
 DEFAULT_TEMPLATES = ["What does the {doc_title} say about {heading}?"]
@@ -39,10 +38,6 @@ class SectionsOptions:
     all_templates: bool = False
 
 
-def _pick(templates: list[str], key: str) -> str:
-    return templates[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(templates)]
-
-
 @register
 class SectionsGenerator(Generator):
     name = "sections"
@@ -50,19 +45,7 @@ class SectionsGenerator(Generator):
     Options = SectionsOptions
 
     def _body_span(self, sec: Section) -> tuple[int, int, list[str]]:
-        opts: SectionsOptions = self.options
-        start = sec.body[0].char_start
-        end = start
-        ids: list[str] = []
-        for el in sec.body:
-            if el.char_end - start > opts.max_chars:
-                if not ids:  # one long element: keep its first piece
-                    end = _cut(el.text, el.char_start, opts.max_chars)[0][1]
-                    ids.append(el.id)
-                break
-            end = el.char_end
-            ids.append(el.id)
-        return start, end, ids
+        return bounded_span(sec.body, self.options.max_chars)
 
     def generate(self, source: Source) -> Iterator[NewPair]:
         opts: SectionsOptions = self.options
@@ -73,11 +56,9 @@ class SectionsGenerator(Generator):
         def informative(text: str) -> bool:
             return informative_heading(text, seen[heading_key(text)])
 
-        title = " ".join(doc.title.split())
-        from_name = title == title_from_name(doc.name) and not (
-            source.elements and " ".join(source.elements[0].text.split()) == title)
-        named = not from_name and informative(title)
-        doc_title = title if named else "document"
+        title = named_title(doc, source.elements, seen[heading_key(doc.title)])
+        named = bool(title)
+        doc_title = title or "document"
         for sec in secs:
             if sec.heading is None or not sec.body:
                 continue
@@ -86,10 +67,8 @@ class SectionsGenerator(Generator):
             if len(response) < opts.min_chars:
                 continue
             heading = next((" ".join(h.split()).rstrip(":") for h in reversed(sec.path) if informative(h)), "")
-            words = response.split()
-            opening = " ".join(words[:opts.opening_words]).rstrip(".,;:!?") + ("..." if len(words) > opts.opening_words else "")
             values = {"doc_title": doc_title, "heading": heading, "heading_path": " > ".join(sec.path),
-                      "document": doc.name, "opening": opening}
+                      "document": doc.name, "opening": opening(response, opts.opening_words)}
             if not heading:
                 templates = [opts.content_template]
             elif named and heading == title:
@@ -99,7 +78,7 @@ class SectionsGenerator(Generator):
             elif opts.all_templates:
                 templates = list(opts.templates)
             else:
-                templates = [_pick(opts.templates, heading)]
+                templates = [pick(opts.templates, heading)]
             page = sec.heading.page or sec.body[0].page
             for tpl in templates:
                 yield self.pair(source, tpl.format(**values), response, span=(start, end),

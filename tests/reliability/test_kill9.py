@@ -60,7 +60,7 @@ def _rows(n: int, tag: str) -> list[dict]:
             continue
         base = f"{tag} question {i % (n // 3 or 1)} about the refund policy of order {i // 7}"
         out.append({"instruction": base if i % 5 else base + " please", "output": f"answer {i % 11}: see section {i % 4}"
-                    + (" mail me at jo.doe@example.com" if i % 13 == 0 else "")})
+                    + (" mail me at jo.doe@fastmail.fm" if i % 13 == 0 else "")})
     return out
 
 

@@ -46,7 +46,8 @@ def _options(raw: list[str], generators: list[str]) -> dict[str, dict[str, Any]]
 def ingest_cmd(
     paths: Annotated[list[Path], typer.Argument(help="Files, folders (recursive) and .zip archives.")],
     generator: Annotated[list[str], typer.Option("--generator", "-g",
-                         help="Pair generator(s): sections, qa, model, or a plugin; repeat for several.")] = ["sections"],  # noqa: B006
+                         help="Pair generator(s): auto (by each document's structure), sections, paragraphs, table, email, "
+                              "qa, model, or a plugin; repeat for several.")] = ["auto"],  # noqa: B006
     workers: Annotated[int, typer.Option(help="Parser processes (0: parse in this process, no time limit).")] = 1,
     chunk_max_chars: Annotated[int, typer.Option(help="Largest chunk, in characters.")] = 1500,
     chunk_min_chars: Annotated[int, typer.Option(help="Smaller chunks merge with the next one.")] = 200,
@@ -55,7 +56,10 @@ def ingest_cmd(
     model: Annotated[str | None, typer.Option(help="Model name for --generator model (default: bundled).")] = None,
     option: Annotated[list[str], typer.Option("--option", "-o",
                       help="Generator option GEN.KEY=VALUE, e.g. -o sections.templates='Explain {heading}.'")] = [],  # noqa: B006
-    timeout: Annotated[float, typer.Option(help="Per-file parse time limit in seconds.")] = 300.0,
+    timeout: Annotated[float, typer.Option(help="Base parse time limit per file, in seconds; each file gets more "
+                                           "per page (PDF) or per MB (other types).")] = 300.0,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Parse again files whose content failed "
+                                               "before (by default they are skipped, with the old error).")] = False,
     max_file_mb: Annotated[float, typer.Option(help="Files (and archive members) larger than this fail with "
                                                "a clear reason.")] = MAX_FILE_MB,
     max_archive_mb: Annotated[float, typer.Option(help="Most one archive may expand to, nested archives included; "
@@ -94,12 +98,11 @@ def ingest_cmd(
         cfg = IngestConfig(
             generators=tuple(names), generator_options=opts, workers=workers, chunk_max_chars=chunk_max_chars,
             chunk_min_chars=chunk_min_chars, max_file_mb=max_file_mb, max_archive_mb=max_archive_mb,
-            max_zip_ratio=max_zip_ratio, timeout_s=timeout,
+            max_zip_ratio=max_zip_ratio, timeout_s=timeout, retry_failed=retry_failed,
             pdf_strategy=pdf_strategy, author=author or default_author())
-        from ingest.generators import create
+        from ingest.generators import create_all
 
-        for g in names:  # reject bad options before any work
-            create(g, opts.get(g))
+        create_all(names, opts)  # reject bad options before any work
     except ValueError as exc:
         raise fail(str(exc)) from None
     p = project(project_dir, create=True)
@@ -110,14 +113,33 @@ def ingest_cmd(
             stats["files"] += 1
             stats["pairs"] += r.pairs_new
             stats["errors"] += 0 if r.ok else 1
-            bar.update(stats["files"], info=f"{stats['pairs']} pairs, {stats['errors']} errors")
-            if not r.ok:
+            bar.text = f"{stats['pairs']} pairs, {stats['errors']} errors"
+            bar.item(_file_line(r))
+            if not r.ok and not bar.plain:  # a plain line already said it
                 err.print(f"[red]failed[/] {r.uri}: {r.error}", highlight=False, soft_wrap=True)
 
-        report = ingest(p, paths, cfg, progress=on_file)
+        def on_parse(r, loading: bool) -> None:
+            # A big file can parse for many minutes: a log says which one, so it does not look stuck.
+            if bar.plain and r.limit_s and r.limit_s >= 2 * cfg.timeout_s:
+                err.print(f"parsing {r.uri} (a large file: time limit {r.limit_s:.0f} s)", highlight=False,
+                          markup=False, soft_wrap=True)
+
+        report = ingest(p, paths, cfg, progress=on_file, parsing=on_parse, planned=bar.set_total)
     _summary(report)
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _file_line(r) -> str:
+    """One finished file, for a log: ``report.pdf: 34 pairs, 34 new (2.1 s)``."""
+    if not r.ok:
+        return f"{r.uri}: failed ({r.error_kind}): {r.error}"
+    s = f"{r.uri}: {r.pairs_total} pairs, {r.pairs_new} new ({r.seconds:.1f} s)"
+    if r.same_as:
+        s += f"; same content as {r.same_as}"
+    if r.warnings:
+        s += f"; {len(r.warnings)} parser warning(s)"
+    return s
 
 
 def _summary(report) -> None:
@@ -125,7 +147,8 @@ def _summary(report) -> None:
     t = Table(title=f"ingest summary ({len(files)} files, {report.seconds:.1f} s)")
     if len(files) <= 40:
         for c in ("file", "type", "pages", "status", "elements", "chunks", "new pairs", "pairs"):
-            t.add_column(c, justify="right" if c in ("pages", "elements", "chunks", "new pairs", "pairs") else "left")
+            t.add_column(c, justify="right" if c in ("pages", "elements", "chunks", "new pairs", "pairs") else "left",
+                         overflow="fold" if c == "file" else "ellipsis")
         for f in files:
             status = f.status if f.ok else f"[red]failed: {f.error_kind}[/]"
             t.add_row(f.uri, f.filetype, str(f.n_pages or ""), status, str(f.n_elements), str(f.n_chunks),
@@ -145,6 +168,23 @@ def _summary(report) -> None:
     console.print(t)
     statuses = Counter(f.status for f in files)
     console.print(", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) + f"; {report.pairs_new} new pairs")
+    same = [f for f in files if f.ok and f.same_as]
+    if same:
+        console.print(f"{len(same)} file(s) have the same content as another (no new document):", highlight=False)
+        for f in same:
+            console.print(f"  {f.uri}: same content as {f.same_as}", highlight=False, markup=False, soft_wrap=True)
+    empty = [f for f in files if f.ok and f.document_id and not f.pairs_total]
+    if empty:
+        console.print(f"{len(empty)} document(s) gave no pairs:", highlight=False)
+        for f in empty:
+            console.print(f"  {f.uri} ({f.document_id}): {f.no_pairs or 'no reason recorded'}", highlight=False,
+                          markup=False, soft_wrap=True)
+    noisy = [f for f in files if f.warnings]
+    if noisy:
+        err.print(f"{sum(len(f.warnings) for f in noisy)} parser warning(s) in {len(noisy)} file(s):", highlight=False)
+        for f in noisy:
+            for w in f.warnings:
+                err.print(f"  {f.uri}: {w}", highlight=False, markup=False, soft_wrap=True)
     if report.failed:
         err.print(f"[bold red]{len(report.failed)} file(s) failed:[/]")
         for f in report.failed:

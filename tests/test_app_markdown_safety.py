@@ -18,7 +18,6 @@ Three layers:
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -213,10 +212,10 @@ def build_hostile_project(project: Project) -> dict:
     return {"pair_ids": ids, "slice": sl, "runs": run_ids, "failed_run": failed.id}
 
 
-def finished_job(project: Project, monkeypatch, kind: str, title: str) -> jobs.Job:
-    """A job that ran (a no-op command) under a hostile title, as the pages list them."""
-    monkeypatch.setattr(jobs, "cli_command", lambda: [sys.executable, "-c", "pass"])
-    job = jobs.start(project, kind, [], title=title, author=USER)
+def finished_job(project: Project, kind: str, title: str) -> jobs.Job:
+    """A job that ran (a real, harmless command: ``python -m this``) under a hostile title, as the pages
+    list them."""
+    job = jobs.start(project, kind, [], title=title, author=USER, module="this")
     deadline = time.monotonic() + 60
     while job.running and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -269,7 +268,7 @@ def hostile(project, monkeypatch):
     monkeypatch.setenv("TUNELOOP_PROJECT", str(project.root))
     monkeypatch.setenv("TUNELOOP_USER", USER)  # no accounts: the local admin, named by the environment
     info = build_hostile_project(project)
-    info["ingest_job"] = finished_job(project, monkeypatch, "ingest", payload("ingest-job-title"))
+    info["ingest_job"] = finished_job(project, "ingest", payload("ingest-job-title"))
     info["project"] = project
     return info
 

@@ -16,7 +16,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export STREAMLIT_BROWSER_GATHER_USAGE_STATS := false
 
-.PHONY: setup run test reliability check lint typecheck bench browser-deps office-deps sample clean
+.PHONY: setup run test reliability check lint typecheck bench browser-deps office-deps ocr-deps llm-server-deps sample clean
 
 $(STAMP): pyproject.toml requirements.txt requirements-nodeps.txt constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,13 +46,32 @@ office-deps:
 	      || echo "warning: could not install LibreOffice; .doc/.ppt files will be reported as unsupported"; \
 	  else echo "note: LibreOffice missing and not root; .doc/.ppt files will be reported as unsupported"; fi; }
 
+# Tesseract (and poppler's pdftoppm) read text from images and scanned PDF pages (unstructured's
+# ocr_only). Optional: without them an image or a PDF with no text layer gets a per-file error
+# that says what to install.
+ocr-deps:
+	@{ command -v tesseract && command -v pdftoppm; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends tesseract-ocr tesseract-ocr-eng poppler-utils >/dev/null 2>&1 \
+	      || (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends tesseract-ocr tesseract-ocr-eng poppler-utils >/dev/null)) \
+	      || echo "warning: could not install tesseract-ocr/poppler-utils; images and scanned PDFs will be reported as needing OCR"; \
+	  else echo "note: tesseract-ocr/poppler-utils missing and not root; images and scanned PDFs will be reported as needing OCR"; fi; }
+
+# llama-cpp-python's OpenAI-compatible server (compiled from source on first install, then cached by
+# pip). Optional: without it the test against a real local server is skipped.
+llm-server-deps: setup
+	@$(BIN)/python -c "import llama_cpp, uvicorn" 2>/dev/null || { \
+	  echo "building llama-cpp-python (first time only, about 10 min on 2 cores)"; \
+	  $(PIP) -r requirements-llm-server.txt >/dev/null 2>&1 \
+	    || echo "warning: could not install llama-cpp-python[server]; the real-server ingest test will be skipped"; }
+
 sample: setup
 	$(BIN)/tuneloop sample --project "$(PROJECT)"
 
-run: setup office-deps sample
+run: setup office-deps ocr-deps sample
 	$(BIN)/tuneloop ui --project "$(PROJECT)" --port $(PORT)
 
-test: setup browser-deps office-deps
+test: setup browser-deps office-deps ocr-deps llm-server-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: setup

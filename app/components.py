@@ -231,7 +231,10 @@ def source_panel(ctx: SourceContext | None, pair: Pair) -> None:
         st.caption(f"Source: {esc(where)}{line} (no document span)")
         return
     page = f" · page {ctx.page}" if ctx.page else ""
-    st.caption(f"Source: **{esc(ctx.name)}**{page} · characters {pv.char_start}–{pv.char_end}")
+    made = f" · {esc(pv.generator)}" if pv.generator else ""
+    if pv.grounding is not None:  # a model-written answer: how much of it the span supports
+        made += f" · grounding {pv.grounding:.2f}"
+    st.caption(f"Source: **{esc(ctx.name)}**{page} · characters {pv.char_start}–{pv.char_end}{made}")
     hidden_above, before, after, hidden_below = source_window(ctx.before, ctx.after)
     span_end = ctx.before_start + len(ctx.before) + len(ctx.span)
     unloaded_below = max(0, ctx.doc_chars - span_end - len(ctx.after))

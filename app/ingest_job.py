@@ -1,5 +1,6 @@
 """Background ingest of uploaded files: ``python -m app.ingest_job SPEC FILE...``, where SPEC is
-JSON: ``{"generators": [...], "options": {generator: {key: value}}, "chunk_max": N}``.
+JSON: ``{"generators": [...], "options": {generator: {key: value}}, "chunk_max": N, "retry_failed": bool}``
+(``retry_failed``: parse again content that failed before, which is otherwise skipped).
 
 Started by the Ingest page through ``app.jobs`` (never inside a Streamlit rerun). Calls the
 ingest library and writes JSON lines to ``$TUNELOOP_JOB_DIR/events.jsonl``, which the page polls
@@ -42,7 +43,7 @@ def main(argv: list[str]) -> int:
 
         cfg = IngestConfig(generators=tuple(spec["generators"]), generator_options=spec.get("options") or {},
                            chunk_max_chars=int(spec["chunk_max"]), author=os.environ.get("TUNELOOP_USER", "ingest"),
-                           workers=1)
+                           workers=1, retry_failed=bool(spec.get("retry_failed")))
         report = ingest(open_project(os.environ["TUNELOOP_PROJECT"]), files, cfg, progress=progress, parsing=parsing)
         emit("end", seconds=report.seconds, pairs_new=report.pairs_new, failed=len(report.failed))
     return 1 if report.failed else 0

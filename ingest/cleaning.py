@@ -15,6 +15,15 @@ What goes:
   digits differ from page to page), and on at least ``MIN_PAGES`` of them, of a document with
   text on ``MIN_PAGES`` pages or more. Only
   paged documents are judged this way; a line repeated in an unpaged file may be content.
+
+What stops being a heading (a ``Title`` element becomes text, ``demote_false_headings``; the
+text stays, in the body of the section around it):
+- Lines inside a fenced code block (between two fences of three backticks or tildes, as a
+  Markdown file read as plain text gives them): "# install deps" in a shell block is a comment, not a
+  heading. A fence never closed demotes nothing.
+- Data rows: "agent (model): 871.5" (a name, a colon, a number), lines made mostly of numbers,
+  and, where most of a document's headings end with a score-like number ("gpt-4 (FC) 871.5",
+  a leaderboard), those lines.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ import math
 import re
 from collections import defaultdict
 from typing import Any
+
+from ingest.elements import HEADING_TYPES
 
 FURNITURE_TYPES = frozenset({"Header", "Footer", "PageNumber"})
 MIN_PAGES = 3
@@ -40,6 +51,14 @@ CID = re.compile(r"\(cid:\d+\)")
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _BREAKS = re.compile("\r\n?|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _DIGITS = re.compile(r"\d+")
+FENCE = re.compile(r"```|~~~")
+_NUMBER = r"[-+]?[$€£]?\d[\d,]*(?:\.\d+)?\s*%?"
+# "name (variant): 871.5", "Accuracy = 0.93": the key ends with something other than a digit
+# ("10:30" is a time, "Step 2: 3" is left alone).
+_KEY_NUMBER = re.compile(rf".*[^\d\s]\s*[:=]\s*{_NUMBER}")
+_NUMBERS = re.compile(r"\d+(?:[.,]\d+)*")
+# A score, not a label or a year: 871.5 with two or more decimals, or three or more digits.
+_ENDS_WITH_SCORE = re.compile(r".*[^\d\s.,:-]\s+[-+]?(?:\d+\.\d{2,}|(?!(?:19|20)\d\d\b)\d{3,}(?:\.\d+)?)\s*%?")
 
 
 def clean_text(text: str) -> str:
@@ -75,6 +94,43 @@ def running_lines(elements: list[dict[str, Any]]) -> set[str]:
     return {key for key, on in pages_of.items() if len(on) >= (same if len(variants[key]) == 1 else numbered)}
 
 
+def data_row(text: str) -> bool:
+    """Whether a line reads as a data row ("agent (model): 871.5", "12.5 13.1 9.8"), not a heading."""
+    t = " ".join(text.split())
+    if _KEY_NUMBER.fullmatch(t):
+        return True
+    digits = sum(c.isdigit() for c in t)
+    return len(_NUMBERS.findall(t)) >= 2 and digits > sum(c.isalpha() for c in t)
+
+
+def demote_false_headings(elements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``Title`` elements that are code lines or data rows become text (``CodeSnippet`` inside a
+    closed fence, else ``UncategorizedText``); see the module docstring. Text and order are kept."""
+    demote: dict[int, str] = {}
+    pending: list[int] = []
+    inside = False
+    for i, el in enumerate(elements):
+        fences = len(FENCE.findall(el["text"]))
+        if el["type"] in HEADING_TYPES and (inside or fences):
+            pending.append(i)
+        if fences % 2:
+            inside = not inside
+            if not inside:  # a closed fence: its lines were code
+                demote.update((j, "CodeSnippet") for j in pending)
+                pending = []
+        elif not inside:
+            demote.update((j, "CodeSnippet") for j in pending)  # a heading holding a whole fence
+            pending = []
+    titles = [i for i, el in enumerate(elements) if el["type"] in HEADING_TYPES and i not in demote]
+    scores = [i for i in titles if _ENDS_WITH_SCORE.fullmatch(" ".join(elements[i]["text"].split()))]
+    if len(scores) < 3 or 2 * len(scores) < len(titles):
+        scores = []
+    demote.update((i, "UncategorizedText") for i in [*scores, *(i for i in titles if data_row(elements[i]["text"]))])
+    if not demote:
+        return elements
+    return [{**el, "type": demote[i]} if i in demote else el for i, el in enumerate(elements)]
+
+
 def clean_elements(elements: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """The elements with clean text and without page furniture, and how many lines were dropped
     as furniture. An element left empty is dropped; the others keep their order and ids."""
@@ -89,6 +145,7 @@ def clean_elements(elements: list[dict[str, Any]]) -> tuple[list[dict[str, Any]]
             # Metadata text that becomes pair text (a table's HTML, an e-mail subject as title) too.
             meta = {k: clean_text(v) if isinstance(v, str) else v for k, v in (el.get("metadata") or {}).items()}
             kept.append({**el, "text": text, "metadata": meta})
+    kept = demote_false_headings(kept)
     running = running_lines(kept)
     if not running:
         return kept, dropped

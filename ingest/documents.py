@@ -26,6 +26,7 @@ import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -43,7 +44,7 @@ from ingest.limits import (
     check_positive,
     clip,
 )
-from ingest.partition import pdf_page_count
+from ingest.partition import pdf_needs_ocr, pdf_page_count
 from ingest.workers import ParseOptions, Task, parse_all, time_limit
 from store import documents as docs_store
 from store import pairs as pairs_store
@@ -105,7 +106,7 @@ class FileResult:
     error: str | None = None
     seconds: float = 0.0
     limit_s: float | None = None  # the parse time limit this file got (``ingest.workers.time_limit``)
-    warnings: list[str] = field(default_factory=list)  # what the parser said about this file
+    warnings: list[str] = field(default_factory=list)  # what the parser and the generators said about this file
     same_as: str | None = None  # the other copy of these bytes: "stored document ID (uri)" or "URI in this batch"
     no_pairs: str | None = None  # why a stored document gave no pairs
 
@@ -152,6 +153,7 @@ class _Item:
     doc_id: str = ""
     size: int = 0
     pages: int | None = None  # a PDF's page count, known before parsing (for its time limit)
+    scanned: bool = False  # a PDF without a text layer that ``auto`` reads by OCR (a longer time limit)
 
 
 # ------------------------------------------------------------------ collecting files
@@ -323,14 +325,19 @@ def _preflight(item: _Item, cfg: IngestConfig) -> None:
     item.doc_id = "d_" + h.hexdigest()[:32]
     if r.filetype == "pdf":
         item.pages = pdf_page_count(item.path)
+        item.scanned = cfg.pdf_strategy == "auto" and bool(item.pages) and pdf_needs_ocr(item.path)
 
 
 # ------------------------------------------------------------------ turning a document into pairs
 
-def make_pairs(source: Source, generators: Sequence[Generator]) -> list[NewPair]:
+def make_pairs(source: Source, generators: Sequence[Generator], notes: list[str] | None = None) -> list[NewPair]:
+    """Every generator's pairs for ``source``; what the generators said about it goes to ``notes``."""
     out: list[NewPair] = []
     for g in generators:
         out += list(g.generate(source))
+        said = g.take_notes()
+        if notes is not None:
+            notes += said
     return out
 
 
@@ -571,7 +578,7 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
             tasks = []
             for k, i in enumerate(to_parse):
                 limit_s, limit_for = time_limit(cfg.timeout_s, pages=i.pages, size_bytes=i.size,
-                                                pdf_strategy=cfg.pdf_strategy)
+                                                pdf_strategy="ocr_only" if i.scanned else cfg.pdf_strategy)
                 i.result.limit_s = limit_s if cfg.workers > 0 else None
                 tasks.append(Task(k, str(i.path), i.path.name, limit_s, limit_for))
             opts = ParseOptions(pdf_strategy=cfg.pdf_strategy, languages=cfg.languages)
@@ -588,7 +595,8 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
                 started = time.perf_counter()
                 if isinstance(res, IngestError):
                     fail(r, res.kind, res.message)
-                    failed_now[item.doc_id] = {"kind": res.kind, "error": clip(res.message, 300), "uri": item.uri}
+                    failed_now[item.doc_id] = {"kind": res.kind, "error": clip(res.message, 300), "uri": item.uri,
+                                               "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
                     done(r, started)
                     continue
                 parsed_now.add(item.doc_id)
@@ -600,7 +608,7 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
                         metadata={"strategy": res.strategy} if res.strategy else None)
                     chunks = chunk_document(doc, elements, chunk_cfg)
                     source = Source(doc, elements, chunks)
-                    pairs = make_pairs(source, gens)
+                    pairs = make_pairs(source, gens, r.warnings)
                 except Exception as exc:  # a generator failure: this file only, nothing written
                     fail(r, "generator", f"pair generation failed ({type(exc).__name__}: {exc})")
                     done(r, started)
@@ -632,7 +640,7 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
                     try:
                         chunks = chunk_document(sdoc, elements, chunk_cfg)
                         source = Source(sdoc, elements, chunks)
-                        pairs = make_pairs(source, gens)
+                        pairs = make_pairs(source, gens, r.warnings)
                     except Exception as exc:
                         fail(r, "generator", f"pair generation failed ({type(exc).__name__}: {exc})")
                         done(r, started)

@@ -42,6 +42,24 @@ def title_from_name(name: str) -> str:
     return PurePath(name).stem.replace("_", " ").replace("-", " ").strip() or name
 
 
+# Markdown syntax that a parser reading Markdown as plain text leaves in a heading; a question
+# names the topic without it (``plain_topic``), the response keeps the exact source text.
+_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_MD_LINK_TAIL = re.compile(r"\]\([^)]*\)")  # the rest of a link whose "[" the parser split off
+_MD_MARKS = re.compile(r"\*\*|__|`|<!--.*?-->")
+_MD_EMPHASIS = re.compile(r"(?<![\w*])[*_](?=\S)(.+?)(?<=\S)[*_](?![\w*])")
+
+
+def plain_topic(text: str) -> str:
+    """A heading as a question may name it: spacing folded, without Markdown heading marks
+    ("## "), emphasis (``**``, ``__``, backticks, ``*x*``), link syntax ("[text](url)" -> "text"),
+    table pipes and a trailing colon."""
+    t = _MD_LINK_TAIL.sub("", _MD_LINK.sub(r"\1", " ".join(text.split())))
+    t = _MD_EMPHASIS.sub(r"\1", _MD_MARKS.sub("", t))
+    t = re.sub(r"^#{1,6}(?:\s+|$)|\s+#+$", "", t.strip(" |*_[]")).strip(" |*_[]")
+    return " ".join(t.split()).rstrip(":").strip()
+
+
 def heading_key(text: str) -> str:
     return " ".join(text.split()).rstrip(":").casefold()
 
@@ -58,9 +76,9 @@ def named_title(doc: Document, elements: list[Element], seen: int = 1) -> str:
     """The document's title when it names a topic a question may use, else "": not one taken
     from the file name (unless the first element says it too), nor a label or a heading seen
     ``seen`` >= ``REPEATED_HEADING`` times."""
-    title = " ".join(doc.title.split())
+    title = plain_topic(doc.title)
     from_name = title == title_from_name(doc.name) and not (
-        elements and " ".join(elements[0].text.split()) == title)
+        elements and plain_topic(elements[0].text) == title)
     return title if not from_name and informative_heading(title, seen) else ""
 
 

@@ -15,10 +15,15 @@ from pathlib import PurePath
 from ingest.encodings import nul_pattern
 from ingest.streams import bom_encoding
 
-TEXT_TYPES = ("txt", "md", "rst", "org", "html", "htm", "xml", "csv", "tsv", "eml", "json")
+TEXT_TYPES = ("txt", "text", "log", "md", "rst", "org", "html", "htm", "xml", "csv", "tsv", "eml", "json",
+              "ndjson", "jsonl", "yaml")
 ZIP_TYPES = ("docx", "pptx", "xlsx", "epub", "odt")
 OLE_TYPES = ("doc", "ppt", "xls", "msg")
-SUPPORTED = tuple(sorted({*TEXT_TYPES, *ZIP_TYPES, *OLE_TYPES, "pdf", "rtf", "markdown"}))
+# Images are read by OCR (tesseract, ``ocr_only``); the value is the ``detect`` name their bytes must have.
+IMAGE_TYPES = {"png": "png", "jpg": "jpeg", "tiff": "tiff", "bmp": "bmp", "webp": "webp", "heic": "heic"}
+# Other spellings of an extension: ``extension`` maps them to the name on the right.
+ALIASES = {"htm": "html", "markdown": "md", "jpeg": "jpg", "tif": "tiff", "tab": "tsv", "yml": "yaml"}
+SUPPORTED = tuple(sorted({*TEXT_TYPES, *ZIP_TYPES, *OLE_TYPES, *IMAGE_TYPES, *ALIASES, "pdf", "rtf"}))
 # Formats that unstructured converts through LibreOffice (``soffice``).
 NEEDS_SOFFICE = {"doc": "docx", "ppt": "pptx"}
 
@@ -30,6 +35,8 @@ _MAGIC = (
     (b"\x89PNG", "png"),
     (b"\xff\xd8\xff", "jpeg"),
     (b"GIF8", "gif"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
     (b"\x1f\x8b", "gzip"),
     (b"7z\xbc\xaf", "7z"),
     (b"Rar!", "rar"),
@@ -55,7 +62,7 @@ class FileKind:
 
 def extension(name: str) -> str:
     ext = PurePath(name).suffix.lower().lstrip(".")
-    return {"htm": "html", "markdown": "md"}.get(ext, ext)
+    return ALIASES.get(ext, ext)
 
 
 def detect(head: bytes) -> str:
@@ -63,12 +70,28 @@ def detect(head: bytes) -> str:
     for magic, name in _MAGIC:
         if head.startswith(magic):
             return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "heic"
+    if _is_bmp(head):
+        return "bmp"
     if head[:1024].lstrip().startswith(b"%PDF-"):
         return "pdf"
     if b"\x00" in head[:8192]:
         # UTF-16/32 text has NULs too: accept it when a byte-order mark or the NUL pattern says so.
         return "text" if bom_encoding(head[:4])[0] or nul_pattern(head) else "binary"
     return "text"
+
+
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+
+
+def _is_bmp(head: bytes) -> bool:
+    """"BM" alone would also start a text file: the header's reserved bytes must be zero and its
+    info-header size one of the sizes BMP versions use."""
+    return (head[:2] == b"BM" and len(head) >= 18 and head[6:10] == b"\x00" * 4
+            and int.from_bytes(head[14:18], "little") in (12, 16, 40, 52, 56, 64, 108, 124))
 
 
 def _human(kind: str) -> str:
@@ -118,6 +141,14 @@ def sniff(name: str, head: bytes, path: str | None = None) -> FileKind:
             raise IngestError(
                 "wrong_type",
                 f"the file is named .{ext} but contains {_human(kind)}; rename it with the right extension",
+            )
+    elif ext in IMAGE_TYPES:
+        if kind != IMAGE_TYPES[ext]:
+            raise IngestError(
+                "wrong_type",
+                f"the file is named {PurePath(name).suffix} but contains {_human(kind)}, not a "
+                f"{IMAGE_TYPES[ext].upper()} image; "
+                f"rename it with the right extension",
             )
     elif ext == "rtf" and kind != "rtf":
         raise IngestError("wrong_type", f"the file is named .rtf but contains {_human(kind)}")

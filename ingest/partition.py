@@ -8,6 +8,10 @@ PDFs are read from their text layer (``fast``). OCR (``ocr_only``) is used only 
 local pieces are present (tesseract and poppler on PATH, ``unstructured_pytesseract``);
 ``hi_res`` only when the layout model is already in the local Hugging Face cache, because
 ingest never downloads. A PDF without a text layer and without local OCR is a clear error.
+
+Images (png, jpg, tiff, bmp, webp, heic) are always read with ``ocr_only``: unstructured's default
+for images is the layout model, which it would download. Without tesseract an image is a per-file
+``missing_dependency`` error that says what to install (``make ocr-deps``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 from ingest import encodings, offline
 from ingest.cleaning import clean_elements
-from ingest.filetypes import NEEDS_SOFFICE, SUPPORTED, TEXT_TYPES, IngestError, extension
+from ingest.filetypes import IMAGE_TYPES, NEEDS_SOFFICE, SUPPORTED, TEXT_TYPES, IngestError, extension
 from ingest.streams import ascii_compatible
 
 # Metadata kept per element (the rest is file-system noise or coordinates).
@@ -50,6 +54,15 @@ class Parsed:
 def ocr_available() -> bool:
     return bool(shutil.which("tesseract") and shutil.which("pdftoppm")
                 and importlib.util.find_spec("unstructured_pytesseract"))
+
+
+OCR_INSTALL = ("install Tesseract OCR: `make ocr-deps`, or `apt-get install tesseract-ocr tesseract-ocr-eng "
+               "poppler-utils` (another language: its tesseract-ocr-<lang> pack)")
+
+
+def image_ocr_available() -> bool:
+    """Images need tesseract only (poppler is for PDF pages)."""
+    return bool(shutil.which("tesseract") and importlib.util.find_spec("unstructured_pytesseract"))
 
 
 def hi_res_available() -> bool:
@@ -106,6 +119,14 @@ def _explain(exc: BaseException, ext: str) -> IngestError:
         return IngestError("corrupt", f"the .json file is not valid JSON ({text[:200]})")
     if "soffice" in low or "libreoffice" in low:
         return _needs_soffice(ext)
+    if "tesseract" in low and ("language" in low or "traineddata" in low):
+        return IngestError("missing_dependency", f"tesseract has no language pack for this file's languages "
+                                                 f"({text[:200]}); install it: `apt-get install tesseract-ocr-<lang>`")
+    if "tesseractnotfound" in low or "tesseract is not installed" in low:
+        return IngestError("missing_dependency", f"reading text from a .{ext} file needs OCR; {OCR_INSTALL}")
+    if ext in IMAGE_TYPES and ("cannot identify image" in low or "unidentifiedimage" in low):
+        return IngestError("corrupt", f"the .{ext} image cannot be decoded ({name}: {text[:200]}); "
+                                      f"re-save or re-export it")
     if isinstance(exc, ImportError):
         return IngestError("missing_dependency", f"a parser dependency for .{ext} is missing: {text[:200]}")
     if isinstance(exc, MemoryError):
@@ -170,6 +191,20 @@ def pdf_page_count(path: Path) -> int | None:
         return None
 
 
+def pdf_needs_ocr(path: Path, probe_pages: int = 3) -> bool:
+    """Whether ``auto`` will read this PDF with OCR: OCR is installed and none of its first pages has
+    a text layer (a scan). Its time limit is then sized for OCR (seconds a page, not one)."""
+    if not ocr_available():
+        return False
+    try:
+        from pypdf import PdfReader
+
+        reader = PdfReader(str(path), strict=False)
+        return not any((page.extract_text() or "").strip() for page in reader.pages[:probe_pages])
+    except Exception:  # the parse says what is wrong with the file
+        return False
+
+
 def _pdf_strategy(requested: str) -> str:
     if requested == "hi_res" and not hi_res_available():
         raise IngestError(
@@ -178,7 +213,8 @@ def _pdf_strategy(requested: str) -> str:
             "Hugging Face cache (ingest never downloads); use --pdf-strategy fast",
         )
     if requested == "ocr_only" and not ocr_available():
-        raise IngestError("missing_dependency", "strategy ocr_only needs tesseract-ocr and poppler-utils on PATH")
+        raise IngestError("missing_dependency", f"strategy ocr_only needs tesseract-ocr and poppler-utils on PATH; "
+                                                f"{OCR_INSTALL}")
     return "fast" if requested == "auto" else requested
 
 
@@ -206,10 +242,17 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
             if not _has_text(raw) and pdf_strategy == "auto" and ocr_available():
                 strategy = "ocr_only"
                 raw = partition(filename=str(path), strategy=strategy, **kwargs)
+        elif ext in IMAGE_TYPES:
+            strategy = "ocr_only"
+            raw = _image(path, name or path.name, ext, kwargs)
         else:
             with _as_utf8(path, name or path.name, ext) as source:
                 if ext == "html" and _html_furniture(source):
                     kwargs["skip_headers_and_footers"] = True
+                if ext == "jsonl":  # JSON Lines is NDJSON; unstructured knows only the .ndjson name
+                    kwargs["content_type"] = "application/x-ndjson"
+                elif ext == "md":  # by content, a README whose first block is code reads as JavaScript:
+                    kwargs["content_type"] = "text/markdown"  # then its code comments became headings
                 if ext in ("eml", "msg"):
                     raw = _email(partition, source, name or path.name, ext, kwargs, warnings)
                 else:
@@ -220,15 +263,31 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
     if not elements:
         if ext == "pdf":
             ocr = "" if ocr_available() else (
-                " and no OCR is installed here: install tesseract-ocr and poppler-utils, or OCR the file "
-                "first (e.g. `ocrmypdf in.pdf out.pdf`)")
+                f" and no OCR is installed here: {OCR_INSTALL}; or OCR the file first "
+                "(e.g. `ocrmypdf in.pdf out.pdf`)")
+            if ocr_available() and strategy == "fast":
+                ocr = "; --pdf-strategy fast reads text layers only: use auto or ocr_only to OCR it"
             raise IngestError("no_text", f"the PDF has no text layer (probably a scanned image){ocr}")
+        if ext in IMAGE_TYPES:
+            raise IngestError("no_text", f"OCR found no readable text in the .{ext} image (a photo or drawing "
+                                         f"without text, or text too small or blurred to read); nothing to make "
+                                         f"pairs from")
         raise IngestError("no_text", f"no text found in the .{ext} file; nothing to make pairs from")
     pages = [e["page"] for e in elements if e["page"]]
     n_pages = n_pdf_pages or (max(pages) if pages else None)
     if furniture:
         warnings.append(f"dropped {furniture} running header/footer line(s)")
     return Parsed(filetype=ext, elements=elements, n_pages=n_pages, strategy=strategy, warnings=warnings)
+
+
+def _image(path: Path, name: str, ext: str, kwargs: dict[str, Any]) -> list[Any]:
+    """An image's text by OCR (``ocr_only``: the default, layout-model strategy would download)."""
+    if not image_ocr_available():
+        raise IngestError("missing_dependency", f"reading text from a .{ext} image needs OCR (tesseract), which "
+                                                f"is not installed here; {OCR_INSTALL}")
+    from unstructured.partition.image import partition_image
+
+    return list(partition_image(filename=str(path), strategy="ocr_only", metadata_filename=name, **kwargs))
 
 
 def _email(partition: Any, source: Path, name: str, ext: str, kwargs: dict[str, Any],
@@ -274,7 +333,10 @@ def _email(partition: Any, source: Path, name: str, ext: str, kwargs: dict[str, 
                 if kind == "message":
                     raw += _email(partition, target, f"{name}/{fname}", "eml", kwargs, warnings)
                     continue
-                raw += partition(filename=str(target), metadata_filename=f"{name}/{fname}", **kwargs)
+                if extension(fname) in IMAGE_TYPES:
+                    raw += _image(target, f"{name}/{fname}", extension(fname), kwargs)
+                else:
+                    raw += partition(filename=str(target), metadata_filename=f"{name}/{fname}", **kwargs)
             except Exception as exc:  # this attachment only: the message and its other parts stay
                 warnings.append(f"{label} could not be parsed ({_explain(exc, extension(fname)).message})")
     return raw

@@ -519,6 +519,14 @@ def m110_pair_sources(con: duckdb.DuckDBPyConnection) -> None:
         FROM pairs""")
 
 
+@migration
+def m120_pair_grounding(con: duckdb.DuckDBPyConnection) -> None:
+    # How well a model-written answer is supported by its source span (ingest's ``model`` generator keeps
+    # a pair only above a threshold and records the score; scoring.grounding). NULL for pairs
+    # whose response is the span itself, for imports, and for every pair stored before this column.
+    con.execute("ALTER TABLE pairs ADD COLUMN grounding DOUBLE")
+
+
 def applied(con: duckdb.DuckDBPyConnection) -> list[str]:
     con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
     return [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]

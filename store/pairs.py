@@ -83,6 +83,7 @@ BATCH_SCHEMA = pa.schema(
         ("source_uri", pa.string()),
         ("source_line", pa.int32()),
         ("author", pa.string()),
+        ("grounding", pa.float64()),
     ]
 )
 
@@ -124,6 +125,7 @@ def batch_row(
         "source_uri": prov.source_uri,
         "source_line": prov.source_line,
         "author": author,
+        "grounding": prov.grounding,
     }
 
 
@@ -185,10 +187,10 @@ def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
             """INSERT INTO pairs
                (id, head_revision_id, version, status, split, duplicate_of, document_id, page, element_ids,
                 char_start, char_end, generator, generator_version, source_uri, source_line,
-                author, updated_by, created_at, updated_at)
+                author, updated_by, created_at, updated_at, grounding)
                SELECT pair_id, revision_id, 1, status, split, NULL, document_id, page, element_ids,
                       char_start, char_end, generator, coalesce(generator_version, ''),
-                      coalesce(source_uri, ''), source_line, author, author, ?, ?
+                      coalesce(source_uri, ''), source_line, author, author, ?, ?, grounding
                FROM _batch_new""",
             [ts, ts],
         )
@@ -269,7 +271,7 @@ def add_pairs(con: duckdb.DuckDBPyConnection, pairs: Iterable[NewPair]) -> list[
 _PAIR_COLUMNS = """p.id, p.head_revision_id, p.version, p.status, p.split, p.duplicate_of,
     r.instruction, r.input, r.response, r.system, r.messages, r.tags,
     p.document_id, p.page, p.element_ids, p.char_start, p.char_end, p.generator, p.generator_version,
-    p.source_uri, p.source_line, p.author, p.updated_by, p.created_at, p.updated_at"""
+    p.source_uri, p.source_line, p.author, p.updated_by, p.created_at, p.updated_at, p.grounding"""
 
 _FROM = "pairs p JOIN pair_revisions r ON r.id = p.head_revision_id"
 
@@ -283,14 +285,14 @@ def _messages(raw: Any) -> list[Message]:
 
 def _to_pair(row: tuple) -> Pair:
     (pid, head, version, status, split, dup, instr, inp, resp, system, messages, tags, doc, page, elems,
-     cs, ce, gen, genv, suri, sline, author, upd_by, created, updated) = row
+     cs, ce, gen, genv, suri, sline, author, upd_by, created, updated, grounding) = row
     return Pair(
         id=pid, head_revision_id=head, version=version, status=status, split=split, duplicate_of=dup,
         instruction=instr, input=inp, response=resp, system=system, messages=_messages(messages),
         tags=list(tags or []),
         provenance=Provenance(
             document_id=doc, page=page, element_ids=list(elems or []), char_start=cs, char_end=ce,
-            generator=gen, generator_version=genv, source_uri=suri, source_line=sline,
+            generator=gen, generator_version=genv, source_uri=suri, source_line=sline, grounding=grounding,
         ),
         author=author, updated_by=upd_by, created_at=created, updated_at=updated,
     )
@@ -346,7 +348,7 @@ def frame(con: duckdb.DuckDBPyConnection, flt: SliceFilter | None = None, *, lim
         f"""SELECT p.id AS pair_id, p.head_revision_id AS revision_id, p.status, p.split,
                    r.instruction, r.input, r.response, r.system, r.messages::VARCHAR AS messages, r.tags,
                    p.document_id, p.page, p.char_start, p.char_end, p.generator, p.generator_version,
-                   p.source_uri, p.source_line, p.created_at
+                   p.source_uri, p.source_line, p.grounding, p.created_at
             FROM {_FROM} WHERE {where} ORDER BY p.created_at, p.id{lim}""",
         params=params,
     ).pl()
@@ -379,13 +381,16 @@ def history(con: duckdb.DuckDBPyConnection, pid: str) -> list[PairRevision]:
 
 def sources(con: duckdb.DuckDBPyConnection, pid: str) -> list[PairSource]:
     """Every source the pair was produced from: its own provenance first, then the others in the
-    order they were recorded (a document's name comes with it; '' for imported data)."""
+    order they were recorded (a document's name and title come with it, '' for imported data; and
+    the first page of its elements, None for formats without pages)."""
     rows = con.execute(
         f"""WITH own AS (SELECT {SOURCE_ID} AS sid
                          FROM (SELECT id AS pair_id, document_id, source_uri, source_line, char_start, char_end,
                                       generator FROM pairs WHERE id = ?))
             SELECT s.pair_id, s.document_id, coalesce(d.name, ''), s.source_uri, s.source_line, s.char_start,
-                   s.char_end, s.element_ids, s.generator, s.created_at
+                   s.char_end, s.element_ids, s.generator, s.created_at, coalesce(d.title, ''),
+                   (SELECT min(e.page) FROM elements e
+                    WHERE e.document_id = s.document_id AND list_contains(s.element_ids, e.id))
             FROM pair_sources s LEFT JOIN documents d ON d.id = s.document_id
             WHERE s.pair_id = ?
             ORDER BY s.id IN (SELECT sid FROM own) DESC, s.created_at, coalesce(d.name, s.source_uri),
@@ -394,7 +399,8 @@ def sources(con: duckdb.DuckDBPyConnection, pid: str) -> list[PairSource]:
     ).fetchall()
     return [
         PairSource(pair_id=r[0], document_id=r[1], document_name=r[2], source_uri=r[3], source_line=r[4],
-                   char_start=r[5], char_end=r[6], element_ids=list(r[7] or []), generator=r[8], created_at=r[9])
+                   char_start=r[5], char_end=r[6], element_ids=list(r[7] or []), generator=r[8], created_at=r[9],
+                   document_title=r[10], page=r[11])
         for r in rows
     ]
 

@@ -104,6 +104,9 @@ class Provenance(Record):
     generator_version: str = ""
     source_uri: str = ""
     source_line: int | None = None
+    grounding: float | None = Field(
+        default=None, description="share of a model-written answer's content words found in its source span "
+        "(scoring.grounding); None when the response is the span itself or was imported")
 
 
 class PairContent(Record):
@@ -172,6 +175,8 @@ class PairSource(Record):
     pair_id: str
     document_id: str | None = None
     document_name: str = Field(default="", description="the document's name, '' for imported data")
+    document_title: str = Field(default="", description="the document's title, '' when it has none")
+    page: int | None = Field(default=None, description="the first page of the span's elements (paged formats)")
     source_uri: str = ""
     source_line: int | None = None
     char_start: int | None = None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.errors import grounding
 from analysis.errors.detectors import BY_NAME, Case, DetectorConfig
+from scoring import grounding
 
 LABELS = frozenset({"card arrival", "duplicate charge", "top up transfer"})
 LONG_REF = "The refund is sent to the card you paid with and usually arrives within five working days."

@@ -26,6 +26,7 @@ class ChatServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.status = status
         self.requests: list[dict] = []
+        self.extra: list[str] = []  # more questions to write after the two about the heading
 
     @property
     def url(self) -> str:
@@ -49,9 +50,12 @@ class _Handler(BaseHTTPRequestHandler):
         if m:
             heading = m.group(1)
             content = f"1. What does the text say about {heading}?\n2. Why does {heading} matter?\nthanks!"
-        else:
+            content += "".join(f"\n{i + 3}. {q}" for i, q in enumerate(self.server.extra))
+        else:  # an answer copied from the passage; an invented one for questions about a warranty
             q = prompt.rsplit("Question: ", 1)[-1]
-            content = f"Grounded answer to: {q}"
+            passage = prompt.split("Passage:\n", 1)[-1].split("\n\nQuestion:", 1)[0]
+            content = ("The warranty lasts 5 years in Peru." if "warranty" in q.lower()
+                       else passage.strip().splitlines()[-1])
         out = json.dumps({"choices": [{"message": {"role": "assistant", "content": content},
                                        "finish_reason": "stop"}]}).encode()
         self.send_response(200)
@@ -97,7 +101,7 @@ def test_parse_questions():
 def test_model_generator_over_http_chunk_as_response(server, monkeypatch):
     monkeypatch.setenv("TEST_CHAT_KEY", "sk-local")
     gen = create("model", {"endpoint": server.url, "model": "tiny-chat", "api_key_env": "TEST_CHAT_KEY",
-                           "min_chunk_chars": "10"})
+                           "min_chunk_chars": "10", "answer": "false"})
     s = _source()
     pairs = list(gen.generate(s))
     assert [(p.content.instruction, p.content.response) for p in pairs] == [
@@ -111,6 +115,7 @@ def test_model_generator_over_http_chunk_as_response(server, monkeypatch):
         pv = p.provenance
         assert s.document.text[pv.char_start:pv.char_end] == p.content.response
         assert pv.generator == "model" and pv.generator_version.startswith("1:tiny-chat:")
+        assert pv.grounding is None  # the response is the span itself
     req = server.requests[0]
     assert req["path"] == "/v1/chat/completions" and req["auth"] == "Bearer sk-local"
     assert req["body"]["model"] == "tiny-chat" and req["body"]["temperature"] == 0.0
@@ -119,17 +124,39 @@ def test_model_generator_over_http_chunk_as_response(server, monkeypatch):
 
 
 def test_model_generator_grounded_answers_and_custom_template(server):
-    gen = create("model", {"endpoint": server.url, "model": "tiny-chat", "answer": "true",
+    gen = create("model", {"endpoint": server.url, "model": "tiny-chat",
                            "questions_per_chunk": "1", "min_chunk_chars": "10", "system_prompt": "",
                            "question_template": "Passage (section: {heading}) of {doc_title}:\n{text}\nAsk {n}."})
     pairs = list(gen.generate(_source()))
     assert [(p.content.instruction, p.content.response) for p in pairs] == [
-        ("What does the text say about Battery?", "Grounded answer to: What does the text say about Battery?"),
-        ("What does the text say about Calibration?",
-         "Grounded answer to: What does the text say about Calibration?"),
+        ("What does the text say about Battery?", "Charge the Cobalt sensor every week with the USB-C cable."),
+        ("What does the text say about Calibration?", "Calibrate it every six months, or after a firmware update."),
     ]
+    assert [p.provenance.grounding for p in pairs] == [1.0, 1.0]
     first = server.requests[0]["body"]["messages"]
     assert len(first) == 1 and first[0]["content"].startswith("Passage (section: Battery) of Battery:")
+
+
+def test_ungrounded_answers_and_near_duplicate_questions_are_dropped_and_said(server):
+    template = "Passage (section: {heading}):\n{text}\nAsk {n}."
+    gen = create("model", {"endpoint": server.url, "model": "tiny-chat", "questions_per_chunk": "4",
+                           "min_chunk_chars": "10", "question_template": template})
+    # the fake server asks: about the heading, why it matters, and nothing else; add a warranty question
+    # and a near duplicate through a template the server echoes
+    server.extra = ["What is the warranty of the Cobalt sensor?", "What does the text say about the Battery?"]
+    pairs = list(gen.generate(_source()))
+    questions = [p.content.instruction for p in pairs]
+    assert not any("warranty" in q for q in questions)  # "5 years in Peru" is not in the passage
+    assert "What does the text say about the Battery?" not in questions  # near duplicate of the one kept
+    assert "What does the text say about Battery?" in questions
+    assert all(p.provenance.grounding is not None and p.provenance.grounding >= 0.7 for p in pairs)
+    notes = gen.take_notes()
+    assert len(notes) == 1 and "not grounded in the chunk" in notes[0] and "near-duplicate question" in notes[0]
+    # a threshold of 0 keeps the invented answer, with its low score recorded
+    lax = create("model", {"endpoint": server.url, "model": "tiny-chat", "questions_per_chunk": "4",
+                           "min_chunk_chars": "10", "question_template": template, "min_grounding": "0"})
+    invented = [p for p in lax.generate(_source()) if "warranty" in p.content.instruction]
+    assert invented and all(p.provenance.grounding < 0.7 for p in invented)
 
 
 def test_ingest_with_model_generator_and_failing_endpoint(project, tmp_path, server):
@@ -140,7 +167,9 @@ def test_ingest_with_model_generator_and_failing_endpoint(project, tmp_path, ser
     assert report.ok and report.pairs_new == 6
     with project.connect() as con:
         df = frame(con, "SELECT DISTINCT generator FROM pairs")
+        grounding = frame(con, "SELECT grounding FROM pairs")["grounding"].to_list()
     assert df["generator"].to_list() == ["model"]
+    assert grounding == [1.0] * 6  # the server copies a line of the passage: stored with its score
 
     server.status = 503
     other = make(tmp_path, "html", "faq")
@@ -160,7 +189,8 @@ def test_unreachable_endpoint_is_explained():
 @pytest.mark.slow
 def test_model_generator_with_the_bundled_model():
     pytest.importorskip("models.lm")
-    gen = create("model", {"questions_per_chunk": "2", "min_chunk_chars": "10", "max_new_tokens": "64"})
+    gen = create("model", {"questions_per_chunk": "2", "min_chunk_chars": "10", "max_new_tokens": "64",
+                           "answer": "false"})
     s = _source()
     s = Source(s.document.model_copy(update={"title": "Cobalt guide"}), s.elements, s.chunks[:1])
     pairs = list(gen.generate(s))

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import polars as pl
@@ -338,3 +339,37 @@ def test_explore_shows_the_selected_pair_whole_below_the_table(project, monkeypa
     with project.connect() as con:
         pair = pairs_store.get(con, first)
     assert ui.esc(pair.response) in shown
+
+
+# ---------------------------------------------------------------- files that failed before can be retried
+
+
+def test_the_ingest_page_lists_files_that_failed_before_and_offers_a_retry(project, monkeypatch, tmp_path):
+    from ingest.documents import FAILED_SETTING, IngestConfig, ingest
+    from tests.test_ingest_batches import NO_TEXT_HTML
+
+    doc = tmp_path / "scan *bold* <b>x<i>.html"  # a name with Markdown and HTML in it is shown as written
+    doc.write_text(NO_TEXT_HTML)
+    first = ingest(project, [doc], IngestConfig(workers=0))  # parses to no text: remembered by its content
+    assert first.files[0].error_kind == "no_text"
+    with project.connect() as con:
+        [entry] = settings_store.get(con, FAILED_SETTING).values()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", entry["at"])  # when it failed, as stored
+    monkeypatch.setenv("TUNELOOP_PROJECT", str(project.root))
+    at = app("ingest")
+    assert [e.label for e in at.expander if "failed before" in e.label] == [
+        "Files that failed before (1): skipped unless retried"]
+    [table] = [d.value for d in at.dataframe if "reason" in d.value.columns and "when" in d.value.columns]
+    assert table.to_dict("records") == [{"file": doc.name, "error": "no_text", "reason": entry["error"],
+                                         "when": entry["at"]}]
+    assert at.checkbox(key="ing_retry").label == "Retry files that failed before"
+    assert at.checkbox(key="ing_retry").value is False
+
+    # the ingest job (started by the page's form) skips the content, or parses it again when told to
+    upload = jobs.save_upload(project, doc.name, doc.read_bytes(), max_bytes=1 << 20)
+    for retry, kind in ((False, "failed_before"), (True, "no_text")):
+        spec = {"generators": ["qa"], "options": {}, "chunk_max": 1500, "retry_failed": retry}
+        job = _wait(jobs.start(project, "ingest", [json.dumps(spec), str(upload)], title="ingest 1 file",
+                               author="tester", module="app.ingest_job"))
+        [done] = [e for e in job.events() if e["event"] == "file"]
+        assert done["error_kind"] == kind, (retry, done, job.log())

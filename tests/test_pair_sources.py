@@ -142,3 +142,72 @@ def test_review_page_says_where_else_the_pair_is(project, tmp_path, monkeypatch)
     assert not at.exception, [e.value for e in at.exception]
     also = [c.value for c in at.caption if c.value.startswith("Also in:")]
     assert also == [f"Also in: {esc('beta *draft*.md')} (chars {other.char_start}–{other.char_end})"]
+
+
+def test_pairs_show_lists_every_source_and_takes_a_prefix(project, tmp_path):
+    from typer.testing import CliRunner
+
+    from tuneloop.cli import app
+
+    runner = CliRunner()
+    a, b = two_manuals(tmp_path)
+    ingest(project, [a, b], CFG)
+    pid = the_pair(project)
+    with project.connect() as con:
+        got = pairs_store.sources(con, pid)
+    res = runner.invoke(app, ["pairs", "show", pid[:8], "--project", str(project.root)])
+    assert res.exit_code == 0, res.output
+    assert "sources (2):" in res.output
+    lines = [ln.strip() for ln in res.output.splitlines() if ln.strip().startswith(("1. ", "2. "))]
+    assert [(s.document_name, s.document_title) for s in got] == [("alpha.md", "Alpha manual"),
+                                                                   ("beta.md", "Beta handbook")]
+    assert lines == [  # each document (name, whole id, title), its span and page (Markdown has none)
+        f"{n}. {s.document_name} (document {s.document_id}, title {s.document_title!r}) · "
+        f"chars {s.char_start}-{s.char_end} · page n/a · by qa" for n, s in enumerate(got, 1)]
+    assert got[0].document_id != got[1].document_id and pid in res.output  # ids whole
+
+    # a prefix that several pairs start with: an error listing them, asking for more characters
+    data = tmp_path / "more.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"Question {i}?", "response": f"Answer {i}."}) + "\n"
+                            for i in range(3)))
+    import_file(project, data)
+    with project.connect() as con:
+        ids = sorted(r[0] for r in con.execute("SELECT id FROM pairs").fetchall())
+    res = runner.invoke(app, ["pairs", "show", "p_", "--project", str(project.root)])
+    assert res.exit_code != 0
+    assert "ambiguous" in res.output and "type more characters" in res.output
+    assert all(i in res.output for i in ids), res.output
+    res = runner.invoke(app, ["pairs", "show", "p_zzz", "--project", str(project.root)])
+    assert res.exit_code != 0 and "no such pair" in res.output
+
+
+def test_pairs_show_gives_the_page_of_each_source_in_a_pdf(project, tmp_path):
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+    from typer.testing import CliRunner
+
+    from tuneloop.cli import app
+
+    def pdf(path: Path, pages: list[tuple[str, str]]) -> None:
+        c = canvas.Canvas(str(path), pagesize=A4)
+        for heading, body in pages:
+            c.setFont("Helvetica-Bold", 14)
+            c.drawString(72, 770, heading)
+            c.setFont("Helvetica", 11)
+            c.drawString(72, 740, body)
+            c.showPage()
+        c.save()
+
+    qa = ("How do I reset the sensor?", "Hold the reset button for ten seconds until the light blinks twice.")
+    pdf(tmp_path / "alpha.pdf", [("About the alpha sensor", "The alpha sensor measures the humidity of a room."), qa])
+    pdf(tmp_path / "beta.pdf", [qa])  # the same question, on page 1 here
+    report = ingest(project, [tmp_path / "alpha.pdf", tmp_path / "beta.pdf"], CFG)
+    assert report.ok, [f.error for f in report.files]
+    pid = the_pair(project)
+    with project.connect() as con:
+        assert [(s.document_name, s.page) for s in pairs_store.sources(con, pid)] == [("alpha.pdf", 2), ("beta.pdf", 1)]
+    res = CliRunner().invoke(app, ["pairs", "show", pid, "--project", str(project.root)])
+    assert res.exit_code == 0, res.output
+    lines = [ln.strip() for ln in res.output.splitlines() if ln.strip().startswith(("1. ", "2. "))]
+    assert [ln.split(" (document")[0] for ln in lines] == ["1. alpha.pdf", "2. beta.pdf"]
+    assert " · page 2 · by qa" in lines[0] and " · page 1 · by qa" in lines[1]

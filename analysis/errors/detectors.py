@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict
 
 import scoring
 from analysis import language as lang
-from analysis.errors import grounding, text
+from analysis.errors import text
+from scoring import grounding
 
 
 class DetectorConfig(BaseModel):

@@ -1,9 +1,6 @@
-"""Content words, the unit the grounding and off-topic checks compare.
-
-Scores (exact match, token F1, ROUGE-L, labels) live in ``scoring``; the language guess in
-``analysis.language``. A content word is a token of ``scoring.tokens`` that is not an English
-stop word and has more than two characters (numbers always count). ``template_content`` is a
-prompt without its chat template (system turn, role headers, special tokens).
+"""Text helpers of the error analysis: ``template_content`` is a prompt without its chat template
+(system turn, role headers, special tokens). Content words (the unit the grounding and off-topic
+checks compare) live in ``scoring.grounding`` beside the grounding score; they are re-exported here.
 """
 
 from __future__ import annotations
@@ -11,19 +8,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from scoring import tokens
+from scoring.grounding import STOPWORDS_EN, content_words
 
-_EN = (
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
-    "these those i you he she we they me my your our their not no do does did have has had can could will would "
-    "should may might what which who whom how when where why there here than then so such very"
-)
-STOPWORDS_EN = frozenset(_EN.split())
-
-
-def content_words(s: str) -> list[str]:
-    return [t for t in tokens(s) if t not in STOPWORDS_EN and (len(t) > 2 or t.isdigit())]
-
+__all__ = ["STOPWORDS_EN", "content_words", "template_content"]
 
 # ---------------------------------------------------------------- chat-template text
 #

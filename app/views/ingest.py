@@ -1,5 +1,7 @@
 """Ingest: upload files or a zip, choose the generators and their options, live progress per file,
-per-file errors with their reasons, and the pairs made, each linked to its source span.
+per-file errors with their reasons, and the pairs made, each linked to its source span. Content that
+failed to parse before (remembered in the project setting ``ingest.failed_content``) is listed with its
+reason and time, and skipped by an ingest unless "Retry files that failed before" is ticked.
 
 The generator choice (generators, their options, the chunk size) is the project's setting
 ``ingest.generators`` (store/settings.py): saved when it changes, and what the page starts from in
@@ -19,6 +21,7 @@ import streamlit as st
 from app import components as ui
 from app import jobs, state
 from ingest.datasets import FORMATS
+from ingest.documents import FAILED_SETTING
 from ingest.filetypes import SUPPORTED
 from ingest.generators import available as generators_available
 from ingest.generators import option_defaults, options_from_text
@@ -80,10 +83,29 @@ if chosen:
                 st.error(ui.esc(problem))
                 bad_options.append(g)
 
+with state.db() as con:  # content that failed to parse before: skipped by an ingest unless retried
+    failed_before = settings_store.get(con, FAILED_SETTING, {})
+failed_before = {k: v for k, v in failed_before.items() if isinstance(v, dict)} if isinstance(failed_before, dict) else {}
+if failed_before:
+    with st.expander(f"Files that failed before ({len(failed_before)}): skipped unless retried"):
+        st.caption("Their content (the same bytes, under any name) is skipped by an ingest instead of paying the "
+                   "parser's time limit again. Tick “Retry files that failed before” below and upload them again "
+                   "to parse them anew.")
+        ui.text_table(pl.DataFrame(
+            [{"file": str(v.get("uri") or ""), "error": str(v.get("kind") or ""), "reason": str(v.get("error") or ""),
+              "when": str(v.get("at") or "")}
+             for v in reversed(list(failed_before.values()))],  # newest first
+            schema={"file": pl.String, "error": pl.String, "reason": pl.String, "when": pl.String}),
+            long=["reason"], key="ing_failed_table")
+
 with st.form("ing_form", clear_on_submit=True):
     files = st.file_uploader(
         f"Documents, or a .zip of them (at most {MAX_UPLOAD_MB} MB each)", accept_multiple_files=True,
         type=[*SUPPORTED, "zip"], key="ing_files")
+    retry_failed = st.checkbox(
+        "Retry files that failed before", key="ing_retry",
+        help="Parse again the files whose content failed to parse in an earlier ingest (listed above); "
+             "otherwise they are skipped.")
     go = st.form_submit_button("Ingest", type="primary", key="ing_go", icon=":material/upload:")
 
 if go and files and not chosen:
@@ -103,9 +125,10 @@ elif go and files:
     if saved:
         remember()
         spec = {"generators": chosen, "options": {g: o for g in chosen if (o := options_of(g)[0])},
-                "chunk_max": int(chunk_max)}
+                "chunk_max": int(chunk_max), "retry_failed": bool(retry_failed)}
         job = jobs.start(state.project(), "ingest", [json.dumps(spec), *saved],
-                         title=f"ingest {len(saved)} file(s) with {', '.join(chosen)}", author=state.user(),
+                         title=f"ingest {len(saved)} file(s) with {', '.join(chosen)}"
+                               + (", retrying failed ones" if retry_failed else ""), author=state.user(),
                          module="app.ingest_job")
         state.put("ing_job", job.id)
 elif go:
@@ -142,6 +165,9 @@ def progress_panel(job: jobs.Job) -> None:
                                      "chunks": e["n_chunks"], "new pairs": e["pairs_new"],
                                      "error": e["error_kind"] or "", "reason": e["error"] or "",
                                      "seconds": round(e["seconds"], 2)} for e in done]), long=["reason"])
+        if any(e["error_kind"] == "failed_before" for e in done):
+            st.caption("Files marked failed_before were skipped: their content failed before. Tick “Retry files "
+                       "that failed before” and upload them again to parse them anew.")
     if job.status != "running" and state.get("ing_seen_end") != job.id:
         state.put("ing_seen_end", job.id)
         made_docs = [e["document_id"] for e in done if e.get("document_id")]

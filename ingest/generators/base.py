@@ -65,6 +65,16 @@ class Generator:
     def __init__(self, options: Any = None, *, author: str = "ingest"):
         self.options = options if options is not None else self.Options()
         self.author = author
+        self._notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        """Say something about the document just generated (what was dropped and why); the ingest
+        summary shows it with the file's warnings."""
+        self._notes.append(text)
+
+    def take_notes(self) -> list[str]:
+        notes, self._notes = self._notes, []
+        return notes
 
     @classmethod
     def from_options(cls, options: dict[str, Any] | None = None, *, author: str = "ingest") -> Generator:

@@ -1,5 +1,17 @@
-"""``model``: a chat model writes questions for each chunk; the chunk (or the model's answer
-grounded in it) is the response.
+"""``model``: a chat model writes questions and answers for each chunk, and only grounded pairs are kept.
+
+For every chunk the model writes ``questions_per_chunk`` questions, then answers each from the
+chunk alone (``answer=false``: the chunk itself is the response). A pair is kept only if
+
+- its answer is supported by the chunk: the grounding score the error analysis computes
+  (``scoring.grounding``: the share of the answer's content words found in the chunk,
+  numbers weighed double) is at least ``min_grounding``; an answer of "the passage does not
+  say" or an invented figure falls below it;
+- its question is not a near duplicate of a question already kept for the document (content
+  words alike at ``question_similarity``, see ``_distinct_questions``).
+
+Each kept pair records the generator, its version tag (model name and a hash of the prompts,
+see ``version_tag``) and its grounding score; the file's summary says how many were dropped and why.
 
 Backends: ``local`` (the shared runtime ``models.lm``, default the bundled SmolLM2) or
 ``openai``: any server speaking the OpenAI chat-completions API (vLLM, llama.cpp, Ollama),
@@ -23,6 +35,8 @@ import httpx
 
 from ingest.generators import register
 from ingest.generators.base import Generator, Source
+from scoring.grounding import content_words, stem
+from scoring.grounding import score as grounding_score
 from store.ids import content_id
 from store.records import Chunk, NewPair
 
@@ -168,7 +182,9 @@ class ModelOptions:
     model: str = ""
     api_key_env: str = "OPENAI_API_KEY"
     questions_per_chunk: int = 2
-    answer: bool = False
+    answer: bool = True  # the model answers from the chunk; false: the chunk itself is the response
+    min_grounding: float = 0.7  # keep a model-written answer only if this share of it is in the chunk
+    question_similarity: float = 0.8  # drop a question this similar (Jaccard) to one kept before; 1 = off
     system_prompt: str = SYSTEM_PROMPT
     question_template: str = QUESTION_TEMPLATE
     answer_template: str = ANSWER_TEMPLATE
@@ -263,10 +279,51 @@ class ModelGenerator(Generator):
         else:
             answers = [c.text for _, c, _ in items]
         result: list[list[NewPair]] = [[] for _ in sources]
+        empty = ungrounded = 0
+        grounded: list[tuple[int, Chunk, str, str, float | None]] = []
         for (si, c, q), a in zip(items, answers):
             a = a.strip()
             if not a:
+                empty += 1
                 continue
-            result[si].append(self.pair(sources[si], q, a, span=(c.char_start, c.char_end),
-                                        element_ids=c.element_ids, page=c.page_start))
+            g = grounding_score(a, c.text).score if o.answer else None
+            if g is not None and g < o.min_grounding:
+                ungrounded += 1
+                continue
+            grounded.append((si, c, q, a, g))
+        keep = self._distinct_questions([q for _, _, q, _, _ in grounded], [si for si, *_ in grounded])
+        for (si, c, q, a, g), kept in zip(grounded, keep):
+            if kept:
+                pair = self.pair(sources[si], q, a, span=(c.char_start, c.char_end), element_ids=c.element_ids,
+                                 page=c.page_start)
+                result[si].append(pair.model_copy(update={
+                    "provenance": pair.provenance.model_copy(update={"grounding": g})}))
+        dropped = [f"{n} {what}" for n, what in (
+            (ungrounded, f"answer(s) not grounded in the chunk (grounding < {o.min_grounding:g})"),
+            (len(keep) - sum(keep), f"near-duplicate question(s) (similarity >= {o.question_similarity:g})"),
+            (empty, "empty answer(s)")) if n]
+        if dropped:
+            self.note(f"model: kept {sum(len(r) for r in result)} of {len(items)} pairs; dropped "
+                      + ", ".join(dropped))
         return result
+
+    def _distinct_questions(self, questions: list[str], groups: list[int]) -> list[bool]:
+        """Which questions to keep: not a near duplicate of a question kept before for the same document.
+
+        Near duplicate = Jaccard of the questions' content-word sets (``scoring.grounding``: stop
+        words out, light stemming as grounding does) >= ``question_similarity``. Not curation's
+        character shingles: for a short question those rate "the price of A?" and "the price of B?"
+        0.89 alike, while they ask about different things."""
+        o: ModelOptions = self.options
+        keep = [True] * len(questions)
+        if o.question_similarity >= 1:
+            return keep
+        kept: dict[int, list[frozenset[str]]] = {}
+        for i, (q, g) in enumerate(zip(questions, groups)):
+            words = frozenset(stem(w) for w in content_words(q))
+            seen = kept.setdefault(g, [])
+            if any(len(words & w) >= o.question_similarity * len(words | w) for w in seen):
+                keep[i] = False
+            else:
+                seen.append(words)
+        return keep

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 
 from ingest.chunking import _cut, bounded_span
-from ingest.elements import HEADING_TYPES, heading_key, informative_heading, named_title, opening
+from ingest.elements import HEADING_TYPES, heading_key, informative_heading, named_title, opening, plain_topic
 from ingest.generators import register
 from ingest.generators.base import Generator, Source, pick
 from store.records import Element, NewPair
@@ -106,7 +106,7 @@ def _headings(elements: list[Element]) -> dict[str, str]:
     current = ""
     for el in elements:
         if el.type in HEADING_TYPES:
-            text = " ".join(el.text.split()).rstrip(":")
-            current = text if informative_heading(text, seen[heading_key(text)]) else ""
+            text = plain_topic(el.text)
+            current = text if informative_heading(text, seen[heading_key(el.text)]) else ""
         out[el.id] = current
     return out

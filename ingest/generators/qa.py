@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ingest.elements import plain_topic
 from ingest.generators import register
 from ingest.generators.base import Generator, Source
 from store.records import Element, NewPair
@@ -116,7 +117,7 @@ class QAGenerator(Generator):
                 j = self._answer(els, i + 1)
                 if j > i + 1:
                     a0, a1 = els[i + 1].char_start, els[j - 1].char_end
-                    yield self.pair(source, el.text.strip(), source.span_text(a0, a1), span=(a0, a1),
+                    yield self.pair(source, plain_topic(el.text), source.span_text(a0, a1), span=(a0, a1),
                                     element_ids=[e.id for e in els[i:j]], page=el.page)
                     i = j
                     continue
@@ -127,7 +128,7 @@ class QAGenerator(Generator):
                 if n:
                     for k in range(i, i + 2 * n, 2):
                         term, dd = els[k], els[k + 1]
-                        yield self.pair(source, opts.definition_template.format(term=term.text.strip()),
+                        yield self.pair(source, opts.definition_template.format(term=plain_topic(term.text)),
                                         dd.text, span=(dd.char_start, dd.char_end),
                                         element_ids=[term.id, dd.id], page=term.page)
                     i += 2 * n

@@ -6,8 +6,9 @@ first ``max_chars`` cut at an element boundary), so reviewers see the source ver
 A question names a topic only when the heading names one (``ingest.elements.informative_heading``):
 a bare label ("CHAPTER I", "Section 3") or a heading repeated through the document stands for
 the nearest informative enclosing heading, else the question quotes the section's opening words
-(``content_template``). A title taken from the file name, a label or a repeated heading is not
-used as ``{doc_title}`` either: it becomes "document".
+(``content_template``). Markdown syntax left in a heading ("**", "[text](url)", "## ") is not
+part of the topic (``plain_topic``). A title taken from the file name, a label or a repeated
+heading is not used as ``{doc_title}`` either: it becomes "document".
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ingest.chunking import bounded_span
-from ingest.elements import Section, heading_key, informative_heading, named_title, opening, sections
+from ingest.elements import (
+    Section,
+    heading_key,
+    informative_heading,
+    named_title,
+    opening,
+    plain_topic,
+    sections,
+)
 from ingest.generators import register
 from ingest.generators.base import Generator, Source, pick
 from store.records import NewPair
@@ -54,7 +63,7 @@ class SectionsGenerator(Generator):
         seen = Counter(heading_key(s.heading.text) for s in secs if s.heading is not None)
 
         def informative(text: str) -> bool:
-            return informative_heading(text, seen[heading_key(text)])
+            return informative_heading(plain_topic(text), seen[heading_key(text)])
 
         title = named_title(doc, source.elements, seen[heading_key(doc.title)])
         named = bool(title)
@@ -66,7 +75,7 @@ class SectionsGenerator(Generator):
             response = doc.text[start:end]
             if len(response) < opts.min_chars:
                 continue
-            heading = next((" ".join(h.split()).rstrip(":") for h in reversed(sec.path) if informative(h)), "")
+            heading = next((plain_topic(h) for h in reversed(sec.path) if informative(h)), "")
             values = {"doc_title": doc_title, "heading": heading, "heading_path": " > ".join(sec.path),
                       "document": doc.name, "opening": opening(response, opts.opening_words)}
             if not heading:

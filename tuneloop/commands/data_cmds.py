@@ -22,7 +22,7 @@ from store import ratings as ratings_store
 from store import slices as slices_store
 from store import users as users_store
 from store.filters import parse_where
-from store.records import SliceFilter, Status
+from store.records import PairSource, SliceFilter, Status
 from store.stats import loop_facts, project_stats
 from tuneloop.common import (
     AuthorOpt,
@@ -301,9 +301,29 @@ def pairs_list(
     console.print(t)
 
 
+def source_line(s: PairSource) -> str:
+    """One source of a pair on one line: the document (name, title, whole id) or the imported file,
+    then the span (characters or line), the page and the generator."""
+    if s.document_id:
+        title = f", title {s.document_title!r}" if s.document_title and s.document_title != s.document_name else ""
+        where = f"{s.document_name or s.source_uri or '(unnamed)'} (document {s.document_id}{title})"
+    else:
+        where = s.source_uri or "(no file: added in the app or by hand)"
+    parts = [where]
+    if s.char_start is not None:
+        parts.append(f"chars {s.char_start}-{s.char_end if s.char_end is not None else '?'}")
+    if s.source_line is not None:
+        parts.append(f"line {s.source_line}")
+    parts.append(f"page {s.page}" if s.page is not None else "page n/a")
+    parts.append(f"by {s.generator}")
+    return " · ".join(parts)
+
+
 @pairs_app.command("show")
 def pairs_show(pair_id: str, project_dir: ProjectOpt = None, author: AuthorOpt = "") -> None:
-    """Show a pair with its full revision and review history.
+    """Show a pair with every source it came from (the same text from two documents is one pair with
+    two sources: document, character span and page of each) and its full revision and review history.
+    PAIR_ID may be an unambiguous prefix of the id.
 
     Blind overlap: to a reviewer (--author) assigned the pair with others who has not decided it yet,
     its status and decisions are hidden until they have.
@@ -317,12 +337,17 @@ def pairs_show(pair_id: str, project_dir: ProjectOpt = None, author: AuthorOpt =
         hist = pairs_store.history(con, pair.id)
         revs = users_store.visible_reviews(con, pair.id, who)
         blind = users_store.is_blind(con, pair.id, who)
+        sources = pairs_store.sources(con, pair.id)
     shown = pair.model_dump(mode="json")
     if blind:  # the status, version and last changer would tell what the others decided
         shown = {k: v for k, v in shown.items() if k not in ("status", "version", "updated_by", "updated_at")}
         console.print(f"blind overlap: other reviewers are assigned this pair too; their decisions show once "
                       f"{who} has decided", highlight=False, markup=False)
     console.print_json(data=shown)
+    # every source the same pair text came from (the first is the pair's own provenance above)
+    console.print(f"sources ({len(sources)}):", highlight=False)
+    for n, s in enumerate(sources, 1):
+        console.print(f"  {n}. {source_line(s)}", highlight=False, markup=False, soft_wrap=True)
     numbers = {h.id: h.revision_no for h in hist}
     console.print("revisions (* = head):", highlight=False)
     for h in hist:

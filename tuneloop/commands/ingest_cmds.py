@@ -138,7 +138,7 @@ def _file_line(r) -> str:
     if r.same_as:
         s += f"; same content as {r.same_as}"
     if r.warnings:
-        s += f"; {len(r.warnings)} parser warning(s)"
+        s += f"; {len(r.warnings)} warning(s)"
     return s
 
 
@@ -181,7 +181,8 @@ def _summary(report) -> None:
                           markup=False, soft_wrap=True)
     noisy = [f for f in files if f.warnings]
     if noisy:
-        err.print(f"{sum(len(f.warnings) for f in noisy)} parser warning(s) in {len(noisy)} file(s):", highlight=False)
+        err.print(f"{sum(len(f.warnings) for f in noisy)} warning(s) from parsers and generators in {len(noisy)} file(s):",
+                  highlight=False)
         for f in noisy:
             for w in f.warnings:
                 err.print(f"  {f.uri}: {w}", highlight=False, markup=False, soft_wrap=True)

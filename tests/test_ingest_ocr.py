@@ -1,0 +1,234 @@
+"""Images and scanned PDF pages are read by OCR (tesseract, unstructured's ``ocr_only``); JSON
+Lines and the other text formats unstructured reads are accepted.
+
+Real parts only: the images are drawn with PIL, OCR'd by the real tesseract, and ingested through
+``ingest.documents.ingest`` into a real project. Without tesseract the OCR tests are skipped,
+except the one that checks the error a user then gets (PATH emptied: environment only).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ingest.documents import IngestConfig, ingest
+from ingest.filetypes import IngestError, sniff
+from ingest.partition import pdf_needs_ocr
+from ingest.workers import time_limit
+from store.db import scalar
+from tests.test_ingest_files import make
+
+CFG = IngestConfig(generators=("auto",), workers=0)
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+MEMO = [
+    "Warehouse Memo",
+    "",
+    "The Lisbon warehouse opens on Monday at nine o'clock.",
+    "Every order placed before noon ships the same day.",
+    "Returns are accepted within thirty days of delivery.",
+    "Questions go to the logistics team in Porto.",
+]
+needs_tesseract = pytest.mark.skipif(shutil.which("tesseract") is None,
+                                     reason="tesseract is not installed (`make ocr-deps`)")
+
+
+def _memo_image():  # -> PIL.Image.Image
+    from PIL import Image, ImageDraw, ImageFont
+
+    if not Path(FONT).exists():
+        pytest.skip(f"{FONT} missing (Debian's fonts-dejavu-core)")
+    font = ImageFont.truetype(FONT, 28)
+    img = Image.new("RGB", (1100, 60 + 50 * len(MEMO)), "white")
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(MEMO):
+        draw.text((40, 30 + 50 * i), line, fill="black", font=font)
+    return img
+
+
+def _png(tmp: Path, name: str = "memo.png") -> Path:
+    path = tmp / name
+    _memo_image().save(path)
+    return path
+
+
+def _scanned_pdf(tmp: Path) -> Path:
+    """A PDF page that is only a picture of text: no text layer, as a scanner makes it."""
+    path = tmp / "scan.pdf"
+    _memo_image().save(path, "PDF", resolution=150)
+    return path
+
+
+def _stored(project, name: str) -> tuple[str, dict, int]:
+    with project.connect() as con:
+        doc_id, text, meta = con.execute(
+            "SELECT id, text, metadata FROM documents WHERE name = ?", [name]).fetchone()
+        pairs = scalar(con, "SELECT count(*) FROM pairs WHERE document_id = ?", [doc_id])
+    return text, (json.loads(meta) if isinstance(meta, str) else meta or {}), pairs
+
+
+def _check_memo(text: str) -> None:
+    low = text.lower()
+    for words in ("warehouse memo", "lisbon warehouse", "thirty days", "logistics team"):
+        assert words in low, text
+
+
+@needs_tesseract
+def test_png_is_read_by_ocr_and_gives_pairs(project, tmp_path):
+    png = _png(tmp_path)
+    report = ingest(project, [png], CFG)
+    assert report.ok, [(f.uri, f.error) for f in report.files]
+    [r] = report.files
+    assert r.filetype == "png" and r.pairs_new > 0
+    text, meta, pairs = _stored(project, "memo.png")
+    _check_memo(text)
+    assert meta.get("strategy") == "ocr_only" and pairs == r.pairs_new
+
+
+@needs_tesseract
+def test_scanned_pdf_page_falls_back_to_ocr(project, tmp_path):
+    pdf = _scanned_pdf(tmp_path)
+    from pypdf import PdfReader
+
+    assert not PdfReader(str(pdf)).pages[0].extract_text().strip()  # really no text layer
+    report = ingest(project, [pdf], IngestConfig(generators=("auto",), workers=1))  # OCR in a worker process
+    assert report.ok, [(f.uri, f.error) for f in report.files]
+    [r] = report.files
+    assert r.n_pages == 1 and r.pairs_new > 0
+    # sized for OCR (seconds a page), not for a text layer: a long scan is not cut off half-way
+    assert r.limit_s == pytest.approx(time_limit(CFG.timeout_s, pages=1, pdf_strategy="ocr_only")[0])
+    text, meta, _ = _stored(project, "scan.pdf")
+    _check_memo(text)
+    assert meta.get("strategy") == "ocr_only"
+
+
+@needs_tesseract
+def test_only_pdfs_without_a_text_layer_are_sized_for_ocr(tmp_path):
+    assert pdf_needs_ocr(_scanned_pdf(tmp_path))
+    assert not pdf_needs_ocr(make(tmp_path, "pdf", "manual"))
+
+
+@needs_tesseract
+@pytest.mark.parametrize("fmt,name", [("JPEG", "memo.jpeg"), ("TIFF", "memo.tif"), ("BMP", "memo.bmp")])
+def test_other_image_formats(project, tmp_path, fmt, name):
+    path = tmp_path / name
+    _memo_image().save(path, fmt)
+    report = ingest(project, [path], CFG)
+    assert report.ok, [(f.uri, f.error) for f in report.files]
+    _check_memo(_stored(project, name)[0])
+
+
+@needs_tesseract
+def test_image_without_text_is_a_clear_error(project, tmp_path):
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (600, 400), "white").save(blank)
+    report = ingest(project, [blank, make(tmp_path, "md", "good")], CFG)
+    [failed] = report.failed
+    assert failed.uri == "blank.png" and failed.error_kind == "no_text"
+    assert "OCR found no readable text" in (failed.error or "")
+
+
+def test_without_tesseract_images_say_what_to_install_and_the_batch_goes_on(project, tmp_path, monkeypatch):
+    png = _png(tmp_path)
+    scan = _scanned_pdf(tmp_path)
+    good = make(tmp_path, "md", "good")
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    monkeypatch.setenv("PATH", str(empty_bin))  # no tesseract, no pdftoppm
+    report = ingest(project, [png, scan, good], CFG)
+    by_uri = {f.uri: f for f in report.files}
+    assert by_uri["memo.png"].error_kind == "missing_dependency"
+    assert "tesseract" in (by_uri["memo.png"].error or "") and "make ocr-deps" in (by_uri["memo.png"].error or "")
+    assert by_uri["scan.pdf"].error_kind == "no_text"
+    assert "tesseract" in (by_uri["scan.pdf"].error or "")
+    assert by_uri[good.name].ok and by_uri[good.name].pairs_new > 0
+    with project.connect() as con:
+        assert scalar(con, "SELECT count(*) FROM documents") == 1
+
+
+def test_png_holding_jpeg_bytes_is_wrong_type(project, tmp_path):
+    from PIL import Image
+
+    fake = tmp_path / "photo.png"
+    Image.new("RGB", (40, 40), "white").save(fake, "JPEG")
+    report = ingest(project, [fake, make(tmp_path, "md", "good")], CFG)
+    [failed] = report.failed
+    assert failed.error_kind == "wrong_type"
+    assert "named .png but contains a JPEG file" in (failed.error or "")
+
+
+def test_image_magic_bytes(tmp_path):
+    from PIL import Image
+
+    img = Image.new("RGB", (20, 20), "white")
+    for fmt, ext in (("PNG", "png"), ("JPEG", "jpg"), ("TIFF", "tiff"), ("BMP", "bmp"), ("WEBP", "webp")):
+        path = tmp_path / f"x.{ext}"
+        img.save(path, fmt)
+        assert sniff(path.name, path.read_bytes()[:4096]).ext == ext
+    assert sniff("x.tif", (tmp_path / "x.tiff").read_bytes()).ext == "tiff"
+    # "BM" starts a text file as well as a bitmap: text stays text
+    assert sniff("cars.txt", b"BMW and Audi are car makers.\n").detected == "text"
+    with pytest.raises(IngestError) as ei:
+        sniff("cars.bmp", b"BMW and Audi are car makers.\n")
+    assert ei.value.kind == "wrong_type"
+    with pytest.raises(IngestError) as ei:
+        sniff("x.gif", b"GIF89a" + bytes(20))
+    assert ei.value.kind == "unsupported"
+
+
+RECORDS = [
+    {"title": "Cobalt battery", "answer": "Charge the Cobalt sensor every week; an amber light means a low battery."},
+    {"title": "Cobalt calibration", "answer": "Calibrate the Cobalt sensor every six months or after an update."},
+    {"title": "Cobalt mounting", "answer": "The Cobalt sensor is rated for indoor use only, never outdoors."},
+]
+
+
+@pytest.mark.parametrize("name", ["records.ndjson", "records.jsonl"])
+def test_json_lines_are_ingested(project, tmp_path, name):
+    path = tmp_path / name
+    path.write_text("\n".join(json.dumps(r) for r in RECORDS) + "\n", encoding="utf-8")
+    report = ingest(project, [path], CFG)
+    assert report.ok, [(f.uri, f.error) for f in report.files]
+    [r] = report.files
+    assert r.n_elements == 3 and r.pairs_new > 0, (r.no_pairs, r.warnings)
+    text = _stored(project, name)[0]
+    assert "amber light" in text and "indoor use only" in text
+
+
+@pytest.mark.parametrize("name,body,words", [
+    ("notes.rst", "Cobalt notes\n============\n\nThe Cobalt sensor is rated for indoor use only.\n", "indoor use"),
+    ("notes.org", "* Cobalt notes\nThe Cobalt sensor is rated for indoor use only.\n", "indoor use"),
+    ("notes.yml", "sensor: Cobalt\nnote: The Cobalt sensor is rated for indoor use only.\n", "indoor use"),
+    ("notes.log", "2025-03-03 09:00 The Cobalt sensor was calibrated after the firmware update.\n", "calibrated"),
+    ("table.tab", "sensor\tplace\nCobalt\tLisbon warehouse\n", "Lisbon warehouse"),
+])
+def test_other_text_formats_unstructured_reads(project, tmp_path, name, body, words):
+    path = tmp_path / name
+    path.write_text(body, encoding="utf-8")
+    report = ingest(project, [path], CFG)
+    assert report.ok, [(f.uri, f.error) for f in report.files]
+    assert words in _stored(project, name)[0]
+
+
+@needs_tesseract
+def test_image_attached_to_an_email_is_read_by_ocr(project, tmp_path):
+    import io
+    from email.message import EmailMessage
+
+    buf = io.BytesIO()
+    _memo_image().save(buf, "PNG")
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "ana@larkspur.example", "team@larkspur.example", "Scanned memo"
+    msg.set_content("Hello team, the scanned warehouse memo is attached.\n")
+    msg.add_attachment(buf.getvalue(), maintype="image", subtype="png", filename="memo.png")
+    path = tmp_path / "memo.eml"
+    path.write_bytes(msg.as_bytes())
+    report = ingest(project, [path], CFG)
+    assert report.ok, [(f.uri, f.error) for f in report.files]
+    [r] = report.files
+    assert not [w for w in r.warnings if "memo.png" in w], r.warnings
+    _check_memo(_stored(project, "memo.eml")[0])

@@ -314,6 +314,13 @@ def iter_parquet_records(path: Path, mapping: dict[str, str] | None = None, batc
         if missing:
             raise FileFormatError(f"{path}: column(s) {', '.join(clip(m, 40) for m in missing)} not found; "
                                   f"columns are {columns(names)}")
+    elif not ({"instruction", "output"} <= set(names) or {"instruction", "response"} <= set(names)
+              or "messages" in names):
+        # say it once for the file instead of "field 'instruction': missing" on every row
+        first = next((n for n in names if n not in ("split", "tags")), "COL")
+        raise FileFormatError(f"{path}: no column mapping; the columns are {columns(names)}. Pass --map "
+                              f"instruction={clip(first, 40)},response=COL[,input=COL,system=COL] (or give the file "
+                              f"instruction and output/response columns, or a messages column)")
     row = 0
     for batch in pf.iter_batches(batch_size=batch_size):
         for rec in batch.to_pylist():

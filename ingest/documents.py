@@ -580,7 +580,8 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
                 limit_s, limit_for = time_limit(cfg.timeout_s, pages=i.pages, size_bytes=i.size,
                                                 pdf_strategy="ocr_only" if i.scanned else cfg.pdf_strategy)
                 i.result.limit_s = limit_s if cfg.workers > 0 else None
-                tasks.append(Task(k, str(i.path), i.path.name, limit_s, limit_for))
+                tasks.append(Task(k, str(i.path), i.path.name, limit_s, limit_for,
+                                  n_pages=i.pages if i.result.filetype == "pdf" else None))
             opts = ParseOptions(pdf_strategy=cfg.pdf_strategy, languages=cfg.languages)
 
             def on_start(task: Task, loading: bool) -> None:

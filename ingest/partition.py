@@ -191,6 +191,35 @@ def pdf_page_count(path: Path) -> int | None:
         return None
 
 
+def pdf_without_text(strategy: str) -> IngestError:
+    """The error for a PDF in which no text was found (with ``strategy``), saying what would read it."""
+    ocr = "" if ocr_available() else (
+        f" and no OCR is installed here: {OCR_INSTALL}; or OCR the file first (e.g. `ocrmypdf in.pdf out.pdf`)")
+    if ocr_available() and strategy == "fast":
+        ocr = "; --pdf-strategy fast reads text layers only: use auto or ocr_only to OCR it"
+    return IngestError("no_text", f"the PDF has no text layer (probably a scanned image){ocr}")
+
+
+@contextlib.contextmanager
+def _page_range(path: Path, pages: tuple[int, int] | None) -> Iterator[tuple[Path, int]]:
+    """(a PDF holding only ``pages`` of ``path``, its first page's number); the file itself when no range."""
+    if pages is None:
+        yield path, 1
+        return
+    from pypdf import PdfReader, PdfWriter
+
+    first, last = pages
+    reader = PdfReader(str(path), strict=False)
+    writer = PdfWriter()
+    for i in range(first - 1, min(last, len(reader.pages))):
+        writer.add_page(reader.pages[i])
+    with tempfile.TemporaryDirectory(prefix="tuneloop-pages-") as tmp:
+        part = Path(tmp) / f"pages-{first}-{last}.pdf"
+        with open(part, "wb") as fh:
+            writer.write(fh)
+        yield part, first
+
+
 def pdf_needs_ocr(path: Path, probe_pages: int = 3) -> bool:
     """Whether ``auto`` will read this PDF with OCR: OCR is installed and none of its first pages has
     a text layer (a scan). Its time limit is then sized for OCR (seconds a page, not one)."""
@@ -219,8 +248,12 @@ def _pdf_strategy(requested: str) -> str:
 
 
 def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: str = "auto",
-                   languages: list[str] | None = None) -> Parsed:
-    """Partition one file; ``name`` (default: the path's name) decides the format."""
+                   languages: list[str] | None = None, pages: tuple[int, int] | None = None) -> Parsed:
+    """Partition one file; ``name`` (default: the path's name) decides the format.
+
+    ``pages`` (first, last; 1-based, inclusive): only that range of a PDF, numbered as in the whole
+    file, so several workers can parse one long PDF at once (``ingest.documents``). A range without
+    text gives no elements instead of a ``no_text`` error: the other ranges may have text."""
     offline.configure()
     path = Path(path)
     ext = extension(name or path.name)
@@ -238,10 +271,15 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
         if ext == "pdf":
             n_pdf_pages = _check_pdf(path)
             strategy = _pdf_strategy(pdf_strategy)
-            raw = partition(filename=str(path), strategy=strategy, **kwargs)
-            if not _has_text(raw) and pdf_strategy == "auto" and ocr_available():
-                strategy = "ocr_only"
-                raw = partition(filename=str(path), strategy=strategy, **kwargs)
+            with _page_range(path, pages) as (source, first):
+                if first > 1:
+                    kwargs["starting_page_number"] = first
+                raw = partition(filename=str(source), metadata_filename=name or path.name, strategy=strategy,
+                                **kwargs)
+                if not _has_text(raw) and pdf_strategy == "auto" and ocr_available():
+                    strategy = "ocr_only"
+                    raw = partition(filename=str(source), metadata_filename=name or path.name,
+                                    strategy=strategy, **kwargs)
         elif ext in IMAGE_TYPES:
             strategy = "ocr_only"
             raw = _image(path, name or path.name, ext, kwargs)
@@ -260,21 +298,18 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
     except Exception as exc:  # parsers raise anything; each becomes one per-file reason
         raise _explain(exc, ext) from None
     elements, furniture = clean_elements(_elements(raw))
+    if not elements and pages is not None and ext == "pdf":
+        return Parsed(filetype=ext, elements=[], n_pages=n_pdf_pages, strategy=strategy, warnings=warnings)
     if not elements:
         if ext == "pdf":
-            ocr = "" if ocr_available() else (
-                f" and no OCR is installed here: {OCR_INSTALL}; or OCR the file first "
-                "(e.g. `ocrmypdf in.pdf out.pdf`)")
-            if ocr_available() and strategy == "fast":
-                ocr = "; --pdf-strategy fast reads text layers only: use auto or ocr_only to OCR it"
-            raise IngestError("no_text", f"the PDF has no text layer (probably a scanned image){ocr}")
+            raise pdf_without_text(strategy)
         if ext in IMAGE_TYPES:
             raise IngestError("no_text", f"OCR found no readable text in the .{ext} image (a photo or drawing "
                                          f"without text, or text too small or blurred to read); nothing to make "
                                          f"pairs from")
         raise IngestError("no_text", f"no text found in the .{ext} file; nothing to make pairs from")
-    pages = [e["page"] for e in elements if e["page"]]
-    n_pages = n_pdf_pages or (max(pages) if pages else None)
+    seen_pages = [e["page"] for e in elements if e["page"]]
+    n_pages = n_pdf_pages or (max(seen_pages) if seen_pages else None)
     if furniture:
         warnings.append(f"dropped {furniture} running header/footer line(s)")
     return Parsed(filetype=ext, elements=elements, n_pages=n_pages, strategy=strategy, warnings=warnings)

@@ -46,7 +46,7 @@ from ingest.cleaning import CID, CONTROL, line_key
 from scoring.grounding import content_words
 from scoring.grounding import score as grounding_score
 
-LOOKUP_MAX_WORDS = 20
+LOOKUP_MAX_WORDS = 60  # a table cell may hold a description phrase ("A series of models fine-tuned for ...")
 MIN_SENTENCE_WORDS = 4
 GROUNDED_AT = 0.8
 

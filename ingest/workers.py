@@ -41,7 +41,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,8 @@ class Task:
     name: str
     limit_s: float | None = None  # this file's parse time limit (``time_limit``); None: the batch's ``timeout_s``
     limit_for: str = ""  # what the limit was sized for, for the message ("619 pages", "3.2 MB")
+    n_pages: int | None = None  # a PDF's page count: a long one is parsed in page ranges (``split_pages``)
+    pages: tuple[int, int] | None = None  # the range this task parses (first, last), set by ``parse_all``
 
 
 # A file's time limit grows with its size: a 619-page PDF or a 1,225-page text on a loaded
@@ -185,7 +187,7 @@ def _parse(task: Task, opts: ParseOptions) -> Parsed | IngestError:
         try:
             res: Parsed | IngestError = partition_file(
                 task.path, task.name, pdf_strategy=opts.pdf_strategy,
-                languages=list(opts.languages) if opts.languages else None)
+                languages=list(opts.languages) if opts.languages else None, pages=task.pages)
         except IngestError as exc:
             res = exc
         except Exception as exc:  # a parser bug must not kill the worker
@@ -312,13 +314,96 @@ def _new_worker(opts: ParseOptions) -> _Worker:
     return _Worker(opts, cold=not forkserver_warm())
 
 
+# A long PDF is parsed in page ranges by several workers at once (one file would otherwise keep
+# one worker busy while the others idle): from SPLIT_MIN_PAGES pages, in up to two ranges per
+# worker of at least PART_MIN_PAGES pages. Each range is partitioned with its pages numbered as in
+# the whole file; running headers and footers still repeat on most pages of a range, and the
+# element ids (unstructured hashes file name, page and text) are the ones the whole file gets.
+SPLIT_MIN_PAGES = 48
+PART_MIN_PAGES = 24
+
+
+def split_pages(n_pages: int | None, workers: int) -> list[tuple[int, int]]:
+    """The page ranges (first, last) a PDF of ``n_pages`` is parsed in; [] for one piece."""
+    if workers < 2 or not n_pages or n_pages < SPLIT_MIN_PAGES:
+        return []
+    k = max(2, min(2 * workers, n_pages // PART_MIN_PAGES))
+    size = -(-n_pages // k)
+    return [(a, min(n_pages, a + size - 1)) for a in range(1, n_pages + 1, size)]
+
+
+def merge_parts(parts: list[Parsed | IngestError], ranges: list[tuple[int, int]]) -> Parsed | IngestError:
+    """One file's result from its page ranges' results, in page order: the first failure, else the
+    elements one after another (no text in any range: the whole file's ``no_text`` error)."""
+    from ingest.partition import pdf_without_text
+
+    for (first, last), res in zip(ranges, parts):
+        if isinstance(res, IngestError):
+            return IngestError(res.kind, f"pages {first}-{last}: {res.message}")
+    done = [r for r in parts if isinstance(r, Parsed)]
+    strategies = sorted({r.strategy for r in done if r.strategy})
+    elements = [e for r in done for e in r.elements]
+    if not elements:
+        return pdf_without_text("+".join(strategies))
+    return Parsed(filetype=done[0].filetype, elements=elements, n_pages=done[0].n_pages,
+                  strategy="+".join(strategies),
+                  warnings=list(dict.fromkeys(w for r in done for w in r.warnings)))
+
+
 def parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 300.0,
               opts: ParseOptions | None = None,
               on_start: Callable[[Task, bool], None] | None = None) -> Iterator[tuple[Task, Parsed | IngestError]]:
     """Parse every task; yield results in completion order. ``workers=0`` parses in-process.
 
     ``on_start(task, loading)`` is called (in this thread) when a worker starts on a task;
-    ``loading``: it first loads the parser for the task's format (a cold worker)."""
+    ``loading``: it first loads the parser for the task's format (a cold worker). A task with
+    ``n_pages`` (a PDF) is parsed in page ranges when it is long and there are several workers
+    (``split_pages``); its result comes back once, merged (``merge_parts``)."""
+    whole: dict[int, Task] = {}  # a range task's key -> the file's task
+    ranges: dict[int, list[tuple[int, int]]] = {}  # a file's key -> its ranges
+    results: dict[int, dict[tuple[int, int], Parsed | IngestError]] = {}
+    expanded: list[Task] = []
+    tasks = list(tasks)
+    next_key = max((t.key for t in tasks), default=0) + 1
+    for t in tasks:
+        parts = split_pages(t.n_pages, workers) if t.pages is None else []
+        if not parts:
+            expanded.append(t)
+            continue
+        ranges[t.key], results[t.key] = parts, {}
+        limit = t.limit_s or timeout_s
+        for first, last in parts:
+            share = (last - first + 1) / (t.n_pages or 1)
+            part = replace(t, key=next_key, pages=(first, last), limit_s=timeout_s + max(0.0, limit - timeout_s) * share,
+                           limit_for=f"pages {first}-{last} of {t.n_pages}")
+            whole[next_key] = t
+            next_key += 1
+            expanded.append(part)
+    started: set[int] = set()
+
+    def starting(task: Task, loading: bool) -> None:
+        if on_start is None:
+            return
+        owner = whole.get(task.key, task)
+        if owner.key not in started:
+            started.add(owner.key)
+            on_start(owner, loading)
+
+    for task, res in _parse_all(expanded, workers=workers, timeout_s=timeout_s, opts=opts, on_start=starting):
+        owner = whole.get(task.key)
+        if owner is None:
+            yield task, res
+            continue
+        got = results[owner.key]
+        assert task.pages is not None
+        got[task.pages] = res
+        if len(got) == len(ranges[owner.key]):
+            yield owner, merge_parts([got[r] for r in ranges[owner.key]], ranges[owner.key])
+
+
+def _parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 300.0,
+               opts: ParseOptions | None = None,
+               on_start: Callable[[Task, bool], None] | None = None) -> Iterator[tuple[Task, Parsed | IngestError]]:
     opts = opts or ParseOptions()
     pending = list(tasks)
     pending.reverse()

@@ -302,17 +302,48 @@ def load_tokenizer(name: str | None = None, *, padding_side: str = "left"):
     return tok
 
 
-def load_base(name: str | None = None, dtype: str | Any = "float32", device: str | None = None):
-    """A fresh (model, tokenizer) for ``name``; fp32 weights unless asked otherwise."""
+def quantization_config(quantization: str, device: str):
+    """bitsandbytes' config for a 4-bit NF4 (double quantization, bf16 compute) or 8-bit base, as
+    QLoRA does; ``None`` for ``none``. Raises ``ValueError`` saying what is missing elsewhere."""
+    if quantization in ("", "none"):
+        return None
+    if not device.startswith("cuda"):
+        raise ValueError(f"quantization={quantization} needs a CUDA GPU (bitsandbytes' kernels); this run is on "
+                         f"{device}: use quantization=none here")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ValueError(f"quantization={quantization} needs bitsandbytes: pip install 'tuneloop[gpu]' "
+                         f"(or pip install bitsandbytes)")
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=torch.bfloat16)
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ValueError(f"unknown quantization {quantization!r}; use none, 4bit or 8bit")
+
+
+def load_base(name: str | None = None, dtype: str | Any = "float32", device: str | None = None,
+              quantization: str = "none"):
+    """A fresh (model, tokenizer) for ``name``; fp32 weights unless asked otherwise; a 4/8-bit base
+    with ``quantization`` (CUDA only, placed on ``device`` by bitsandbytes)."""
     from transformers import AutoModelForCausalLM
 
     configure_threads()
     path = resolve(name)
+    dev = pick_device(device)
+    quant = quantization_config(quantization, dev)
     tok = load_tokenizer(path)
+    if quant is not None:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype("bfloat16"), quantization_config=quant,
+                                                     device_map={"": dev})
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = tok.pad_token_id
+        return model, tok
     model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(dtype))
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tok.pad_token_id
-    dev = pick_device(device)
     if dev != "cpu":
         model.to(dev)  # type: ignore[arg-type]
     return model, tok

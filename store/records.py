@@ -283,7 +283,8 @@ class SliceItem(Record):
 class Run(Record):
     id: str
     name: str = ""
-    kind: str = Field(default="train", description="train, or baseline (predictions of an untrained base model)")
+    kind: str = Field(default="train", description="train (SFT), dpo or orpo (preference training on corrections), "
+                      "or baseline (predictions of an untrained base model)")
     base_model: str
     slice_id: str | None = None
     slice_hash: str | None = None

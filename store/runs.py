@@ -29,6 +29,8 @@ from store.records import Run, RunStatus
 from store.refs import by_prefix
 
 TERMINAL = {RunStatus.succeeded.value, RunStatus.failed.value, RunStatus.cancelled.value}
+# Kinds of run that train in a run folder: supervised (train) or on preference pairs (dpo, orpo).
+TRAINED_KINDS = frozenset({"train", "dpo", "orpo"})
 
 _RUN_COLS = """id, name, kind, base_model, slice_id, slice_hash, parent_run_id, config, status, run_dir,
     adapter_path, error, summary, author, created_at, started_at, finished_at"""

@@ -227,6 +227,10 @@ def test_parquet_with_mapping(project, tmp_path):
     assert import_file(project, f, mapping={"instruction": "q", "response": "a"}).new == 2
     bad = import_file(project, f, mapping={"instruction": "nope", "response": "a"})
     assert "nope" in bad.fatal
+    # other column names and no --map: one message for the file naming its columns and --map, not
+    # "field 'instruction': missing" on every row
+    unmapped = import_file(project, f)
+    assert unmapped.new == 0 and "no column mapping; the columns are q, a. Pass --map instruction=q," in unmapped.fatal
 
 
 def test_bad_mapping_spec():

@@ -214,3 +214,24 @@ def test_questions_never_use_labels_repeated_headings_or_file_names():
                              ("Title", "Penalty relief"), ("NarrativeText", BODY)])
     assert qs == ["What is the Internal Revenue Manual about?",
                   "What does the Internal Revenue Manual say about Penalty relief?"]
+
+
+def test_a_long_pdf_is_parsed_in_page_ranges_with_the_same_result(project, tmp_path):
+    from ingest.workers import PART_MIN_PAGES, SPLIT_MIN_PAGES, split_pages
+    from store.db import Project
+
+    assert split_pages(SPLIT_MIN_PAGES - 1, 2) == [] and split_pages(500, 1) == []
+    ranges = split_pages(100, 2)
+    assert ranges[0][0] == 1 and ranges[-1][1] == 100 and all(b - a + 1 >= PART_MIN_PAGES for a, b in ranges)
+    assert all(nxt[0] == prev[1] + 1 for prev, nxt in zip(ranges, ranges[1:]))
+    _pdf(tmp_path / "manual.pdf", 60)
+    other = Project(tmp_path / "other").init()
+    got = []
+    for proj, workers in ((project, 1), (other, 2)):  # one piece, then two workers on page ranges
+        report = ingest(proj, [tmp_path / "manual.pdf"], IngestConfig(workers=workers))
+        assert report.ok and report.files[0].n_pages == 60, [f.error for f in report.files]
+        with proj.connect() as con:
+            got.append((_stored_text(proj, "manual.pdf"),
+                        sorted(con.execute("SELECT id, type, page, char_start FROM elements").fetchall()),
+                        sorted(r["instruction"] for r in _pairs(proj))))
+    assert got[0] == got[1] and "Cat. No." not in got[1][0]

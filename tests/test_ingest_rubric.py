@@ -60,7 +60,7 @@ BAD = [
     ("full_sentence", "What is the Family of Rosemary?", "", ""),
     ("full_sentence", "What does the Cobalt warranty record say?", '{\n  "answer": "The warranty lasts two years."\n}',
      '{\n  "answer": "The warranty lasts two years."\n}'),
-    ("full_sentence", "What is the Family of Rosemary?", " ".join(["word"] * 30), " ".join(["word"] * 30)),
+    ("full_sentence", "What is the Family of Rosemary?", " ".join(["word"] * 70), " ".join(["word"] * 70)),
     ("grounded", "What does the Cobalt Quick Guide say about Battery?",
      "The Cobalt sensor runs on solar power and never needs charging.", SPAN),
     ("grounded", "What does the Cobalt Quick Guide say about Battery?", GOOD_ANSWER, None),

@@ -31,6 +31,17 @@ class TrainConfig(BaseModel):
     lora_top_layers: int = Field(0, ge=0, description="LoRA only in the last k decoder layers (0 = all layers)")
     top_k_layers: int = Field(2, ge=1, description="for method=top_k: train only the last k decoder layers")
 
+    # the objective: supervised fine-tuning, or preference optimisation on corrections (training/preference.py)
+    objective: Literal["sft", "dpo", "orpo"] = Field(
+        "sft", description="sft on the slice's responses, or dpo/orpo on the preference pairs of its corrections")
+    from_run: str = Field("", description="dpo/orpo: the succeeded LoRA run whose adapter to start from "
+                                          "(dpo: required, it is also the reference policy)")
+    beta: float = Field(0.1, gt=0, description="dpo: strength of the pull to the reference; orpo: weight of the "
+                                               "odds-ratio term")
+    preference_pairs: Literal["slice", "all"] = Field(
+        "slice", description="dpo/orpo: the preference pairs of the slice's train pairs, or every one in the project")
+    pairs_per_batch: int = Field(4, ge=1, description="dpo/orpo: preference pairs per micro-batch (padded)")
+
     # optimisation
     learning_rate: float = Field(2e-4, gt=0)
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
@@ -64,7 +75,14 @@ class TrainConfig(BaseModel):
     # hardware
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto = bf16 autocast where it is native")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = Field(
+        None, description="recompute activations in the backward pass (less memory, ~30 % slower); "
+                          "unset = on from 1B parameters (training.memory.CHECKPOINTING_ABOVE)")
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="QLoRA: hold the frozen base in 4-bit NF4 (double quantization, bf16 compute) or "
+                            "8-bit via bitsandbytes; CUDA only, method=lora only")
+    memory_check: bool = Field(True, description="refuse a run whose memory plan does not fit the device "
+                                                 "(training.memory); false = start anyway")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = auto: 1 when the machine is overloaded)")
     nproc: int = Field(1, ge=1, description="processes to launch with torchrun (DDP); 1 = plain process")
 
@@ -75,8 +93,22 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        if self.quantization != "none" and self.method != "lora":
+            raise ValueError(f"quantization={self.quantization} trains LoRA adapters on a frozen quantized base: "
+                             f"use method=lora (or quantization=none for method={self.method})")
         if self.batch_tokens < self.max_length and self.packing:
             raise ValueError(f"batch_tokens ({self.batch_tokens}) must be >= max_length ({self.max_length})")
+        if self.objective != "sft":
+            if self.method != "lora":
+                raise ValueError(f"objective={self.objective} trains a LoRA adapter: it needs method=lora")
+            if self.nproc != 1:
+                raise ValueError(f"objective={self.objective} runs in one process: it needs nproc=1")
+            if self.quantization != "none":
+                raise ValueError(f"objective={self.objective} trains on a full-precision base: "
+                                 "it needs quantization=none")
+        if self.objective == "dpo" and not self.from_run:
+            raise ValueError("objective=dpo needs from_run: the SFT run whose adapter it starts from "
+                             "(and keeps as the reference policy)")
         return self
 
 

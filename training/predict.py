@@ -124,12 +124,12 @@ def predict_run(
     """
     with project.connect() as con:
         run = runs_store.get(con, run_id)
-    if run.kind == "train" and run.status not in runs_store.TERMINAL:
+    if run.kind in runs_store.TRAINED_KINDS and run.status not in runs_store.TERMINAL:
         from training.runner import sync_run
 
         run = sync_run(project, run.id)  # it may have finished since anyone last looked
     with project.connect() as con:
-        if run.kind == "train" and run.status != RunStatus.succeeded.value:
+        if run.kind in runs_store.TRAINED_KINDS and run.status != RunStatus.succeeded.value:
             raise ValueError(f"run {run.id} is {run.status}; only a succeeded run has a model to predict with")
         sl = slices_store.get(con, slice_ref) if slice_ref else (slices_store.get(con, run.slice_id) if run.slice_id else None)
         if sl is None:

@@ -6,6 +6,7 @@ It reads its inputs from, and writes its progress to, ``runs/<run_id>/``:
     job.json         what to train: run id, base model, slice id/hash, init adapter (written once)
     config.json      the resolved TrainConfig (written once); config.toml the same as TOML
     data/train.jsonl, data/eval.jsonl   the frozen slice rows (written once by the launcher)
+    data/preference.jsonl  objective=dpo/orpo: the frozen preference pairs (training/preference.py)
     status.json      status, step/total, pid, heartbeat, error, summary (rewritten atomically)
     events.jsonl     one JSON object per status change: {"time": t, "status": ..., "message": ...}
                      (append only, written by ``update_status``, so no change is lost between two
@@ -15,6 +16,7 @@ It reads its inputs from, and writes its progress to, ``runs/<run_id>/``:
                      "pair_id", "revision_id", "loss", "confidence"}, the loss the step computed anyway
                      (append only; a resumed run repeats the rows after its checkpoint: the last wins)
     checkpoints/last/  state to resume from; checkpoints/best/ the best val-loss weights
+                     (dpo/orpo: TRL's checkpoints/trl/checkpoint-N)
     adapter/         the PEFT adapter (method=lora) or model/ (full, top_k) when it succeeded
     CANCEL           flag file: the trainer saves a checkpoint and stops with status cancelled
     train.log        the process's stdout/stderr

@@ -118,7 +118,7 @@ def _reap() -> None:
 
 def start_run(
     project: Project,
-    slice_ref: str,
+    slice_ref: str | None,
     *,
     base_model: str | None = None,
     config_path: str | Path | None = None,
@@ -133,7 +133,10 @@ def start_run(
 ) -> str:
     """Create a training run on slice ``slice_ref`` and launch it; returns the run id.
 
-    ``init_adapter``: an adapter folder to continue training from (LoRA). ``name``: refused when
+    ``init_adapter``: an adapter folder to continue training from (LoRA). Config ``from_run``: a
+    succeeded LoRA run whose adapter to start from (its base, and its slice when ``slice_ref`` is
+    None; it becomes the parent run); with ``objective`` dpo/orpo the run trains on the slice's
+    preference pairs (``preference_rows``, training/preference.py). ``name``: refused when
     another run has it (``store.runs.create``); empty = ``SLICE@VERSION``, made unique with a
     " (2)" suffix. ``after``: a command to run when the run succeeded, with the run folder as its
     last argument (see the module docstring). ``wait=True`` blocks until the run (and its step
@@ -143,6 +146,13 @@ def start_run(
     cfg = load(config_path, list(overrides))
     if init_adapter and cfg.method != "lora":
         raise ValueError("init_adapter needs method=lora")
+    if cfg.from_run:
+        src = _source_run(project, cfg.from_run, init_adapter=init_adapter, base_model=base_model, method=cfg.method)
+        cfg.from_run, init_adapter, base_model = src.id, src.adapter_path, src.base_model
+        parent_run_id = parent_run_id or src.id
+        slice_ref = slice_ref or src.slice_id
+    if not slice_ref:
+        raise ValueError("no slice: pass one (--slice), or from_run a run that has one")
     base = base_model or "smollm2"
     with project.connect() as con:
         sl = slices_store.get(con, slice_ref)
@@ -153,6 +163,7 @@ def start_run(
     eval_rows = [r for r in rows if r["split"] == "eval"]
     if not train_rows:
         raise ValueError(f"slice {sl.name!r} has no train items")
+    pref_rows = preference_rows(project, cfg, rows, train_rows) if cfg.objective != "sft" else []
     run_id = runs_store.new_run_id()
     folder = run_folder(project, run_id)
     folder.path.mkdir(parents=True, exist_ok=False)
@@ -164,11 +175,13 @@ def start_run(
     (folder.path / "config.toml").write_text(to_toml(cfg), encoding="utf-8")
     folder.write_rows("train", train_rows)
     folder.write_rows("eval", eval_rows)
+    if cfg.objective != "sft":
+        folder.write_rows("preference", pref_rows)
     folder.update_status(status="queued", step=0, total_steps=None)
     try:
         with project.connect() as con:
             runs_store.create(con, run_id=run_id, base_model=base, config=cfg.model_dump(mode="json"),
-                              run_dir=str(folder.path), kind="train", slice_id=sl.id, slice_hash=sl.content_hash,
+                              run_dir=str(folder.path), kind=run_kind(cfg), slice_id=sl.id, slice_hash=sl.content_hash,
                               parent_run_id=parent_run_id, name=name, author=author)
     except ValueError:  # the name was taken since it was checked: nothing of this run stays
         shutil.rmtree(folder.path, ignore_errors=True)
@@ -177,6 +190,57 @@ def start_run(
     if wait:
         wait_run(project, run_id, progress=progress)
     return run_id
+
+
+def run_kind(cfg: TrainConfig) -> str:
+    """The store's kind of a run with this config: train (SFT), dpo or orpo."""
+    return "train" if cfg.objective == "sft" else cfg.objective
+
+
+def _source_run(project: Project, ref: str, *, init_adapter: str | None, base_model: str | None, method: str) -> Run:
+    """The run ``from_run`` names, checked: a succeeded run with a LoRA adapter, on the same base."""
+    if init_adapter:
+        raise ValueError("pass from_run or init_adapter, not both")
+    if method != "lora":
+        raise ValueError("from_run continues a LoRA adapter: it needs method=lora")
+    with project.connect() as con:
+        src = runs_store.get(con, ref)
+    if src.kind in runs_store.TRAINED_KINDS and src.status not in runs_store.TERMINAL:
+        src = sync_run(project, src.id)
+    if src.status != RunStatus.succeeded.value:
+        raise ValueError(f"from_run {src.id} is {src.status}; only a succeeded run has an adapter to start from")
+    if not src.adapter_path or not (Path(src.adapter_path) / "adapter_config.json").exists():
+        raise ValueError(f"from_run {src.id} has no LoRA adapter (a method=lora run has one)")
+    if base_model and base_model != src.base_model:
+        raise ValueError(f"from_run {src.id} was trained on base {src.base_model!r}, not {base_model!r}")
+    return src
+
+
+def preference_rows(project: Project, cfg: TrainConfig, rows: list[dict[str, Any]],
+                    train_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The preference pairs a dpo/orpo run trains on, frozen for the run folder (see
+    training/preference.py): those of the slice's train pairs (``preference_pairs=slice``) or every
+    one in the project (``all``). A pair the slice holds gets its prompt as a conversation
+    (``prompt_messages``, rendered by the trainer with the model's chat template, as for SFT);
+    another keeps the prompt text its prediction was made with. A pair whose chosen and rejected
+    answers are the same teaches nothing and is left out. Raises ValueError when none is left."""
+    from store import errors as errors_store
+    from training.formatting import prompt_and_reference
+
+    pair_ids = None if cfg.preference_pairs == "all" else [str(r["pair_id"]) for r in train_rows]
+    with project.connect() as con:
+        prefs = errors_store.preference_pairs(con, pair_ids)
+    by_pair = {str(r["pair_id"]): r for r in rows}
+    out = [{"id": p.id, "pair_id": p.pair_id, "category_id": p.category_id,
+            "prompt_messages": prompt_and_reference(by_pair[p.pair_id], cfg.system_prompt)[0]
+            if p.pair_id in by_pair else None,
+            "prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}
+           for p in prefs if p.chosen.strip() != p.rejected.strip()]
+    if not out:
+        where = "in the project" if cfg.preference_pairs == "all" else "for the slice's train pairs"
+        raise ValueError(f"objective={cfg.objective} needs preference pairs, and there are none {where}; "
+                         "correct predictions first (`tuneloop errors correct`, or the Errors page)")
+    return out
 
 
 def _when(epoch: Any) -> datetime:
@@ -189,7 +253,7 @@ def sync_run(project: Project, run_id: str) -> Run:
     _reap()
     with project.connect() as con:
         run = runs_store.get(con, run_id)
-    if run.kind != "train" or not run.run_dir:
+    if run.kind not in runs_store.TRAINED_KINDS or not run.run_dir:
         return run
     folder = RunFolder(run.run_dir)
     if not folder.status_file.exists():  # a folder gone (or not mounted here) tells nothing: keep what we know

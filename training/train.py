@@ -141,7 +141,13 @@ def decoder_layers(model):
 def prepare_model(base, cfg: TrainConfig, init_adapter: str | None = None):
     """Apply the training method: returns the model to train (base weights frozen for LoRA)."""
     if cfg.method == "lora":
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+        if getattr(base, "is_loaded_in_4bit", False) or getattr(base, "is_loaded_in_8bit", False):
+            # QLoRA as peft documents it: norms in fp32, input grads on, checkpointing as configured
+            base = prepare_model_for_kbit_training(
+                base, use_gradient_checkpointing=bool(cfg.gradient_checkpointing),
+                gradient_checkpointing_kwargs={"use_reentrant": False})
 
         if init_adapter:
             model = PeftModel.from_pretrained(base, init_adapter, is_trainable=True)
@@ -541,11 +547,27 @@ def save_result(model, tokenizer, cfg: TrainConfig, folder: RunFolder, base_path
     return out
 
 
+def _memory_plan(cfg: TrainConfig, base_path: str, device: str):
+    """(config with gradient checkpointing decided, memory plan); raises ``DoesNotFit`` when the plan
+    exceeds the device's free memory (``memory_check``)."""
+    from transformers import AutoConfig
+
+    from training.memory import check, free_memory, plan, shape_of
+
+    shape = shape_of(AutoConfig.from_pretrained(base_path))
+    p = check(shape, cfg, device, free_memory(device)) if cfg.memory_check else plan(shape, cfg, device)
+    return cfg.model_copy(update={"gradient_checkpointing": p.gradient_checkpointing}), p
+
+
 def run(run_dir: str | Path) -> int:
     """Train the run in ``run_dir``; returns the process exit code."""
     folder = RunFolder(run_dir)
     job = folder.job()
     cfg = TrainConfig(**(folder.read_json(folder.config_file, {}) or {}))
+    if cfg.objective != "sft":  # dpo/orpo on preference pairs: TRL's trainers (training/preference.py)
+        from training.preference import run as run_preference
+
+        return run_preference(folder)
     d = Dist()
     trainer: Trainer | None = None
     try:
@@ -565,7 +587,15 @@ def run(run_dir: str | Path) -> int:
                                  world_size=d.world, device=device, resumed=resumed_from)
         torch.manual_seed(cfg.seed)
         base_path = resolve(job.get("base_model"))
-        base, tok = load_base(base_path, dtype="float32", device=device)
+        cfg, plan = _memory_plan(cfg, base_path, device)
+        if d.main:
+            folder.update_status(memory_plan=plan.as_dict())
+            print(f"[train] memory plan: {plan.describe()}", flush=True)
+        # LoRA on CUDA holds the frozen base in bf16 (adapters and optimizer state stay fp32: peft casts
+        # them); on the CPU, and for full / top-k fine-tuning, fp32 weights under bf16 autocast.
+        half_base = device.startswith("cuda") and cfg.method == "lora" and cfg.precision != "fp32"
+        base, tok = load_base(base_path, dtype="bfloat16" if half_base else "float32", device=device,
+                              quantization=cfg.quantization)
         tok.padding_side = "right"
         n_base = describe(base)
         model = prepare_model(base, cfg, job.get("init_adapter"))

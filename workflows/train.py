@@ -32,7 +32,7 @@ from store.db import Project, open_project
 from training.runfolder import RunFolder
 
 
-def train(project: Project, slice_ref: str, **options: Any) -> str:
+def train(project: Project, slice_ref: str | None, **options: Any) -> str:
     """``training.runner.start_run(project, slice_ref, **options)`` (same options: base_model,
     config_path, overrides, parent_run_id, init_adapter, name, author, wait, progress; same
     errors) with the step after training chained (see the module docstring); returns the run id.
@@ -64,7 +64,8 @@ def predict_after(project: Project, run_id: str) -> dict[str, Any]:
         with project.connect() as con:
             runs_store.note(con, run.id, message)
 
-    if cfg.get("record_dynamics", True):
+    # dpo/orpo runs (training/preference.py) record no training dynamics: nothing to map
+    if cfg.get("record_dynamics", True) and cfg.get("objective", "sft") == "sft":
         from workflows.dynamics import map_run
 
         try:  # the data map is a by-product: a failure is noted, the predictions still run

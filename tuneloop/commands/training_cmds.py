@@ -68,13 +68,18 @@ def follow_run(p, run_id: str) -> None:
 
 
 def train(
-    slice_ref: Annotated[str, typer.Option("--slice", "-s", help="Slice name or id to train on.")],
+    slice_ref: Annotated[str | None, typer.Option("--slice", "-s", help="Slice name or id to train on "
+                                                  "(default with --from-run: that run's slice).")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="Config overrides key=value (see docs/training.md).")] = None,
     base: Annotated[str | None, typer.Option("--base", help="Base model: smollm2 (default, bundled), a HF id or a folder.")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")] = None,
     name: Annotated[str, typer.Option(help="A name for the run; refused when another run has it.")] = "",
     init_adapter: Annotated[Path | None, typer.Option("--init-adapter", help="Continue from this LoRA adapter folder.")] = None,
     parent_run: Annotated[str | None, typer.Option("--parent-run", help="Run this one derives from (lineage).")] = None,
+    objective: Annotated[str | None, typer.Option("--objective", help="sft (default), or dpo / orpo: preference "
+                                                  "training on the corrections' preference pairs (config objective).")] = None,
+    from_run: Annotated[str | None, typer.Option("--from-run", help="Start from this run's LoRA adapter (config "
+                                                 "from_run; dpo needs it: the SFT run, also the reference).")] = None,
     wait: Annotated[bool, typer.Option("--wait/--detach", help="Wait for the run to end, showing progress (default; "
                                        "exit code 0 only if it succeeded), or start it and return at once.")] = True,
     project_dir: ProjectOpt = None,
@@ -88,22 +93,33 @@ def train(
     (config predict_after=false turns that off, predict_split=train picks the train split).
     --name must be new; without it the run is named SLICE@VERSION (made unique with " (2)").
 
+    --objective dpo|orpo trains on the preference pairs that corrections stored (chosen = the
+    correction, rejected = the model's output) of the slice's train pairs (preference_pairs=all:
+    every one in the project), with TRL, starting from the adapter of --from-run; the run is
+    tracked, resumed and predicts like any other (docs/training.md, "Preference training").
+
     Example: tuneloop train --slice support-v1 max_steps=200 learning_rate=1e-4 lora_r=8
+    Example: tuneloop train --objective dpo --from-run run_01ab... beta=0.1 max_steps=50
     """
     from workflows.train import train as start_run
 
     p = project(project_dir)
     if parent_run:
         parent_run = _resolve(p, parent_run)
+    extra = [f"objective={objective}"] if objective else []
+    if from_run:
+        extra.append(f"from_run={_resolve(p, from_run)}")
+    if not slice_ref and not from_run:
+        raise fail("pass --slice NAME (or --from-run RUN to train on that run's slice)")
     try:
-        rid = start_run(p, slice_ref, base_model=base, config_path=config, overrides=tuple(overrides or ()),
+        rid = start_run(p, slice_ref, base_model=base, config_path=config, overrides=(*(overrides or ()), *extra),
                         parent_run_id=parent_run, init_adapter=str(init_adapter) if init_adapter else None,
                         name=name, author=author or default_author())
     except ConfigError as exc:
         raise fail(str(exc)) from None
     except (KeyError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc).strip('"')) from None
-    console.print(f"started run [bold]{rid}[/] on slice {slice_ref}")
+    console.print(f"started run [bold]{rid}[/]" + (f" on slice {slice_ref}" if slice_ref else ""))
     if wait:
         follow_run(p, rid)
 
@@ -138,7 +154,7 @@ def runs_list(
         s = r.summary or {}
         t.add_row(r.id, r.name, r.kind, r.status, Path(r.base_model).name,
                   slice_names.get(r.slice_id or "", r.slice_id or ""),
-                  f"{s.get('step', s.get('steps', ''))}/{s.get('total_steps', '')}" if r.kind == "train" else "",
+                  f"{s.get('step', s.get('steps', ''))}/{s.get('total_steps', '')}" if r.kind in runs_store.TRAINED_KINDS else "",
                   f"{s['final_loss']:.4f}" if isinstance(s.get("final_loss"), float) else "",
                   str(r.created_at)[:19])
     console.print(t)

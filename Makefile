@@ -16,7 +16,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 export STREAMLIT_BROWSER_GATHER_USAGE_STATS := false
 
-.PHONY: setup run test reliability check lint typecheck bench browser-deps office-deps ocr-deps llm-server-deps sample clean
+.PHONY: setup run test reliability check lint typecheck bench browser-deps office-deps ocr-deps llm-server-deps interop-deps sample clean
 
 $(STAMP): pyproject.toml requirements.txt requirements-nodeps.txt constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -65,13 +65,22 @@ llm-server-deps: setup
 	  $(PIP) -r requirements-llm-server.txt >/dev/null 2>&1 \
 	    || echo "warning: could not install llama-cpp-python[server]; the real-server ingest test will be skipped"; }
 
+# An older transformers/peft stack in .venv-old/ (transformers 4.57, peft 0.17, the same CPU torch) for
+# tests/interop/test_model_export.py, which checks that exported models load there too (about 35 s
+# with pip's cache warm). Optional: without it that test is skipped.
+interop-deps:
+	@test -f .venv-old/.installed || { \
+	  $(PY) -m venv .venv-old && .venv-old/bin/pip install --disable-pip-version-check -q \
+	    "transformers==4.57.*" "peft==0.17.*" torch==2.13.0 "numpy<2.5" >/dev/null 2>&1 \
+	    && touch .venv-old/.installed || echo "warning: could not install the older stack in .venv-old; the interop test will be skipped"; }
+
 sample: setup
 	$(BIN)/tuneloop sample --project "$(PROJECT)"
 
 run: setup office-deps ocr-deps sample
 	$(BIN)/tuneloop ui --project "$(PROJECT)" --port $(PORT)
 
-test: setup browser-deps office-deps ocr-deps llm-server-deps
+test: setup browser-deps office-deps ocr-deps llm-server-deps interop-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: setup

@@ -19,13 +19,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import altair as alt
+import orjson
 import polars as pl
 import streamlit as st
 from markdown_it import MarkdownIt
 from markdown_it.tree import SyntaxTreeNode
 
 from store.documents import SourceContext
-from store.records import Pair, PairRevision, Slice
+from store.records import Message, Pair, PairRevision, Slice
 
 if TYPE_CHECKING:
     from app.jobs import Job
@@ -253,6 +254,36 @@ def source_panel(ctx: SourceContext | None, pair: Pair) -> None:
                 st.caption(f"… {unloaded_below:,} characters after these")
 
 
+def pretty_json(value: Any) -> str:
+    """JSON text (or a value) indented for reading; text that is not JSON comes back as it is."""
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+
+
+def conversation_turn(m: Message) -> None:
+    """One turn of a conversation. Tool calls (function name and arguments) and tool results are
+    shown as code blocks: data, never Markdown."""
+    with st.chat_message(m.role if m.role in ("user", "assistant", "tool") else "ai"):
+        if m.weight is not None and m.weight != 1:
+            st.caption("weight 0: not trained on" if m.weight == 0 else f"weight {m.weight:g}")
+        if m.role == "tool":
+            about = " · ".join(x for x in (m.name or "", m.tool_call_id or "") if x)
+            st.caption(f"Tool result{' · ' + esc(about) if about else ''}")
+            st.code(pretty_json(m.content), language=None)
+            return
+        if m.content or not m.tool_calls:
+            st.markdown(esc_block(m.content))
+        for c in m.tool_calls or []:
+            fn = c.get("function") or {}
+            call_id = f" · {esc(str(c['id']))}" if c.get("id") else ""
+            st.caption(f"Calls **{esc(str(fn.get('name', '')))}**{call_id}")
+            st.code(pretty_json(fn.get("arguments", "")), language="json")
+
+
 def pair_body(pair: Pair) -> None:
     if pair.system:
         st.caption("System")
@@ -262,11 +293,13 @@ def pair_body(pair: Pair) -> None:
     if pair.input:
         st.caption("Input")
         st.markdown(esc_block(pair.input))
+    if pair.tools:
+        with st.expander(f"Tools offered ({len(pair.tools)})"):
+            st.code(pretty_json(pair.tools), language="json")
     if pair.messages:
         st.caption("Conversation")
         for m in pair.messages:
-            with st.chat_message(m.role if m.role in ("user", "assistant") else "ai"):
-                st.markdown(esc_block(m.content))
+            conversation_turn(m)
     st.caption("Response")
     with st.container(border=True):
         st.markdown(esc_block(pair.response) or "_(empty)_")

@@ -37,16 +37,20 @@ from ingest.limits import ImportLimits, clip
 from ingest.streams import JSONArrayError, TextSource, array_items, bom_encoding, first_byte, lines
 from store.ids import pair_content
 
-FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "self-instruct", "csv", "parquet")
-JSON_FORMATS = ("alpaca", "sharegpt", "messages", "prompt-completion", "self-instruct")
+FORMATS = ("alpaca", "sharegpt", "messages", "openai", "prompt-completion", "self-instruct", "csv", "parquet")
+JSON_FORMATS = ("alpaca", "sharegpt", "messages", "openai", "prompt-completion", "self-instruct")
 # Columns the exporters add; importers read split/tags from them and ignore the rest.
 PROVENANCE_KEYS = {
     "pair_id", "revision_id", "split", "tags", "document_id", "page", "char_start", "char_end", "generator",
     "generator_version", "source_uri", "source_line", "status", "weight", "id", "metadata", "element_ids",
     "rating", "n_ratings",
 }
+# ``developer`` (OpenAI's newer name for the system turn) is stored as system; ``observation``
+# (LLaMA-Factory) and ``function`` (OpenAI's older name) are tool results; LLaMA-Factory's
+# ``function_call`` is an assistant turn that calls tools (see ``_message``).
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
-                "model": "assistant", "chatgpt": "assistant", "system": "system"}
+                "model": "assistant", "chatgpt": "assistant", "system": "system", "developer": "system",
+                "tool": "tool", "observation": "tool", "function": "tool", "function_call": "assistant"}
 
 
 class FileFormatError(ValueError):
@@ -368,33 +372,168 @@ def _split(rec: dict[str, Any]) -> str | None:
     return "eval" if s in ("test", "validation") else s
 
 
-def from_messages(messages: Any, field: str = "messages") -> dict[str, Any]:
-    """Pair content from a conversation; a plain system/user/assistant exchange is single-turn."""
+def _content_text(v: Any, where: str, nullable: bool) -> str:
+    """A message's content: a string, a list of ``{"type": "text", "text": ...}`` parts (joined
+    with newlines), or null where the turn only calls tools (stored as '')."""
+    if isinstance(v, str):
+        return v
+    if v is None and nullable:
+        return ""
+    if isinstance(v, list):
+        texts = []
+        for j, part in enumerate(v):
+            if isinstance(part, str):
+                texts.append(part)
+                continue
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind != "text" or not isinstance(part.get("text"), str):
+                raise RecordError(f"{where}[{j}].type", f"{clip(repr(kind), 40)}: only text parts can be stored "
+                                  "(images, audio and files cannot); expected {\"type\": \"text\", \"text\": ...}")
+            texts.append(part["text"])
+        return "\n".join(texts)
+    raise RecordError(where, "missing or not a string (or a list of text parts)")
+
+
+def _arguments(v: Any, where: str) -> str:
+    """A call's arguments as the JSON string OpenAI stores (an object is serialised)."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, dict):
+        return orjson.dumps(v).decode()
+    raise RecordError(where, "expected a JSON object or a string holding one")
+
+
+def _tool_calls(v: Any, where: str) -> list[dict[str, Any]]:
+    """OpenAI ``tool_calls`` ([{id, type, function: {name, arguments}}]) or LLaMA-Factory's
+    ``function_call`` value ({name, arguments} or a list of them, as JSON text) in OpenAI form."""
+    if isinstance(v, str):
+        try:
+            v = orjson.loads(v)
+        except orjson.JSONDecodeError:
+            raise RecordError(where, "is not JSON; expected {\"name\": ..., \"arguments\": {...}}") from None
+    calls = v if isinstance(v, list) else [v]
+    if not calls:
+        raise RecordError(where, "is empty; expected at least one call")
+    out = []
+    for k, c in enumerate(calls):
+        at = f"{where}[{k}]" if isinstance(v, list) else where
+        if not isinstance(c, dict):
+            raise RecordError(at, f"is {type(c).__name__}; expected an object with a function name and arguments")
+        fn = c.get("function", c)
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise RecordError(f"{at}.function.name" if "function" in c else f"{at}.name", "missing; expected the "
+                              "name of the function called")
+        call: dict[str, Any] = {}
+        if c.get("id") is not None:
+            if not isinstance(c["id"], str):
+                raise RecordError(f"{at}.id", "expected a string")
+            call["id"] = c["id"]
+        call["type"] = "function"
+        call["function"] = {"name": fn["name"], "arguments": _arguments(fn.get("arguments", {}), f"{at}.arguments")}
+        out.append(call)
+    return out
+
+
+def parse_tools(v: Any, field: str = "tools") -> list[dict[str, Any]] | None:
+    """A record's tool (function) definitions in OpenAI form ({type: function, function: {name,
+    description, parameters}}); LLaMA-Factory gives bare function objects as a JSON string."""
+    if v is None or v == "" or v == []:
+        return None
+    if isinstance(v, str):
+        try:
+            v = orjson.loads(v)
+        except orjson.JSONDecodeError:
+            raise RecordError(field, "is a string but not JSON; expected a list of function definitions") from None
+    if isinstance(v, dict):
+        v = [v]
+    if not isinstance(v, list):
+        raise RecordError(field, f"is {type(v).__name__}; expected a list of function definitions")
+    out = []
+    for i, t in enumerate(v):
+        if not isinstance(t, dict):
+            raise RecordError(f"{field}[{i}]", f"is {type(t).__name__}; expected a function definition object")
+        fn = t.get("function") if t.get("type", "function") == "function" and "function" in t else t
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise RecordError(f"{field}[{i}].name", "missing; expected {\"type\": \"function\", \"function\": "
+                              "{\"name\": ..., \"parameters\": {...}}}")
+        out.append({"type": "function", "function": fn} if fn is t else t)
+    return out or None
+
+
+def _message(m: Any, i: int, field: str) -> dict[str, Any]:
+    where = f"{field}[{i}]"
+    if not isinstance(m, dict):
+        raise RecordError(where, "expected an object with role and content")
+    role = m.get("role", m.get("from"))
+    if role not in ROLE_ALIASES:
+        raise RecordError(f"{where}.role", f"{clip(repr(role), 40)}; expected system, user, assistant or tool")
+    key = "content" if "content" in m or "value" not in m else "value"
+    out: dict[str, Any] = {"role": ROLE_ALIASES[role]}
+    if role == "function_call":  # LLaMA-Factory: the value is the call, as JSON text
+        out["content"] = ""
+        out["tool_calls"] = _tool_calls(m.get(key), f"{where}.{key}")
+    else:
+        calls = m.get("tool_calls")
+        if calls is not None and out["role"] != "assistant":
+            raise RecordError(f"{where}.tool_calls", f"on a {out['role']} turn; only assistant turns call tools")
+        if calls is None and isinstance(m.get("function_call"), dict) and out["role"] == "assistant":
+            calls = [m["function_call"]]  # OpenAI's older single function_call
+        if calls is not None:
+            out["tool_calls"] = _tool_calls(calls, f"{where}.tool_calls")
+        out["content"] = _content_text(m.get(key), f"{where}.{key}", nullable="tool_calls" in out)
+    for k in ("tool_call_id", "name"):
+        if m.get(k) is not None:
+            if not isinstance(m[k], str):
+                raise RecordError(f"{where}.{k}", f"is {type(m[k]).__name__}; expected a string")
+            out[k] = m[k]
+    w = m.get("weight")
+    if w is not None:
+        if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0:
+            raise RecordError(f"{where}.weight", f"{clip(repr(w), 40)}; expected a number >= 0 (0: do not train "
+                              "on this turn)")
+        if out["role"] != "assistant":
+            raise RecordError(f"{where}.weight", f"on a {out['role']} turn; only assistant turns are trained on")
+        out["weight"] = float(w)
+    return out
+
+
+def _check_turns(msgs: list[dict[str, Any]], field: str) -> None:
+    """User first, assistant last; users and assistants alternate, except that an assistant turn
+    that calls tools is followed by the tool results and then another assistant turn."""
+    if len(msgs) < 2 or msgs[0]["role"] != "user" or msgs[-1]["role"] != "assistant":
+        raise RecordError(field, "expected user first and assistant last (after an optional system message)")
+    for i, (a, b) in enumerate(zip(msgs, msgs[1:])):
+        if b["role"] == "tool" and not (a["role"] == "tool" or a.get("tool_calls")):
+            raise RecordError(f"{field}[{i + 1}]", "a tool result that follows no tool call; expected it after an "
+                              "assistant turn with tool_calls")
+        if a.get("tool_calls") and b["role"] != "tool":
+            raise RecordError(f"{field}[{i + 1}]", f"a {b['role']} turn after tool calls; expected the tool results")
+        if a["role"] == "tool" and b["role"] not in ("tool", "assistant"):
+            raise RecordError(f"{field}[{i + 1}]", f"a {b['role']} turn after a tool result; expected the assistant "
+                              "to answer")
+        if a["role"] == b["role"] and a["role"] != "tool":
+            raise RecordError(field, f"two {a['role']} messages in a row; expected user and assistant to alternate")
+
+
+def from_messages(messages: Any, field: str = "messages", tools: list[dict[str, Any]] | None = None
+                  ) -> dict[str, Any]:
+    """Pair content from a conversation; a plain system/user/assistant exchange is single-turn.
+
+    Tool calling is stored as it is: assistant turns keep ``tool_calls`` (content '' when null),
+    tool turns their ``tool_call_id``/``name``, a turn's ``weight`` is kept, and ``tools`` (the
+    function definitions) go beside the messages."""
     if not isinstance(messages, list) or not messages:
         raise RecordError(field, "expected a non-empty list of {role, content} objects")
-    msgs: list[dict[str, str]] = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise RecordError(f"{field}[{i}]", "expected an object with role and content")
-        role = m.get("role", m.get("from"))
-        content = m.get("content", m.get("value"))
-        if role not in ROLE_ALIASES:
-            raise RecordError(f"{field}[{i}].role", f"{role!r}; expected system, user or assistant")
-        if not isinstance(content, str):
-            raise RecordError(f"{field}[{i}].content", "missing or not a string")
-        msgs.append({"role": ROLE_ALIASES[role], "content": content})
+    msgs = [_message(m, i, field) for i, m in enumerate(messages)]
     system = ""
     if msgs[0]["role"] == "system":
         system = msgs[0]["content"]
         msgs = msgs[1:]
-    if len(msgs) < 2 or msgs[0]["role"] != "user" or msgs[-1]["role"] != "assistant":
-        raise RecordError(field, "expected user first and assistant last (after an optional system message)")
-    for a, b in zip(msgs, msgs[1:]):
-        if a["role"] == b["role"]:
-            raise RecordError(field, f"two {a['role']} messages in a row; expected user and assistant to alternate")
-    if len(msgs) == 2:
+    _check_turns(msgs, field)
+    plain = all(set(m) == {"role", "content"} for m in msgs)
+    if len(msgs) == 2 and plain and not tools:
         return pair_content(msgs[0]["content"], "", msgs[1]["content"], system, None)
-    return pair_content(msgs[0]["content"], "", msgs[-1]["content"], system, msgs)
+    return pair_content(msgs[0]["content"], "", msgs[-1]["content"], system, msgs, tools)
 
 
 def normalise(fmt: str, rec: Any) -> Normalised:
@@ -412,22 +551,22 @@ def normalise(fmt: str, rec: Any) -> Normalised:
         content = pair_content(instr, _text(rec, "input", False, "a string"), resp,
                                _text(rec, "system", False, "a string"))
     elif fmt == "sharegpt":
-        content = from_messages(rec.get("conversations"), "conversations")
+        content = from_messages(rec.get("conversations"), "conversations", parse_tools(rec.get("tools")))
         sys = rec.get("system")
         if isinstance(sys, str) and sys and not content["system"]:
             content = {**content, "system": sys}
-    elif fmt in ("messages", "parquet", "csv", "alpaca"):
+    elif fmt in ("messages", "openai", "parquet", "csv", "alpaca"):
         msgs = rec.get("messages")
         if isinstance(msgs, str):
             try:
                 msgs = orjson.loads(msgs)
             except orjson.JSONDecodeError:
                 raise RecordError("messages", "is a string but not JSON; expected a list of messages") from None
-        content = from_messages(msgs)
+        content = from_messages(msgs, tools=parse_tools(rec.get("tools")))
     elif fmt == "prompt-completion":
         p, c = rec.get("prompt"), rec.get("completion")
         if isinstance(p, list) and isinstance(c, list):
-            content = from_messages(p + c, "prompt+completion")
+            content = from_messages(p + c, "prompt+completion", parse_tools(rec.get("tools")))
         else:
             if not isinstance(p, str) or not p.strip():
                 raise RecordError("prompt", "missing or empty; expected a string or a list of messages")
@@ -522,13 +661,72 @@ def parse_mapping(spec: str | None) -> dict[str, str] | None:
 # ----------------------------------------------------------------- writing
 
 
-def to_messages(row: dict[str, Any]) -> list[dict[str, str]]:
+def to_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stored conversation of an export row: system turn first, then the messages as stored
+    (tool calls, tool results and turn weights included)."""
     if row.get("messages"):
         msgs = orjson.loads(row["messages"]) if isinstance(row["messages"], str) else row["messages"]
         return ([{"role": "system", "content": row["system"]}] if row.get("system") else []) + msgs
     user = row["instruction"] + (("\n\n" + row["input"]) if row.get("input") else "")
     out = [{"role": "system", "content": row["system"]}] if row.get("system") else []
     return out + [{"role": "user", "content": user}, {"role": "assistant", "content": row["response"]}]
+
+
+def stored_tools(raw: Any) -> list[dict[str, Any]]:
+    """An export row's ``tools`` column (JSON text of a list, as stored). Anything else that is
+    text is taken as one tool's name (the exporter probes every column with a plain string)."""
+    if not raw:
+        return []
+    if isinstance(raw, str):
+        try:
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return [{"type": "function", "function": {"name": raw}}]
+    return list(raw) if isinstance(raw, list) else []
+
+
+def to_openai(row: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI chat fine-tuning form: ``messages`` (an assistant turn that only calls tools has
+    content null; tool turns keep ``tool_call_id``; turns keep ``weight``) and ``tools``."""
+    msgs = [{**m, "content": None} if m.get("tool_calls") and not m.get("content") else m for m in to_messages(row)]
+    return {"messages": msgs, "tools": stored_tools(row.get("tools"))}
+
+
+SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt", "tool": "observation"}
+
+
+def _call_value(calls: list[dict[str, Any]]) -> str:
+    """LLaMA-Factory's ``function_call`` value: {name, arguments} (a list for parallel calls) as JSON."""
+    out = []
+    for c in calls:
+        fn = c.get("function", {})
+        args: Any = fn.get("arguments", "")
+        if isinstance(args, str):
+            try:
+                args = orjson.loads(args)
+            except orjson.JSONDecodeError:
+                args = fn.get("arguments", "")  # not JSON: kept as the string it is
+        out.append({"name": fn.get("name", ""), "arguments": args})
+    return orjson.dumps(out[0] if len(out) == 1 else out).decode()
+
+
+def to_sharegpt(row: dict[str, Any]) -> dict[str, Any]:
+    """LLaMA-Factory ShareGPT form: ``conversations`` of from/value (system turn first, tool calls
+    as ``function_call``, tool results as ``observation``, a turn's ``weight`` kept beside it) and
+    ``tools`` as JSON text ('' when none). ShareGPT has no place for the text of an assistant turn
+    that also calls tools, nor for call ids: those are not written."""
+    conv: list[dict[str, Any]] = []
+    for m in to_messages(row):
+        if m.get("tool_calls"):
+            turn: dict[str, Any] = {"from": "function_call", "value": _call_value(m["tool_calls"])}
+        else:
+            turn = {"from": SHAREGPT_ROLES.get(m["role"], m["role"]), "value": m["content"]}
+        if m.get("weight") is not None:
+            turn["weight"] = m["weight"]
+        conv.append(turn)
+    tools = [t.get("function", t) if t.get("type", "function") == "function" else t
+             for t in stored_tools(row.get("tools"))]
+    return {"conversations": conv, "tools": orjson.dumps(tools).decode() if tools else ""}
 
 
 EXPORT_PROVENANCE = ["pair_id", "revision_id", "split", "weight", "tags", "document_id", "page", "char_start",
@@ -547,11 +745,18 @@ def export_record(fmt: str, row: dict[str, Any]) -> dict[str, Any]:
             rec["messages"] = to_messages(row)
     elif fmt == "messages":
         rec = {"messages": to_messages(row)}
+        if stored_tools(row.get("tools")):
+            rec["tools"] = stored_tools(row.get("tools"))
+    elif fmt == "openai":
+        rec = to_openai(row)
+    elif fmt == "sharegpt":
+        rec = to_sharegpt(row)
     elif fmt == "prompt-completion":
         msgs = to_messages(row)
         rec = {"prompt": msgs[:-1], "completion": msgs[-1:]}
     else:
-        raise FileFormatError(f"unknown export format {fmt!r}; use alpaca, messages, prompt-completion or parquet")
+        raise FileFormatError(f"unknown export format {fmt!r}; use alpaca, messages, openai, sharegpt, "
+                              f"prompt-completion or parquet")
     return {**rec, **prov}
 
 

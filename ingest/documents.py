@@ -32,7 +32,7 @@ from typing import Any
 
 from ingest.chunking import ChunkConfig, chunk_document
 from ingest.elements import build_document
-from ingest.filetypes import SUPPORTED, IngestError, extension, sniff
+from ingest.filetypes import IMAGE_TYPES, SUPPORTED, IngestError, extension, sniff
 from ingest.generators import Generator, Source, create_all, options_allowed
 from ingest.limits import (
     MAX_ARCHIVE_MB,
@@ -45,7 +45,7 @@ from ingest.limits import (
     clip,
 )
 from ingest.partition import pdf_needs_ocr, pdf_page_count
-from ingest.workers import ParseOptions, Task, parse_all, time_limit
+from ingest.workers import ParseOptions, Task, parse_all, parse_cost, time_limit
 from store import documents as docs_store
 from store import pairs as pairs_store
 from store import settings as settings_store
@@ -581,7 +581,9 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
                                                 pdf_strategy="ocr_only" if i.scanned else cfg.pdf_strategy)
                 i.result.limit_s = limit_s if cfg.workers > 0 else None
                 tasks.append(Task(k, str(i.path), i.path.name, limit_s, limit_for,
-                                  n_pages=i.pages if i.result.filetype == "pdf" else None))
+                                  n_pages=i.pages if i.result.filetype == "pdf" else None,
+                                  cost=parse_cost(pages=i.pages, size_bytes=i.size,
+                                                  ocr=i.scanned or extension(i.path.name) in IMAGE_TYPES)))
             opts = ParseOptions(pdf_strategy=cfg.pdf_strategy, languages=cfg.languages)
 
             def on_start(task: Task, loading: bool) -> None:

@@ -31,5 +31,6 @@ def repair_content(content: dict[str, Any]) -> dict[str, Any]:
     return pair_content(
         repair_text(content["instruction"]), repair_text(content["input"]), repair_text(content["response"]),
         repair_text(content["system"]),
-        [{"role": m["role"], "content": repair_text(m["content"])} for m in content["messages"]],
+        [{**m, "content": repair_text(m["content"])} for m in content["messages"]],
+        content.get("tools"),
     )

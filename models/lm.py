@@ -15,6 +15,9 @@ Invariants and reasons:
   tokens; results come back in the caller's order. Greedy unless ``temperature > 0``.
 - On CPUs with native bf16 (avx512_bf16 / AMX) compute runs under bf16 autocast with fp32
   weights (2-3x faster than fp32 here); set ``TUNELOOP_CPU_BF16=0`` to turn it off.
+- A caller that must be reproducible passes an explicit ``precision`` (``"fp32"``: no autocast,
+  the same numbers as plain fp32 transformers; ``"bf16"``: bf16 autocast over fp32 weights) to
+  ``ChatModel.generate_ids``; ``precision_used`` says what a call ran in (predictions record it).
 """
 
 from __future__ import annotations
@@ -125,6 +128,22 @@ def converted_default() -> Path:
             tok.save_pretrained(d)
 
         return _atomic_save(target, write)
+
+
+def base_config(name: str | None):
+    """A base model's transformers config without loading weights and without the network: the
+    bundled default from its converted folder, else from its GGUF file's header (nothing is
+    converted); a folder; or a hub id already in the local cache. Raises when it cannot."""
+    from transformers import AutoConfig
+
+    if is_default(name):
+        converted = cache_dir() / CONVERTED_NAME
+        if (converted / "config.json").exists():
+            return AutoConfig.from_pretrained(str(converted), local_files_only=True)
+        return AutoConfig.from_pretrained(str(_gguf_dir()), gguf_file=GGUF_FILE, local_files_only=True)
+    assert name is not None
+    p = Path(name).expanduser()
+    return AutoConfig.from_pretrained(str(p.resolve()) if p.exists() else name, local_files_only=True)
 
 
 def resolve(name: str | None) -> str:
@@ -280,6 +299,37 @@ def autocast(device: str, enabled: bool = True):
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else device, dtype=dt)
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def precision_autocast(device: str, precision: str | None):
+    """Autocast for an explicit ``precision`` ("fp32": none; "bf16": bf16 autocast), or with None
+    the device default (``autocast``)."""
+    import torch
+
+    if precision is None:
+        return autocast(device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+            raise ValueError("this GPU does not compute bf16; use precision fp32")
+        return torch.autocast(device_type="cuda" if device.startswith("cuda") else device, dtype=torch.bfloat16)
+    raise ValueError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+
+
+def precision_used(device: str, precision: str | None) -> dict[str, str | None]:
+    """What ``precision_autocast(device, precision)`` computes in: ``precision`` ("fp32", "bf16" or
+    "fp16") and ``autocast_dtype`` (the torch dtype name, None without autocast)."""
+    import torch
+
+    dt = (autocast_dtype(device) if precision is None else None if precision == "fp32" else torch.bfloat16)
+    if dt is None:
+        return {"precision": "fp32", "autocast_dtype": None}
+    name = str(dt).removeprefix("torch.")
+    return {"precision": {"bfloat16": "bf16", "float16": "fp16"}.get(name, name), "autocast_dtype": name}
+
+
 def _torch_dtype(dtype: str | Any):
     import torch
 
@@ -422,12 +472,15 @@ class ChatModel:
         max_batch_tokens: int = 8192,
         seed: int = 0,
         progress=None,
+        precision: str | None = None,
     ) -> list[Generation]:
-        """Generate for pre-tokenised prompts: left padding, longest first, caller's order kept."""
+        """Generate for pre-tokenised prompts: left padding, longest first, caller's order kept.
+        ``precision`` "fp32" / "bf16" (``precision_autocast``); None: the device default."""
         import torch
 
         if not prompts:
             return []
+        precision_autocast(self.device, precision)  # an unknown precision fails before any work
         tok = self.tokenizer
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         stop = self._stop_ids()
@@ -457,7 +510,7 @@ class ChatModel:
                 ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
                 mask[r, width - len(p):] = 1
             t0 = time.perf_counter()
-            with self.lock, torch.inference_mode(), autocast(self.device):
+            with self.lock, torch.inference_mode(), precision_autocast(self.device, precision):
                 seqs = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                            **gen_kwargs)
             ms = (time.perf_counter() - t0) * 1000.0

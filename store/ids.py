@@ -35,21 +35,42 @@ def event_id(prefix: str) -> str:
     return f"{prefix}{int(time.time() * 1000):012x}{secrets.token_hex(4)}"
 
 
+# Optional per-message fields a conversation may carry (tool calling, OpenAI's per-turn weight). A
+# message keeps only those it has, so a plain {role, content} turn hashes as it always did.
+MESSAGE_EXTRAS = ("tool_calls", "tool_call_id", "name", "weight")
+
+
+def message_dict(m: dict[str, Any]) -> dict[str, Any]:
+    """One stored message: role, content, and whichever of ``MESSAGE_EXTRAS`` it has (not None)."""
+    out: dict[str, Any] = {"role": m["role"], "content": m["content"]}
+    for k in MESSAGE_EXTRAS:
+        if m.get(k) is not None:
+            out[k] = m[k]
+    return out
+
+
 def pair_content(
     instruction: str,
     input: str = "",
     response: str = "",
     system: str = "",
-    messages: list[dict[str, str]] | None = None,
+    messages: list[dict[str, Any]] | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The part of a pair that defines its identity (tags, status and provenance do not)."""
-    return {
+    """The part of a pair that defines its identity (tags, status and provenance do not).
+
+    ``tools``: the function definitions a tool-calling conversation offers (OpenAI form); the
+    key is present only when there are some, so pairs without tools keep their ids."""
+    out = {
         "instruction": instruction,
         "input": input or "",
         "response": response,
         "system": system or "",
-        "messages": [{"role": m["role"], "content": m["content"]} for m in (messages or [])],
+        "messages": [message_dict(m) for m in (messages or [])],
     }
+    if tools:
+        out["tools"] = list(tools)
+    return out
 
 
 def pair_id(content: dict[str, Any]) -> str:

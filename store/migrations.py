@@ -527,6 +527,13 @@ def m120_pair_grounding(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE pairs ADD COLUMN grounding DOUBLE")
 
 
+@migration
+def m130_revision_tools(con: duckdb.DuckDBPyConnection) -> None:
+    # The function definitions a tool-calling conversation offers (a JSON list, OpenAI form), part of
+    # the revision's content like its messages; NULL for pairs without tools (issue 17).
+    con.execute("ALTER TABLE pair_revisions ADD COLUMN tools JSON")
+
+
 def applied(con: duckdb.DuckDBPyConnection) -> list[str]:
     con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
     return [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]

@@ -84,6 +84,7 @@ BATCH_SCHEMA = pa.schema(
         ("source_line", pa.int32()),
         ("author", pa.string()),
         ("grounding", pa.float64()),
+        ("tools", pa.string()),  # JSON text or null
     ]
 )
 
@@ -126,6 +127,7 @@ def batch_row(
         "source_line": prov.source_line,
         "author": author,
         "grounding": prov.grounding,
+        "tools": orjson.dumps(content["tools"]).decode() if content.get("tools") else None,
     }
 
 
@@ -177,9 +179,10 @@ def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
         con.execute(
             """INSERT INTO pair_revisions
                (id, pair_id, revision_no, parent_id, instruction, input, response, system, messages,
-                tags, author, reason, conflict, created_at)
+                tags, author, reason, conflict, created_at, tools)
                SELECT revision_id, pair_id, 1, NULL, instruction, coalesce(input, ''), coalesce(response, ''),
-                      coalesce(system, ''), messages::JSON, coalesce(tags, []), author, 'created', false, ?
+                      coalesce(system, ''), messages::JSON, coalesce(tags, []), author, 'created', false, ?,
+                      tools::JSON
                FROM _batch_new""",
             [ts],
         )
@@ -254,7 +257,7 @@ def add_pairs(con: duckdb.DuckDBPyConnection, pairs: Iterable[NewPair]) -> list[
     for p in pairs:
         c = p.content
         content = pair_content(
-            c.instruction, c.input, c.response, c.system, [m.model_dump() for m in c.messages]
+            c.instruction, c.input, c.response, c.system, [m.model_dump() for m in c.messages], c.tools
         )
         rows.append(
             batch_row(
@@ -271,7 +274,7 @@ def add_pairs(con: duckdb.DuckDBPyConnection, pairs: Iterable[NewPair]) -> list[
 _PAIR_COLUMNS = """p.id, p.head_revision_id, p.version, p.status, p.split, p.duplicate_of,
     r.instruction, r.input, r.response, r.system, r.messages, r.tags,
     p.document_id, p.page, p.element_ids, p.char_start, p.char_end, p.generator, p.generator_version,
-    p.source_uri, p.source_line, p.author, p.updated_by, p.created_at, p.updated_at, p.grounding"""
+    p.source_uri, p.source_line, p.author, p.updated_by, p.created_at, p.updated_at, p.grounding, r.tools"""
 
 _FROM = "pairs p JOIN pair_revisions r ON r.id = p.head_revision_id"
 
@@ -283,13 +286,20 @@ def _messages(raw: Any) -> list[Message]:
     return [Message(**m) for m in data]
 
 
+def _tools(raw: Any) -> list[dict[str, Any]]:
+    if not raw:
+        return []
+    data = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    return list(data or [])
+
+
 def _to_pair(row: tuple) -> Pair:
     (pid, head, version, status, split, dup, instr, inp, resp, system, messages, tags, doc, page, elems,
-     cs, ce, gen, genv, suri, sline, author, upd_by, created, updated, grounding) = row
+     cs, ce, gen, genv, suri, sline, author, upd_by, created, updated, grounding, tools) = row
     return Pair(
         id=pid, head_revision_id=head, version=version, status=status, split=split, duplicate_of=dup,
         instruction=instr, input=inp, response=resp, system=system, messages=_messages(messages),
-        tags=list(tags or []),
+        tools=_tools(tools), tags=list(tags or []),
         provenance=Provenance(
             document_id=doc, page=page, element_ids=list(elems or []), char_start=cs, char_end=ce,
             generator=gen, generator_version=genv, source_uri=suri, source_line=sline, grounding=grounding,
@@ -348,7 +358,7 @@ def frame(con: duckdb.DuckDBPyConnection, flt: SliceFilter | None = None, *, lim
         f"""SELECT p.id AS pair_id, p.head_revision_id AS revision_id, p.status, p.split,
                    r.instruction, r.input, r.response, r.system, r.messages::VARCHAR AS messages, r.tags,
                    p.document_id, p.page, p.char_start, p.char_end, p.generator, p.generator_version,
-                   p.source_uri, p.source_line, p.grounding, p.created_at
+                   p.source_uri, p.source_line, p.grounding, p.created_at, r.tools::VARCHAR AS tools
             FROM {_FROM} WHERE {where} ORDER BY p.created_at, p.id{lim}""",
         params=params,
     ).pl()
@@ -365,7 +375,7 @@ def history(con: duckdb.DuckDBPyConnection, pid: str) -> list[PairRevision]:
     head = one(con, "SELECT head_revision_id FROM pairs WHERE id = ?", [pid])
     rows = con.execute(
         """SELECT id, pair_id, revision_no, parent_id, instruction, input, response, system, messages, tags,
-                  author, reason, created_at, conflict
+                  author, reason, created_at, conflict, tools
            FROM pair_revisions WHERE pair_id = ? ORDER BY revision_no, created_at""",
         [pid],
     ).fetchall()
@@ -374,6 +384,7 @@ def history(con: duckdb.DuckDBPyConnection, pid: str) -> list[PairRevision]:
             id=r[0], pair_id=r[1], revision_no=r[2], parent_id=r[3], instruction=r[4], input=r[5],
             response=r[6], system=r[7], messages=_messages(r[8]), tags=list(r[9] or []), author=r[10],
             reason=r[11], created_at=r[12], conflict=bool(r[13]), is_head=bool(head and head[0] == r[0]),
+            tools=_tools(r[14]),
         )
         for r in rows
     ]
@@ -466,8 +477,9 @@ def base_revision(
 
 
 def _content(row: tuple) -> tuple[dict[str, Any], list[str]]:
-    instr, inp, resp, system, msgs, tags = row
-    return pair_content(instr, inp, resp, system, [m.model_dump() for m in _messages(msgs)]), list(tags or [])
+    instr, inp, resp, system, msgs, tags, tools = row
+    return (pair_content(instr, inp, resp, system, [m.model_dump() for m in _messages(msgs)], _tools(tools)),
+            list(tags or []))
 
 
 def append_revision(
@@ -482,9 +494,10 @@ def append_revision(
     input: str | None = None,
     response: str | None = None,
     system: str | None = None,
-    messages: list[dict[str, str]] | None = None,
+    messages: list[dict[str, Any]] | None = None,
     tags: Sequence[str] | None = None,
     status: Status | str | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> RevisionResult:
     """Append a revision of ``pid`` inside the caller's transaction; move the head if the edit
     was based on it.
@@ -498,7 +511,7 @@ def append_revision(
     """
     cur = one(con,
         """SELECT p.version, p.head_revision_id, p.status, r.revision_no, r.instruction, r.input, r.response,
-                  r.system, r.messages, r.tags
+                  r.system, r.messages, r.tags, r.tools
            FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id WHERE p.id = ?""",
         [pid],
     )
@@ -508,7 +521,7 @@ def append_revision(
     head_content, head_tags = _content(cur[4:])
     base_id = base_revision(con, pid, base_revision_id, expected_version)
     base_row = cur[4:] if base_id == head else one(
-        con, "SELECT instruction, input, response, system, messages, tags FROM pair_revisions WHERE id = ?", [base_id])
+        con, "SELECT instruction, input, response, system, messages, tags, tools FROM pair_revisions WHERE id = ?", [base_id])
     assert base_row is not None  # base_revision checked it
     base, base_tags = _content(base_row)
     new_content = pair_content(
@@ -517,6 +530,7 @@ def append_revision(
         base["response"] if response is None else response,
         base["system"] if system is None else system,
         base["messages"] if messages is None else messages,
+        base.get("tools") if tools is None else tools,
     )
     new_tags = base_tags if tags is None else list(tags)
     same_as_head = new_content == head_content and sorted(new_tags) == sorted(head_tags)
@@ -533,13 +547,14 @@ def append_revision(
             rev_no = scalar(con, "SELECT coalesce(max(revision_no), 0) + 1 FROM pair_revisions WHERE pair_id = ?", [pid])
             con.execute(
                 """INSERT INTO pair_revisions (id, pair_id, revision_no, parent_id, instruction, input,
-                       response, system, messages, tags, author, reason, conflict, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?, ?, ?, ?, ?)""",
+                       response, system, messages, tags, author, reason, conflict, created_at, tools)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?, ?, ?, ?, ?, ?::JSON)""",
                 [rid, pid, rev_no, base_id, new_content["instruction"], new_content["input"],
                  new_content["response"], new_content["system"],
                  orjson.dumps(new_content["messages"]).decode() if new_content["messages"] else None,
                  new_tags, author, reason or ("kept this text over a conflicting edit" if settles else ""),
-                 conflict, ts],
+                 conflict, ts,
+                 orjson.dumps(new_content["tools"]).decode() if new_content.get("tools") else None],
             )
     if conflict:
         return RevisionResult(revision_id=rid, version=version, conflict=True, head_revision_id=head)
@@ -567,7 +582,8 @@ def append_followups(con: duckdb.DuckDBPyConnection, batch: pa.Table, *, author:
     rows = []
     for r in batch.to_pylist():
         content = pair_content(r["instruction"], r["input"], r["response"], r["system"],
-                               orjson.loads(r["messages"]) if r["messages"] else None)
+                               orjson.loads(r["messages"]) if r["messages"] else None,
+                               orjson.loads(r["tools"]) if r.get("tools") else None)
         rows.append({**r, "base_id": r["revision_id"], "review_id": event_id("v_"),
                      "revision_id": revision_id(r["pair_id"], r["revision_id"], content, r["tags"] or [])})
     if not rows:
@@ -584,9 +600,9 @@ def append_followups(con: duckdb.DuckDBPyConnection, batch: pa.Table, *, author:
         n = scalar(con, "SELECT count(*) FROM _followups")
         con.execute(
             """INSERT INTO pair_revisions (id, pair_id, revision_no, parent_id, instruction, input, response, system,
-                   messages, tags, author, reason, conflict, created_at)
+                   messages, tags, author, reason, conflict, created_at, tools)
                SELECT revision_id, pair_id, rev_no, base_id, instruction, coalesce(input, ''), coalesce(response, ''),
-                      coalesce(system, ''), messages::JSON, coalesce(tags, []), ?, ?, false, ?
+                      coalesce(system, ''), messages::JSON, coalesce(tags, []), ?, ?, false, ?, tools::JSON
                FROM _followups""", [author, reason, ts])
         con.execute(
             """UPDATE pairs SET head_revision_id = f.revision_id, version = pairs.version + 1, updated_by = ?,
@@ -702,7 +718,8 @@ def revisions_frame(con: duckdb.DuckDBPyConnection, revision_ids: Sequence[str])
         return con.sql(
             """SELECT r.id AS revision_id, r.pair_id, r.instruction, r.input, r.response, r.system,
                       r.messages::VARCHAR AS messages, r.tags, p.document_id, p.page, p.char_start, p.char_end,
-                      p.generator, p.generator_version, p.source_uri, p.source_line, p.status
+                      p.generator, p.generator_version, p.source_uri, p.source_line, p.status,
+                      r.tools::VARCHAR AS tools
                FROM _rids x JOIN pair_revisions r ON r.id = x.rid JOIN pairs p ON p.id = r.pair_id
                ORDER BY x.pos"""
         ).pl()

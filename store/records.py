@@ -48,8 +48,15 @@ class Record(BaseModel):
 
 
 class Message(Record):
-    role: str = Field(description="system, user or assistant")
-    content: str
+    role: str = Field(description="system, user, assistant or tool")
+    content: str = Field(description="the text; '' for an assistant turn that only calls tools")
+    tool_calls: list[dict[str, Any]] | None = Field(
+        default=None, description="assistant turn: the calls it makes, OpenAI form "
+        "[{id, type: function, function: {name, arguments (a JSON string)}}]")
+    tool_call_id: str | None = Field(default=None, description="tool turn: the id of the call it answers")
+    name: str | None = Field(default=None, description="tool turn: the function whose result it is")
+    weight: float | None = Field(default=None, description="assistant turn: loss weight (0 = not trained on); "
+                                 "None = 1")
 
 
 class Document(Record):
@@ -115,6 +122,8 @@ class PairContent(Record):
     response: str = ""
     system: str = ""
     messages: list[Message] = Field(default_factory=list, description="multi-turn conversation, if any")
+    tools: list[dict[str, Any]] = Field(default_factory=list, description="function definitions offered to "
+                                        "the model in a tool-calling conversation (OpenAI form)")
 
 
 class NewPair(Record):
@@ -138,6 +147,7 @@ class PairRevision(Record):
     response: str = ""
     system: str = ""
     messages: list[Message] = Field(default_factory=list)
+    tools: list[dict[str, Any]] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     author: str
     reason: str = ""
@@ -160,6 +170,7 @@ class Pair(Record):
     response: str = ""
     system: str = ""
     messages: list[Message] = Field(default_factory=list)
+    tools: list[dict[str, Any]] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     provenance: Provenance
     author: str

@@ -175,9 +175,10 @@ def note(con: duckdb.DuckDBPyConnection, run_id: str, message: str) -> None:
         con.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)", [run_id, cur[0], message, ts])
 
 
-def reopen(con: duckdb.DuckDBPyConnection, run_id: str, *, message: str = "resumed") -> None:
-    """Put a failed or cancelled run back to queued to resume it (logged; a success stays final)."""
-    ts = now()
+def reopen(con: duckdb.DuckDBPyConnection, run_id: str, *, message: str = "resumed", at: datetime | None = None) -> None:
+    """Put a failed or cancelled run back to queued to resume it (logged; a success stays final).
+    ``at``: when it happened (a run folder's event replayed later); default now."""
+    ts = at or now()
     with atomic(con):
         cur = one(con, "SELECT status FROM runs WHERE id = ?", [run_id])
         if cur is None:

@@ -226,7 +226,8 @@ def examples(con: duckdb.DuckDBPyConnection, slice_id: str, split: str | None = 
     """The slice's items joined with their (frozen) revision content and provenance, in order."""
     sql = """SELECT i.position, i.split, i.weight, r.id AS revision_id, r.pair_id, r.instruction, r.input,
                     r.response, r.system, r.messages::VARCHAR AS messages, r.tags, p.document_id, p.page,
-                    p.char_start, p.char_end, p.generator, p.generator_version, p.source_uri, p.source_line
+                    p.char_start, p.char_end, p.generator, p.generator_version, p.source_uri, p.source_line,
+                    r.tools::VARCHAR AS tools
              FROM slice_items i JOIN pair_revisions r ON r.id = i.revision_id JOIN pairs p ON p.id = i.pair_id
              WHERE i.slice_id = ?"""
     params: list[Any] = [slice_id]

@@ -333,7 +333,8 @@ def test_export_carries_the_rating(proj, tmp_path, fmt):
             else [json.loads(line) for line in out.read_text().splitlines()])
     by_rev = {r["revision_id"]: (r["rating"], r["n_ratings"]) for r in rows}
     assert by_rev[rated] == (3.5, 2)
-    assert sorted(v for k, v in by_rev.items() if k != rated) == [(None, 0), (None, 0)]
+    # unrated: rating 0.0 with n_ratings 0 (never null: one schema per export format, issue 17)
+    assert sorted(v for k, v in by_rev.items() if k != rated) == [(0.0, 0), (0.0, 0)]
 
 
 # ---------------------------------------------------------------- an edit is not a decision; the counter counts

@@ -86,7 +86,7 @@ def test_multi_turn_kept_as_messages(project, tmp_path):
 @pytest.mark.parametrize("source", ["alpaca", "messages", "sharegpt"])
 def test_export_then_import_gives_same_pairs(project, template_project, tmp_path, fmt, source):
     rows = {"alpaca": ALPACA, "messages": MESSAGES, "sharegpt": SHAREGPT}[source]
-    if fmt in ("messages", "prompt-completion") and source == "alpaca":
+    if fmt in ("messages", "openai", "sharegpt", "prompt-completion") and source == "alpaca":
         rows = [r for r in rows if not r["input"]]  # instruction+input join into one user turn
     import_file(project, write_jsonl(tmp_path / "in.jsonl", rows))
     with project.connect() as con:

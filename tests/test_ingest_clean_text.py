@@ -235,3 +235,51 @@ def test_a_long_pdf_is_parsed_in_page_ranges_with_the_same_result(project, tmp_p
                         sorted(con.execute("SELECT id, type, page, char_start FROM elements").fetchall()),
                         sorted(r["instruction"] for r in _pairs(proj))))
     assert got[0] == got[1] and "Cat. No." not in got[1][0]
+
+
+def test_several_workers_start_on_the_costliest_files_first(tmp_path):
+    """Longest-first scheduling: a scan or a long PDF must not start last and keep one worker busy
+    alone at the end; each idle worker gets a head task before any gets a second. Then real
+    files through real parser processes, in that order."""
+    from ingest.workers import Task, deal, order, parse_all, parse_cost
+
+    assert parse_cost(pages=1, ocr=True) > parse_cost(pages=80) > parse_cost(size_bytes=1000)
+    names = [f"note-{i}.txt" for i in range(5)]
+    for n in names:
+        (tmp_path / n).write_text(f"{n}: a short note about the warehouse.\n")
+    costs = {"note-3.txt": parse_cost(pages=1, ocr=True), "note-1.txt": parse_cost(pages=80)}
+    tasks = [Task(k, str(tmp_path / n), n, cost=costs.get(n, parse_cost(size_bytes=40))) for k, n in enumerate(names)]
+    assert [t.name for t in order(tasks, 1)] == names
+    ordered = order(tasks, 2)
+    assert [t.name for t in ordered] == ["note-3.txt", "note-1.txt", "note-0.txt", "note-2.txt", "note-4.txt"]
+    pending = list(reversed(ordered))
+    dealt = [(w, t.name) for w, t in deal(pending, [0, 0], 2)]
+    assert dealt == [(0, "note-3.txt"), (1, "note-1.txt"), (0, "note-0.txt"), (1, "note-2.txt")]
+    assert [t.name for t in pending] == ["note-4.txt"]
+    assert [(w, t.name) for w, t in deal(pending, [2, 1], 2)] == [(1, "note-4.txt")]  # only a free slot
+    for workers in (1, 2):
+        results = list(parse_all(tasks, workers=workers))
+        assert sorted(t.name for t, _ in results) == names and all(not hasattr(r, "kind") for _, r in results)
+
+
+def test_json_records_with_a_question_and_an_answer_become_pairs_others_point_to_import(project, tmp_path):
+    """A .json/.ndjson file of Q/A records gives one exact pair per record (not a window of raw
+    JSON); records without such fields give no pair and a reason that names `tuneloop import`."""
+    import json
+
+    qa = [{"question": "What is the warranty on the Cobalt sensor?", "answer": "The warranty lasts two years."},
+          {"prompt": "Where is the Cobalt warehouse?", "output": "In Lisbon, near the port, since 2019."},
+          {"question": "Which line breaks?", "answer": "This one\nhas an escaped newline."}]
+    (tmp_path / "faq.json").write_text(json.dumps(qa))
+    (tmp_path / "faq.ndjson").write_text("".join(json.dumps(r) + "\n" for r in qa[:2]))
+    (tmp_path / "prices.json").write_text(json.dumps([{"sku": "A-1", "price": 3.5}, {"sku": "B-2", "price": 4}]))
+    report = ingest(project, [tmp_path], IngestConfig(workers=0))
+    by_name = {f.uri.rsplit("/", 1)[-1]: f for f in report.files}
+    assert by_name["faq.json"].pairs_total == 2 and by_name["faq.ndjson"].pairs_total == 2
+    rows = _pairs(project)
+    assert {(r["instruction"], r["response"]) for r in rows} == {(r.get("question") or r["prompt"],
+                                                                  r.get("answer") or r["output"]) for r in qa[:2]}
+    for r in rows:  # provenance is exact: the response is the document's own characters
+        assert r["text"][r["char_start"]:r["char_end"]] == r["response"]
+    prices = by_name["prices.json"]
+    assert prices.pairs_total == 0 and "tuneloop import" in prices.no_pairs and "price, sku" in prices.no_pairs

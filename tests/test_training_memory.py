@@ -103,3 +103,36 @@ def test_the_run_records_its_plan_and_a_run_too_big_for_the_machine_fails_saying
         run = runs_store.get(con, rid)
     assert run.status == "failed" and run.error.startswith("DoesNotFit: this run needs ~")
     assert "free on cpu" in run.error and "batch_tokens=" in run.error
+
+
+def test_a_preference_run_is_planned_for_its_chosen_and_rejected_answers_and_told_what_to_change():
+    big = _qwen(QWEN_15)
+    dpo = TrainConfig(objective="dpo", from_run="run_x", pairs_per_batch=8, max_length=1024,
+                      gradient_checkpointing=False)
+    p = plan(big, dpo, "cuda:0")
+    assert p.batch_tokens == 2 * 8 * 1024  # chosen + rejected per pair, padded to max_length at most
+    assert p.weights == pytest.approx(big.n_params * 4, rel=0.01)  # dpo/orpo hold the base in fp32
+    assert plan(big, dpo.model_copy(update={"pairs_per_batch": 2}), "cuda:0").activations == p.activations // 4
+    with pytest.raises(DoesNotFit) as err:
+        check(big, dpo, "cuda:0", free=16 * GiB)
+    msg = str(err.value)
+    assert "pairs_per_batch=" in msg and "quantization" not in msg and "batch_tokens" not in msg
+
+
+def test_fsdp_plans_each_process_for_its_shard_of_weights_and_optimizer_state():
+    big = _qwen(QWEN_15)
+    full = TrainConfig(method="full", batch_tokens=4096, max_length=1024)
+    one = plan(big, full, "cuda:0")
+    four = plan(big, full.model_copy(update={"nproc": 4, "distributed": "fsdp"}), "cuda:0")
+    ddp = plan(big, full.model_copy(update={"nproc": 4, "distributed": "ddp"}), "cuda:0")
+    assert four.trainable_state == one.trainable_state // 4 and four.weights == one.weights // 4
+    assert four.activations == one.activations and ddp.total == one.total  # DDP keeps a full copy per process
+
+
+def test_preference_runs_refuse_settings_trl_would_ignore():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unfreeze_every=0"):
+        TrainConfig(objective="orpo", unfreeze_every=3)
+    with pytest.raises(ValidationError, match="attention=auto"):
+        TrainConfig(objective="orpo", attention="sdpa")

@@ -330,6 +330,20 @@ def test_ddp_two_cpu_processes(project, tiny):
     assert run.summary["world_size"] == 2 and "world 2" in log
     assert len(m.filter(m["name"] == "loss")) == 4
     assert os.path.exists(os.path.join(run.adapter_path, "adapter_model.safetensors"))
+    # One process taking both ranks' micro-batches per step (grad_accum=2) trains the same model: the
+    # step's loss is the mean over all targets, however unevenly the two ranks' batches hold them.
+    one = start_run(project, "memo", base_model=tiny, overrides=[*FAST, "max_steps=4", "grad_accum=2",
+                                                                 "batch_tokens=128", "max_length=64"], wait=True)
+    with project.connect() as con:
+        m1 = runs_store.metrics_frame(con, one)
+        single = runs_store.get(con, one)
+    losses = [m.filter(m["name"] == "loss")["value"].to_list(), m1.filter(m1["name"] == "loss")["value"].to_list()]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4), losses
+    from safetensors.torch import load_file
+
+    a = load_file(os.path.join(run.adapter_path, "adapter_model.safetensors"))
+    b = load_file(os.path.join(single.adapter_path, "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(float((a[k] - b[k]).norm()) <= 1e-4 * (float(b[k].norm()) + 1e-6) for k in a)
 
 
 def test_bad_config_and_unknown_slice_create_nothing(project, tiny):

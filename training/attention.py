@@ -147,15 +147,17 @@ def packed_attention(model: Any) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def frozen_linears_in(model: Any, dtype: Any) -> Iterator[int]:
+def frozen_linears_in(model: Any, dtype: Any, keep: frozenset[int] = frozenset()) -> Iterator[int]:
     """Inside: every frozen ``nn.Linear`` weight is a ``dtype`` copy; the original parameters
     come back on exit. A weight tied to the input embedding (the LM head) gets its own copy, so
-    the embedding itself stays fp32. Yields how many layers were switched."""
+    the embedding itself stays fp32. ``keep``: ids of weights frozen only for now (gradual
+    unfreezing), left as they are. Yields how many layers were switched."""
     import torch
 
     saved: list[tuple[Any, Any, Any]] = []
     for mod in model.modules():
-        if type(mod) is not torch.nn.Linear or mod.weight.requires_grad or mod.weight.dtype == dtype:
+        if (type(mod) is not torch.nn.Linear or mod.weight.requires_grad or mod.weight.dtype == dtype
+                or id(mod.weight) in keep):
             continue
         saved.append((mod, mod.weight, mod.bias))
         mod.weight = torch.nn.Parameter(mod.weight.detach().to(dtype), requires_grad=False)
@@ -167,3 +169,34 @@ def frozen_linears_in(model: Any, dtype: Any) -> Iterator[int]:
         for mod, w, b in saved:
             mod.weight = w
             mod.bias = b
+
+
+def flash_attn_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def choose(requested: str, device: str) -> str:
+    """The attention a run uses (config ``attention``): ``auto`` is tuneloop's packed kernel on the
+    CPU (measured faster there: ``tests/bench/bench_train.py``) and transformers' varlen path on
+    CUDA, ``flash_attention_2`` when flash-attn is installed, else ``sdpa``; both read the example
+    bounds from the per-example ``position_ids`` of a packed row, so no row is padded."""
+    if requested == "flash_attention_2" and not flash_attn_available():
+        raise ValueError("attention=flash_attention_2 needs the flash-attn package (pip install flash-attn, on a "
+                         "CUDA machine); or set attention=sdpa / auto")
+    if requested != "auto":
+        return requested
+    if device.startswith("cuda"):
+        return "flash_attention_2" if flash_attn_available() else "sdpa"
+    return "packed"
+
+
+def use_attention(model: Any, attention: str) -> None:
+    """Switch the model to transformers' ``attention`` implementation (for every mode but
+    ``packed``, which switches per forward pass inside ``packed_attention``)."""
+    if attention == "packed":
+        return
+    hf = _hf_model(model)
+    if getattr(hf.config, "_attn_implementation", None) != attention:
+        hf.set_attn_implementation(attention)

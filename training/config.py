@@ -30,6 +30,9 @@ class TrainConfig(BaseModel):
                                       description="LoRA target module names (default: all linear layers)")
     lora_top_layers: int = Field(0, ge=0, description="LoRA only in the last k decoder layers (0 = all layers)")
     top_k_layers: int = Field(2, ge=1, description="for method=top_k: train only the last k decoder layers")
+    unfreeze_every: int = Field(0, ge=0, description="gradual unfreezing: train the top decoder layer first and one "
+                                                     "more every N optimizer steps (0 = off); method=lora unfreezes "
+                                                     "the adapters of those layers")
 
     # the objective: supervised fine-tuning, or preference optimisation on corrections (training/preference.py)
     objective: Literal["sft", "dpo", "orpo"] = Field(
@@ -61,6 +64,11 @@ class TrainConfig(BaseModel):
     batch_tokens: int = Field(2048, ge=8, description="tokens per micro-batch (packed, no padding)")
     max_examples_per_batch: int = Field(64, ge=1)
     packing: bool = Field(True, description="pack examples into padding-free rows; false = one example per row, padded")
+    attention: Literal["auto", "packed", "sdpa", "flash_attention_2", "flex_attention", "eager"] = Field(
+        "auto", description="how packed rows attend: packed = tuneloop's per-example kernel (fastest on CPU); "
+                            "sdpa / flash_attention_2 / flex_attention / eager = transformers' own, told the example "
+                            "bounds by per-example position_ids; auto = packed on CPU, flash_attention_2 on CUDA "
+                            "when flash-attn is installed, else sdpa (training.attention.choose)")
     system_prompt: str = Field("", description="system turn for examples without one ('' = the template's default)")
 
     # evaluation, early stopping, checkpoints
@@ -81,10 +89,17 @@ class TrainConfig(BaseModel):
     quantization: Literal["none", "4bit", "8bit"] = Field(
         "none", description="QLoRA: hold the frozen base in 4-bit NF4 (double quantization, bf16 compute) or "
                             "8-bit via bitsandbytes; CUDA only, method=lora only")
+    liger_kernels: bool | None = Field(
+        None, description="Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU) on CUDA; unset = when liger-kernel "
+                          "is installed (pip install 'tuneloop[gpu]'), true = require it")
     memory_check: bool = Field(True, description="refuse a run whose memory plan does not fit the device "
                                                  "(training.memory); false = start anyway")
     threads: int = Field(0, ge=0, description="CPU threads for torch (0 = auto: 1 when the machine is overloaded)")
-    nproc: int = Field(1, ge=1, description="processes to launch with torchrun (DDP); 1 = plain process")
+    nproc: int = Field(1, ge=1, description="processes to train with, one per GPU (`tuneloop train --gpus N`); "
+                                            "1 = plain process")
+    distributed: Literal["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"] = Field(
+        "ddp", description="with nproc > 1: ddp (a full copy per process), fsdp (FSDP2 full shard: parameters, "
+                           "gradients and optimizer state split across processes) or DeepSpeed ZeRO-2/3")
 
     # after training (run by the workflow that started the run: workflows.train)
     predict_after: bool = Field(True, description="predict the slice's predict_split when the run succeeds "
@@ -106,6 +121,17 @@ class TrainConfig(BaseModel):
             if self.quantization != "none":
                 raise ValueError(f"objective={self.objective} trains on a full-precision base: "
                                  "it needs quantization=none")
+            if self.unfreeze_every:
+                raise ValueError(f"objective={self.objective} runs through TRL's trainer, which trains the whole "
+                                 "adapter from the start: it needs unfreeze_every=0")
+            if self.attention != "auto":
+                raise ValueError(f"objective={self.objective} runs through TRL's trainer with the model's own "
+                                 f"attention: it needs attention=auto (not {self.attention})")
+        if self.unfreeze_every and self.nproc > 1:
+            raise ValueError("unfreeze_every changes the trained parameters during the run: it needs nproc=1")
+        if self.unfreeze_every and self.method == "top_k":
+            raise ValueError("unfreeze_every grows the trained layers itself: use method=full or lora with it "
+                             "(top_k fixes them)")
         if self.objective == "dpo" and not self.from_run:
             raise ValueError("objective=dpo needs from_run: the SFT run whose adapter it starts from "
                              "(and keeps as the reference policy)")

@@ -79,6 +79,13 @@ def _targets(ex: Tokenized) -> list[int]:
     return [ids[t + 1] if m[t + 1] else IGNORE for t in range(len(ids) - 1)] + [IGNORE]
 
 
+def _target_weights(ex: Tokenized, t: list[int]) -> list[float]:
+    """The weight of each target of ``_targets(ex)``: the example's weight times the turn weight
+    of the token it predicts (``Tokenized.token_weights``); 0 where there is no target."""
+    tw = ex.token_weights
+    return [ex.weight * (tw[i + 1] if tw else 1.0) if x != IGNORE else 0.0 for i, x in enumerate(t)]
+
+
 MIN_SHARED_PREFIX = 4
 
 
@@ -122,9 +129,10 @@ def collate(examples: Sequence[Tokenized], *, pad_id: int, packed: bool = True,
         for ex in examples:
             ids += ex.input_ids[p:]
             pos += list(range(p, len(ex.input_ids)))
-            t = _targets(ex)[p:]
+            full = _targets(ex)
+            t = full[p:]
             tgt += t
-            wts += [ex.weight if x != IGNORE else 0.0 for x in t]
+            wts += _target_weights(ex, full)[p:]
         keep = [i for i, x in enumerate(tgt) if x != IGNORE]
         owner = [j for j, ex in enumerate(examples) for _ in range(len(ex.input_ids) - p)]
         return MicroBatch(
@@ -144,7 +152,7 @@ def collate(examples: Sequence[Tokenized], *, pad_id: int, packed: bool = True,
         rows_pos.append(list(range(len(ex.input_ids))) + [0] * pad)
         rows_mask.append([1] * len(ex.input_ids) + [0] * pad)
         rows_t.append(t + [IGNORE] * pad)
-        rows_w.append([ex.weight if x != IGNORE else 0.0 for x in t] + [0.0] * pad)
+        rows_w.append(_target_weights(ex, t) + [0.0] * pad)
     keep = sorted({i for row in rows_t for i, x in enumerate(row) if x != IGNORE})
     return MicroBatch(
         input_ids=torch.tensor(rows_ids), position_ids=torch.tensor(rows_pos),

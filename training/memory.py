@@ -147,7 +147,8 @@ def plan(shape: Shape, cfg: TrainConfig, device: str) -> MemoryPlan:
     cuda = device.startswith("cuda")
     lora = cfg.method == "lora"
     half = cuda and cfg.precision != "fp32"
-    base_bytes = 2 if (half and lora) else 4
+    sft = cfg.objective == "sft"
+    base_bytes = 2 if (half and lora and sft) else 4  # dpo/orpo hold the base in fp32 (training/preference.py)
     if cfg.quantization == "4bit":
         # NF4: 4 bits per weight plus double-quantized absmax constants (~0.127 bits per weight)
         layers = math.ceil(shape.n_layer_linear * (4 + 0.127) / 8)
@@ -163,7 +164,8 @@ def plan(shape: Shape, cfg: TrainConfig, device: str) -> MemoryPlan:
     ckpt = checkpointing(cfg, shape.n_params)
     act_unit = 1 if half else 2  # the 16-bit formula, doubled in fp32
     per_layer = (17 * shape.hidden + 6 * shape.intermediate) * act_unit
-    tokens = cfg.batch_tokens
+    # dpo/orpo: the chosen and the rejected answer of each pair, padded to at most max_length
+    tokens = cfg.batch_tokens if sft else 2 * cfg.pairs_per_batch * cfg.max_length
     layers_through = shape.n_layers if cfg.method != "top_k" else min(cfg.top_k_layers, shape.n_layers)
     if lora and cfg.lora_top_layers:
         layers_through = min(cfg.lora_top_layers, shape.n_layers)
@@ -173,12 +175,21 @@ def plan(shape: Shape, cfg: TrainConfig, device: str) -> MemoryPlan:
         activations = tokens * per_layer * layers_through
     logits = tokens * shape.vocab * 4 * 2
     state = trainable * 16
+    if cfg.nproc > 1 and cfg.distributed == "fsdp":  # FSDP2 full shard: each process holds 1/N of these
+        weights, state = weights // cfg.nproc, state // cfg.nproc
     core = weights + state + activations + logits
     overhead = int(0.75 * GiB + 0.10 * core) if cuda else 0
     return MemoryPlan(device=device, n_params=shape.n_params, n_trainable=trainable, weights=int(weights),
                       trainable_state=int(state), activations=int(activations), logits=int(logits),
                       overhead=overhead, gradient_checkpointing=ckpt, quantization=cfg.quantization,
                       batch_tokens=tokens)
+
+
+def cuda_devices() -> int:
+    """How many CUDA devices torch sees here (0 without CUDA)."""
+    import torch
+
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
 def free_memory(device: str) -> int:
@@ -201,13 +212,20 @@ def check(shape: Shape, cfg: TrainConfig, device: str, free: int) -> MemoryPlan:
     if not p.gradient_checkpointing:
         q = plan(shape, cfg.model_copy(update={"gradient_checkpointing": True}), device)
         fixes.append(f"gradient_checkpointing=true (~{gib(q.total)})")
-    if cfg.method == "lora" and cfg.quantization != "4bit" and device.startswith("cuda"):
+    if cfg.method == "lora" and cfg.quantization != "4bit" and device.startswith("cuda") and cfg.objective == "sft":
         q = plan(shape, cfg.model_copy(update={"quantization": "4bit", "gradient_checkpointing": True}), device)
         fixes.append(f"quantization=4bit with checkpointing (~{gib(q.total)})")
     if cfg.method != "lora":
         q = plan(shape, cfg.model_copy(update={"method": "lora", "gradient_checkpointing": True}), device)
         fixes.append(f"method=lora with checkpointing (~{gib(q.total)})")
-    tokens = cfg.batch_tokens
+    pairs = cfg.pairs_per_batch if cfg.objective != "sft" else 1
+    while pairs > 1:  # dpo/orpo: fewer preference pairs per micro-batch
+        pairs //= 2
+        q = plan(shape, cfg.model_copy(update={"pairs_per_batch": pairs}), device)
+        if q.total <= free:
+            fixes.append(f"pairs_per_batch={pairs} (~{gib(q.total)}; raise grad_accum to keep the batch)")
+            break
+    tokens = cfg.batch_tokens if cfg.objective == "sft" else 0
     while tokens > cfg.max_length and tokens > 8:
         tokens = max(cfg.max_length, tokens // 2)
         q = plan(shape, cfg.model_copy(update={"batch_tokens": tokens}), device)

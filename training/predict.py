@@ -6,6 +6,13 @@
   unless ``temperature > 0``. Per pair we store the text, prompt/output token counts, the finish
   reason (``stop``: end-of-turn token; ``length``: cut at ``max_new_tokens``, a signal) and the
   wall time of its batch. The generation config goes on the prediction set.
+- Precision (``precision``): ``auto`` (default) is fp32 on CPU and MPS, and on CUDA the precision the
+  run trained in (bf16 for a run trained with bf16 autocast, e.g. LoRA on a bf16 GPU; fp32 for
+  one trained in fp32 and for an untrained baseline); ``fp32`` or ``bf16`` choose. fp32 gives the
+  same greedy answers as plain fp32 transformers; bf16 autocast can change some of them. The
+  generation config records the precision actually used (``precision``, ``autocast_dtype``; the
+  weights' dtype is ``model_dtype``) and the one asked for (``precision_requested``). Reference
+  perplexity is computed in the same precision.
 - A prediction pass is a new prediction set; nothing is overwritten. Metrics are computed from
   the stored rows (plus the perplexity of the references under the same model) and stored.
 - The database is held only to read the slice and to write the results, never while generating.
@@ -55,13 +62,35 @@ def load_run_model(run: Run, device: str | None = None):
     return cm
 
 
-def reference_nll(cm, rows: list[dict[str, Any]], system_prompt: str, max_length: int = 1024) -> float | None:
+PREDICT_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: str, run: Run) -> str:
+    """"fp32" or "bf16" for predictions of ``run`` on ``device`` (see the module docstring)."""
+    if precision in ("fp32", "bf16"):
+        return precision
+    if precision != "auto":
+        raise ValueError(f"unknown precision {precision!r}; use {', '.join(PREDICT_PRECISIONS)}")
+    if not device.startswith("cuda") or run.kind not in runs_store.TRAINED_KINDS:
+        return "fp32"
+    trained = str(run.config.get("precision") or "auto")
+    if trained in ("fp32", "bf16"):
+        return trained
+    # auto: bf16 autocast where the run trained on a bf16 GPU (training.train._amp_dtype)
+    import torch
+
+    on_cuda = str(run.summary.get("device") or "").startswith("cuda")
+    return "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def reference_nll(cm, rows: list[dict[str, Any]], system_prompt: str, max_length: int = 1024,
+                  precision: str | None = None) -> float | None:
     """Mean negative log-likelihood per reference token (response tokens only)."""
     import contextlib
 
     import torch
 
-    from models.lm import autocast
+    from models.lm import precision_autocast
     from training.attention import packed_attention, supports_packed_attention
     from training.data import collate, loss_sum, plan_batches
 
@@ -72,7 +101,7 @@ def reference_nll(cm, rows: list[dict[str, Any]], system_prompt: str, max_length
                         seed=0, shuffle=False)
     total = weight = 0.0
     fast = supports_packed_attention(cm.model, max_length)
-    with cm.lock, torch.inference_mode(), autocast(cm.device), \
+    with cm.lock, torch.inference_mode(), precision_autocast(cm.device, precision), \
             (packed_attention(cm.model) if fast else contextlib.nullcontext()):
         for idx in plan:
             mb = collate([ex[i] for i in idx], pad_id=cm.tokenizer.pad_token_id or 0, packed=True, share_prefix=fast)
@@ -112,6 +141,7 @@ def predict_run(
     seed: int = 0,
     perplexity: bool = True,
     device: str | None = None,
+    precision: str = "auto",
     progress: Callable[[int, int], None] | None = None,
 ) -> str:
     """Generate for every pair of the run's slice split; store and score them. Returns the set id.
@@ -119,7 +149,8 @@ def predict_run(
     ``slice_ref`` predicts on another slice than the one trained on. ``max_new_tokens=None``
     allows 1.5x the longest reference (at least 16, at most 512), or for a label task the
     longest label of the slice plus a few tokens. ``perplexity=False`` skips the extra pass that
-    scores the references under the model. ``progress(done, total)`` is called with 0 before
+    scores the references under the model. ``precision``: auto, fp32 or bf16 (module docstring).
+    ``progress(done, total)`` is called with 0 before
     the first batch and after each batch.
     """
     with project.connect() as con:
@@ -139,8 +170,13 @@ def predict_run(
     rows = df.to_dicts()[: limit if limit else None]
     if not rows:
         raise ValueError(f"slice {sl.name!r} has no {split!r} items to predict")
+    if precision not in PREDICT_PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use {', '.join(PREDICT_PRECISIONS)}")
     system_prompt = str(run.config.get("system_prompt") or "")
+    from models.lm import precision_used
+
     cm = load_run_model(run, device)
+    used = resolve_precision(precision, cm.device, run)
     pr = [prompt_and_reference(r, system_prompt) for r in rows]
     prompts, refs = [p for p, _ in pr], [r for _, r in pr]
     task = scoring.task_of_predictions(refs, slice_refs)
@@ -157,9 +193,9 @@ def predict_run(
 
     t0 = time.perf_counter()
     gens = cm.generate_ids(ids, max_new_tokens=mnt, temperature=temperature, top_p=top_p, batch_size=batch_size,
-                           seed=seed, progress=tick)
+                           seed=seed, progress=tick, precision=used)
     gen_s = time.perf_counter() - t0
-    nll = reference_nll(cm, rows, system_prompt) if perplexity else None
+    nll = reference_nll(cm, rows, system_prompt, precision=used) if perplexity else None
     texts = [cm.tokenizer.decode(x, skip_special_tokens=False) for x in ids]
     out_rows = [{
         "pair_id": r["pair_id"], "revision_id": r["revision_id"], "prompt": t, "output": g.text, "reference": ref,
@@ -170,7 +206,8 @@ def predict_run(
                "do_sample": temperature > 0, "seed": seed, "batch_size": batch_size, "padding_side": "left",
                "sorted_by_length": True, "system_prompt": system_prompt, "device": cm.device, "task": task.kind,
                "reference_perplexity": perplexity,
-               "model_dtype": cm.dtype, "n_params": cm.n_params, "generation_seconds": round(gen_s, 3),
+               "model_dtype": cm.dtype, **precision_used(cm.device, used), "precision_requested": precision,
+               "n_params": cm.n_params, "generation_seconds": round(gen_s, 3),
                "output_tokens_per_s": round(sum(g.n_output_tokens for g in gens) / max(gen_s, 1e-9), 2)}
     rows_m = scoring.metric_rows([g.text for g in gens], refs, task,
                                  finish_reasons=[g.finish_reason for g in gens],

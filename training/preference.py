@@ -186,7 +186,7 @@ def _drop_reference_adapter(model) -> None:
 
 def run(folder: RunFolder) -> int:
     """Train the dpo/orpo run in ``folder`` (called by ``training.train.run``); the exit code."""
-    from training.train import _amp_dtype, prepare_model, save_result
+    from training.train import _amp_dtype, _memory_plan, prepare_model, save_result
 
     job = folder.job()
     cfg = TrainConfig(**(folder.read_json(folder.config_file, {}) or {}))
@@ -205,6 +205,9 @@ def run(folder: RunFolder) -> int:
                              world_size=1, device=device, resumed=bool(last))
         torch.manual_seed(cfg.seed)
         base_path = resolve(job.get("base_model"))
+        cfg, mem = _memory_plan(cfg, base_path, device)  # refuses what cannot fit, saying what to change
+        folder.update_status(memory_plan=mem.as_dict())
+        print(f"[train] memory plan: {mem.describe()}", flush=True)
         base, tok = load_base(base_path, dtype="float32", device=device)
         n_base = describe(base)
         model = prepare_model(base, cfg, job.get("init_adapter"))

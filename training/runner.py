@@ -1,8 +1,9 @@
 """Launch training runs in their own process and mirror their run folders into the store.
 
 ``start_run`` freezes everything the trainer needs into ``runs/<run_id>/`` (job, config, the
-slice rows), records the run as queued, and starts ``python -m training.train RUN_DIR`` (or
-``torchrun --nproc_per_node N`` when ``nproc > 1``) in a new session, detached from the caller:
+slice rows), records the run as queued, and starts ``python -m training.train RUN_DIR`` (or, when ``nproc > 1``,
+``accelerate launch --config_file training/launch/<distributed>.yaml --num_processes N -m training.train
+RUN_DIR``) in a new session, detached from the caller:
 the CLI, the app and tests never train in their own thread. The trainer never opens the
 database; ``sync_run`` reads status.json, events.jsonl and metrics.jsonl and writes them through
 store/runs.py, holding the database only for that short moment; once the run has ended, its
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ STALE_AFTER_S = 5.0
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _STATUSES = {s.value for s in RunStatus}
+# Ended states a run leaves when its trainer is started again from the folder.
+_REOPENABLE = {RunStatus.failed.value, RunStatus.cancelled.value}
 
 # The states in which a run's step after training (``after``) has ended.
 AFTER_FINAL = {"done", "skipped", "failed"}
@@ -64,7 +67,8 @@ _CHAIN = (
     "sys.exit(rc)\n"
 )
 
-_SLICE_COLUMNS = ("pair_id", "revision_id", "split", "weight", "instruction", "input", "response", "system", "messages")
+_SLICE_COLUMNS = ("pair_id", "revision_id", "split", "weight", "instruction", "input", "response", "system", "messages",
+                  "tools")
 
 
 def run_folder(project: Project, run_id: str) -> RunFolder:
@@ -81,11 +85,53 @@ def _env() -> dict[str, str]:
     return env
 
 
+# accelerate launch configs shipped with the package, one per config ``distributed``
+LAUNCH_DIR = Path(__file__).resolve().parent / "launch"
+
+
+def launch_config(distributed: str) -> Path:
+    """The shipped ``accelerate launch --config_file`` for ``distributed`` (ddp, fsdp, deepspeed_zero2/3)."""
+    return LAUNCH_DIR / f"{distributed}.yaml"
+
+
 def _command(folder: RunFolder, cfg: TrainConfig) -> list[str]:
+    """One process: ``python -m training.train RUN_DIR``. Several: accelerate's launcher with the
+    shipped config of ``cfg.distributed`` (it starts them through torchrun on a free port). No
+    ``--cpu``: accelerate then starts a single process; the trainer picks its device from the config."""
     if cfg.nproc > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc}",
+        return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_config(cfg.distributed)),
+                "--num_processes", str(cfg.nproc), "--num_machines", "1", "--main_process_port", "0",
                 "-m", "training.train", str(folder.path)]
     return [sys.executable, "-m", "training.train", str(folder.path)]
+
+
+def check_launch(cfg: TrainConfig, *, cuda_devices: int | None = None) -> None:
+    """Refuse, before anything is created, a multi-process run this machine cannot start: more
+    CUDA processes than CUDA devices, or a DeepSpeed run (not run by the trainer). ``cuda_devices``:
+    the count to assume (default: torch's)."""
+    if cfg.nproc <= 1:
+        return
+    if cfg.distributed.startswith("deepspeed"):
+        import importlib.util
+
+        missing = "" if importlib.util.find_spec("deepspeed") else " (and deepspeed is not installed: pip install deepspeed)"
+        raise ValueError(f"distributed={cfg.distributed}: tuneloop's trainer does not run DeepSpeed yet{missing}; "
+                         "use distributed=fsdp (FSDP2 full shard: parameters, gradients and optimizer state split "
+                         "across processes, like ZeRO-3) or distributed=ddp")
+    if cfg.device in ("cpu", "mps"):
+        if cfg.device == "mps":
+            raise ValueError("nproc > 1 runs one process per CUDA GPU (or device=cpu); mps has one device")
+        return
+    if cuda_devices is None:
+        import torch
+
+        cuda_devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cfg.device == "auto" and cuda_devices == 0:
+        return  # no GPU: the processes train on the CPU (gloo), as device=cpu
+    if cuda_devices < cfg.nproc:
+        raise ValueError(f"{cfg.nproc} GPU processes (--gpus {cfg.nproc} / nproc={cfg.nproc}) need {cfg.nproc} CUDA "
+                         f"devices; this machine has {cuda_devices}. To try {cfg.nproc} processes on the CPU: "
+                         f"nproc={cfg.nproc} device=cpu")
 
 
 def launch(folder: RunFolder) -> int:
@@ -144,6 +190,7 @@ def start_run(
     on an unknown slice and ``ValueError`` on a taken name, before anything is created.
     """
     cfg = load(config_path, list(overrides))
+    check_launch(cfg)
     if init_adapter and cfg.method != "lora":
         raise ValueError("init_adapter needs method=lora")
     if cfg.from_run:
@@ -286,6 +333,13 @@ def sync_run(project: Project, run_id: str) -> Run:
             runs_store.add_metrics(con, run_id, new)
         current = run.status
         for ev in events[events_done:]:
+            # A failed or cancelled run whose trainer started again (launched by hand from its
+            # folder: torchrun / accelerate launch) is open again, as after `runs resume`.
+            if current in _REOPENABLE and ev.get("status") in ("queued", "running"):
+                runs_store.reopen(con, run_id, message=str(ev.get("message") or "") or
+                                  f"launched again from its run folder after it was {current}",
+                                  at=_when(ev.get("time")) - timedelta(microseconds=1))  # just before it
+                current = RunStatus.queued
             # Replay each change once: a change this store already has (written by whoever
             # made it, e.g. cancel_run or a resume) is not a new event.
             if ev.get("status") not in _STATUSES or ev["status"] == current or current in runs_store.TERMINAL:

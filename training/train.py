@@ -24,8 +24,13 @@ checkpoints and the result back into it. It never opens the project database.
   exp(-mean loss), and written per step to dynamics.jsonl keyed by pair id and epoch (the epoch the
   micro-batch belongs to). It is measured during training, under dropout, before the step's
   update, as cheap cartography does; under DDP only rank 0's share of the examples is recorded.
-- DDP: when launched with WORLD_SIZE > 1 (torchrun, accelerate launch), each rank takes its
-  share of each step's micro-batches; rank 0 alone writes files; cancel is all-reduced.
+- Several processes: when launched with WORLD_SIZE > 1 (accelerate launch, as
+  training/runner.py does with training/launch/*.yaml, or torchrun), each rank takes its share
+  of each step's micro-batches; rank 0 alone writes files; cancel is all-reduced. Config
+  ``distributed`` (or accelerate's FSDP config) picks DDP or FSDP2 full shard (``fully_shard``
+  per decoder layer, then the root; full weights and optimizer state gathered to rank 0 for
+  checkpoints and the result). DeepSpeed is refused. An accelerate launch asked for N processes
+  that started one fails saying so; a CANCEL flag left from the run's earlier end is removed.
 """
 
 from __future__ import annotations
@@ -42,11 +47,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.attention import frozen_linears_in, packed_attention, supports_packed_attention
+from training.attention import (
+    choose,
+    frozen_linears_in,
+    packed_attention,
+    supports_packed_attention,
+    use_attention,
+)
 from training.config import TrainConfig
 from training.data import collate, example_losses, loss_sum, plan_batches, token_losses, weighted_sum
 from training.formatting import Tokenized, tokenize_rows
+from training.kernels import use_liger
 from training.runfolder import RunFolder
+from training.unfreeze import GradualUnfreezing
 
 THREAD_CHECK_STEPS = 20
 THREAD_CHECK_MIN_S = 60.0
@@ -66,12 +79,86 @@ class Dist:
 def setup_dist(device: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
+        asked = requested_processes()
+        if asked > 1:
+            raise RuntimeError(
+                f"the launcher was asked for {asked} processes but started this one alone (WORLD_SIZE unset): "
+                "`accelerate launch --num_processes N` without --multi_gpu or a config file runs one process "
+                "on a machine without GPUs (and --cpu always does). Use `accelerate launch --multi_gpu "
+                "--num_processes N -m training.train RUN_DIR`, or --config_file training/launch/ddp.yaml "
+                "(docs/training.md, multi-GPU)")
         return Dist()
     import torch.distributed as dist
 
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def requested_processes() -> int:
+    """How many processes ``accelerate launch`` (this process's parent) was asked for with
+    ``--num_processes``; 0 when not launched by it or not said (Linux: the parent's command line)."""
+    if "ACCELERATE_USE_CPU" not in os.environ and "ACCELERATE_MIXED_PRECISION" not in os.environ:
+        return 0
+    try:
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return 0
+    for i, a in enumerate(argv):
+        for flag in ("--num_processes", "--num-processes"):
+            value = a[len(flag) + 1:] if a.startswith(flag + "=") else (argv[i + 1] if a == flag and i + 1 < len(argv)
+                                                                       else None)
+            if value is not None and value.strip().isdigit():
+                return int(value)
+    return 0
+
+
+def distributed_mode(cfg: TrainConfig, world: int) -> str:
+    """How the processes share the model: "single" (one process), "ddp" or "fsdp". accelerate
+    launch's config (ACCELERATE_USE_FSDP / _DEEPSPEED in the environment) wins over config
+    ``distributed``, so a by-hand launch with training/launch/fsdp.yaml shards as it says."""
+    if world <= 1:
+        return "single"
+    mode = cfg.distributed
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true":
+        mode = "fsdp"
+    elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        mode = "deepspeed_zero3" if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3" else "deepspeed_zero2"
+    if mode.startswith("deepspeed"):
+        raise RuntimeError(f"distributed={mode}: tuneloop's trainer does not run DeepSpeed (untested, not "
+                           "implemented); use distributed=fsdp (FSDP2 full shard, like ZeRO-3) or ddp")
+    return mode
+
+
+def _is_dtensor(t) -> bool:
+    return type(t).__name__ == "DTensor" or hasattr(t, "full_tensor")
+
+
+def _full(t):
+    """A DTensor (FSDP2 shard) gathered whole; any other tensor as it is."""
+    return t.full_tensor() if _is_dtensor(t) else t
+
+
+def full_trainable_state(model, main: bool = True) -> dict[str, Any]:
+    """``trainable_state`` of a model whose parameters may be FSDP2 shards (DTensors): every rank
+    must call it (each sharded tensor is all-gathered in turn); ``main``: this rank keeps the
+    gathered CPU copies (others get an empty dict)."""
+    out: dict[str, Any] = {}
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        t = _full(p.detach())
+        if main:
+            out[n] = t.to("cpu").clone()
+    return out
+
+
+def full_model_state(model, main: bool = True) -> dict[str, Any] | None:
+    """The whole model's state dict (FSDP2: gathered to rank 0's CPU; every rank must call it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return sd if main else None
 
 
 def _all_reduce(values: list[float], d: Dist, op: str = "sum") -> list[float]:
@@ -189,12 +276,21 @@ def trainable_state(model) -> dict[str, Any]:
 
 
 def load_trainable_state(model, state: dict[str, Any]) -> None:
+    """Copy full tensors into the model's parameters (FSDP2 shards: each rank keeps its slice;
+    every rank must hold ``state``)."""
     import torch
 
     params = dict(model.named_parameters())
     with torch.no_grad():
         for n, t in state.items():
-            params[n].copy_(t.to(params[n].device))
+            p = params[n]
+            if _is_dtensor(p):
+                from torch.distributed.tensor import distribute_tensor
+
+                t = distribute_tensor(t.to(p.device, p.dtype), p.device_mesh, p.placements, src_data_rank=None)
+                p.copy_(t)
+            else:
+                p.copy_(t.to(p.device))
 
 
 def make_optimizer(model, cfg: TrainConfig):
@@ -222,10 +318,22 @@ class Trainer:
         self.folder = folder
         self.train_ex, self.eval_ex = train, evals[: cfg.eval_max_examples] if cfg.eval_max_examples else []
         self.module = model
-        if self.d.world > 1:
+        self.mode = distributed_mode(cfg, self.d.world)
+        self.model: Any  # what the loop calls: DDP's wrapper, or the (FSDP2-sharded) module itself
+        if self.mode == "ddp":
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.model = DDP(model, device_ids=[self.d.local_rank] if device.startswith("cuda") else None)
+        elif self.mode == "fsdp":
+            # FSDP2 full shard: each decoder layer is a unit (all-gathered for its forward and
+            # backward, resharded after), then the root holds the rest (embeddings, norm, head).
+            # The module keeps its class and parameter names; parameters become DTensor shards.
+            from torch.distributed.fsdp import fully_shard
+
+            for layer in decoder_layers(model):
+                fully_shard(layer)
+            fully_shard(model)
+            self.model = model
         else:
             self.model = model
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -245,7 +353,12 @@ class Trainer:
         self.best_step: int | None = None
         self.bad_evals = 0
         self.history: list[dict[str, Any]] = []
-        self.segment_attention = cfg.packing and supports_packed_attention(model, cfg.max_length)
+        # tuneloop's packed kernel, or transformers' own attention told the bounds by position_ids
+        self.attention = choose(cfg.attention, device)
+        use_attention(model, self.attention)
+        self.segment_attention = (cfg.packing and self.attention == "packed"
+                                  and supports_packed_attention(model, cfg.max_length))
+        self.unfreezing = GradualUnfreezing(model, cfg.unfreeze_every) if cfg.unfreeze_every else None
         # time: earlier segments (from status.json) + this one; threads re-chosen when auto
         self.seconds_before = 0.0
         self._segment_start: float | None = None
@@ -288,7 +401,8 @@ class Trainer:
         if amp is not None and self.cfg.method == "lora":
             from peft.helpers import disable_input_dtype_casting
 
-            stack.enter_context(frozen_linears_in(self.module, amp))
+            later = frozenset(id(p) for g in self.unfreezing.groups for p in g) if self.unfreezing else frozenset()
+            stack.enter_context(frozen_linears_in(self.module, amp, keep=later))
             # autocast already feeds the adapters in the autocast dtype; peft's own cast of
             # every adapter input to fp32 would only add a copy each way
             stack.enter_context(disable_input_dtype_casting(self.module))
@@ -326,12 +440,19 @@ class Trainer:
                             max_examples=self.cfg.max_examples_per_batch, seed=0, shuffle=False)
         total = weight = 0.0
         self.module.eval()
+        mine = plan[self.d.rank::self.d.world]
+        # FSDP: every rank runs as many forwards (each all-gathers the layers); a rank short of
+        # batches runs its first one again and does not count it
+        rounds = math.ceil(len(plan) / self.d.world) if self.mode == "fsdp" else len(mine)
         with torch.no_grad(), _autocast(self.cfg, self.device), self._fast_paths():
-            for idx in plan[self.d.rank::self.d.world]:
+            for r in range(rounds):
+                idx = mine[r] if r < len(mine) else plan[0]
                 mb = collate([self.eval_ex[i] for i in idx], pad_id=self.pad_id, packed=self.cfg.packing,
                              share_prefix=self.segment_attention)
-                total += float(loss_sum(self.module, mb, self.device, self.segment_attention))
-                weight += mb.loss_weight
+                loss = float(loss_sum(self.module, mb, self.device, self.segment_attention))
+                if r < len(mine):
+                    total += loss
+                    weight += mb.loss_weight
         self.module.train()
         total, weight = _all_reduce([total, weight], self.d)
         return total / weight if weight else None
@@ -345,20 +466,47 @@ class Trainer:
 
         return {"step": self.step, "best_val": self.best_val, "best_step": self.best_step,
                 "bad_evals": self.bad_evals, "history": self.history,
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "optimizer": self._optimizer_state(), "scheduler": self.sched.state_dict(),
                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}}
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        """The optimizer's state (FSDP: gathered full, keyed by parameter name; every rank calls it)."""
+        if self.mode != "fsdp":
+            return self.opt.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.module, self.opt,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def _load_optimizer_state(self, state: dict[str, Any]) -> None:
+        if self.mode != "fsdp":
+            self.opt.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.module, self.opt, optim_state_dict=state,
+                                 options=StateDictOptions(full_state_dict=True))
+
+    def _weights(self) -> dict[str, Any]:
+        """The trainable weights, full (FSDP: gathered; every rank calls it, rank 0 gets them)."""
+        if self.mode == "fsdp":
+            return full_trainable_state(self.module, self.d.main)
+        return trainable_state(self.module) if self.d.main else {}
 
     def save_checkpoint(self) -> None:
         import torch
 
-        if not (self.folder and self.d.main):
+        if not self.folder or not (self.d.main or self.mode == "fsdp"):
+            return
+        weights, state = self._weights(), self.state()  # collective under FSDP
+        if not self.d.main:
             return
         ck = self.folder.checkpoints
         tmp = ck / ".last.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        torch.save(trainable_state(self.module), tmp / "weights.pt")
-        torch.save(self.state(), tmp / "state.pt")
+        torch.save(weights, tmp / "weights.pt")
+        torch.save(state, tmp / "state.pt")
         (tmp / "meta.json").write_text(json.dumps({"step": self.step, "saved_at": time.time()}))
         last = ck / "last"
         old = ck / ".last.old"
@@ -371,11 +519,14 @@ class Trainer:
     def save_best(self) -> None:
         import torch
 
-        if not (self.folder and self.d.main):
+        if not self.folder or not (self.d.main or self.mode == "fsdp"):
+            return
+        weights = self._weights()  # collective under FSDP
+        if not self.d.main:
             return
         best = self.folder.checkpoints / "best"
         best.mkdir(parents=True, exist_ok=True)
-        torch.save(trainable_state(self.module), best / ".weights.pt.tmp")
+        torch.save(weights, best / ".weights.pt.tmp")
         os.replace(best / ".weights.pt.tmp", best / "weights.pt")
 
     def resume(self) -> bool:
@@ -391,7 +542,7 @@ class Trainer:
             return False
         load_trainable_state(self.module, torch.load(last / "weights.pt", weights_only=True))
         st = torch.load(last / "state.pt", weights_only=False)
-        self.opt.load_state_dict(st["optimizer"])
+        self._load_optimizer_state(st["optimizer"])
         self.sched.load_state_dict(st["scheduler"])
         self.step, self.best_val, self.best_step = st["step"], st["best_val"], st["best_step"]
         self.bad_evals, self.history = st["bad_evals"], st.get("history", [])
@@ -412,10 +563,32 @@ class Trainer:
             keys = self.example_keys[i] if self.example_keys else {"example": i}
             self.dynamics.append({"epoch": epoch, "step": self.step + 1, **keys, "loss": loss, "confidence": conf})
 
+    def _no_sync(self, skip: bool):
+        """Leave the gradients of this micro-batch local (a step's last one reduces them all):
+        DDP's no_sync, FSDP2's set_requires_gradient_sync(False)."""
+        if not skip:
+            if self.mode == "fsdp":
+                self.model.set_requires_gradient_sync(True)
+            return contextlib.nullcontext()
+        if self.mode == "fsdp":
+            self.model.set_requires_gradient_sync(False)
+            return contextlib.nullcontext()
+        return self.model.no_sync() if hasattr(self.model, "no_sync") else contextlib.nullcontext()
+
     def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
         if self.folder and self.d.main:
             self.folder.append_metrics(row)
+
+    def _unfreeze(self) -> None:
+        """Gradual unfreezing: set the layers that train at this step (``training.unfreeze``)."""
+        assert self.unfreezing is not None
+        before = self.unfreezing.unfrozen
+        k = self.unfreezing.apply(self.step)
+        if k != before:
+            self._log({"step": self.step, "unfrozen_layers": float(k)})
+            if self.d.main:
+                print(f"[train] step {self.step}: training the top {k} of {self.unfreezing.layers} layers", flush=True)
 
     def _status(self, **kw: Any) -> None:
         if self.folder and self.d.main:
@@ -455,17 +628,24 @@ class Trainer:
                 self.save_checkpoint()
                 return "cancelled"
             t0 = time.perf_counter()
+            if self.unfreezing is not None:
+                self._unfreeze()
             plan = self.micro_batches(self.step)
             batches = [collate([self.train_ex[i] for i in idx], pad_id=self.pad_id, packed=cfg.packing,
                                share_prefix=self.segment_attention)
                        for idx in plan]
             record = cfg.record_dynamics and self.d.main
-            denom = sum(mb.loss_weight for mb in batches) or 1.0
+            denom = sum(mb.loss_weight for mb in batches)
+            if self.d.world > 1:
+                # The step's loss is the mean over every rank's targets (as one process with
+                # grad_accum x world micro-batches has it): DDP and FSDP average the ranks' gradients,
+                # so each rank divides its sum by all ranks' target weight / world.
+                denom = _all_reduce([denom], self.d)[0] / self.d.world
+            denom = denom or 1.0
             total = 0.0
             for j, mb in enumerate(batches):
                 sync = j == len(batches) - 1 or self.d.world == 1
-                ctx = self.model.no_sync() if (not sync and hasattr(self.model, "no_sync")) else contextlib.nullcontext()
-                with ctx:
+                with self._no_sync(not sync):
                     with _autocast(cfg, self.device):
                         ce = token_losses(self.model, mb, self.device, self.segment_attention)
                         loss = weighted_sum(ce, mb) / denom
@@ -473,8 +653,10 @@ class Trainer:
                 if record:
                     self._record(ce, mb, plan[j], self._batch_number(self.step, j) // self.n_batches)
                 total += float(loss.detach())
-            if cfg.max_grad_norm > 0:
-                gn = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+            if cfg.max_grad_norm > 0 or self.mode == "fsdp":
+                # FSDP: the norm over every rank's gradient shards (a DTensor; inf = measure only)
+                norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+                gn = float(_full(norm))
             else:
                 gn = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
             lr = self.sched.get_last_lr()[0]
@@ -513,6 +695,15 @@ class Trainer:
             self.run_eval()
         return outcome
 
+    def result_state(self) -> dict[str, Any] | None:
+        """FSDP: the weights ``save_result`` writes, gathered full on rank 0 (LoRA: the trainable
+        adapter weights; full / top_k: the whole model); every rank calls it. None elsewhere."""
+        if self.cfg.method == "lora":
+            state: dict[str, Any] | None = full_trainable_state(self.module, self.d.main)
+        else:
+            state = full_model_state(self.module, self.d.main)
+        return state if self.d.main else None
+
     def load_best(self) -> None:
         """Put the best (lowest val loss) weights into the model, if an eval ever ran."""
         import torch
@@ -528,22 +719,49 @@ class Trainer:
             load_trainable_state(self.module, torch.load(f, weights_only=True))
 
 
-def save_result(model, tokenizer, cfg: TrainConfig, folder: RunFolder, base_path: str) -> Path:
-    """Write adapter/ (LoRA; loads with plain peft) or model/ (full, top_k)."""
+def _clear_stale_cancel(folder: RunFolder) -> str:
+    """Remove a CANCEL flag left from an earlier end of this run (the folder's status is already
+    succeeded, failed or cancelled: e.g. a run cancelled, then launched again by hand with torchrun
+    or accelerate launch); returns what was done ('' when nothing). A flag on a queued or running
+    run is a cancel asked for since the launch, and stays."""
+    if not folder.cancel_requested():
+        return ""
+    before = folder.status().get("status")
+    if before not in ("succeeded", "failed", "cancelled"):
+        return ""
+    folder.cancel_file.unlink(missing_ok=True)
+    return f"relaunched after it was {before}: removed the stale CANCEL flag of that earlier end"
+
+
+def save_result(model, tokenizer, cfg: TrainConfig, folder: RunFolder, base_path: str,
+                state_dict: dict[str, Any] | None = None) -> Path:
+    """Write adapter/ (LoRA; loads with plain peft) or model/ (full, top_k). ``state_dict``: the
+    full weights to write instead of the model's own (FSDP: gathered from the shards)."""
+    from training.export import (
+        adapter_base_name,
+        compat_model_config,
+        compat_tokenizer_config,
+        hub_id,
+        set_adapter_base,
+    )
+
+    extra: dict[str, Any] = {"state_dict": state_dict} if state_dict is not None else {}
+    base_model = folder.job().get("base_model")
     if cfg.method == "lora":
         out = folder.adapter_dir
         shutil.rmtree(out, ignore_errors=True)
-        model.save_pretrained(out)
-        # Point the adapter at a base that loads without the GGUF detour (AutoPeftModel works).
-        acfg = out / "adapter_config.json"
-        data = json.loads(acfg.read_text())
-        data["base_model_name_or_path"] = base_path
-        acfg.write_text(json.dumps(data, indent=2))
+        model.save_pretrained(out, **extra)
+        # The base's hub id when it has one (the bundled default's too), else its local folder. tuneloop
+        # loads the base from the run's own record, never from here; the local folder is in status.json.
+        set_adapter_base(out, adapter_base_name(base_model, base_path))
     else:
         out = folder.model_dir
         shutil.rmtree(out, ignore_errors=True)
-        model.save_pretrained(out)
+        model.save_pretrained(out, **extra)
+        compat_model_config(out)
     tokenizer.save_pretrained(out)
+    compat_tokenizer_config(out)  # transformers 4.x / peft 0.17 / llama.cpp's converter read it too
+    folder.update_status(base_path=base_path, base_hub_id=hub_id(base_model, base_path))
     return out
 
 
@@ -582,9 +800,13 @@ def run(run_dir: str | Path) -> int:
             device = f"cuda:{d.local_rank}"
             torch.cuda.set_device(d.local_rank)
         resumed_from = (folder.checkpoints / "last" / "state.pt").exists()
+        mode = distributed_mode(cfg, d.world)
         if d.main:
+            note = _clear_stale_cancel(folder)
             folder.update_status(status="running", pid=os.getpid(), started_at=time.time(), error=None,
-                                 world_size=d.world, device=device, resumed=resumed_from)
+                                 world_size=d.world, device=device, resumed=resumed_from, distributed=mode,
+                                 message=note)
+            print(f"[train] {d.world} process(es), {mode}, {device}" + (f"; {note}" if note else ""), flush=True)
         torch.manual_seed(cfg.seed)
         base_path = resolve(job.get("base_model"))
         cfg, plan = _memory_plan(cfg, base_path, device)
@@ -593,11 +815,14 @@ def run(run_dir: str | Path) -> int:
             print(f"[train] memory plan: {plan.describe()}", flush=True)
         # LoRA on CUDA holds the frozen base in bf16 (adapters and optimizer state stay fp32: peft casts
         # them); on the CPU, and for full / top-k fine-tuning, fp32 weights under bf16 autocast.
-        half_base = device.startswith("cuda") and cfg.method == "lora" and cfg.precision != "fp32"
+        # (FSDP shards fp32 weights: one dtype per sharded unit, the memory saving is the sharding)
+        half_base = (device.startswith("cuda") and cfg.method == "lora" and cfg.precision != "fp32"
+                     and mode != "fsdp")
         base, tok = load_base(base_path, dtype="bfloat16" if half_base else "float32", device=device,
                               quantization=cfg.quantization)
         tok.padding_side = "right"
         n_base = describe(base)
+        liger = use_liger(base, cfg.liger_kernels, device)
         model = prepare_model(base, cfg, job.get("init_adapter"))
         info = describe(model)
         train_rows = folder.read_rows("train")
@@ -619,7 +844,7 @@ def run(run_dir: str | Path) -> int:
                 status="running", total_steps=trainer.total_steps, step=trainer.step, resumed=resumed,
                 segments=segments, threads=torch.get_num_threads(),
                 model={"base": base_path, "n_params": n_base["n_params"], "n_trainable": info["n_trainable"],
-                       "dtype": info["dtype"], "device": device},
+                       "dtype": info["dtype"], "device": device, "attention": trainer.attention, "liger": liger},
                 data={"train": st_train.as_dict(), "eval": st_eval.as_dict(), "batches_per_epoch": trainer.n_batches})
             print(f"[train] {base_path}: {n_base['n_params'] / 1e6:.1f}M params, {info['n_trainable'] / 1e6:.2f}M "
                   f"trainable ({cfg.method}), {device}, world {d.world}; {st_train.examples} train examples "
@@ -629,7 +854,10 @@ def run(run_dir: str | Path) -> int:
         if outcome == "cancelled":
             if d.main:
                 folder.update_status(status="cancelled", finished_at=time.time(), step=trainer.step,
-                                     train_seconds=trainer.elapsed())
+                                     train_seconds=trainer.elapsed(),
+                                     message=f"cancelled at step {trainer.step} (CANCEL flag); resumable")
+                print(f"[train] cancelled at step {trainer.step}: the run folder has a CANCEL flag; "
+                      "checkpoint saved, `tuneloop runs resume` continues it", flush=True)
             return 0
         trainer.load_best()
         total_s = trainer.elapsed()
@@ -638,10 +866,12 @@ def run(run_dir: str | Path) -> int:
                    "segment_seconds": total_s - trainer.seconds_before, "threads": torch.get_num_threads(),
                    "final_loss": next((h["loss"] for h in reversed(trainer.history) if "loss" in h), None),
                    "method": cfg.method, "n_params": n_base["n_params"], "n_trainable": info["n_trainable"],
-                   "dtype": info["dtype"], "device": device, "world_size": d.world,
+                   "dtype": info["dtype"], "device": device, "world_size": d.world, "distributed": mode,
                    "truncated": st_train.truncated + st_eval.truncated, "dropped": st_train.dropped + st_eval.dropped}
+        # FSDP: the full weights, gathered from every rank's shards, for rank 0 to save
+        full = trainer.result_state() if mode == "fsdp" else None
         if d.main:
-            out = save_result(trainer.module, tok, cfg, folder, base_path)
+            out = save_result(trainer.module, tok, cfg, folder, base_path, state_dict=full)
             summary["artifact"] = str(out)
             summary["artifact_kind"] = "lora" if cfg.method == "lora" else "model"
             folder.update_status(status="succeeded", finished_at=time.time(), summary=summary,

@@ -21,6 +21,7 @@ from ingest.generators import register
 from ingest.generators.base import Generator, Source
 from ingest.generators.mail import is_email
 from ingest.generators.paragraphs import PROSE_TYPES, ParagraphsGenerator, ParagraphsOptions
+from ingest.generators.qa import json_record
 from ingest.generators.tables import header_and_rows
 from store.records import Element, NewPair
 
@@ -64,7 +65,8 @@ class AutoGenerator(Generator):
 
     def generate(self, source: Source) -> Iterator[NewPair]:
         made: set[tuple[str, str]] = set()
-        covered: set[str] = set()
+        # JSON records are data, not prose: qa pairs the Q/A-shaped ones, nothing windows their raw JSON
+        covered: set[str] = {e.id for e in source.elements if json_record(e.text) is not None}
         for name in plan(source, qa=self.options.qa):
             gen = self._sub(name)
             pairs = gen.windows(source, covered) if isinstance(gen, ParagraphsGenerator) else gen.generate(source)
@@ -83,6 +85,12 @@ def why_no_pairs(elements: Sequence[Element], generators: Sequence[str | Generat
     text = [e for e in elements if e.text.strip()]
     if not text:
         return "the parser found no text in it (a scan without OCR, an image, or an empty document)"
+    records = [r for r in (json_record(e.text) for e in text) if r is not None]
+    if len(records) == len(text):
+        fields = sorted({str(k) for r in records[:50] for k in r})[:8]
+        return (f"it holds {len(records)} JSON record(s) (fields: {', '.join(fields)}) without a question and an "
+                f"answer field: it is a dataset, so import it with `tuneloop import FILE --map "
+                f"instruction=FIELD,response=FIELD`")
     prose = [e for e in text if e.type in PROSE_TYPES]
     chars = sum(len(e.text.strip()) for e in prose)
     tables = [e for e in text if e.type == "Table"]

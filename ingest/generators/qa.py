@@ -9,6 +9,7 @@ the answer verbatim and ``document.text[char_start:char_end]`` is that answer.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,32 @@ BODY_TYPES = frozenset({"NarrativeText", "UncategorizedText", "Text", "ListItem"
                         "EmailAddress", "Formula", "CodeSnippet", "FigureCaption"})
 _Q_HEADER = {"question", "questions", "q", "faq", "query"}
 _A_HEADER = {"answer", "answers", "a", "response", "reply"}
+# A JSON record (an element holding one object, as unstructured renders .json/.ndjson records):
+# its question and answer fields, in order of preference.
+JSON_Q_KEYS = ("question", "instruction", "prompt", "query", "q", "input")
+JSON_A_KEYS = ("answer", "response", "output", "completion", "reply", "a")
+
+
+def json_record(text: str) -> dict | None:
+    """The object an element's text holds when it is one JSON object, else None."""
+    t = text.strip()
+    if not (t.startswith("{") and t.endswith("}")):
+        return None
+    try:
+        obj = json.loads(t)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def json_qa(obj: dict) -> tuple[str, str] | None:
+    """(question field, answer field) of a JSON record with non-empty text in both, else None."""
+    keys = {str(k).lower(): k for k in obj}
+    q = next((keys[k] for k in JSON_Q_KEYS if k in keys and isinstance(obj[keys[k]], str) and obj[keys[k]].strip()),
+             None)
+    a = next((keys[k] for k in JSON_A_KEYS if k in keys and isinstance(obj[keys[k]], str) and obj[keys[k]].strip()),
+             None)
+    return (q, a) if q is not None and a is not None and q != a else None
 
 
 @dataclass(frozen=True)
@@ -91,6 +118,11 @@ class QAGenerator(Generator):
         i = 0
         while i < len(els):
             el = els[i]
+            rec = json_record(el.text)
+            if rec is not None:  # a JSON record: its question and answer fields, else nothing
+                yield from self._json(source, el, rec)
+                i += 1
+                continue
             m = INLINE.match(el.text)
             if m:
                 q = " ".join(m.group("q").split())
@@ -134,6 +166,24 @@ class QAGenerator(Generator):
                     i += 2 * n
                     continue
             i += 1
+
+    def _json(self, source: Source, el: Element, rec: dict) -> Iterator[NewPair]:
+        """One pair from a JSON record with a question and an answer field; the response is the
+        answer's characters inside its JSON string, so a string with escapes (whose text is not the
+        value) makes no pair rather than an inexact span."""
+        keys = json_qa(rec)
+        if keys is None:
+            return
+        q, a = (str(rec[k]) for k in keys)
+        quoted = json.dumps(a, ensure_ascii=False)
+        at = el.text.find(quoted)
+        if quoted[1:-1] != a or at < 0:
+            return
+        a0 = el.char_start + at + 1
+        a1 = a0 + len(a)
+        if source.span_text(a0, a1) != a:
+            return
+        yield self.pair(source, " ".join(q.split()), a, span=(a0, a1), element_ids=[el.id], page=el.page)
 
     def _definitions(self, els: list[Element], i: int) -> int:
         """How many term/definition pairs start at ``i`` (0 unless at least two in a row)."""

@@ -32,14 +32,13 @@ import random
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from email.message import EmailMessage
 from pathlib import Path
 
-from tests.bench.bench_ingest import REPO
+from tests.bench.bench_ingest import ingest_rounds
 
 HEADER = "Cat. No. 28171E Internal Revenue Manual"
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
@@ -226,16 +225,6 @@ def run_ingest(corpus: Path, workers: int, project_dir: Path) -> dict:
     return {"seconds": time.perf_counter() - t0, "pages": report.pages, "files": files}
 
 
-def _child(args: list[str]) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", DO_NOT_TRACK="true",
-               SCARF_NO_ANALYTICS="true", UNSTRUCTURED_DISABLE_NOTICE="1")
-    out = subprocess.run([sys.executable, "-m", "tests.bench.bench_ingest_quality", *args], cwd=REPO, env=env,
-                         capture_output=True, text=True, check=False)
-    if out.returncode:
-        raise SystemExit(f"benchmark child {args} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 # ---------------------------------------------------------------- quality
 
 
@@ -289,16 +278,7 @@ def main(argv: list[str]) -> int:
         files = build_corpus(corpus, a.pages)
         print(f"corpus: {len(files)} files ({a.pages}-page PDF), OCR {'on' if ocr else 'off'}, "
               f"cpus={os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", flush=True)
-        rounds: list[dict[str, dict]] = []
-        for k in range(a.rounds):
-            r = {"plain": _child(["--child", "plain", "--corpus", str(corpus)])}
-            for w in (1, 2):
-                proj = tmp / f"proj-r{k}-w{w}"
-                r[f"w{w}"] = _child(["--child", "ingest", "--workers", str(w), "--corpus", str(corpus),
-                                     "--project", str(proj)])
-            rounds.append(r)
-            print(f"round {k + 1}: plain {r['plain']['seconds']:.1f}s, w1 {r['w1']['seconds']:.1f}s, "
-                  f"w2 {r['w2']['seconds']:.1f}s", flush=True)
+        rounds = ingest_rounds("tests.bench.bench_ingest_quality", corpus, tmp, a.rounds)
         last = rounds[-1]
         judged = judge(read_pairs(tmp / f"proj-r{a.rounds - 1}-w1"), last["w1"]["pages"])
 
@@ -347,6 +327,9 @@ def main(argv: list[str]) -> int:
         print(f"{'ratio ingest w=1 / plain (median of rounds)':<44} {ratio['w1']:13.2f}x")
         print(f"{'ratio ingest w=2 / plain (median of rounds)':<44} {ratio['w2']:13.2f}x  {'>= 1.6x':<10} "
               f"{met(ratio['w2'] >= 1.6)}")
+        cap = statistics.median(r["capacity"]["x"] for r in rounds)
+        print(f"{'the cores own 2-process speed-up (same rounds)':<44} {cap:13.2f}x  (2 workers reached "
+              f"{ratio['w2'] / cap:.0%} of it)")
         if last["plain"]["failed"]:
             print(f"plain loop could not read: {', '.join(last['plain']['failed'])}")
         fails = [j for j in judged if not j["passed"]]

@@ -80,6 +80,12 @@ def train(
                                                   "training on the corrections' preference pairs (config objective).")] = None,
     from_run: Annotated[str | None, typer.Option("--from-run", help="Start from this run's LoRA adapter (config "
                                                  "from_run; dpo needs it: the SFT run, also the reference).")] = None,
+    gpus: Annotated[int | None, typer.Option("--gpus", min=1, help="Train on N CUDA GPUs, one process each "
+                                             "(config nproc=N device=cuda), launched with accelerate; refused "
+                                             "when the machine has fewer.")] = None,
+    distributed: Annotated[str | None, typer.Option("--distributed", help="With --gpus N > 1: ddp (default), fsdp "
+                                                    "(FSDP2 full shard), deepspeed_zero2 or deepspeed_zero3 "
+                                                    "(config distributed).")] = None,
     wait: Annotated[bool, typer.Option("--wait/--detach", help="Wait for the run to end, showing progress (default; "
                                        "exit code 0 only if it succeeded), or start it and return at once.")] = True,
     project_dir: ProjectOpt = None,
@@ -100,6 +106,10 @@ def train(
 
     Example: tuneloop train --slice support-v1 max_steps=200 learning_rate=1e-4 lora_r=8
     Example: tuneloop train --objective dpo --from-run run_01ab... beta=0.1 max_steps=50
+
+    --gpus N trains in N processes, one per CUDA GPU, through `accelerate launch` with the config
+    of --distributed shipped in training/launch/ (ddp, or fsdp for full fine-tuning and bigger
+    models); nproc=N device=cpu tries the same on the CPU (docs/training.md, "Multi-GPU").
     """
     from workflows.train import train as start_run
 
@@ -109,6 +119,10 @@ def train(
     extra = [f"objective={objective}"] if objective else []
     if from_run:
         extra.append(f"from_run={_resolve(p, from_run)}")
+    if gpus is not None:
+        extra += [f"nproc={gpus}", "device=cuda"]
+    if distributed:
+        extra.append(f"distributed={distributed}")
     if not slice_ref and not from_run:
         raise fail("pass --slice NAME (or --from-run RUN to train on that run's slice)")
     try:
@@ -258,6 +272,9 @@ def predict(
     limit: Annotated[int | None, typer.Option(help="Only the first N pairs.")] = None,
     system_prompt: Annotated[str, typer.Option(help="System prompt for --base predictions.")] = "",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    precision: Annotated[str, typer.Option(
+        help="auto (fp32 on CPU; on CUDA the precision the run trained in), fp32 (same answers as plain "
+             "fp32 transformers) or bf16 (bf16 autocast; faster, may change some answers).")] = "auto",
     perplexity: Annotated[bool, typer.Option("--perplexity/--no-perplexity",
                                              help="Also score the references' perplexity under the model (one more pass).")] = True,
     categorise: Annotated[bool, typer.Option("--categorise/--no-categorise",
@@ -279,9 +296,11 @@ def predict(
         raise fail("pass exactly one of --run RUN or --base MODEL (with --slice)")
     if base and not slice_ref:
         raise fail("--base needs --slice NAME")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise fail(f"--precision {precision}: use auto, fp32 or bf16")
     p = project(project_dir)
     kw: dict[str, Any] = dict(split=split, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-              batch_size=batch_size, limit=limit, seed=seed, perplexity=perplexity)
+              batch_size=batch_size, limit=limit, seed=seed, perplexity=perplexity, precision=precision)
     res = None
     with progress("predict") as bar:
         bar.update(info="loading model")
@@ -299,6 +318,11 @@ def predict(
         except (KeyError, ValueError) as exc:
             raise fail(str(exc).strip('"')) from None
     console.print(f"prediction set [bold]{psid}[/] of run {rid}")
+    from training.predict import generation_config
+
+    g = generation_config(p, psid)
+    console.print(f"precision {g.get('precision')} (asked: {g.get('precision_requested')}; autocast "
+                  f"{g.get('autocast_dtype') or 'off'}; weights {g.get('model_dtype')}) on {g.get('device')}")
     _print_metrics(p, psid)
     if res is not None and res.categorised:
         c = res.categorised
@@ -351,20 +375,33 @@ def metrics(
 
 def export_model(
     run: Annotated[str, typer.Option("--run", "-r", help="Run id or name.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (adapter or --merged).")] = None,
     merged: Annotated[bool, typer.Option("--merged", help="Merge the adapter into the base (safetensors).")] = False,
+    gguf: Annotated[Path | None, typer.Option(
+        "--gguf", help="Write the merged model as this one GGUF file (llama.cpp, ollama; Llama models).")] = None,
+    gguf_type: Annotated[str, typer.Option("--gguf-type", help="GGUF weight type: f16 or f32.")] = "f16",
     project_dir: ProjectOpt = None,
 ) -> None:
-    """Export a run's result: the PEFT adapter folder, or with --merged a full merged model.
+    """Export a run's result: the PEFT adapter folder, with --merged a full merged model, or with
+    --gguf the merged model as one GGUF file.
 
     Example: tuneloop export-model --run run_01ab... --merged --out ./merged-model
+    Example: tuneloop export-model --run run_01ab... --gguf ./model.gguf
     """
-    from training.export import export_adapter, export_merged
+    from training.export import export_adapter, export_gguf, export_merged
 
+    if gguf is None and out is None:
+        raise fail("give --out DIR (adapter, or --merged) or --gguf FILE.gguf")
+    if gguf is not None and (out is not None or merged):
+        raise fail("--gguf writes one file: use it without --out/--merged")
     p = project(project_dir)
     rid = _resolve(p, run)
     try:
-        path = export_merged(p, rid, out) if merged else export_adapter(p, rid, out)
+        if gguf is not None:
+            path = export_gguf(p, rid, gguf, outtype=gguf_type)
+        else:
+            assert out is not None
+            path = export_merged(p, rid, out) if merged else export_adapter(p, rid, out)
     except (ValueError, FileExistsError) as exc:
         raise fail(str(exc)) from None
     console.print(f"exported to [bold]{path}[/]")

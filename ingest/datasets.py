@@ -743,6 +743,8 @@ def export_record(fmt: str, row: dict[str, Any]) -> dict[str, Any]:
             rec["system"] = row["system"]
         if row.get("messages"):
             rec["messages"] = to_messages(row)
+        if fmt == "parquet" and stored_tools(row.get("tools")):  # JSON text: a tool's parameters are free-form
+            rec["tools"] = orjson.dumps(stored_tools(row.get("tools"))).decode()
     elif fmt == "messages":
         rec = {"messages": to_messages(row)}
         if stored_tools(row.get("tools")):

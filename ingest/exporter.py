@@ -32,7 +32,12 @@ for any format ``export_record`` writes:
   Lists every record fills (``messages``, ``prompt``, ``completion``, ``conversations``) stay
   lists of objects, so TRL reads ``messages`` / ``prompt`` / ``completion`` as conversational;
 * parquet is written with one explicit schema: lists stay lists (``tags`` list<string>,
-  ``messages`` list<struct<role, content>>, empty for a single-turn pair), objects as JSON text.
+  ``messages`` list<struct<role, content, tool_calls, weight, tool_call_id, name>>, every turn
+  with every field a stored turn can have, null where it has none, empty for a single-turn pair),
+  ``tools`` as the tools' JSON text (a tool's parameters are free-form JSON schema), objects as
+  JSON text. So tool-calling data split across files loads together from parquet; in JSONL
+  (openai, messages) a split whose turns have tool calls and one whose turns have none differ in
+  their turns' keys: export such a slice whole (one file, with its ``split`` column) or as parquet.
 
 Left to the reader: JSON type inference itself. A free-text column whose every value in one split
 is an ISO date (``"2024-05-01"``) is read by pyarrow as a timestamp; parquet does not have that.
@@ -64,6 +69,15 @@ _NATIVE_IN_JSONL = {("openai", "tools")}
 _BLANK_WHEN_EMPTY = {"messages"}
 _PROBE_TURNS = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
                 {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]
+# parquet has a schema: its turns carry every field a stored turn can have (tool calls, tool results,
+# turn weights), null where a turn has none; its ``tools`` column is the tools' JSON text
+_PROBE_TOOL_TURNS = [
+    {"role": "user", "content": "q1"},
+    {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}], "weight": 1.5},
+    {"role": "tool", "content": "r1", "tool_call_id": "c1", "name": "f"},
+    {"role": "assistant", "content": "a1"}]
+_PROBE_TOOLS = [{"type": "function", "function": {"name": "f", "description": "x", "parameters": {}}}]
 
 
 def _kind(v: Any) -> str:
@@ -99,6 +113,8 @@ class Columns:
         self.fmt = fmt
         full = {name: _probe_value(dtype) for name, dtype in schema.items()}
         full.update(system="x", messages=_PROBE_TURNS, tags=["x"])
+        if fmt == "parquet":
+            full.update(messages=_PROBE_TOOL_TURNS, tools=orjson.dumps(_PROBE_TOOLS).decode())
         empty: dict[str, Any] = {name: None for name in schema}
         empty.update(instruction="x", input="", response="x", system="", messages=None, tags=[])
         self.full = export_record(fmt, full)
@@ -117,10 +133,15 @@ class Columns:
             if kind == _STR_LIST:
                 return pa.list_(pa.string())
             if kind == _LIST:
-                first = v[0]
-                if isinstance(first, dict):
-                    return pa.list_(pa.struct([(f, typ("", x)) for f, x in first.items()]))
-                return pa.list_(typ("", first))
+                if isinstance(v[0], dict):  # the union of the elements' fields (a turn has only its own)
+                    fields: dict[str, Any] = {}
+                    for el in v:
+                        for f, x in el.items():
+                            fields.setdefault(f, x)
+                    return pa.list_(pa.struct([(f, typ("", x)) for f, x in fields.items()]))
+                return pa.list_(typ("", v[0]))
+            if kind == _OBJECT and not k:  # nested (a tool call's function); a top-level object is JSON text
+                return pa.struct([(f, typ("", x)) for f, x in v.items()])
             return {_INT: pa.int64(), _FLOAT: pa.float64(), _BOOL: pa.bool_()}.get(kind, pa.string())
 
         return pa.schema([(k, typ(k, v)) for k, v in self.full.items()])

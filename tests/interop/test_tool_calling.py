@@ -307,3 +307,30 @@ def test_per_turn_weights_mask_and_scale(smol):
     # without weights: no per-token weights, as before
     (plain,), _ = tokenize_rows(smol, [_row(OPENAI_TOOLS)], max_length=2048)
     assert plain.token_weights is None
+
+
+def test_parquet_keeps_tool_calls_results_weights_and_tools_in_one_schema(project, tmp_path):
+    """Parquet has a schema: turns carry every field a stored turn can have (null where a turn has
+    none), so a split with tool calls and one without load together in datasets."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    import_file(project, write_jsonl(tmp_path / "tools.jsonl", [OPENAI_TOOLS, OPENAI_WEIGHTS]), "openai")
+    plain = Project(tmp_path / "plain").init()
+    import_file(plain, write_jsonl(tmp_path / "plain.jsonl", [{"instruction": "hi", "input": "", "output": "yo"}]),
+                "alpaca")
+    for proj, name in ((project, "tools.parquet"), (plain, "plain.parquet")):
+        with proj.connect() as con:
+            slices.create(con, "all", SliceFilter(), eval_fraction=0.0, split_by="pair", seed=1)
+        export_slice(proj, "all", "parquet", tmp_path / name)
+    rows = pq.read_table(tmp_path / "tools.parquet").to_pylist()
+    turns = [m for r in rows for m in r["messages"]]
+    call = next(m for m in turns if m["tool_calls"])
+    assert [c["function"]["name"] for c in call["tool_calls"]] == ["get_weather", "get_weather"]
+    assert {m["tool_call_id"] for m in turns if m["role"] == "tool"} == {"call_1", "call_2"}
+    assert any(m["weight"] == 0 for m in turns)
+    assert [json.loads(r["tools"]) for r in rows if r["tools"]] == [[WEATHER_TOOL]]
+    for first, second in (("tools", "plain"), ("plain", "tools")):
+        ds = datasets.load_dataset("parquet", data_files={"train": str(tmp_path / f"{first}.parquet"),
+                                                          "test": str(tmp_path / f"{second}.parquet")})
+        assert ds["train"].features == ds["test"].features

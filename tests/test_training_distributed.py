@@ -29,12 +29,10 @@ def _losses(folder: RunFolder) -> list[float]:
     return [r["loss"] for r in folder.metrics() if "loss" in r]
 
 
-def _prepared(project, tiny, monkeypatch, overrides) -> RunFolder:
+def _prepared(project, tiny, overrides) -> RunFolder:
     """A run folder start_run prepared, without launching it (as for a by-hand launch)."""
-    monkeypatch.setattr(runner, "launch", lambda folder: 0)
     make_slice(project, "memo", MEMO_PAIRS, eval_pairs=EVAL)
-    rid = start_run(project, "memo", base_model=tiny, overrides=[*FAST, *overrides])
-    monkeypatch.undo()
+    rid = start_run(project, "memo", base_model=tiny, overrides=[*FAST, *overrides], launch_now=False)
     with project.connect() as con:
         return RunFolder(runs_store.get(con, rid).run_dir)
 
@@ -123,7 +121,7 @@ def test_fsdp_full_fine_tuning_saves_the_whole_model(project, tiny):
 
 
 def test_accelerate_launch_by_hand_runs_two_processes_past_a_stale_cancel(project, tiny, monkeypatch, tmp_path):
-    folder = _prepared(project, tiny, monkeypatch, ["max_steps=3", "nproc=2"])
+    folder = _prepared(project, tiny, ["max_steps=3", "nproc=2"])
     rid = folder.path.name
     run = cancel_run(project, rid)  # never launched: cancelled at once, the CANCEL flag left behind
     assert run.status == "cancelled" and folder.cancel_requested()
@@ -140,7 +138,7 @@ def test_accelerate_launch_by_hand_runs_two_processes_past_a_stale_cancel(projec
 
 
 def test_accelerate_launch_that_starts_one_process_says_so(project, tiny, monkeypatch, tmp_path):
-    folder = _prepared(project, tiny, monkeypatch, ["max_steps=2", "nproc=2"])
+    folder = _prepared(project, tiny, ["max_steps=2", "nproc=2"])
     # No --multi_gpu, no config file, no GPU: accelerate starts a single process.
     done = _by_hand(["--num_processes", "2"], folder, tmp_path)
     st = folder.status()
@@ -152,11 +150,11 @@ def test_launch_command_uses_accelerate_with_the_shipped_configs(tmp_path):
     from training.config import TrainConfig
 
     folder = RunFolder(tmp_path)
-    cmd = runner._command(folder, TrainConfig(nproc=4, distributed="fsdp"))
+    cmd = runner.launch_command(folder, TrainConfig(nproc=4, distributed="fsdp"))
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and "--cpu" not in cmd
     assert cmd[cmd.index("--config_file") + 1] == str(launch_config("fsdp"))
     assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[-3:] == ["-m", "training.train", str(tmp_path)]
-    assert runner._command(folder, TrainConfig())[1:] == ["-m", "training.train", str(tmp_path)]
+    assert runner.launch_command(folder, TrainConfig())[1:] == ["-m", "training.train", str(tmp_path)]
     for mode in ("ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"):
         text = launch_config(mode).read_text()
         assert "num_processes: -1" in text
@@ -201,3 +199,30 @@ def test_cli_gpus_option_refuses_with_the_cuda_count(project, tiny):
     out = " ".join(res.output.split())
     assert f"this machine has {torch.cuda.device_count()}" in out and "nproc=2 device=cpu" in out
 
+
+
+def test_cli_no_launch_prepares_a_queued_run_and_prints_the_command_that_starts_it(project, tiny, tmp_path):
+    """For a cluster: the run is created (folder, frozen data, queued in the store) but not started,
+    and the printed line starts it by hand; then the store follows it to succeeded."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from tuneloop.cli import app
+
+    make_slice(project, "memo", MEMO_PAIRS, eval_pairs=EVAL)
+    res = CliRunner().invoke(app, ["train", "--slice", "memo", "--base", tiny, "--no-launch", "--project",
+                                   str(project.root), *FAST, "max_steps=2", "nproc=2"])
+    assert res.exit_code == 0, res.output
+    line = res.output.strip().splitlines()[-1]
+    cmd = shlex.split(line)
+    assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--config_file", str(runner.launch_config("ddp"))]
+    with project.connect() as con:
+        (run,) = runs_store.list_runs(con)
+    assert run.status == "queued" and RunFolder(run.run_dir).status().get("pid") is None  # nothing started
+    env = runner._env()
+    env["HF_HOME"] = str(tmp_path / "hf")
+    done = subprocess.run(cmd, cwd=str(runner.REPO_ROOT), env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = sync_run(project, run.id)
+    assert run.status == "succeeded" and run.summary["world_size"] == 2

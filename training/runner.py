@@ -94,7 +94,7 @@ def launch_config(distributed: str) -> Path:
     return LAUNCH_DIR / f"{distributed}.yaml"
 
 
-def _command(folder: RunFolder, cfg: TrainConfig) -> list[str]:
+def launch_command(folder: RunFolder, cfg: TrainConfig) -> list[str]:
     """One process: ``python -m training.train RUN_DIR``. Several: accelerate's launcher with the
     shipped config of ``cfg.distributed`` (it starts them through torchrun on a free port). No
     ``--cpu``: accelerate then starts a single process; the trainer picks its device from the config."""
@@ -138,7 +138,7 @@ def launch(folder: RunFolder) -> int:
     """Start the trainer for ``folder`` (and, chained, the run's step after training) in a new
     process session; returns the launched process's pid."""
     cfg = TrainConfig(**folder.read_json(folder.config_file, {}))
-    cmd = _command(folder, cfg)
+    cmd = launch_command(folder, cfg)
     after = folder.job().get("after")
     if after:
         cmd = [sys.executable, "-c", _CHAIN, str(folder.status_file), str(len(cmd)), *cmd, *after, str(folder.path)]
@@ -176,8 +176,13 @@ def start_run(
     wait: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
     after: Sequence[str] | None = None,
+    launch_now: bool = True,
 ) -> str:
     """Create a training run on slice ``slice_ref`` and launch it; returns the run id.
+
+    ``launch_now=False``: create the run (folder, frozen data, store record, queued) without
+    starting it, for a launch by hand (``accelerate launch`` / ``torchrun`` on a cluster:
+    ``tuneloop train --no-launch`` prints the line).
 
     ``init_adapter``: an adapter folder to continue training from (LoRA). Config ``from_run``: a
     succeeded LoRA run whose adapter to start from (its base, and its slice when ``slice_ref`` is
@@ -190,7 +195,8 @@ def start_run(
     on an unknown slice and ``ValueError`` on a taken name, before anything is created.
     """
     cfg = load(config_path, list(overrides))
-    check_launch(cfg)
+    if launch_now:  # a run prepared for a launch by hand may be started on other machines
+        check_launch(cfg)
     if init_adapter and cfg.method != "lora":
         raise ValueError("init_adapter needs method=lora")
     if cfg.from_run:
@@ -233,6 +239,8 @@ def start_run(
     except ValueError:  # the name was taken since it was checked: nothing of this run stays
         shutil.rmtree(folder.path, ignore_errors=True)
         raise
+    if not launch_now:
+        return run_id
     launch(folder)
     if wait:
         wait_run(project, run_id, progress=progress)

@@ -88,6 +88,9 @@ def train(
                                                     "(config distributed).")] = None,
     wait: Annotated[bool, typer.Option("--wait/--detach", help="Wait for the run to end, showing progress (default; "
                                        "exit code 0 only if it succeeded), or start it and return at once.")] = True,
+    no_launch: Annotated[bool, typer.Option("--no-launch", help="Prepare the run (folder, frozen data, queued in the "
+                                            "project) and print the command that starts it, for a launch by hand "
+                                            "(accelerate launch / torchrun on a cluster).")] = False,
     project_dir: ProjectOpt = None,
     author: AuthorOpt = "",
 ) -> None:
@@ -128,11 +131,22 @@ def train(
     try:
         rid = start_run(p, slice_ref, base_model=base, config_path=config, overrides=(*(overrides or ()), *extra),
                         parent_run_id=parent_run, init_adapter=str(init_adapter) if init_adapter else None,
-                        name=name, author=author or default_author())
+                        name=name, author=author or default_author(), launch_now=not no_launch)
     except ConfigError as exc:
         raise fail(str(exc)) from None
     except (KeyError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc).strip('"')) from None
+    if no_launch:
+        import shlex
+
+        from training.config import TrainConfig
+        from training.runner import REPO_ROOT, launch_command, run_folder
+
+        folder = run_folder(p, rid)
+        cmd = launch_command(folder, TrainConfig(**folder.read_json(folder.config_file, {})))
+        print(f"prepared run {rid} (queued) in {folder.path}; start it with (from {REPO_ROOT}):")
+        print(shlex.join(cmd))
+        return
     console.print(f"started run [bold]{rid}[/]" + (f" on slice {slice_ref}" if slice_ref else ""))
     if wait:
         follow_run(p, rid)

@@ -89,7 +89,7 @@ def why_no_pairs(elements: Sequence[Element], generators: Sequence[str | Generat
     if len(records) == len(text):
         fields = sorted({str(k) for r in records[:50] for k in r})[:8]
         return (f"it holds {len(records)} JSON record(s) (fields: {', '.join(fields)}) without a question and an "
-                f"answer field: it is a dataset, so import it with `tuneloop import FILE --map "
+                f"answer field (or a title and a text field): it is a dataset, so import it with `tuneloop import FILE --map "
                 f"instruction=FIELD,response=FIELD`")
     prose = [e for e in text if e.type in PROSE_TYPES]
     chars = sum(len(e.text.strip()) for e in prose)

@@ -31,6 +31,10 @@ _A_HEADER = {"answer", "answers", "a", "response", "reply"}
 # its question and answer fields, in order of preference.
 JSON_Q_KEYS = ("question", "instruction", "prompt", "query", "q", "input")
 JSON_A_KEYS = ("answer", "response", "output", "completion", "reply", "a")
+# a record with no question field but a title and a text: a titled section, asked as sections asks
+JSON_TITLE_KEYS = ("title", "heading", "subject", "topic", "name")
+JSON_TEXT_KEYS = (*JSON_A_KEYS, "text", "body", "content", "description", "summary")
+TITLE_QUESTION = "What does the document say about {topic}?"  # the sections generator's wording
 
 
 def json_record(text: str) -> dict | None:
@@ -45,14 +49,22 @@ def json_record(text: str) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
-def json_qa(obj: dict) -> tuple[str, str] | None:
-    """(question field, answer field) of a JSON record with non-empty text in both, else None."""
+def _field(obj: dict, names: tuple[str, ...]) -> str | None:
     keys = {str(k).lower(): k for k in obj}
-    q = next((keys[k] for k in JSON_Q_KEYS if k in keys and isinstance(obj[keys[k]], str) and obj[keys[k]].strip()),
-             None)
-    a = next((keys[k] for k in JSON_A_KEYS if k in keys and isinstance(obj[keys[k]], str) and obj[keys[k]].strip()),
-             None)
-    return (q, a) if q is not None and a is not None and q != a else None
+    return next((keys[k] for k in names if k in keys and isinstance(obj[keys[k]], str) and obj[keys[k]].strip()),
+                None)
+
+
+def json_qa(obj: dict) -> tuple[str, str] | None:
+    """(question, answer field) of a JSON record: a question field and an answer field with text,
+    else a title field and a text field (the question then asks about the title); None if neither."""
+    q, a = _field(obj, JSON_Q_KEYS), _field(obj, JSON_A_KEYS)
+    if q is not None and a is not None and q != a:
+        return " ".join(str(obj[q]).split()), a
+    t, body = _field(obj, JSON_TITLE_KEYS), _field(obj, JSON_TEXT_KEYS)
+    if t is not None and body is not None and t != body:
+        return TITLE_QUESTION.format(topic=plain_topic(str(obj[t]))), body
+    return None
 
 
 @dataclass(frozen=True)
@@ -168,13 +180,14 @@ class QAGenerator(Generator):
             i += 1
 
     def _json(self, source: Source, el: Element, rec: dict) -> Iterator[NewPair]:
-        """One pair from a JSON record with a question and an answer field; the response is the
+        """One pair from a JSON record with a question and an answer field (or a title and a text,
+        ``json_qa``); the response is the
         answer's characters inside its JSON string, so a string with escapes (whose text is not the
         value) makes no pair rather than an inexact span."""
-        keys = json_qa(rec)
-        if keys is None:
+        found = json_qa(rec)
+        if found is None:
             return
-        q, a = (str(rec[k]) for k in keys)
+        q, a = found[0], str(rec[found[1]])
         quoted = json.dumps(a, ensure_ascii=False)
         at = el.text.find(quoted)
         if quoted[1:-1] != a or at < 0:
@@ -183,7 +196,7 @@ class QAGenerator(Generator):
         a1 = a0 + len(a)
         if source.span_text(a0, a1) != a:
             return
-        yield self.pair(source, " ".join(q.split()), a, span=(a0, a1), element_ids=[el.id], page=el.page)
+        yield self.pair(source, q, a, span=(a0, a1), element_ids=[el.id], page=el.page)
 
     def _definitions(self, els: list[Element], i: int) -> int:
         """How many term/definition pairs start at ``i`` (0 unless at least two in a row)."""

@@ -528,7 +528,10 @@ def timed_out(took_s: float, limit_s: float, limit_for: str = "") -> IngestError
 
 def _cold_main(fd: int) -> None:
     conn = Connection(fd)
-    _serve(conn, conn.recv(), cold=True)
+    opts: ParseOptions = conn.recv()
+    if opts.pdf_strategy != "hi_res":  # only the layout model may need torch (``offline.keep_torch_out``)
+        offline.keep_torch_out()
+    _serve(conn, opts, cold=True)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # nothing to clean up: skip tearing down the parser's imports (seconds, for nothing)

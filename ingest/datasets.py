@@ -685,11 +685,42 @@ def stored_tools(raw: Any) -> list[dict[str, Any]]:
     return list(raw) if isinstance(raw, list) else []
 
 
+def with_call_ids(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``msgs`` with every tool call given an id and every tool result the id of the call it answers,
+    as OpenAI's fine-tuning format requires (LLaMA-Factory's ``function_call``/``observation`` turns
+    have none). A call without an id gets ``call_<turn index>_<k>`` (its turn's index in ``msgs``,
+    its place in the turn); the tool turns that follow a calling turn answer its calls in order: one
+    without a ``tool_call_id`` gets the first call not yet answered. Ids that exist are kept; a tool
+    turn beyond the calls is left without one (never an answer invented for a call). Pure: ``msgs``
+    is not changed."""
+    out: list[dict[str, Any]] = []
+    pending: list[str] = []  # the ids of the last calling turn's calls not yet answered
+    for i, m in enumerate(msgs):
+        if m.get("tool_calls"):
+            calls = [c if c.get("id") else {"id": f"call_{i}_{k}", **c} for k, c in enumerate(m["tool_calls"])]
+            m = {**m, "tool_calls": calls}
+            answered = set()
+            for t in msgs[i + 1:]:
+                if t.get("role") != "tool":
+                    break
+                answered.add(t.get("tool_call_id"))
+            pending = [c["id"] for c in calls if c["id"] not in answered]
+        elif m.get("role") == "tool":
+            if not m.get("tool_call_id") and pending:
+                m = {**m, "tool_call_id": pending.pop(0)}
+        else:
+            pending = []
+        out.append(m)
+    return out
+
+
 def to_openai(row: dict[str, Any]) -> dict[str, Any]:
     """OpenAI chat fine-tuning form: ``messages`` (an assistant turn that only calls tools has
-    content null; tool turns keep ``tool_call_id``; turns keep ``weight``) and ``tools``."""
+    content null; every tool call has an id and every tool turn the ``tool_call_id`` it answers,
+    made by ``with_call_ids`` where the stored conversation has none; turns keep ``weight``) and
+    ``tools``. Ids are made here, not at import: the stored conversation stays as imported."""
     msgs = [{**m, "content": None} if m.get("tool_calls") and not m.get("content") else m for m in to_messages(row)]
-    return {"messages": msgs, "tools": stored_tools(row.get("tools"))}
+    return {"messages": with_call_ids(msgs), "tools": stored_tools(row.get("tools"))}
 
 
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt", "tool": "observation"}

@@ -28,16 +28,31 @@ for any format ``export_record`` writes:
   Two exceptions: alpaca's ``messages`` is ``""`` for a single-turn pair (the JSON text of the
   whole conversation for a multi-turn one: import reads ``""`` as single-turn), and openai's
   ``tools`` stays a list (OpenAI's fine-tuning upload wants an array; an openai export's turns
-  differ in keys with tool calls anyway, so its splits only load together without them).
+  differ in keys with tool calls anyway: see the known limitation below).
   Lists every record fills (``messages``, ``prompt``, ``completion``, ``conversations``) stay
   lists of objects, so TRL reads ``messages`` / ``prompt`` / ``completion`` as conversational;
 * parquet is written with one explicit schema: lists stay lists (``tags`` list<string>,
   ``messages`` list<struct<role, content, tool_calls, weight, tool_call_id, name>>, every turn
   with every field a stored turn can have, null where it has none, empty for a single-turn pair),
   ``tools`` as the tools' JSON text (a tool's parameters are free-form JSON schema), objects as
-  JSON text. So tool-calling data split across files loads together from parquet; in JSONL
-  (openai, messages) a split whose turns have tool calls and one whose turns have none differ in
-  their turns' keys: export such a slice whole (one file, with its ``split`` column) or as parquet.
+  JSON text. So tool-calling data split across files loads together from parquet.
+
+Known limitation, JSONL formats whose turns are objects (openai, messages, prompt-completion, and
+sharegpt for turn weights): a split whose turns have tool calls, tool results or turn weights and a
+split whose turns have none differ in their turns' keys. ``datasets`` (5.2) types the turns from the
+first file of ``data_files`` (its first split) and casts the other files to that: with the tool split
+first the other loads (a struct with fewer keys casts to one with more; datasets types turns whose
+keys differ within a file as Json); with the tool-free split first the load fails with
+``TypeError: Couldn't cast array of type struct<role: string, content: string, tool_calls: list<...>,
+tool_call_id: string, weight: double> to {'role': Value('string'), 'content': Value('string')}``.
+Writing every key in every turn does not help: a key that is null (or ``[]``) throughout a file is
+typed null, and ``Couldn't cast array of type list<struct<...>> to null`` (``double to null`` for a
+weight); no value a tool-free split could hold types ``tool_calls`` or ``weight`` without inventing a
+call or a weight (OpenAI's weight is an optional 0 or 1, not nullable), and tool calls as JSON text
+would break the chat templates that read them. The same holds for openai's ``tools`` (``[]``, typed
+list<null>, in a split without tools). So export such a slice whole (one file, with its ``split``
+column), or as parquet, or load the split with tool calls first
+(tests/interop/test_export_schema.py::test_tool_calls_in_one_split_only pins this).
 
 Left to the reader: JSON type inference itself. A free-text column whose every value in one split
 is an ISO date (``"2024-05-01"``) is read by pyarrow as a timestamp; parquet does not have that.

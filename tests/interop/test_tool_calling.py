@@ -173,7 +173,20 @@ def test_round_trip_keeps_the_conversation(project, tmp_path, fmt):
     fresh = Project(tmp_path / "fresh").init()
     r = import_file(fresh, tmp_path / "out.jsonl", fmt)
     assert r.fatal is None and r.skipped == 0, r.errors
-    assert stored(fresh) == stored(project)
+    if fmt != "openai":
+        assert stored(fresh) == stored(project)
+    else:  # the same, but the ShareGPT conversation's call and result now carry the ids the export made
+        assert sorted(map(repr, stored(fresh).values())) == sorted(repr(with_made_ids(c))
+                                                                   for c in stored(project).values())
+
+
+def with_made_ids(conv: tuple) -> tuple:
+    """A stored (system, messages, tools) with the call ids an openai export gives it."""
+    from ingest.datasets import with_call_ids
+
+    system, msgs, tools = conv
+    full = ([{"role": "system", "content": system}] if system else []) + msgs
+    return system, with_call_ids(full)[len(full) - len(msgs):], tools
 
 
 def test_openai_export_shape():
@@ -334,3 +347,125 @@ def test_parquet_keeps_tool_calls_results_weights_and_tools_in_one_schema(projec
         ds = datasets.load_dataset("parquet", data_files={"train": str(tmp_path / f"{first}.parquet"),
                                                           "test": str(tmp_path / f"{second}.parquet")})
         assert ds["train"].features == ds["test"].features
+
+
+# ------------------------------------------------ call ids (LLaMA-Factory glaive data has none)
+
+# Shaped like LLaMA-Factory's data/glaive_toolcall_en_demo.json (a JSON array; ``tools`` a JSON
+# string of bare function objects; ``function_call`` values {name, arguments} as JSON text, a list
+# for parallel calls; a conversation that calls nothing), with a second round and a parallel call.
+_GLAIVE_TOOLS = json.dumps([
+    {"name": "generate_password", "description": "Generate a random password",
+     "parameters": {"type": "object", "properties": {"length": {"type": "integer"}}, "required": ["length"]}},
+    {"name": "get_stock_price", "description": "Get the current stock price",
+     "parameters": {"type": "object", "properties": {"symbol": {"type": "string"}}, "required": ["symbol"]}}])
+GLAIVE = [
+    {"conversations": [
+        {"from": "human", "value": "I need a new password. Can you generate one for me?"},
+        {"from": "gpt", "value": "Of course. How long would you like your password to be?"},
+        {"from": "human", "value": "I would like it to be 12 characters long."},
+        {"from": "function_call", "value": "{\"name\": \"generate_password\", \"arguments\": {\"length\": 12}}"},
+        {"from": "observation", "value": "{\"password\": \"aB3#fG6&kL9@\"}"},
+        {"from": "gpt", "value": "Here is your new password: aB3#fG6&kL9@."},
+        {"from": "human", "value": "And the price of Apple and Microsoft stock?"},
+        {"from": "function_call", "value": "[{\"name\": \"get_stock_price\", \"arguments\": {\"symbol\": \"AAPL\"}}, "
+                                           "{\"name\": \"get_stock_price\", \"arguments\": {\"symbol\": \"MSFT\"}}]"},
+        {"from": "observation", "value": "{\"stock_price\": 145.09}"},
+        {"from": "observation", "value": "{\"stock_price\": 216.54}"},
+        {"from": "gpt", "value": "Apple is at $145.09 and Microsoft at $216.54."}],
+     "tools": _GLAIVE_TOOLS},
+    {"conversations": [
+        {"from": "human", "value": "Can you order a pizza for me?"},
+        {"from": "gpt", "value": "I'm sorry, I can't order a pizza: I can only generate passwords and look up "
+                                 "stock prices."}],
+     "tools": _GLAIVE_TOOLS},
+]
+
+
+def openai_tool_problems(rec: dict) -> list[str]:
+    """What OpenAI's chat fine-tuning format would reject in a record's tool calling: a call without
+    an id, ``type`` other than "function", a name, or ``arguments`` as a JSON string; a tool turn
+    without the ``tool_call_id`` of a call of the assistant turn before it; a call left unanswered."""
+    out, open_ids = [], set()
+    for i, m in enumerate(rec["messages"]):
+        if m["role"] == "assistant" and m.get("tool_calls"):
+            if open_ids:
+                out.append(f"messages[{i}]: calls {sorted(open_ids)} before unanswered")
+            open_ids = set()
+            for k, c in enumerate(m["tool_calls"]):
+                at = f"messages[{i}].tool_calls[{k}]"
+                if not isinstance(c.get("id"), str) or not c["id"]:
+                    out.append(f"{at}.id missing")
+                elif c["id"] in open_ids:
+                    out.append(f"{at}.id {c['id']!r} repeated")
+                else:
+                    open_ids.add(c["id"])
+                if c.get("type") != "function":
+                    out.append(f"{at}.type {c.get('type')!r}")
+                fn = c.get("function", {})
+                if not isinstance(fn.get("name"), str) or not fn["name"]:
+                    out.append(f"{at}.function.name missing")
+                if not isinstance(fn.get("arguments"), str) or not isinstance(json.loads(fn["arguments"]), dict):
+                    out.append(f"{at}.function.arguments not a JSON object as a string")
+        elif m["role"] == "tool":
+            if m.get("tool_call_id") not in open_ids:
+                out.append(f"messages[{i}].tool_call_id {m.get('tool_call_id')!r} answers no open call")
+            open_ids.discard(m.get("tool_call_id"))
+        elif open_ids:
+            out.append(f"messages[{i}]: calls {sorted(open_ids)} unanswered")
+            open_ids = set()
+    return out
+
+
+def test_glaive_sharegpt_exports_valid_openai_tool_calls_and_round_trips_the_ids(project, tmp_path):
+    src = tmp_path / "glaive_toolcall_en_demo.json"
+    src.write_text(json.dumps(GLAIVE, ensure_ascii=False, indent=2), encoding="utf-8")
+    r = import_file(project, src, "sharegpt")
+    assert r.fatal is None and (r.new, r.skipped) == (2, 0), r.errors
+    before = stored(project)
+    recs = _export(project, "openai", tmp_path / "out.jsonl")
+    assert [openai_tool_problems(rec) for rec in recs] == [[], []]
+    conv = next(rec["messages"] for rec in recs if len(rec["messages"]) > 2)
+    calls = [(i, m["tool_calls"]) for i, m in enumerate(conv) if m.get("tool_calls")]
+    assert [[c["id"] for c in cs] for _, cs in calls] == [["call_3_0"], ["call_7_0", "call_7_1"]]
+    assert [m["tool_call_id"] for m in conv if m["role"] == "tool"] == ["call_3_0", "call_7_0", "call_7_1"]
+    assert calls[1][1][1] == {"id": "call_7_1", "type": "function", "function": {
+        "name": "get_stock_price", "arguments": "{\"symbol\":\"MSFT\"}"}}
+    assert conv[3]["content"] is None and conv[9] == {"role": "tool", "content": "{\"stock_price\": 216.54}",
+                                                      "tool_call_id": "call_7_1"}
+    assert stored(project) == before  # made at export: the stored conversation stays as imported
+    assert all("id" not in c for _, msgs, _ in before.values() for m in msgs for c in m.get("tool_calls", []))
+    # OpenAI -> import -> OpenAI: the ids are now the data's own, stored and exported unchanged
+    fresh = Project(tmp_path / "fresh").init()
+    r = import_file(fresh, tmp_path / "out.jsonl", "openai")
+    assert r.fatal is None and (r.new, r.skipped) == (2, 0), r.errors
+    again = _export(fresh, "openai", tmp_path / "again.jsonl")
+    assert sorted(json.dumps(x["messages"]) for x in again) == sorted(json.dumps(x["messages"]) for x in recs)
+
+
+def _call(name: str, cid: str | None = None) -> dict:
+    return {**({"id": cid} if cid else {}), "type": "function", "function": {"name": name, "arguments": "{}"}}
+
+
+@pytest.mark.parametrize("calls,results,want_calls,want_results", [
+    # one observation per call: paired in order
+    ([_call("a"), _call("b")], [None, None], ["call_1_0", "call_1_1"], ["call_1_0", "call_1_1"]),
+    # ids that exist are kept; a result without one answers the first call not yet answered
+    ([_call("a", "x"), _call("b")], ["call_1_1", None], ["x", "call_1_1"], ["call_1_1", "x"]),
+    # LLaMA-Factory's one observation for a parallel call: the first call's; the second stays unanswered
+    ([_call("a"), _call("b")], [None], ["call_1_0", "call_1_1"], ["call_1_0"]),
+    # more results than calls: the extra one is left without an id (no answer invented)
+    ([_call("a")], [None, None], ["call_1_0"], ["call_1_0", None]),
+])
+def test_call_ids_made_and_paired_in_order(calls, results, want_calls, want_results):
+    from ingest.datasets import with_call_ids
+
+    msgs = ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": calls}]
+            + [{"role": "tool", "content": f"r{j}", **({"tool_call_id": t} if t else {})} for j, t in enumerate(results)]
+            + [{"role": "assistant", "content": "a"}])
+    snapshot = json.dumps(msgs)
+    out = with_call_ids(msgs)
+    assert json.dumps(msgs) == snapshot  # pure
+    assert [c["id"] for c in out[1]["tool_calls"]] == want_calls
+    assert [m.get("tool_call_id") for m in out if m["role"] == "tool"] == want_results
+    assert out[0] == msgs[0] and out[-1] == msgs[-1]

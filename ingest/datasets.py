@@ -718,8 +718,13 @@ def to_openai(row: dict[str, Any]) -> dict[str, Any]:
     """OpenAI chat fine-tuning form: ``messages`` (an assistant turn that only calls tools has
     content null; every tool call has an id and every tool turn the ``tool_call_id`` it answers,
     made by ``with_call_ids`` where the stored conversation has none; turns keep ``weight``) and
-    ``tools``. Ids are made here, not at import: the stored conversation stays as imported."""
+    ``tools``. Ids are made here, not at import: the stored conversation stays as imported.
+
+    OpenAI accepts a turn ``weight`` of 0 or 1 only: a weight above 0 (a corrected turn weighted
+    2.5 here) is written as 1, trained but not weighted up; the messages and sharegpt exports keep
+    the number."""
     msgs = [{**m, "content": None} if m.get("tool_calls") and not m.get("content") else m for m in to_messages(row)]
+    msgs = [{**m, "weight": 1 if m["weight"] > 0 else 0} if m.get("weight") is not None else m for m in msgs]
     return {"messages": with_call_ids(msgs), "tools": stored_tools(row.get("tools"))}
 
 

@@ -199,6 +199,11 @@ def test_openai_export_shape():
     assert rec["messages"][3]["tool_call_id"] == "call_1"
     assert rec["messages"][-1]["weight"] == 1.0
     assert rec["tools"] == [WEATHER_TOOL]
+    heavy = orjson.loads(row["messages"])
+    heavy[-1]["weight"] = 2.5  # a corrected turn weighted up: OpenAI accepts 0 or 1 only
+    rec_heavy = export_record("openai", {**row, "messages": orjson.dumps(heavy).decode()})
+    assert rec_heavy["messages"][-1]["weight"] == 1
+    assert export_record("messages", {**row, "messages": orjson.dumps(heavy).decode()})["messages"][-1]["weight"] == 2.5
     sg = export_record("sharegpt", row)
     assert [t["from"] for t in sg["conversations"]] == ["system", "human", "function_call", "observation",
                                                         "observation", "gpt"]

@@ -5,21 +5,29 @@ file can be killed without taking the batch down; the parent kills the worker on
 passes its deadline, records a ``timeout`` error and starts a fresh worker. Workers never
 open the database: they return ``Parsed`` data (or an ``IngestError``) through a pipe.
 
-Workers come from a ``forkserver`` that imported unstructured and loaded the spaCy model
-once (``ingest.worker_boot``), so a new or replacement worker starts warm in milliseconds
-instead of paying the ~4 s import again. The forkserver is a clean process (no threads, no
-database handles), which makes forking from it safe.
+Workers come from a ``forkserver`` that imported unstructured, loaded the spaCy model and the
+parsers of the batch's formats once (``ingest.worker_boot``; ``prestart(formats)``), so a new or
+replacement worker starts warm in milliseconds instead of paying the ~3 s import again. The
+forkserver is a clean process (no threads, no database handles), which makes forking from it safe.
+It is started once per process: a later batch's other formats load in its workers, reported as
+loading, outside the files' time limits.
 
-Warming the forkserver takes seconds (every format's parser, ~10 s on a loaded 2-core box) and
-it forks nothing before it is done. So that a batch's first file does not wait for all of that,
-a process whose forkserver is not warm yet starts a *cold* worker first: a fresh interpreter
-(``python -m ingest.workers``, not multiprocessing's ``spawn``, which would run the caller's main
-module again) that loads only what its files need (``offline.warm(ext)``). The forkserver starts
-warming once that worker has loaded its parser (both at once would slow the first file on a
-small machine), and the pool grows to its size when it is warm (``forkserver_warm``); later
-batches in the same process fork warm workers at once. The forkserver warms only on a core the
-workers leave free: with as many workers as cores, all of them start cold at once (measured on
-2 cores, 14 files of every format: 2 workers 1.10x the plain loop with a warming forkserver).
+The forkserver forks nothing before it is warm. With a core the workers leave free, a batch's
+first file need not wait for that: a *cold* worker starts first, a fresh interpreter (``python -m
+ingest.workers``, not multiprocessing's ``spawn``, which would run the caller's main module again)
+that loads only what its files need (``offline.warm(ext)``); the forkserver warms on the spare core
+once that worker has loaded its parser, and the pool grows when it is warm (``forkserver_warm``).
+With as many workers as cores, cold workers would each import the same parsers at once, competing
+for the cores: there the batch waits for the forkserver (~3 s on 2 cores for PDFs and images) and
+every worker forks warm. Measured on 2 cores, 14 files of every format, 2 workers against the
+plain ``partition`` loop: all cold 1.10x; cold without torch and with one OCR thread (both below)
+1.39x; forked from the batch's forkserver 1.32x (a quieter machine: the plain loop 10.8 s). The
+import cannot be shared out: the plain loop there is ~4 s of import and ~7 s of parsing; two
+workers still need ~3 s of import (without torch) before ~7 / 2 s of parsing, plus the parent's own
+~0.6 s start, so ~1.5x is the most this corpus allows on 2 cores.
+
+Parser processes keep torch out (``offline.keep_torch_out``; ``hi_res`` workers start cold and
+keep it) and let tesseract use one thread (``offline.one_ocr_thread``).
 
 Each worker says when it starts a file (``STARTED``, and whether it first loads the parser for
 the file's format) and, if it had to, when the parser is loaded (``LOADED``). A file's time
@@ -94,19 +102,40 @@ def _stop_if_warming() -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def prestart() -> None:
+def prestart(formats: Iterable[str] | None = None) -> None:
     """Start the (warming) forkserver now, so its imports overlap the caller's other work, and a
-    thread that notes when it is warm (``forkserver_warm``)."""
+    thread that notes when it is warm (``forkserver_warm``).
+
+    ``formats``: the extensions it preloads (a batch's: ~3 s for PDFs and images on 2 cores instead
+    of ~10 s for every format); None: every format. Only the first call of a process starts it: a
+    later batch's other formats load in its workers, outside the files' time limits (``_serve``)."""
     global _probe
     from multiprocessing import forkserver
 
     _context()
-    forkserver.ensure_running()
+    saved = os.environ.get(offline.FORMATS_ENV)
+    if formats is not None:  # the forkserver inherits this process's environment when it starts
+        os.environ[offline.FORMATS_ENV] = ",".join(sorted(set(formats)))
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            os.environ.pop(offline.FORMATS_ENV, None)
+        else:
+            os.environ[offline.FORMATS_ENV] = saved
     with _probe_lock:
         if _probe is None:
             _probe = threading.Thread(target=_wait_warm, name="forkserver-warm", daemon=True)
             _probe.start()
             atexit.register(_stop_if_warming)
+
+
+def _await_warm(timeout_s: float) -> bool:
+    """Wait (up to ``timeout_s``) until the started forkserver is warm; whether it is."""
+    probe = _probe
+    if probe is not None:
+        probe.join(timeout_s)
+    return forkserver_warm()
 
 
 def forkserver_warm() -> bool:
@@ -202,7 +231,8 @@ def _parse(task: Task, opts: ParseOptions) -> Parsed | IngestError:
         try:
             res: Parsed | IngestError = partition_file(
                 task.path, task.name, pdf_strategy=opts.pdf_strategy,
-                languages=list(opts.languages) if opts.languages else None, pages=task.pages)
+                languages=list(opts.languages) if opts.languages else None, pages=task.pages,
+                n_pages=task.n_pages)
         except IngestError as exc:
             res = exc
         except Exception as exc:  # a parser bug must not kill the worker
@@ -225,6 +255,9 @@ def _serve(conn: Connection, opts: ParseOptions, cold: bool = False) -> None:
     # (on a loaded machine a worker can take seconds to be scheduled at all).
     conn.send((READY, "ready", None))
     loaded: set[str] = set()
+    preloaded = None if cold else offline.preloaded_formats()  # a forked worker has these warm (None: all)
+    cold = cold or preloaded is not None  # ... and loads any other format as a cold worker does
+    loaded.update(preloaded or ())
     while True:
         try:
             task = conn.recv()
@@ -325,8 +358,9 @@ class _Worker:
 
 
 def _new_worker(opts: ParseOptions) -> _Worker:
-    """A worker forked from the forkserver when it is warm, else a cold one that starts at once."""
-    return _Worker(opts, cold=not forkserver_warm())
+    """A worker forked from the forkserver when it is warm, else a cold one that starts at once.
+    ``hi_res`` always gets a cold one: the forkserver keeps torch out, which the layout model may need."""
+    return _Worker(opts, cold=not forkserver_warm() or opts.pdf_strategy == "hi_res")
 
 
 # A long PDF is parsed in page ranges by several workers at once (one file would otherwise keep
@@ -360,7 +394,7 @@ def merge_parts(parts: list[Parsed | IngestError], ranges: list[tuple[int, int]]
     elements = [e for r in done for e in r.elements]
     if not elements:
         return pdf_without_text("+".join(strategies))
-    return Parsed(filetype=done[0].filetype, elements=elements, n_pages=done[0].n_pages,
+    return Parsed(filetype=done[0].filetype, elements=elements, n_pages=max(r.n_pages or 0 for r in done) or None,
                   strategy="+".join(strategies),
                   warnings=list(dict.fromkeys(w for r in done for w in r.warnings)))
 
@@ -451,15 +485,21 @@ def _parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 30
             yield t, _parse(t, opts)
         return
     pool: list[_Worker] = []
-    # The forkserver warms (imports every format's parser, ~10 s of CPU) only on a core the
-    # workers leave free (the parent mostly waits on their pipes): with no more cores than
-    # workers it would take CPU from the batch itself, so there every worker starts cold at once
-    # (~2 s to load its format's parser) and a replacement worker does too.
+    formats = {extension(t.name) for t in pending}
+    # With a core the workers leave free (the parent mostly waits on their pipes), the forkserver
+    # warms this batch's formats there while one cold worker starts on the first files. With no
+    # more cores than workers, several cold workers would each import the same parsers at once
+    # (~3 s each on 2 cores, competing for the cores); instead the forkserver imports them once and
+    # every worker forks from it warm (measured on 2 cores, 2 workers, 14 files of every format:
+    # 7.3-8.1 s against 8.0-8.7 s). ``hi_res`` workers always start cold (``_new_worker``).
     spare_core = forkserver_warm() or (os.cpu_count() or 1) > workers
+    if not spare_core and workers > 1 and len(pending) > 1 and opts.pdf_strategy != "hi_res":
+        prestart(formats)
+        spare_core = _await_warm(BOOT_TIMEOUT_S)  # no forkserver here after all: cold workers, as before
     try:
         while True:
             if spare_core and all(w.settled for w in pool) and (pool or forkserver_warm()):
-                prestart()  # no-op when running; else it warms now, not while a cold worker loads
+                prestart(formats)  # no-op when running; else it warms now, not while a cold worker loads
             # Grow to ``workers`` (no more than there are tasks): at once when the forkserver is
             # warm or will not warm (no spare core: every worker starts cold); while it warms on
             # the spare core, one cold worker starts on the first files and the rest follow.
@@ -529,6 +569,7 @@ def timed_out(took_s: float, limit_s: float, limit_for: str = "") -> IngestError
 def _cold_main(fd: int) -> None:
     conn = Connection(fd)
     opts: ParseOptions = conn.recv()
+    offline.one_ocr_thread()
     if opts.pdf_strategy != "hi_res":  # only the layout model may need torch (``offline.keep_torch_out``)
         offline.keep_torch_out()
     _serve(conn, opts, cold=True)

@@ -237,6 +237,20 @@ def test_a_long_pdf_is_parsed_in_page_ranges_with_the_same_result(project, tmp_p
     assert got[0] == got[1] and "Cat. No." not in got[1][0]
 
 
+def test_a_page_tree_that_declares_too_few_pages_loses_no_page(project, tmp_path):
+    """The page count comes from the page tree's declared /Count (no walk over every page); where
+    that count is short, the last page range still runs to the real last page."""
+    _pdf(tmp_path / "manual.pdf", 60)
+    raw = (tmp_path / "manual.pdf").read_bytes()
+    assert raw.count(b"/Count 60") == 1
+    (tmp_path / "short.pdf").write_bytes(raw.replace(b"/Count 60", b"/Count 50"))  # same length: xref holds
+    report = ingest(project, [tmp_path / "short.pdf"], IngestConfig(workers=2))
+    assert report.ok and report.files[0].n_pages == 60, [f.error for f in report.files]
+    with project.connect() as con:
+        pages = {r[0] for r in con.execute("SELECT page FROM elements").fetchall()}
+    assert pages == set(range(1, 61))  # pages 51-60 are parsed too
+
+
 def test_several_workers_start_on_the_costliest_files_first(tmp_path):
     """Longest-first scheduling: a scan or a long PDF must not start last and keep one worker busy
     alone at the end; each idle worker gets a head task before any gets a second. Then real

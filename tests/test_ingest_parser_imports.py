@@ -9,6 +9,7 @@ own fresh interpreter (a blocked import cannot be undone in this one), on files 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -59,3 +60,46 @@ def test_every_format_parses_the_same_without_torch(tmp_path):
     assert len(parsed) >= len(files) - 2, plain  # at most xls (LibreOffice) and one optional converter missing
     for f in plain:
         assert blocked[f] == plain[f], f
+
+
+BATCHES = """
+import json, os, sys
+from ingest.workers import Task, parse_all, forkserver_warm
+from ingest.partition import partition_file
+
+def run(paths):
+    seen = []
+    got = {}
+    tasks = [Task(k, p, os.path.basename(p)) for k, p in enumerate(paths)]
+    workers = max(2, os.cpu_count() or 1)  # no spare core: the forkserver preloads, workers fork from it
+    for t, res in parse_all(tasks, workers=workers, timeout_s=120,
+                            on_start=lambda t, loading: seen.append([t.name, loading])):
+        got[t.name] = [[e["type"], e["text"]] for e in res.elements]
+    return sorted(seen), got
+
+if __name__ == "__main__":
+    first, second = sys.argv[1].split(","), sys.argv[2].split(",")
+    out = {"first": run(first), "warm": forkserver_warm(), "second": run(second),
+           "in_process": {os.path.basename(p): [[e["type"], e["text"]] for e in partition_file(p).elements]
+                          for p in first + second}}
+    print(json.dumps(out))
+"""
+
+
+def test_workers_fork_from_a_forkserver_that_preloaded_the_batch_formats(tmp_path):
+    """With no core to spare, the forkserver imports the batch's formats once and the workers fork
+    from it warm (no worker loads a parser for them); a later batch's other format is loaded in the
+    worker, reported as loading (outside the file's time limit). Results equal an in-process parse."""
+    script = tmp_path / "batches.py"
+    script.write_text(BATCHES)
+    first = [make(tmp_path, "md"), make(tmp_path, "pdf"), make(tmp_path, "csv", "table")]
+    second = [make(tmp_path, "docx")]
+    done = subprocess.run([sys.executable, str(script), ",".join(map(str, first)), ",".join(map(str, second))],
+                          cwd=REPO, capture_output=True, text=True, timeout=600, check=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    (seen1, got1), (seen2, got2) = out["first"], out["second"]
+    assert out["warm"] is True
+    assert seen1 == [["sample.md", False], ["sample.pdf", False], ["table.csv", False]]
+    assert seen2 == [["sample.docx", True]]
+    assert {**got1, **got2} == out["in_process"]

@@ -419,7 +419,7 @@ class Generation:
     text: str
     n_prompt_tokens: int
     n_output_tokens: int
-    finish_reason: str  # "stop" (end-of-turn token) or "length" (hit max_new_tokens)
+    finish_reason: str  # "stop" (end-of-turn token), "length" (hit max_new_tokens), "label" (chosen from the label set)
     latency_ms: float  # wall time of the batch that produced it
 
 
@@ -449,7 +449,8 @@ class ChatModel:
             ids = ids["input_ids"]
         return list(ids)
 
-    def _stop_ids(self) -> set[int]:
+    def stop_ids(self) -> set[int]:
+        """The token ids that end a reply (end of sequence, the generation config's end-of-turn ids)."""
         ids: set[int] = set()
         eos = self.tokenizer.eos_token_id
         if eos is not None:
@@ -483,7 +484,7 @@ class ChatModel:
         precision_autocast(self.device, precision)  # an unknown precision fails before any work
         tok = self.tokenizer
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        stop = self._stop_ids()
+        stop = self.stop_ids()
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[Generation | None] = [None] * len(prompts)
         do_sample = temperature > 0

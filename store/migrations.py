@@ -534,6 +534,14 @@ def m130_revision_tools(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE pair_revisions ADD COLUMN tools JSON")
 
 
+@migration
+def m140_prediction_label_scores(con: duckdb.DuckDBPyConnection) -> None:
+    # A label task predicted within its label set (``predict --decode labels``, training/label_scoring.py):
+    # the chosen label's summed log-probability and its lead over the runner-up. NULL for generated answers.
+    con.execute("ALTER TABLE predictions ADD COLUMN label_logprob DOUBLE")
+    con.execute("ALTER TABLE predictions ADD COLUMN label_margin DOUBLE")
+
+
 def applied(con: duckdb.DuckDBPyConnection) -> list[str]:
     con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
     return [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]

@@ -227,7 +227,7 @@ def metrics_frame(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
 # ---------------------------------------------------------------- predictions
 
 PREDICTION_COLUMNS = ["pair_id", "revision_id", "prompt", "output", "reference", "n_prompt_tokens",
-                      "n_output_tokens", "finish_reason", "latency_ms"]
+                      "n_output_tokens", "finish_reason", "latency_ms", "label_logprob", "label_margin"]
 
 
 def add_predictions(
@@ -245,16 +245,18 @@ def add_predictions(
     missing = [c for c in ("pair_id", "revision_id", "prompt", "output") if c not in df.columns]
     if missing:
         raise ValueError(f"predictions need columns {missing}")
-    defaults = {"reference": "", "n_prompt_tokens": 0, "n_output_tokens": 0, "finish_reason": "stop", "latency_ms": 0.0}
+    defaults = {"reference": "", "n_prompt_tokens": 0, "n_output_tokens": 0, "finish_reason": "stop", "latency_ms": 0.0,
+                "label_logprob": None, "label_margin": None}
     for col, val in defaults.items():
         if col not in df.columns:
-            df = df.with_columns(pl.lit(val).alias(col))
+            df = df.with_columns(pl.lit(val, dtype=pl.Float64 if val is None else None).alias(col))
     psid = event_id("ps_")
     ids = [content_id([psid, r], prefix="pr_") for r in df["revision_id"].to_list()]
     df = df.select(PREDICTION_COLUMNS).with_columns(
         pl.Series("id", ids), pl.lit(psid).alias("prediction_set_id"), pl.lit(run_id).alias("run_id"),
         pl.col("n_prompt_tokens").cast(pl.Int32), pl.col("n_output_tokens").cast(pl.Int32),
-        pl.col("latency_ms").cast(pl.Float64),
+        pl.col("latency_ms").cast(pl.Float64), pl.col("label_logprob").cast(pl.Float64),
+        pl.col("label_margin").cast(pl.Float64),
     )
     ts = now()
     with atomic(con):
@@ -265,9 +267,11 @@ def add_predictions(
         con.register("_preds", df.to_arrow())
         con.execute(
             """INSERT INTO predictions (id, prediction_set_id, run_id, pair_id, revision_id, prompt, output, reference,
-                   n_prompt_tokens, n_output_tokens, finish_reason, latency_ms, created_at)
+                   n_prompt_tokens, n_output_tokens, finish_reason, latency_ms, label_logprob, label_margin,
+                   created_at)
                SELECT id, prediction_set_id, run_id, pair_id, revision_id, prompt, output, reference,
-                   n_prompt_tokens, n_output_tokens, finish_reason, latency_ms, ? FROM _preds""",
+                   n_prompt_tokens, n_output_tokens, finish_reason, latency_ms, label_logprob, label_margin, ?
+               FROM _preds""",
             [ts],
         )
         con.unregister("_preds")
@@ -327,8 +331,8 @@ def predictions_frame(
     return frame(
         con,
         f"""SELECT x.id AS prediction_id, x.pair_id, x.revision_id, x.prompt, x.output, x.reference,
-                   x.n_prompt_tokens, x.n_output_tokens, x.finish_reason, x.latency_ms,
-                   r.instruction, r.input, r.response, r.tags, p.document_id, p.char_start, p.char_end,
+                   x.n_prompt_tokens, x.n_output_tokens, x.finish_reason, x.latency_ms, x.label_logprob,
+                   x.label_margin, r.instruction, r.input, r.response, r.tags, p.document_id, p.char_start, p.char_end,
                    p.generator, p.source_uri
             FROM predictions x JOIN pair_revisions r ON r.id = x.revision_id JOIN pairs p ON p.id = x.pair_id
             WHERE x.prediction_set_id = ? ORDER BY x.pair_id{lim}""",

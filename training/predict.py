@@ -63,6 +63,7 @@ def load_run_model(run: Run, device: str | None = None):
 
 
 PREDICT_PRECISIONS = ("auto", "fp32", "bf16")
+DECODE_MODES = ("generate", "labels")  # free generation; a label task within its label set
 
 
 def resolve_precision(precision: str, device: str, run: Run) -> str:
@@ -142,6 +143,7 @@ def predict_run(
     perplexity: bool = True,
     device: str | None = None,
     precision: str = "auto",
+    decode: str = "generate",
     progress: Callable[[int, int], None] | None = None,
 ) -> str:
     """Generate for every pair of the run's slice split; store and score them. Returns the set id.
@@ -150,6 +152,9 @@ def predict_run(
     allows 1.5x the longest reference (at least 16, at most 512), or for a label task the
     longest label of the slice plus a few tokens. ``perplexity=False`` skips the extra pass that
     scores the references under the model. ``precision``: auto, fp32 or bf16 (module docstring).
+    ``decode``: ``generate`` (free generation) or ``labels`` (a label task answered within its
+    label set: every label of the slice scored as the whole reply, the likeliest kept;
+    training/label_scoring.py); recorded in the generation config.
     ``progress(done, total)`` is called with 0 before
     the first batch and after each batch.
     """
@@ -172,6 +177,8 @@ def predict_run(
         raise ValueError(f"slice {sl.name!r} has no {split!r} items to predict")
     if precision not in PREDICT_PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use {', '.join(PREDICT_PRECISIONS)}")
+    if decode not in DECODE_MODES:
+        raise ValueError(f"unknown decode mode {decode!r}; use {', '.join(DECODE_MODES)}")
     system_prompt = str(run.config.get("system_prompt") or "")
     from models.lm import precision_used
 
@@ -180,6 +187,9 @@ def predict_run(
     pr = [prompt_and_reference(r, system_prompt) for r in rows]
     prompts, refs = [p for p, _ in pr], [r for _, r in pr]
     task = scoring.task_of_predictions(refs, slice_refs)
+    if decode == "labels" and not task.is_label:
+        raise ValueError(f"--decode labels needs a label task, and the references of slice {sl.name!r} are free "
+                         f"text (fewer than 80 % of them repeat as labels); use --decode generate")
     mnt = max_new_tokens or _default_max_new_tokens(cm.tokenizer, refs, task)
     ids = [cm.prompt_ids(p) for p in prompts]
     done = [0]
@@ -192,8 +202,17 @@ def predict_run(
             progress(done[0], len(ids))
 
     t0 = time.perf_counter()
-    gens = cm.generate_ids(ids, max_new_tokens=mnt, temperature=temperature, top_p=top_p, batch_size=batch_size,
-                           seed=seed, progress=tick, precision=used)
+    label_set = sorted({spelt for _, spelt in task.spelling}) if decode == "labels" else []
+    if decode == "labels":
+        from models.lm import Generation
+        from training.label_scoring import choose_labels
+
+        chosen = choose_labels(cm, ids, label_set, precision=used, progress=tick)
+        gens = [Generation(text=c.label, n_prompt_tokens=len(x), n_output_tokens=c.n_tokens, finish_reason="label",
+                           latency_ms=c.latency_ms) for c, x in zip(chosen, ids, strict=True)]
+    else:
+        gens = cm.generate_ids(ids, max_new_tokens=mnt, temperature=temperature, top_p=top_p, batch_size=batch_size,
+                               seed=seed, progress=tick, precision=used)
     gen_s = time.perf_counter() - t0
     nll = reference_nll(cm, rows, system_prompt, precision=used) if perplexity else None
     texts = [cm.tokenizer.decode(x, skip_special_tokens=False) for x in ids]
@@ -201,11 +220,15 @@ def predict_run(
         "pair_id": r["pair_id"], "revision_id": r["revision_id"], "prompt": t, "output": g.text, "reference": ref,
         "n_prompt_tokens": g.n_prompt_tokens, "n_output_tokens": g.n_output_tokens,
         "finish_reason": g.finish_reason, "latency_ms": g.latency_ms,
-    } for r, t, g, ref in zip(rows, texts, gens, refs)]
+        "label_logprob": chosen[i].logprob if decode == "labels" else None,
+        "label_margin": chosen[i].margin if decode == "labels" else None,
+    } for i, (r, t, g, ref) in enumerate(zip(rows, texts, gens, refs))]
     gen_cfg = {"max_new_tokens": mnt, "temperature": temperature, "top_p": top_p if temperature > 0 else None,
                "do_sample": temperature > 0, "seed": seed, "batch_size": batch_size, "padding_side": "left",
                "sorted_by_length": True, "system_prompt": system_prompt, "device": cm.device, "task": task.kind,
-               "reference_perplexity": perplexity,
+               "reference_perplexity": perplexity, "decode": decode,
+               **({"labels_scored": len(label_set), "label_score": "sum of log-probabilities, end of turn included"}
+                  if decode == "labels" else {}),
                "model_dtype": cm.dtype, **precision_used(cm.device, used), "precision_requested": precision,
                "n_params": cm.n_params, "generation_seconds": round(gen_s, 3),
                "output_tokens_per_s": round(sum(g.n_output_tokens for g in gens) / max(gen_s, 1e-9), 2)}

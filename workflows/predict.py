@@ -31,7 +31,7 @@ def predict_and_categorise(
     **generation: Any,
 ) -> Predicted:
     """``training.predict.predict_run`` (``generation``: max_new_tokens, temperature, top_p,
-    batch_size, limit, seed, perplexity, device, precision), then ``workflows.errors.auto`` on the new set."""
+    batch_size, limit, seed, perplexity, device, precision, decode), then ``workflows.errors.auto`` on the new set."""
     from training.predict import predict_run
 
     with project.connect() as con:

@@ -289,6 +289,9 @@ def predict(
     precision: Annotated[str, typer.Option(
         help="auto (fp32 on CPU; on CUDA the precision the run trained in), fp32 (same answers as plain "
              "fp32 transformers) or bf16 (bf16 autocast; faster, may change some answers).")] = "auto",
+    decode: Annotated[str, typer.Option(
+        help="generate (free generation) or labels (a label task answered within the slice's label set: "
+             "every label scored as the whole reply, the likeliest chosen; no invented or cut-off labels).")] = "generate",
     perplexity: Annotated[bool, typer.Option("--perplexity/--no-perplexity",
                                              help="Also score the references' perplexity under the model (one more pass).")] = True,
     categorise: Annotated[bool, typer.Option("--categorise/--no-categorise",
@@ -302,6 +305,7 @@ def predict(
     Progress goes to stderr: a bar on a terminal, else a line every 10% or 10 s.
     Example: tuneloop predict --run run_01ab... --split eval --no-perplexity
     Example: tuneloop predict --base smollm2 --slice support-v1
+    Example: tuneloop predict --run run_01ab... --decode labels   (a label task: answers only from its labels)
     """
     from training.predict import predict_base
     from workflows.predict import predict_and_categorise
@@ -312,9 +316,12 @@ def predict(
         raise fail("--base needs --slice NAME")
     if precision not in ("auto", "fp32", "bf16"):
         raise fail(f"--precision {precision}: use auto, fp32 or bf16")
+    if decode not in ("generate", "labels"):
+        raise fail(f"--decode {decode}: use generate or labels")
     p = project(project_dir)
     kw: dict[str, Any] = dict(split=split, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-              batch_size=batch_size, limit=limit, seed=seed, perplexity=perplexity, precision=precision)
+              batch_size=batch_size, limit=limit, seed=seed, perplexity=perplexity, precision=precision,
+              decode=decode)
     res = None
     with progress("predict") as bar:
         bar.update(info="loading model")

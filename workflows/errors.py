@@ -159,8 +159,9 @@ def compare_runs(project: Project, run_a: str, run_b: str) -> Comparison:
     return compare(a.predictions, labels(project, a), b.predictions, labels(project, b), names=names(project))
 
 
-def accuracy_of(project: Project, run_ref: str) -> dict[str, float]:
-    rp = load(project, run_ref)
+def accuracy_of(project: Project, run_ref: str, prediction_set: str | None = None) -> dict[str, float]:
+    """Accuracy with its Wilson interval of a run's newest eval prediction set (or ``prediction_set``)."""
+    rp = load(project, run_ref, prediction_set)
     return met.accuracy(cat.score_predictions(rp.predictions, task(project, rp)))
 
 

@@ -21,7 +21,10 @@ Steps (issue 6's benchmark), all through the product's own functions:
 5. ``retrain`` (corrected slice, same config) gives run B; a run on the clean labels is the
    reference;
 6. prints the per-category before/after table (A vs B), fixed/broken counts and accuracy of
-   zero-shot, A, B and clean, and writes an HTML report next to the project.
+   zero-shot, A, B and clean, and writes an HTML report next to the project;
+7. (unless ``--no-decode-labels``) predicts each run's eval split again within the label set
+   (``predict --decode labels``) and prints both modes: accuracy, and how many generated answers
+   were not a label at all (issue 18.4).
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list-labels-up-to", type=int, default=20,
                     help="name the labels in the system prompt when there are at most this many")
     ap.add_argument("--skip-clean", action="store_true", help="skip the clean-label reference run")
+    ap.add_argument("--no-decode-labels", dest="decode_labels", action="store_false",
+                    help="skip predicting each run again within the label set (predict --decode labels)")
     args = ap.parse_args(argv)
     if not DATA.exists():
         print(f"skipped: {DATA} is not present")
@@ -232,6 +237,27 @@ def main(argv: list[str] | None = None) -> int:
                       metrics_b=workflow.run_metrics(p, run_b), comparison=comp)
     out.write_text(html(inp), encoding="utf-8")
     print(f"report: {out}")
+    if args.decode_labels:  # after the report: these sets would otherwise be each run's newest eval set
+        from scoring import normalize_label
+
+        known = {normalize_label(x) for x in labels}
+        print("\n| model | generate: accuracy [95% CI] | answers not a label | "
+              "decode labels: accuracy [95% CI] | seconds generate / labels |")
+        print("|---|---|---|---|---|")
+        for name, r in [("A (noisy)", run_a), ("B (corrected)", run_b)] + ([("clean", run_c)] if run_c else []):
+            with p.connect() as con:
+                sets = runs_store.prediction_sets(con, r)
+                gen_set = sets.filter(sets["split"] == "eval")["id"][-1]
+                outs = runs_store.predictions_frame(con, gen_set)["output"].to_list()
+            t0 = time.perf_counter()
+            lab_set = predict_run(p, r, split="eval", decode="labels", perplexity=False)
+            lab_s = time.perf_counter() - t0
+            g, lb = workflow.accuracy_of(p, r, gen_set), workflow.accuracy_of(p, r, lab_set)
+            off = sum(normalize_label(o) not in known for o in outs)
+            gen_s = timings.get(f"predict {name.split()[0]} eval", float("nan"))
+            print(f"| {name} | {100 * g['accuracy']:.1f}% [{100 * g['lo']:.1f}, {100 * g['hi']:.1f}] | "
+                  f"{off}/{len(outs)} ({100 * off / max(len(outs), 1):.1f}%) | "
+                  f"{100 * lb['accuracy']:.1f}% [{100 * lb['lo']:.1f}, {100 * lb['hi']:.1f}] | {gen_s:.0f} / {lab_s:.0f} |")
     print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
           + f"; total {time.perf_counter() - t_all:.0f} s")
     return 0

@@ -588,6 +588,11 @@ def predict_on(run_id: str, run_label: str, slices: Sequence[Slice], *, own_slic
         split = c[1].segmented_control("Split", ["eval", "train"], default="eval", key=f"{key}_split") or "eval"
         kwargs.update(slice_ref=sl.id, split=split)
         target = f"the {split} split of {sl.name}@{sl.version}"
+    if st.toggle("Answer within the label set", key=f"{key}_labels",
+                 help="For a label task: every label of the slice is scored as the whole answer and the likeliest "
+                      "is chosen, so no answer is an invented or cut-off label. Refused when the answers are free text."):
+        kwargs["decode"] = "labels"
+        target += ", within the label set"
     job_button(f"Predict {run_label} on {target}", "predict", kwargs, key=key,
                help="Runs in the background; the predictions are stored, scored and their errors categorised.")
 

@@ -90,3 +90,30 @@ def test_decode_labels_on_free_text_is_refused_cli(project):
                                    "--decode", "labels", "--no-perplexity", "--project", str(project.root)])
     assert out.exit_code != 0
     assert "needs a label task" in out.output
+
+
+def test_predict_on_in_the_app_can_answer_within_the_label_set(project, monkeypatch):
+    """The browser loop: "Answer within the label set" on the Errors page's Predict on runs the
+    background predict job with decode labels."""
+    from app import jobs
+    from tests.test_app_pages import app
+    from tests.test_train_loop_app import _wait_job
+    from training.predict import create_baseline
+
+    monkeypatch.setenv("TUNELOOP_PROJECT", str(project.root))
+    make_slice(project, "intents", TRAIN, eval_pairs=EVAL)
+    rid = create_baseline(project, "intents", base_model=str(tiny_model_dir()), name="zero-shot")
+    at = app("errors")
+    key = f"er_predict_{rid}"
+    at.toggle(key=f"{key}_labels").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.button(key=key).label.endswith("within the label set")
+    at.button(key=key).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = _wait_job(jobs.recent(project, kind="predict")[0])
+    assert job.status == "succeeded", job.log()
+    with project.connect() as con:
+        psid = runs_store.prediction_sets(con, rid)["id"][-1]
+        outs = runs_store.predictions_frame(con, psid)["output"].to_list()
+    assert generation_config(project, psid)["decode"] == "labels"
+    assert set(outs) <= set(LABELS) and len(outs) == len(EVAL)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -337,20 +338,29 @@ def labelled_sets(con: duckdb.DuckDBPyConnection, prediction_set_id: str) -> int
                                WHERE x.prediction_set_id = ? AND l.source = 'auto'""", [prediction_set_id]))
 
 
+# A pair's source text in SQL (``p`` pairs, ``r`` its revision, ``d`` its document, LEFT JOINed):
+# the document span it came from, else the revision's input field, else ''.
+SOURCE_TEXT_SQL = """CASE WHEN d.text IS NOT NULL AND d.text <> '' AND p.char_start IS NOT NULL AND p.char_end IS NOT NULL
+                          THEN substring(d.text, p.char_start + 1, p.char_end - p.char_start)
+                          ELSE r.input END"""
+
+
 def predictions_with_source(con: duckdb.DuckDBPyConnection, prediction_set_id: str) -> pl.DataFrame:
     """``store.runs.predictions_frame`` columns plus ``source_text``: the pair's document span, else
-    its input field (the context it was asked about), else ''."""
+    its input field (the context it was asked about), else ''; and ``judge_faithful``: an LLM
+    judge's latest readable faithfulness score of the prediction (1-5, ``store.judge``), else NULL."""
     return frame(
         con,
-        """SELECT x.id AS prediction_id, x.pair_id, x.revision_id, x.prompt, x.output, x.reference,
+        f"""SELECT x.id AS prediction_id, x.pair_id, x.revision_id, x.prompt, x.output, x.reference,
                   x.n_prompt_tokens, x.n_output_tokens, x.finish_reason, x.latency_ms,
                   r.instruction, r.input, r.response, r.tags, p.document_id, p.char_start, p.char_end,
                   p.generator, p.source_uri, p.status AS pair_status, p.version AS pair_version,
-                  CASE WHEN d.text IS NOT NULL AND d.text <> '' AND p.char_start IS NOT NULL AND p.char_end IS NOT NULL
-                       THEN substring(d.text, p.char_start + 1, p.char_end - p.char_start)
-                       ELSE r.input END AS source_text
+                  {SOURCE_TEXT_SQL} AS source_text, j.judge_faithful
            FROM predictions x JOIN pair_revisions r ON r.id = x.revision_id JOIN pairs p ON p.id = x.pair_id
                 LEFT JOIN documents d ON d.id = p.document_id
+                LEFT JOIN (SELECT target_id, arg_max(score, created_at) AS judge_faithful FROM judge_scores
+                           WHERE target_kind = 'prediction' AND criterion = 'faithful' AND score IS NOT NULL
+                           GROUP BY target_id) j ON j.target_id = x.id
            WHERE x.prediction_set_id = ? ORDER BY x.pair_id""",
         [prediction_set_id],
     )
@@ -484,9 +494,9 @@ def correct(
                                    AND category_id IS NOT DISTINCT FROM ?""",
                          [prediction_id, response, rejected, category_id])
         if pref_id is None:
-            pref_id = event_id("pp_")
-            con.execute("INSERT INTO preference_pairs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [pref_id, pid, prediction_id, prompt, response, rejected, category_id, author, ts])
+            pref_id = add_preference_pair(con, pair_id=pid, prediction_id=prediction_id, prompt=prompt,
+                                          chosen=response, rejected=rejected, category_id=category_id,
+                                          author=author, at=ts)
         label_id = None
         if category_id:
             label_id = _human_row(con, prediction_id, category_id, "confirmed", author,
@@ -561,12 +571,29 @@ def mark_bad(
     return int(version)
 
 
+def add_preference_pair(con: duckdb.DuckDBPyConnection, *, pair_id: str, prediction_id: str | None, prompt: str,
+                        chosen: str, rejected: str, category_id: str | None, author: str,
+                        at: datetime | None = None) -> str:
+    """Append one preference pair (prompt, chosen, rejected) of a pair; returns its id. The one
+    insert path: a correction (``correct``) and a blind A/B vote with a winner (``store.ab``) write here."""
+    pref_id = event_id("pp_")
+    con.execute("""INSERT INTO preference_pairs (id, pair_id, prediction_id, prompt, chosen, rejected, category_id,
+                                                 author, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [pref_id, pair_id, prediction_id, prompt, chosen, rejected, category_id, author, at or now()])
+    return pref_id
+
+
 def preference_pairs(con: duckdb.DuckDBPyConnection, pair_ids: Sequence[str] | None = None) -> list[PreferencePair]:
-    sql = """SELECT id, pair_id, prediction_id, prompt, chosen, rejected, category_id, author
-             FROM preference_pairs"""
+    """The preference pairs that count (of ``pair_ids``, else all): every correction's, and the
+    winner's of each *current* blind A/B vote; one a person's later vote on the same item replaced
+    stays stored but counts no more (``store.ab.SUPERSEDED_PREFERENCES_SQL``)."""
+    from store.ab import SUPERSEDED_PREFERENCES_SQL  # store.ab writes through this module
+
+    sql = f"""SELECT id, pair_id, prediction_id, prompt, chosen, rejected, category_id, author
+             FROM preference_pairs WHERE id NOT IN ({SUPERSEDED_PREFERENCES_SQL})"""
     params: list[Any] = []
     if pair_ids is not None:
-        sql += " WHERE list_contains(?, pair_id)"
+        sql += " AND list_contains(?, pair_id)"
         params.append(list(pair_ids))
     rows = con.execute(sql + " ORDER BY created_at, id", params).fetchall()
     return [PreferencePair(id=r[0], pair_id=r[1], prediction_id=r[2], prompt=r[3], chosen=r[4], rejected=r[5],

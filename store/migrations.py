@@ -542,6 +542,79 @@ def m140_prediction_label_scores(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE predictions ADD COLUMN label_margin DOUBLE")
 
 
+@migration
+def m150_benchmark_results(con: duckdb.DuckDBPyConnection) -> None:
+    # Standard benchmarks scored by lm-evaluation-harness on a run's model (issue 18): one row per
+    # run, benchmark and metric of one evaluation pass; append-only (a new pass is new rows).
+    # ``n`` questions scored; ``limit`` the --limit asked (NULL: the whole set); ``stderr`` is the
+    # harness's standard error of the mean (NULL when it reports none).
+    con.execute("""
+        CREATE TABLE benchmark_results (
+            id VARCHAR PRIMARY KEY,
+            run_id VARCHAR NOT NULL,
+            benchmark VARCHAR NOT NULL,        -- mmlu, arc_challenge, hellaswag, truthfulqa_mc2
+            task VARCHAR NOT NULL,             -- the harness task or group it was scored as
+            metric VARCHAR NOT NULL,           -- acc, acc_norm
+            value DOUBLE NOT NULL,
+            stderr DOUBLE,
+            n INTEGER NOT NULL,
+            "limit" INTEGER,
+            num_fewshot INTEGER NOT NULL,
+            harness_version VARCHAR NOT NULL,
+            seconds DOUBLE NOT NULL,           -- harness wall time of the whole benchmark
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("CREATE INDEX benchmark_results_run ON benchmark_results (run_id, benchmark)")
+
+
+
+@migration
+def m170_judge_scores(con: duckdb.DuckDBPyConnection) -> None:
+    # An LLM judge's rubric scores (issue 18): one row per judged text, criterion and judging pass;
+    # append-only, the latest row per (target, judge, rubric, criterion) counts. ``target_kind``:
+    # "prediction" (a run's answer; target_id = predictions.id) or "revision" (a pair's response;
+    # target_id = pair_revisions.id). ``score`` 1-5, NULL when the judge's reply could not be read.
+    con.execute("""
+        CREATE TABLE judge_scores (
+            id VARCHAR PRIMARY KEY,
+            target_kind VARCHAR NOT NULL,
+            target_id VARCHAR NOT NULL,
+            pair_id VARCHAR NOT NULL,
+            judge VARCHAR NOT NULL,            -- the judging model (backend name)
+            rubric VARCHAR NOT NULL,           -- rubric version: name + hash of the prompt
+            criterion VARCHAR NOT NULL,        -- correct, faithful, complete, concise
+            score INTEGER,
+            reason VARCHAR NOT NULL DEFAULT '',
+            created_at TIMESTAMP NOT NULL,
+            author VARCHAR NOT NULL DEFAULT ''
+        )""")
+    con.execute("CREATE INDEX judge_scores_target ON judge_scores (target_id)")
+
+@migration
+def m160_ab_votes(con: duckdb.DuckDBPyConnection) -> None:
+    # Blind A/B votes of people on two runs' answers to one prompt (issue 18): append-only; a
+    # reviewer voting again on the same item adds a row and the newest (highest seq) per (author,
+    # prediction_a, prediction_b) counts. run_a < run_b (canonical order), ``choice`` and ``left``
+    # are in those canonical terms, not the screen's. ``preference_pair_id``: the preference pair
+    # a vote with a winner wrote (NULL for tie / both_bad).
+    con.execute("""
+        CREATE TABLE ab_votes (
+            id VARCHAR PRIMARY KEY,
+            seq BIGINT NOT NULL,               -- order of the votes: the latest per author and item counts
+            run_a VARCHAR NOT NULL,
+            run_b VARCHAR NOT NULL,
+            pair_id VARCHAR NOT NULL,
+            prediction_a VARCHAR NOT NULL,     -- run_a's answer
+            prediction_b VARCHAR NOT NULL,     -- run_b's answer
+            "left" VARCHAR NOT NULL,           -- a, b: whose answer was shown first ("Answer 1")
+            choice VARCHAR NOT NULL,           -- a, b, tie, both_bad
+            reason VARCHAR NOT NULL DEFAULT '',
+            preference_pair_id VARCHAR,
+            author VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""")
+    con.execute("CREATE INDEX ab_votes_runs ON ab_votes (run_a, run_b, author)")
+
 def applied(con: duckdb.DuckDBPyConnection) -> list[str]:
     con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
     return [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]

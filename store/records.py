@@ -357,3 +357,38 @@ class PreferencePair(Record):
     rejected: str
     category_id: str | None = None
     author: str = ""
+
+
+class BenchmarkResult(Record):
+    """One metric of one standard benchmark scored by lm-evaluation-harness on a run's model."""
+    id: str
+    run_id: str
+    benchmark: str = Field(description="mmlu, arc_challenge, hellaswag or truthfulqa_mc2")
+    task: str = Field(description="the harness task or group the benchmark was scored as")
+    metric: str = Field(description="the harness metric: acc, acc_norm")
+    value: float
+    stderr: float | None = Field(default=None, description="the harness's standard error of the mean")
+    n: int = Field(description="questions scored")
+    limit: int | None = Field(default=None, description="--limit asked; None: the whole set")
+    num_fewshot: int = 0
+    harness_version: str = ""
+    seconds: float = Field(default=0.0, description="harness wall time of the whole benchmark")
+    created_at: datetime | None = None
+
+
+class AbVote(Record):
+    """One person's blind A/B vote on two runs' answers to one prompt, in canonical terms:
+    ``run_a`` < ``run_b``, ``left`` says whose answer was shown as "Answer 1"."""
+    id: str
+    seq: int = Field(description="order of the votes; the latest per (author, item) counts")
+    run_a: str
+    run_b: str
+    pair_id: str
+    prediction_a: str = Field(description="run_a's prediction (answer)")
+    prediction_b: str = Field(description="run_b's prediction (answer)")
+    left: str = Field(description="a or b: whose answer was shown first, as Answer 1")
+    choice: str = Field(description="a, b, tie or both_bad")
+    reason: str = ""
+    preference_pair_id: str | None = Field(default=None, description="the preference pair a winner wrote")
+    author: str
+    created_at: datetime | None = None

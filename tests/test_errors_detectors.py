@@ -66,6 +66,11 @@ TABLE = [
     ("grounding", Case(output="Refunds reach your card within five working days.",
                        source="Refunds reach your card within five working days. There is no fee."), None),
     ("grounding", Case(output="The refund takes 30 days and costs 25 euros."), None),  # no source: no judgement
+    ("judge_faithfulness", Case(output="The refund takes 30 days.", judge_faithful=1), "hallucination"),
+    ("judge_faithfulness", Case(output="The refund takes 30 days.", judge_faithful=2), "hallucination"),
+    ("judge_faithfulness", Case(output="Refunds take five days.", judge_faithful=3), None),
+    ("judge_faithfulness", Case(output="Refunds take five days."), None),  # not judged
+    ("judge_faithfulness", Case(output="refund", judge_faithful=1, label_set=frozenset({"refund"})), None),
 ]
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from ingest.generators.model import ModelError, OpenAIChat
+from tests.local_http import reply, serving
 
 
 class FlakyServer(ThreadingHTTPServer):
@@ -39,28 +38,13 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self.server.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         if len(self.server.bodies) <= self.server.failures:
-            body = b'{"error": "model is loading"}'
-            self.send_response(self.server.status)
-            if self.server.retry_after is not None:
-                self.send_header("Retry-After", self.server.retry_after)
+            reply(self, b'{"error": "model is loading"}', self.server.status,
+                  {"Retry-After": self.server.retry_after} if self.server.retry_after is not None else None)
         else:
-            body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "Recovered."}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            reply(self, {"choices": [{"message": {"role": "assistant", "content": "Recovered."}}]})
 
 
-@contextmanager
-def _serve(srv: FlakyServer) -> Iterator[FlakyServer]:
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
+_serve = serving
 
 
 @pytest.fixture

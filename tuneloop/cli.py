@@ -16,6 +16,7 @@ from tuneloop.commands import (
     errors_cmds,
     guideline_cmds,
     ingest_cmds,
+    judge_cmds,
     training_cmds,
     users_cmds,
 )
@@ -32,7 +33,7 @@ app = typer.Typer(
 )
 
 for module in (data_cmds, ingest_cmds, analysis_cmds, training_cmds, dynamics_cmds, errors_cmds, users_cmds,
-               guideline_cmds):
+               guideline_cmds, judge_cmds):
     module.register(app)
 
 

@@ -57,6 +57,7 @@ def case_of(row: dict, task: Task) -> Case:
         source=row.get("source_text") or "",
         label_set=task.labels if task.is_label else None,
         expect_json=task.expect_json,
+        judge_faithful=int(row["judge_faithful"]) if row.get("judge_faithful") is not None else None,
     )
 
 

@@ -42,6 +42,7 @@ class DetectorConfig(BaseModel):
     off_topic_max_overlap: float = 0.0
     off_topic_min_words: int = 5
     language_min_words: int = 4
+    judge_faithful_max: int = 2  # an LLM judge's faithfulness score (1-5) at or below this -> hallucination
 
     def thresholds(self) -> scoring.Thresholds:
         return scoring.Thresholds(f1=self.f1_threshold, rouge_l=self.rouge_threshold)
@@ -56,6 +57,7 @@ class Case:
     source: str = ""  # source span text (document span, else the pair's input); "" = none
     label_set: frozenset[str] | None = None  # normalised labels when the task is label-like
     expect_json: bool = False
+    judge_faithful: int | None = None  # an LLM judge's faithfulness score, 1-5 (analysis/judge.py); None: not judged
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,13 @@ def hallucination(c: Case, cfg: DetectorConfig) -> Finding | None:
                    f"grounding {g.score:.2f}: not in the source: {', '.join(g.unsupported[:8])}")
 
 
+def judged_unfaithful(c: Case, cfg: DetectorConfig) -> Finding | None:
+    if c.judge_faithful is None or c.judge_faithful > cfg.judge_faithful_max or c.label_set:
+        return None
+    return Finding("hallucination", _clip((cfg.judge_faithful_max + 1 - c.judge_faithful) / cfg.judge_faithful_max),
+                   f"an LLM judge scored its faithfulness to the source {c.judge_faithful}/5")
+
+
 DETECTORS: list[Detector] = [
     Detector("empty", 1, "incomplete", empty),
     Detector("truncated", 1, "truncated", truncated),
@@ -239,6 +248,7 @@ DETECTORS: list[Detector] = [
     Detector("off_topic", 1, "off_topic", off_topic),
     Detector("metric", 2, "incorrect", incorrect),
     Detector("grounding", 1, "hallucination", hallucination),
+    Detector("judge_faithfulness", 1, "hallucination", judged_unfaithful),
 ]
 
 BY_NAME = {d.name: d for d in DETECTORS}

@@ -1,4 +1,4 @@
-"""Training commands: train, runs list|show|cancel|resume, predict, metrics, export-model."""
+"""Training commands: train, runs list|show|cancel|resume, predict, eval (standard benchmarks), metrics, export-model."""
 
 from __future__ import annotations
 
@@ -428,10 +428,68 @@ def export_model(
     console.print(f"exported to [bold]{path}[/]")
 
 
+
+def eval_benchmarks(
+    run: Annotated[str, typer.Option("--run", "-r", help="Run id or name whose model is scored.")],
+    bench: Annotated[str, typer.Option("--bench", "-b", help="Comma-separated: mmlu, arc_challenge, hellaswag, "
+                                       "truthfulqa_mc2.")] = "mmlu,arc_challenge,hellaswag,truthfulqa_mc2",
+    bench_dir: Annotated[Path | None, typer.Option("--bench-dir", help="Folder of the benchmarks' local copies "
+                                                   "(default $TUNELOOP_BENCH_DIR; docs/training.md).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions of each benchmark (MMLU: of each "
+                                              "subject), for a quick look.")] = None,
+    base: Annotated[bool, typer.Option("--base/--no-base", help="Also score the run's base model (reused when "
+                                       "already scored at this limit), for the deltas.")] = True,
+    batch_size: Annotated[int, typer.Option(help="Harness batch size.")] = 8,
+    max_drop: Annotated[float, typer.Option(help="Warn of forgetting when the run is worse than its base by more "
+                                            "than this many points beyond the 95% interval.")] = 2.0,
+    json_out: JsonOpt = False,
+    project_dir: ProjectOpt = None,
+) -> None:
+    """Score a run on standard benchmarks with lm-evaluation-harness (zero-shot, log-likelihood
+    multiple choice), from local copies only, and compare with its base model.
+
+    Prints per benchmark: base and run accuracy (points), the delta with its 95% interval, n.
+    Example: tuneloop eval --run run_01ab... --bench arc_challenge,hellaswag --bench-dir ~/benchmarks --limit 200
+    """
+    from training.benchmarks import bench_dir as resolve_dir
+    from training.benchmarks import parse_names
+    from workflows.benchmarks import evaluate_with_base
+
+    benches = parse_names(bench)
+    root = resolve_dir(bench_dir)
+    p = project(project_dir)
+    rid = _resolve(p, run)
+    with progress("eval") as bar:
+        bar.update(info="starting")
+        run_id, base_id, rows = evaluate_with_base(p, rid, benches, root, limit=limit, batch_size=batch_size,
+                                                   base=base, max_drop=max_drop,
+                                                   progress=lambda msg: bar.update(info=msg))
+    if json_out:
+        emit_json({"run_id": run_id, "baseline_run_id": base_id, "limit": limit, "max_drop": max_drop,
+                   "benchmarks": [r.__dict__ for r in rows]})
+        return
+
+    def pts(v: float | None) -> str:
+        return "" if v is None else f"{v:.1f}"
+
+    table = Table(title=f"general ability of {run_id}" + (f" (limit {limit})" if limit else ""))
+    for col in ("benchmark", "base", "run", "delta [95% interval]", "n"):
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    for r in rows:
+        d = "" if r.delta is None else f"{r.delta:+.1f}" + (f" [{r.low:+.1f}, {r.high:+.1f}]" if r.low is not None else "")
+        table.add_row(escape(r.benchmark), pts(r.base), pts(r.run), d, str(r.n))
+    console.print(table)
+    for r in rows:
+        if r.forgetting:
+            console.print(f"[bold yellow]warning:[/] forgetting on {escape(r.benchmark)}: the run is {-(r.delta or 0):.1f} "
+                          f"points below its base, more than {max_drop:g} beyond the 95% interval", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the root app."""
     app.command("train")(train)
     app.add_typer(runs_app, name="runs")
     app.command("predict")(predict)
+    app.command("eval")(eval_benchmarks)
     app.command("metrics")(metrics)
     app.command("export-model")(export_model)

@@ -1,0 +1,151 @@
+"""The LLM judge as the CLI and the app use it: score a run's predictions or pairs' responses,
+store the scores, propose hallucinations from low faithfulness, and measure agreement with people.
+
+The rubric and parsing are ``analysis/judge.py``; the scores are ``store/judge.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import polars as pl
+
+from analysis import judge as judge_mod
+from store import judge as judge_store
+from store import ratings as ratings_store
+from store.db import Project, frame
+from store.errors import SOURCE_TEXT_SQL
+
+
+def backend(model: str | None = None, endpoint: str | None = None, api_key_env: str = "OPENAI_API_KEY"):
+    """The judging model: an OpenAI-compatible server when ``endpoint`` is given (``model`` is the name
+    it serves), else the local runtime with ``model`` (an HF id or folder; default: the bundled model)."""
+    from ingest.generators.model import LocalChat, OpenAIChat
+
+    if endpoint:
+        return OpenAIChat(endpoint, model or "", api_key=os.environ.get(api_key_env) or None)
+    return LocalChat(model)
+
+
+def _question(instruction: str | None, inp: str | None) -> str:
+    return "\n".join(x for x in (instruction, inp) if x)
+
+
+def _store(project: Project, kind: str, items: Sequence[judge_mod.Item], scores: list[list[judge_mod.Score]],
+           judge_name: str, author: str) -> dict[str, Any]:
+    rows = [judge_store.JudgeRow(kind, it.target_id, it.pair_id, s.criterion, s.score, s.reason)
+            for it, sc in zip(items, scores, strict=True) for s in sc]
+    with project.connect() as con:
+        judge_store.add(con, rows, judge=judge_name, rubric=judge_mod.RUBRIC, author=author)
+    means = {c: _mean([s.score for sc in scores for s in sc if s.criterion == c]) for c in judge_mod.CRITERIA}
+    return {"judged": len(items), "unreadable": sum(s.score is None for sc in scores for s in sc),
+            "means": means, "judge": judge_name, "rubric": judge_mod.RUBRIC}
+
+
+def _mean(xs: Sequence[int | None]) -> float | None:
+    got = [x for x in xs if x is not None]
+    return sum(got) / len(got) if got else None
+
+
+def judge_predictions(project: Project, run_ref: str, *, judge=None, prediction_set: str | None = None,
+                      limit: int | None = None, batch_size: int = 8, categorise: bool = True, author: str = "",
+                      progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Score a run's newest eval prediction set (or ``prediction_set``) with the judge; then, with
+    ``categorise``, re-run the error pre-categorisation so low faithfulness proposes hallucination."""
+    from workflows import errors as errors_workflow
+
+    rp = errors_workflow.load(project, run_ref, prediction_set)
+    rows = rp.predictions.head(limit) if limit else rp.predictions
+    items = [judge_mod.Item(target_id=r["prediction_id"], pair_id=r["pair_id"],
+                            question=_question(r["instruction"], r["input"]), answer=r["output"] or "",
+                            reference=r["reference"] or "", source=r["source_text"] or "")
+             for r in rows.iter_rows(named=True)]
+    return _run(project, "prediction", items, judge, batch_size, author, progress) | (
+        {"run_id": rp.run.id, "prediction_set_id": rp.prediction_set_id,
+         "categorised": errors_workflow.auto(project, rp.run.id, prediction_set=rp.prediction_set_id)
+         if categorise else None})
+
+
+def judge_pairs(project: Project, pair_ids: Sequence[str] | None = None, *, judge=None, rated_only: bool = False,
+                limit: int | None = None, batch_size: int = 8, author: str = "",
+                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Score pairs' current responses (their head revisions) against their source: ``pair_ids``, or
+    with ``rated_only`` the pairs a reviewer rated (what ``agreement`` compares), else every pair."""
+    conds = []
+    if rated_only:
+        conds.append("r.id IN (SELECT revision_id FROM ratings WHERE value IS NOT NULL)")
+    sql = f"""SELECT r.id AS revision_id, p.id AS pair_id, r.instruction, r.input, r.response,
+                     {SOURCE_TEXT_SQL} AS source_text
+              FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id LEFT JOIN documents d ON d.id = p.document_id
+              {"WHERE " + " AND ".join(conds) if conds else ""} ORDER BY p.id"""
+    with project.connect() as con:
+        df = frame(con, sql)
+    if pair_ids is not None:
+        df = df.filter(pl.col("pair_id").is_in(list(pair_ids)))
+    if limit:
+        df = df.head(limit)
+    items = [judge_mod.Item(target_id=r["revision_id"], pair_id=r["pair_id"],
+                            question=_question(r["instruction"], r["input"]), answer=r["response"] or "",
+                            source=r["source_text"] or "") for r in df.iter_rows(named=True)]
+    return _run(project, "revision", items, judge, batch_size, author, progress)
+
+
+def _run(project: Project, kind: str, items: list[judge_mod.Item], judge, batch_size: int, author: str,
+         progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+    judge = judge or backend()
+    done = [0]
+    if progress:
+        progress(0, len(items))
+
+    def tick(n: int) -> None:
+        done[0] += n
+        if progress:
+            progress(done[0], len(items))
+
+    scores = judge_mod.judge(judge, items, batch_size=batch_size, progress=tick)
+    return _store(project, kind, items, scores, judge.name, author)
+
+
+def agreement(project: Project, judge_name: str | None = None) -> judge_mod.Agreement:
+    """The judge's agreement with reviewers on pair responses both scored (``analysis.judge.agreement``):
+    per revision, the judge's overall score (the rounded mean of its criteria, latest per criterion;
+    of one judge when named, else of every judge together) against the mean reviewer rating."""
+    with project.connect() as con:
+        js = judge_store.latest(con, target_kind="revision", judge=judge_name)
+        if js.is_empty():
+            return judge_mod.agreement([], [])
+        human = ratings_store.scores(con, js["target_id"].unique().to_list())
+    per = (js.filter(pl.col("score").is_not_null()).group_by("target_id")
+           .agg(pl.col("score").alias("scores")))
+    judged = {r["target_id"]: judge_mod.overall(r["scores"]) for r in per.iter_rows(named=True)}
+    both: list[tuple[int, float]] = []
+    for r in human.iter_rows(named=True):
+        j = judged.get(r["revision_id"])
+        if j is not None:
+            both.append((j, r["rating"]))
+    return judge_mod.agreement([j for j, _ in both], [h for _, h in both])
+
+
+def run_scores(project: Project, prediction_set_id: str) -> pl.DataFrame:
+    """Per criterion, a prediction set's judge scores: mean, a 95 % interval (normal, from the
+    standard error; n >= 2) and n, over the scores that count (one judge's or several)."""
+    with project.connect() as con:
+        ids = frame(con, "SELECT id FROM predictions WHERE prediction_set_id = ?", [prediction_set_id])["id"].to_list()
+        js = judge_store.latest(con, ids, target_kind="prediction")
+    out = []
+    for c in judge_mod.CRITERIA:
+        xs = [float(x) for x in js.filter((pl.col("criterion") == c) & pl.col("score").is_not_null())["score"]]
+        n = len(xs)
+        mean = sum(xs) / n if n else None
+        sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n >= 2 and mean is not None else None
+        half = 1.96 * sd / math.sqrt(n) if sd is not None else None
+        out.append({"criterion": c, "mean": mean, "lo": mean - half if half is not None and mean is not None else None,
+                    "hi": mean + half if half is not None and mean is not None else None, "n": n})
+    return pl.DataFrame(out, schema={"criterion": pl.String, "mean": pl.Float64, "lo": pl.Float64, "hi": pl.Float64,
+                                     "n": pl.Int64})
+
+
+__all__ = ["agreement", "backend", "judge_pairs", "judge_predictions", "run_scores"]

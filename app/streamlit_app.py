@@ -45,7 +45,8 @@ def main() -> None:
     if state.can("analyse"):
         pages["Model"] = [page("train", "Train", ":material/model_training:"),
                           page("errors", "Errors", ":material/bug_report:"),
-                          page("compare", "Compare", ":material/compare_arrows:")]
+                          page("compare", "Compare", ":material/compare_arrows:"),
+                          page("ab", "Blind A/B", ":material/thumbs_up_down:")]
     pages["Team"] = [page("users", "Reviewers", ":material/group:")]
 
     with st.sidebar:

@@ -284,7 +284,7 @@ def page(name: str, **state) -> AppTest:
     return at
 
 
-PAGES = ["overview", "ingest", "review", "duplicates", "explore", "slices", "train", "errors", "compare", "users"]
+PAGES = ["overview", "ingest", "review", "duplicates", "explore", "slices", "train", "errors", "compare", "ab", "users"]
 SHOWS_DATA_AS_MARKDOWN = {"ingest", "review", "duplicates", "slices", "train", "errors", "compare"}
 
 
@@ -315,6 +315,25 @@ def test_review_history_toast_and_second_pair_are_literal(hostile):
     assert_all_literal(at, "review, next pair")
     at.button(key="rv_edit").click().run()
     assert_all_literal(at, "review, editing")
+
+
+def test_blind_ab_votes_and_results_are_literal(hostile):
+    """Blind A/B: hostile prompts and answers while voting, hostile run names and categories in the results."""
+    from workflows import ab as ab_workflow
+
+    a, b = hostile["runs"]
+    at = page("ab")
+    at.selectbox(key="ab_run_a").set_value(a)
+    at.selectbox(key="ab_run_b").set_value(b)
+    at.run()
+    at.button(key="ab_start").click().run()
+    assert_all_literal(at, "blind A/B, voting")
+    at.text_input(key=next(t.key for t in at.text_input if t.label == "Reason")).set_value(payload("ab-reason"))
+    at.button(key="ab_1").click().run()
+    assert_all_literal(at, "blind A/B, after a vote")
+    assert ab_workflow.progress(hostile["project"], a, b, USER)[0] == 1
+    at.toggle(key="ab_show_results").set_value(True).run()
+    assert assert_all_literal(at, "blind A/B, results"), "the results show no hostile run name"
 
 
 def test_error_labels_and_corrections_are_literal(hostile):

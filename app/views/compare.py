@@ -7,7 +7,7 @@ import altair as alt
 import streamlit as st
 
 from app import components as ui
-from app import jobs, state
+from app import evaluation, jobs, state
 from store import errors as errors_store
 from store import runs as runs_store
 from store import slices as slices_store
@@ -99,6 +99,7 @@ else:
                 st.markdown(ui.esc_block(r["reference"] or ""))
         with tab_table:
             st.dataframe(table, hide_index=True, width="stretch")
+        evaluation.beside_errors(run_a, run_b, run_label, {r: psets[r][0] for r in (run_a, run_b)})
 
 st.divider()
 st.subheader("Retrain on the corrected slice")

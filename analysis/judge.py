@@ -145,6 +145,64 @@ def judge(backend, items: Sequence[Item], *, batch_size: int = 8, max_new_tokens
     return out
 
 
+PAIR_TEMPLATE = """Two answers to the same QUESTION. Which one is better: more correct, more faithful to the
+source, more complete, and no longer than it needs to be?
+
+SOURCE:
+{source}
+
+REFERENCE ANSWER:
+{reference}
+
+QUESTION:
+{question}
+
+ANSWER 1:
+{first}
+
+ANSWER 2:
+{second}
+
+Reply with JSON only: {{"better": "1", "reason": "..."}} with "1", "2" or "tie"."""
+PAIR_RUBRIC = "pairwise-1:" + hashlib.sha256((SYSTEM + PAIR_TEMPLATE).encode()).hexdigest()[:8]
+
+
+def pair_prompt(item: Item, first: str, second: str) -> list[dict]:
+    """The judge's conversation comparing two answers to ``item``'s question, ``first`` shown first."""
+    return [{"role": "system", "content": SYSTEM},
+            {"role": "user", "content": PAIR_TEMPLATE.format(
+                source=_field(item.source), reference=_field(item.reference), question=_field(item.question),
+                first=_field(first), second=_field(second))}]
+
+
+def parse_preference(reply: str) -> tuple[str | None, str]:
+    """("1", "2" or "tie" as the judge saw the answers, or None when unreadable; its reason)."""
+    start, end = reply.find("{"), reply.rfind("}")
+    if start != -1 and end > start:
+        try:
+            data = json.loads(reply[start:end + 1])
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict):
+            v = str(data.get("better", "")).strip().lower().removeprefix("answer").strip()
+            if v in ("1", "2", "tie"):
+                return v, str(data.get("reason") or "").strip()[:500]
+    m = re.search(r"\bbetter\W{0,6}(?:answer\s*)?(1|2|tie)\b", reply, re.I) or \
+        re.search(r"\banswer\s*(1|2)\s+is\s+better\b", reply, re.I)
+    if m:
+        return m.group(1).lower(), ""
+    return None, f"no verdict (1, 2 or tie) in the judge's reply: {' '.join(reply.split())[:160]!r}"
+
+
+def combine_orders(first: str | None, second: str | None) -> str | None:
+    """One verdict (a, b or tie) from both orders, each already in the runs' terms: the same winner
+    both times wins; a disagreement (the judge followed the position, not the answers) is a tie;
+    None when either order gave no readable verdict."""
+    if first is None or second is None:
+        return None
+    return first if first == second else "tie"
+
+
 def overall(scores: Sequence[int | None]) -> int | None:
     """One 1-5 score from the criteria's: the rounded mean of those read (None when none was)."""
     got = [s for s in scores if s is not None]
@@ -175,4 +233,5 @@ def agreement(judge_scores: Sequence[int], human_scores: Sequence[float]) -> Agr
     return Agreement(n, kappa, sum(j == h for j, h in pairs) / n, sum(abs(j - h) <= 1 for j, h in pairs) / n)
 
 
-__all__ = ["CRITERIA", "RUBRIC", "Agreement", "Item", "Score", "agreement", "judge", "overall", "parse", "prompt"]
+__all__ = ["CRITERIA", "PAIR_RUBRIC", "RUBRIC", "Agreement", "Item", "Score", "agreement", "combine_orders", "judge",
+           "overall", "pair_prompt", "parse", "parse_preference", "prompt"]

@@ -42,10 +42,17 @@ def _judged(root: str, prediction_set_id: str, version: int) -> pl.DataFrame:
 
 
 @st.cache_data(ttl=60, show_spinner=False, max_entries=16)
-def _win_rates(root: str, run_x: str, run_y: str, version: int) -> pl.DataFrame:
+def _win_rates(root: str, run_x: str, run_y: str, version: int, judges: bool = False) -> pl.DataFrame:
     from workflows.ab import win_rates
 
-    return win_rates(state.project(), run_x, run_y)
+    return win_rates(state.project(), run_x, run_y, judges=judges)
+
+
+@st.cache_data(ttl=60, show_spinner=False, max_entries=16)
+def _pairwise_agreement(root: str, run_x: str, run_y: str, version: int) -> dict:
+    from workflows.judge import pairwise_agreement
+
+    return pairwise_agreement(state.project(), run_x, run_y)
 
 
 @st.cache_data(ttl=60, show_spinner=False, max_entries=4)
@@ -103,6 +110,16 @@ def beside_errors(run_a: str, run_b: str, label: Callable[[str], str], predictio
             tooltip=["category", "B wins", "A wins", "tie", "both_bad", "n", alt.Tooltip("win_rate:Q", format=".0%")])
         even = alt.Chart(pl.DataFrame({"x": [0.5]}).to_pandas()).mark_rule(strokeDash=[4, 4]).encode(x="x:Q")
         st.altair_chart(chart.mark_rule().encode(x="lo:Q", x2="hi:Q") + dots + even, width="stretch")
+
+    jw = _win_rates(root, run_b, run_a, version, judges=True)
+    jtop = jw.row(0, named=True) if jw.height else None
+    if jtop and jtop["n"]:
+        ag = _pairwise_agreement(root, run_b, run_a, version)
+        kappa = "" if not ag["n"] else (f"; agreement with people on {ag['n']} item(s): kappa "
+                                        f"{'n/a' if ag['kappa'] is None else format(ag['kappa'], '.2f')}, same choice "
+                                        f"{100 * ag['exact']:.0f} %")
+        st.caption(f"LLM judge, pairwise in both orders: B wins {100 * jtop['win_rate']:.0f} % "
+                   f"[{100 * jtop['lo']:.0f}, {100 * jtop['hi']:.0f}] of {jtop['n']}{kappa}.")
 
     st.subheader("LLM judge: rubric scores (1-5)")
     judged = [(_judged(root, prediction_sets[r], version).with_columns(pl.lit(f"{names[r]}: {label(r)}").alias("run")))

@@ -17,6 +17,9 @@ Invariants and reasons:
   none (they teach nothing). The preference pair of a superseded vote stays stored and stops
   counting (``SUPERSEDED_PREFERENCES_SQL``, applied by ``store.errors.preference_pairs``). Two
   people preferring the same answer give two preference pairs: agreement weighs more.
+- An LLM judge's pairwise verdicts are votes too, by an author ``judge:<model>`` (``JUDGE_PREFIX``;
+  ``workflows.judge.judge_pairwise``): they write no preference pair (``preference=False``), and
+  ``votes`` keeps people's and judges' votes apart (``judges``), so a win rate is never a mix.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from store.pairs import now
 from store.records import AbVote
 
 CHOICES = ("a", "b", "tie", "both_bad")
+JUDGE_PREFIX = "judge:"  # the author of an LLM judge's votes: judge:<model>
 SIDES = ("a", "b")
 
 _COLS = ("id, seq, run_a, run_b, pair_id, prediction_a, prediction_b, \"left\", choice, reason, preference_pair_id, "
@@ -98,9 +102,11 @@ def add_vote(
     choice: str,
     author: str,
     reason: str = "",
+    preference: bool = True,
 ) -> AbVote:
     """Append one vote, in canonical terms (``run_a < run_b``; ``choice`` a, b, tie or both_bad;
-    ``left`` a or b), and, when it has a winner, its preference pair: one transaction."""
+    ``left`` a or b), and, when it has a winner (and ``preference``), its preference pair: one
+    transaction."""
     if (run_a, run_b) != canonical(run_a, run_b):
         raise ValueError(f"runs {run_a!r}, {run_b!r} are not in canonical order; pass store.ab.canonical(x, y)")
     if choice not in CHOICES:
@@ -123,7 +129,7 @@ def add_vote(
             raise ValueError(f"predictions {prediction_a} and {prediction_b} answer different pairs "
                              f"({pa_[2]}, {pb_[2]}); an A/B item is two answers to one prompt")
         pref_id = None
-        if choice in SIDES:
+        if choice in SIDES and preference:
             win, lose = (pa_, pb_) if choice == "a" else (pb_, pa_)
             if win[4].strip() != lose[4].strip():
                 pref_id = add_preference_pair(con, pair_id=win[2], prediction_id=lose[0], prompt=win[3],
@@ -139,9 +145,10 @@ def add_vote(
 
 
 def votes(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, *, author: str | None = None,
-          current: bool = True) -> list[AbVote]:
+          current: bool = True, judges: bool = False) -> list[AbVote]:
     """The votes of a run pair (either order; returned in canonical terms), oldest first: only the
-    current one per (author, item) unless ``current`` is False; of one ``author`` when given."""
+    current one per (author, item) unless ``current`` is False; of one ``author`` when given, else
+    people's (``judges`` False) or LLM judges' (``judges`` True)."""
     a, b = canonical(run_a, run_b)
     sql = LATEST_VOTES_SQL if current else f"SELECT {_COLS} FROM ab_votes WHERE run_a = ? AND run_b = ?"
     params: list[Any] = [a, b]
@@ -149,6 +156,9 @@ def votes(con: duckdb.DuckDBPyConnection, run_a: str, run_b: str, *, author: str
     if author is not None:
         outer += " WHERE v.author = ?"
         params.append(author)
+    else:
+        outer += f" WHERE {'' if judges else 'NOT '}starts_with(v.author, ?)"
+        params.append(JUDGE_PREFIX)
     return [_to_vote(r) for r in con.execute(outer + " ORDER BY seq", params).fetchall()]
 
 

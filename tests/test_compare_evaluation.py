@@ -40,6 +40,9 @@ def test_compare_shows_benchmarks_win_rates_and_judge_beside_the_errors(two_runs
             choice = "tie" if choice_for == "tie" else ("a" if two_runs[choice_for] == a else "b")
             ab_store.add_vote(con, run_a=a, run_b=b, prediction_a=pa_, prediction_b=pb_, left="a", choice=choice,
                               author="ana")
+            if i < 2:  # the judge, pairwise, agrees on the first two (south wins); no preference pair
+                ab_store.add_vote(con, run_a=a, run_b=b, prediction_a=pa_, prediction_b=pb_, left="a", choice=choice,
+                                  author=ab_store.JUDGE_PREFIX + "grader", preference=False)
         # the judge scored south's answers faithful 5 and north's 2
         rows = [judge_store.JudgeRow("prediction", pid, "pair", "faithful", 5 if key == "south" else 2, "r")
                 for key in ("north", "south") for pid, _ in two_runs[f"{key}_preds"].values()]
@@ -66,3 +69,5 @@ def test_compare_shows_benchmarks_win_rates_and_judge_beside_the_errors(two_runs
     assert judged[("A", "faithful")] == 2 and judged[("B", "faithful")] == 5
     captions = [c.value for c in at.caption]
     assert any("B wins 70 %" in c for c in captions), captions
+    assert any(c.startswith("LLM judge, pairwise in both orders: B wins 100 %") and "agreement with people on 2 item(s)"
+               in c and "same choice 100 %" in c for c in captions), captions

@@ -23,6 +23,7 @@ from store import judge as judge_store
 from store import ratings as ratings_store
 from store import runs as runs_store
 from tests.local_http import reply, serving
+from tests.test_ab import two_runs  # noqa: F401 - fixture: two runs answering the same 20 prompts
 from tests.training_fixtures import make_slice, tiny_model_dir
 from training.predict import create_baseline
 from tuneloop.cli import app
@@ -69,9 +70,10 @@ class Grader(ThreadingHTTPServer):
     (with neither: one without the word "number") scores correct 5 and faithful 5, others 1 and 1
     (it claims what the source lacks); complete and concise are always 4."""
 
-    def __init__(self):
+    def __init__(self, grade=None):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.requests = 0
+        self.grade = grade or _grade
 
     @property
     def url(self) -> str:
@@ -100,7 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests += 1
         reply(self, {"choices": [{"message": {"role": "assistant",
-                                              "content": json.dumps(_grade(body["messages"][-1]["content"]))}}]})
+                                              "content": json.dumps(self.server.grade(body["messages"][-1]["content"]))}}]})
 
 
 def _predictions(project) -> tuple[str, str, dict[str, str]]:
@@ -190,3 +192,50 @@ def test_judge_cli_refuses_unclear_requests(project):
     assert out.exit_code != 0 and "pass one of --run RUN, --pairs or --agreement" in out.output
     out = CliRunner().invoke(app, ["judge", "--agreement", "--project", str(project.root)])
     assert out.exit_code == 0 and "no pair response is both judged and rated yet" in out.output
+
+
+def _prefers_crisp(content: str) -> dict:
+    """A fair pairwise grader: the answer that says "crisp" is better, wherever it is shown."""
+    first = re.search(r"^ANSWER 1:\n(.*?)\n\n", content, re.S | re.M).group(1)
+    return {"better": "1" if "crisp" in first else "2", "reason": "the crisp one"}
+
+
+def _always_first(content: str) -> dict:
+    """A position-biased grader: always the answer shown first."""
+    return {"better": "1", "reason": "first"}
+
+
+def test_pairwise_judge_both_orders_cancel_position_bias_and_agreement_with_people(two_runs):  # noqa: F811
+    from store import ab as ab_store
+    from store import errors as errors_store
+    from workflows import ab as ab_wf
+
+    p, north, south = two_runs["project"], two_runs["north"], two_runs["south"]
+    with serving(Grader(_always_first)) as srv:
+        biased = wf.judge_pairwise(p, north, south, judge=OpenAIChat(srv.url, "biased"), limit=5, batch_size=2)
+    assert srv.requests == 10 and biased["stored"] == 5 and biased["consistent"] == 0.0  # every item a tie
+    top = biased["win_rates"].row(0, named=True)
+    assert (top["a"], top["b"], top["tie"]) == (0, 0, 5)
+    with serving(Grader(_prefers_crisp)) as srv:
+        out = CliRunner().invoke(app, ["judge", "--run", north, "--vs", south, "--endpoint", srv.url, "--model", "fair",
+                                       "--project", str(p.root)])
+    assert out.exit_code == 0, out.output
+    assert "verdicts agreeing across orders: 100 %" in out.output
+    fair = ab_wf.win_rates(p, north, south, judges=True)
+    assert fair.row(0, named=True)["a"] == 20 + 0 and fair.row(0, named=True)["win_rate"] > 0.5  # the biased judge's 5 ties
+    with p.connect() as con:
+        judged = ab_store.votes(con, north, south, judges=True)
+        assert {v.author for v in judged} == {"judge:biased", "judge:fair"}
+        assert all(v.preference_pair_id is None for v in judged)
+        assert errors_store.preference_pairs(con) == []  # judges write no DPO data
+        assert ab_store.votes(con, north, south) == []  # people's votes hold none of the judges'
+        # people: north better on items 0-2, south on 3 (the fair judge disagrees there)
+        a, b = ab_store.canonical(north, south)
+        for i, winner in enumerate(["north", "north", "north", "south"]):
+            pn, ps = two_runs["north_preds"][i][0], two_runs["south_preds"][i][0]
+            pa_, pb_ = (pn, ps) if a == north else (ps, pn)
+            ab_store.add_vote(con, run_a=a, run_b=b, prediction_a=pa_, prediction_b=pb_, left="a",
+                              choice="a" if two_runs[winner] == a else "b", author="ana")
+    assert ab_wf.win_rates(p, north, south).row(0, named=True)["n"] == 4
+    ag = wf.pairwise_agreement(p, north, south)
+    assert ag["n"] == 4 and ag["exact"] == 0.75

@@ -103,16 +103,24 @@ def vote(project: Project, item: AbItem, screen_choice: str, *, author: str, rea
                                  reason=reason)
 
 
-def win_rates(project: Project, run_a: str, run_b: str) -> pl.DataFrame:
+def common_answers(project: Project, run_x: str, run_y: str) -> tuple[str, str, pl.DataFrame]:
+    """(run_a, run_b in canonical order, the pairs both runs' current prediction sets answered:
+    ``store.ab.common_items`` columns in those terms)."""
+    a, b = _run_ids(project, run_x, run_y)
+    return a, b, _items(project, a, b)
+
+
+def win_rates(project: Project, run_a: str, run_b: str, *, judges: bool = False) -> pl.DataFrame:
     """Win rate of ``run_a`` over ``run_b`` (id or name, in the caller's order) from people's
     current blind A/B votes: one row for all items ("all items") then one per error category of
     the answers ("no error" when neither answer has one); columns category, a (votes for run_a),
     b, tie, both_bad, n (= a + b + tie), win_rate (ties count half; None without votes), lo, hi
-    (95 % Wilson interval). See ``analysis.ab`` for the definitions."""
+    (95 % Wilson interval). See ``analysis.ab`` for the definitions. ``judges``: the LLM judges'
+    pairwise votes instead of people's (``workflows.judge.judge_pairwise``)."""
     with project.connect() as con:
         ida = runs_store.get(con, run_a).id
         ca, cb = ab_store.canonical(ida, runs_store.get(con, run_b).id)
-        current = ab_store.votes(con, ca, cb)
+        current = ab_store.votes(con, ca, cb, judges=judges)
         cats = ab_store.prediction_categories(con, [p for v in current for p in (v.prediction_a, v.prediction_b)])
     by_pred: dict[str, list[str]] = {}
     for pid, cat in cats.iter_rows():

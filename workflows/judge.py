@@ -129,6 +129,102 @@ def agreement(project: Project, judge_name: str | None = None) -> judge_mod.Agre
     return judge_mod.agreement([j for j, _ in both], [h for _, h in both])
 
 
+def judge_pairwise(project: Project, run_x: str, run_y: str, *, judge=None, limit: int | None = None,
+                   batch_size: int = 8, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """The judge compares the two runs' answers to every prompt both answered, in both orders (each
+    run's answer shown first once), and the two verdicts combine (``analysis.judge.combine_orders``:
+    disagreeing orders are a tie). Each verdict is stored as a blind A/B vote by ``judge:<model>``
+    (no preference pair; people's win rates leave it out). Returns counts, the share of items where
+    both orders agreed, and the judge's win rates (``workflows.ab.win_rates(..., judges=True)``)."""
+    from store import ab as ab_store
+    from workflows import ab as ab_wf
+
+    judge = judge or backend()
+    a, b, items = ab_wf.common_answers(project, run_x, run_y)
+    if limit:
+        items = items.head(limit)
+    with project.connect() as con:
+        ctx = frame(con, f"""SELECT p.id AS pair_id, r.instruction, r.input, {SOURCE_TEXT_SQL} AS source_text
+                            FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id
+                                 LEFT JOIN documents d ON d.id = p.document_id""")
+    by_pair = {r["pair_id"]: r for r in ctx.iter_rows(named=True)}
+    rows = items.to_dicts()
+    done = [0]
+    verdicts: list[tuple[str | None, str | None, str]] = []
+    for start in range(0, len(rows), max(1, batch_size)):
+        batch = rows[start:start + batch_size]
+        convs = []
+        for r in batch:
+            c = by_pair.get(r["pair_id"], {})
+            it = judge_mod.Item(r["prediction_a"], r["pair_id"], question=_question(c.get("instruction"), c.get("input"))
+                                or (r["prompt"] or ""), answer="", reference=r["reference"] or "",
+                                source=c.get("source_text") or "")
+            convs += [judge_mod.pair_prompt(it, r["output_a"] or "", r["output_b"] or ""),
+                      judge_mod.pair_prompt(it, r["output_b"] or "", r["output_a"] or "")]
+        replies = judge.chat(convs, max_new_tokens=128, temperature=0.0)
+        for i in range(len(batch)):
+            (v1, why1), (v2, why2) = judge_mod.parse_preference(replies[2 * i]), judge_mod.parse_preference(replies[2 * i + 1])
+            c1 = _runs_choice(v1, "a")
+            c2 = _runs_choice(v2, "b")
+            verdicts.append((c1, c2, f"{a} shown first: {c1 or 'unreadable'} ({why1}); {b} shown first: "
+                                     f"{c2 or 'unreadable'} ({why2})"))
+        done[0] += len(batch)
+        if progress:
+            progress(done[0], len(rows))
+    author = ab_store.JUDGE_PREFIX + judge.name
+    stored = 0
+    with project.connect() as con:
+        for r, (c1, c2, why) in zip(rows, verdicts, strict=True):
+            final = judge_mod.combine_orders(c1, c2)
+            if final is None:
+                continue
+            ab_store.add_vote(con, run_a=a, run_b=b, prediction_a=r["prediction_a"], prediction_b=r["prediction_b"],
+                              left="a", choice=final, author=author, reason=why[:1000], preference=False)
+            stored += 1
+    readable = [(c1, c2) for c1, c2, _ in verdicts if c1 is not None and c2 is not None]
+    return {"judged": len(rows), "stored": stored, "unreadable": len(rows) - stored, "judge": author,
+            "consistent": sum(c1 == c2 for c1, c2 in readable) / len(readable) if readable else None,
+            "win_rates": ab_wf.win_rates(project, run_x, run_y, judges=True)}
+
+
+def _runs_choice(screen: str | None, left: str) -> str | None:
+    """A judge's screen verdict ("1", "2", "tie") as a choice between the runs (None stays None)."""
+    from analysis.ab import canonical_choice
+
+    return None if screen is None else canonical_choice(screen, left)
+
+
+def pairwise_agreement(project: Project, run_x: str, run_y: str) -> dict[str, Any]:
+    """How often the judge's pairwise verdicts agree with people's on the items both voted on: per
+    item, people's majority choice (a, b or tie; 'both bad' left out; an even split is skipped)
+    against the judge's latest; Cohen's kappa (scikit-learn) and the exact share, with n."""
+    from collections import Counter
+
+    from sklearn.metrics import cohen_kappa_score
+
+    from store import ab as ab_store
+
+    with project.connect() as con:
+        people = ab_store.votes(con, run_x, run_y)
+        judged = ab_store.votes(con, run_x, run_y, judges=True)
+    by_item: dict[tuple[str, str], Counter[str]] = {}
+    for v in people:
+        if v.choice != "both_bad":
+            by_item.setdefault((v.prediction_a, v.prediction_b), Counter())[v.choice] += 1
+    verdict = {(v.prediction_a, v.prediction_b): v.choice for v in judged}
+    both: list[tuple[str, str]] = []
+    for item, counts in by_item.items():
+        top = counts.most_common(2)
+        if item in verdict and (len(top) == 1 or top[0][1] > top[1][1]):
+            both.append((top[0][0], verdict[item]))
+    n = len(both)
+    if n == 0:
+        return {"n": 0, "kappa": None, "exact": None}
+    hs, js = [h for h, _ in both], [j for _, j in both]
+    kappa = float(cohen_kappa_score(hs, js, labels=["a", "b", "tie"])) if len(set(hs) | set(js)) > 1 else None
+    return {"n": n, "kappa": None if kappa != kappa else kappa, "exact": sum(h == j for h, j in both) / n}
+
+
 def run_scores(project: Project, prediction_set_id: str) -> pl.DataFrame:
     """Per criterion, a prediction set's judge scores: mean, a 95 % interval (normal, from the
     standard error; n >= 2) and n, over the scores that count (one judge's or several)."""
@@ -148,4 +244,5 @@ def run_scores(project: Project, prediction_set_id: str) -> pl.DataFrame:
                                      "n": pl.Int64})
 
 
-__all__ = ["agreement", "backend", "judge_pairs", "judge_predictions", "run_scores"]
+__all__ = ["agreement", "backend", "judge_pairs", "judge_pairwise", "judge_predictions", "pairwise_agreement",
+           "run_scores"]

@@ -14,6 +14,8 @@ from tuneloop.progress import progress
 def judge_cmd(
     run: Annotated[str | None, typer.Option("--run", "-r", help="Judge this run's newest eval predictions.")] = None,
     prediction_set: Annotated[str | None, typer.Option("--set", help="Judge this prediction set of the run.")] = None,
+    vs: Annotated[str | None, typer.Option("--vs", help="With --run: compare its answers with this run's, pairwise, "
+                                                         "in both orders (stored as the judge's blind A/B votes).")] = None,
     pairs: Annotated[bool, typer.Option("--pairs", help="Judge pairs' current responses against their source.")] = False,
     rated: Annotated[bool, typer.Option("--rated", help="With --pairs: only pairs a reviewer rated.")] = False,
     agreement_only: Annotated[bool, typer.Option("--agreement", help="Only print the judge's agreement with reviewers.")] = False,
@@ -35,6 +37,7 @@ def judge_cmd(
     agreement with reviewers' ratings (quadratic-weighted kappa), so you know how far to trust it.
 
     Example: tuneloop judge --run run_01ab... --limit 50
+    Example: tuneloop judge --run B-corrected --vs A-noisy --limit 100   (pairwise, both orders)
     Example: tuneloop judge --pairs --rated --endpoint http://127.0.0.1:8000/v1 --model qwen2.5-7b-instruct
     """
     from workflows import judge as wf
@@ -44,6 +47,8 @@ def judge_cmd(
         raise fail("pass one of --run RUN, --pairs or --agreement")
     if rated and not pairs:
         raise fail("--rated goes with --pairs")
+    if vs and not run:
+        raise fail("--vs goes with --run")
     if not agreement_only:
         try:
             judge = wf.backend(model, endpoint, api_key_env)
@@ -53,7 +58,9 @@ def judge_cmd(
             bar.update(info="loading the judge")
             tick = lambda done, total: bar.update(done, total, info="")  # noqa: E731
             try:
-                if run:
+                if run and vs:
+                    res = wf.judge_pairwise(p, run, vs, judge=judge, limit=limit, batch_size=batch_size, progress=tick)
+                elif run:
                     res = wf.judge_predictions(p, run, judge=judge, prediction_set=prediction_set, limit=limit,
                                                batch_size=batch_size, categorise=categorise,
                                                author=author or default_author(), progress=tick)
@@ -62,6 +69,9 @@ def judge_cmd(
                                          author=author or default_author(), progress=tick)
             except (KeyError, ValueError) as exc:
                 raise fail(str(exc).strip('"')) from None
+        if run and vs:
+            _print_pairwise(p, run, vs, res)
+            return
         t = Table(title=f"judge {res['judge']} ({res['rubric']}): {res['judged']} judged")
         t.add_column("criterion")
         t.add_column("mean score (1-5)", justify="right")
@@ -82,6 +92,25 @@ def judge_cmd(
         kappa = "n/a" if a.kappa is None else f"{a.kappa:.2f}"
         console.print(f"agreement with reviewers on {a.n} rated response(s): weighted kappa {kappa}, "
                       f"exact {100 * (a.exact or 0):.0f} %, within one point {100 * (a.within_one or 0):.0f} %")
+
+
+def _print_pairwise(p, run: str, vs: str, res: dict) -> None:
+    from workflows import judge as wf
+
+    top = res["win_rates"].row(0, named=True) if res["win_rates"].height else None
+    consistent = "n/a" if res["consistent"] is None else f"{100 * res['consistent']:.0f} %"
+    console.print(f"{res['judge']}: {res['stored']} of {res['judged']} item(s) judged in both orders "
+                  f"(verdicts agreeing across orders: {consistent}; disagreeing ones count as a tie)", markup=False)
+    if top and top["win_rate"] is not None:
+        console.print(f"judge: {run} wins {100 * top['win_rate']:.0f} % [{100 * top['lo']:.0f}, {100 * top['hi']:.0f}] "
+                      f"over {vs} ({top['a']} won, {top['b']} lost, {top['tie']} tied)", markup=False)
+    ag = wf.pairwise_agreement(p, run, vs)
+    if ag["n"]:
+        kappa = "n/a" if ag["kappa"] is None else f"{ag['kappa']:.2f}"
+        console.print(f"agreement with people's blind votes on {ag['n']} item(s): kappa {kappa}, "
+                      f"same choice {100 * ag['exact']:.0f} %")
+    else:
+        console.print("agreement with people: no item has both a blind A/B vote and a judge verdict yet")
 
 
 def register(app: typer.Typer) -> None:

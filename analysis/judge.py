@@ -103,19 +103,25 @@ def _valid(x: object) -> int | None:
     return v if MIN_SCORE <= v <= MAX_SCORE else None
 
 
+def _json_object(reply: str) -> dict | None:
+    """The JSON object in a reply (from its first ``{`` to its last ``}``), else None."""
+    start, end = reply.find("{"), reply.rfind("}")
+    if start == -1 or end <= start:
+        return None
+    try:
+        data = json.loads(reply[start:end + 1])
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def parse(reply: str) -> list[Score]:
     """The four criteria's scores from a judge's reply: its JSON object (``{"correct": {"score":
     4, "reason": ...}}`` or ``{"correct": 4}``), else ``correct: 4`` lines; a criterion without a
     readable 1-5 score gets None and says why."""
     found: dict[str, tuple[int | None, str]] = {}
-    start, end = reply.find("{"), reply.rfind("}")
-    data: object = None
-    if start != -1 and end > start:
-        try:
-            data = json.loads(reply[start:end + 1])
-        except json.JSONDecodeError:
-            data = None
-    if isinstance(data, dict):
+    data = _json_object(reply)
+    if data is not None:
         for c in CRITERIA:
             v = data.get(c)
             if isinstance(v, dict):
@@ -177,16 +183,11 @@ def pair_prompt(item: Item, first: str, second: str) -> list[dict]:
 
 def parse_preference(reply: str) -> tuple[str | None, str]:
     """("1", "2" or "tie" as the judge saw the answers, or None when unreadable; its reason)."""
-    start, end = reply.find("{"), reply.rfind("}")
-    if start != -1 and end > start:
-        try:
-            data = json.loads(reply[start:end + 1])
-        except json.JSONDecodeError:
-            data = None
-        if isinstance(data, dict):
-            v = str(data.get("better", "")).strip().lower().removeprefix("answer").strip()
-            if v in ("1", "2", "tie"):
-                return v, str(data.get("reason") or "").strip()[:500]
+    data = _json_object(reply)
+    if data is not None:
+        v = str(data.get("better", "")).strip().lower().removeprefix("answer").strip()
+        if v in ("1", "2", "tie"):
+            return v, str(data.get("reason") or "").strip()[:500]
     m = re.search(r"\bbetter\W{0,6}(?:answer\s*)?(1|2|tie)\b", reply, re.I) or \
         re.search(r"\banswer\s*(1|2)\s+is\s+better\b", reply, re.I)
     if m:

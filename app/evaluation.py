@@ -21,16 +21,9 @@ DEFAULT_MAX_DROP = 2.0  # points a benchmark may drop before Compare warns of fo
 
 @st.cache_data(ttl=60, show_spinner=False, max_entries=16)
 def _ability(root: str, run_id: str, version: int) -> pl.DataFrame:
-    from store import benchmarks as bench_store
-    from workflows.benchmarks import general_ability
+    from workflows.benchmarks import newest_general_ability
 
-    with state.db() as con:
-        newest = bench_store.results(con, run_id)
-    if not newest:
-        return pl.DataFrame()
-    limit = max(newest, key=lambda r: str(r.created_at)).limit  # the newest pass's --limit: deltas compare like with like
-    rows = [vars(d) | {"limit": limit} for d in general_ability(state.project(), run_id, limit=limit,
-                                                                   max_drop=DEFAULT_MAX_DROP)]
+    rows = [vars(d) for d in newest_general_ability(state.project(), run_id, max_drop=DEFAULT_MAX_DROP)]
     return pl.DataFrame(rows) if rows else pl.DataFrame()
 
 

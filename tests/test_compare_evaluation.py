@@ -71,3 +71,35 @@ def test_compare_shows_benchmarks_win_rates_and_judge_beside_the_errors(two_runs
     assert any("B wins 70 %" in c for c in captions), captions
     assert any(c.startswith("LLM judge, pairwise in both orders: B wins 100 %") and "agreement with people on 2 item(s)"
                in c and "same choice 100 %" in c for c in captions), captions
+
+
+def test_report_holds_each_runs_evaluation_cli_and_app(two_runs, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from tuneloop.cli import app as cli_app
+
+    p, north, south = two_runs["project"], two_runs["north"], two_runs["south"]
+    with p.connect() as con:
+        base = runs_store.create(con, base_model="tiny", config={}, run_dir="", kind="baseline", name="base",
+                                 status="succeeded")
+        bench_store.add_results(con, [_result(base.id, "hellaswag", 0.50)])
+        bench_store.add_results(con, [_result(north, "hellaswag", 0.40)])
+        a, b = ab_store.canonical(north, south)
+        pa_, pb_ = (two_runs["north_preds"][0][0], two_runs["south_preds"][0][0]) if a == north else \
+            (two_runs["south_preds"][0][0], two_runs["north_preds"][0][0])
+        ab_store.add_vote(con, run_a=a, run_b=b, prediction_a=pa_, prediction_b=pb_, left="a",
+                          choice="a" if a == south else "b", author="ana")  # south better
+    out = tmp_path / "report.html"
+    res = CliRunner().invoke(cli_app, ["report", "--run", north, "--vs", south, "--out", str(out),
+                                       "--project", str(p.root)])
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    for want in ("Evaluation of run-north", "Evaluation of run-south", "forgetting", "-10.0 pt",
+                 "People&#x27;s blind A/B: run-south over run-north", "Not judged"):
+        assert want in html or want.replace("&#x27;", "'") in html, want
+    at = app("compare")
+    at.selectbox(key="cmp_a").set_value(north).run()
+    at.selectbox(key="cmp_b").set_value(south).run()
+    at.button(key="cmp_report").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.get("download_button"), "no download after building the report"

@@ -38,6 +38,17 @@ def evaluate_with_base(project: Project, run_ref: str, benchmarks: Sequence[Benc
                              if d.benchmark in names]
 
 
+def newest_general_ability(project: Project, run_ref: str, *, max_drop: float = 2.0) -> list[AbilityDelta]:
+    """``general_ability`` at the --limit of the run's newest benchmark pass ([] before any): deltas
+    compare like with like."""
+    with project.connect() as con:
+        newest = bench_store.results(con, runs_store.get(con, run_ref).id)
+    if not newest:
+        return []
+    limit = max(newest, key=lambda r: str(r.created_at)).limit
+    return general_ability(project, run_ref, limit=limit, max_drop=max_drop)
+
+
 def general_ability(project: Project, run_ref: str, *, limit: int | None = None, max_drop: float = 2.0
                     ) -> list[AbilityDelta]:
     """The run's newest benchmark scores at ``limit`` against its base's newest at the same limit."""

@@ -159,6 +159,21 @@ def compare_runs(project: Project, run_a: str, run_b: str) -> Comparison:
     return compare(a.predictions, labels(project, a), b.predictions, labels(project, b), names=names(project))
 
 
+def report_input(project: Project, run_ref: str, vs: str | None = None, title: str | None = None):
+    """What ``analysis.errors.report`` renders for ``tuneloop report`` and the Compare page: the run's
+    metrics (and ``vs``'s, with the comparison) and each run's evaluation section."""
+    from analysis.errors import report
+    from workflows.judge import evaluation_report
+
+    inp = report.ReportInput(title=title or (f"Errors: {run_ref} vs {vs}" if vs else f"Errors of run {run_ref}"),
+                             run_a=run_ref, metrics_a=run_metrics(project, run_ref))
+    if vs:
+        inp.run_b, inp.metrics_b, inp.comparison = vs, run_metrics(project, vs), compare_runs(project, run_ref, vs)
+    inp.evaluation = (evaluation_report(project, vs, run_ref) + evaluation_report(project, run_ref) if vs
+                      else evaluation_report(project, run_ref))
+    return inp
+
+
 def accuracy_of(project: Project, run_ref: str, prediction_set: str | None = None) -> dict[str, float]:
     """Accuracy with its Wilson interval of a run's newest eval prediction set (or ``prediction_set``)."""
     rp = load(project, run_ref, prediction_set)

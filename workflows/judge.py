@@ -244,5 +244,31 @@ def run_scores(project: Project, prediction_set_id: str) -> pl.DataFrame:
                                      "n": pl.Int64})
 
 
-__all__ = ["agreement", "backend", "judge_pairs", "judge_pairwise", "judge_predictions", "pairwise_agreement",
+def evaluation_report(project: Project, run_ref: str, vs: str | None = None, *, max_drop: float = 2.0) -> list[str]:
+    """The report's evaluation section of a run (Markdown lines, ``analysis.errors.report.evaluation_markdown``):
+    benchmark deltas against its base, judge scores of its newest eval predictions and, with ``vs``,
+    people's and the judge's blind A/B win rates over ``vs``."""
+    from analysis.errors.report import evaluation_markdown
+    from store import ab as ab_store
+    from store import runs as runs_store
+    from workflows import ab as ab_wf
+    from workflows.benchmarks import newest_general_ability
+
+    with project.connect() as con:
+        run = runs_store.get(con, run_ref)
+        other = runs_store.get(con, vs) if vs is not None else None
+        psid = ab_store.newest_eval_set(con, run.id)
+    scores = run_scores(project, psid) if psid else None
+    wr = jwr = None
+    if vs is not None:
+        try:
+            wr, jwr = ab_wf.win_rates(project, run.id, vs), ab_wf.win_rates(project, run.id, vs, judges=True)
+        except ValueError:  # the same run twice: no A/B
+            wr = jwr = None
+    return evaluation_markdown(run.name or run.id, newest_general_ability(project, run.id, max_drop=max_drop), scores,
+                               vs=(other.name or other.id) if other is not None else None, win_rates=wr,
+                               judge_win_rates=jwr)
+
+
+__all__ = ["agreement", "backend", "evaluation_report", "judge_pairs", "judge_pairwise", "judge_predictions", "pairwise_agreement",
            "run_scores"]

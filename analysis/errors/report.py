@@ -31,6 +31,7 @@ class ReportInput:
     comparison: Any | None = None  # compare.Comparison
     max_examples: int = 15
     notes: list[str] = field(default_factory=list)
+    evaluation: list[str] = field(default_factory=list)  # Markdown lines (``evaluation_markdown``), after the comparison
 
 
 def _pct(x: float) -> str:
@@ -179,6 +180,7 @@ def markdown(inp: ReportInput, chart_paths: dict[str, str] | None = None) -> str
                 if df.height > inp.max_examples:
                     L.append(f"\n… and {df.height - inp.max_examples} more")
                 L.append("")
+    L += inp.evaluation
     L += ["## Error rate by category", ""]
     for name, m in ((inp.run_a, inp.metrics_a), (inp.run_b, inp.metrics_b)):
         if m is None:
@@ -262,3 +264,43 @@ def html(inp: ReportInput, pngs: dict[str, bytes] | None = None) -> str:
     body = _md_to_html(markdown(inp, paths))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html_mod.escape(inp.title)}</title>"
             f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def evaluation_markdown(run: str, ability: list, judge_scores, *, vs: str | None = None, win_rates=None,
+                        judge_win_rates=None) -> list[str]:
+    """The report's evaluation of ``run``: benchmark deltas against its base (``AbilityDelta``s),
+    the LLM judge's mean rubric scores (``workflows.judge.run_scores``) and, with ``vs``, people's
+    and the judge's blind A/B win rates of ``run`` over ``vs`` (``workflows.ab.win_rates``): each
+    figure with its 95 % interval and n. Sections without data say how to get it."""
+    L = [f"## Evaluation of {run}", "", "### General ability (standard benchmarks, run − base)", ""]
+    rows = [d for d in ability if d.delta is not None]
+    if rows:
+        L += _table(["benchmark", "base", "run", "delta (95% CI)", "n", ""],
+                    [[d.benchmark, f"{d.base:.1f}", f"{d.run:.1f}",
+                      f"{d.delta:+.1f} pt" + (f" [{d.low:+.1f}, {d.high:+.1f}]" if d.low is not None else ""),
+                      str(d.n), "forgetting" if d.forgetting else ""] for d in rows])
+    else:
+        L.append("No benchmark scores of this run and its base at the same limit (`tuneloop eval --run RUN`).")
+    L += ["", "### LLM judge (mean rubric score, 1-5)", ""]
+    scored = [r for r in judge_scores.iter_rows(named=True) if r["n"]] if judge_scores is not None else []
+    if scored:
+        L += _table(["criterion", "mean (95% CI)", "n"],
+                    [[r["criterion"], f"{r['mean']:.2f}" + (f" [{r['lo']:.2f}, {r['hi']:.2f}]" if r["lo"] is not None
+                                                             else ""), str(r["n"])] for r in scored])
+    else:
+        L.append("Not judged (`tuneloop judge --run RUN`).")
+    if vs is not None:
+        for title, wr in ((f"People's blind A/B: {run} over {vs}", win_rates),
+                          (f"LLM judge, pairwise in both orders: {run} over {vs}", judge_win_rates)):
+            L += ["", f"### {title}", ""]
+            if wr is None or not wr.height or not wr.row(0, named=True)["n"]:
+                L.append("No votes yet.")
+                continue
+            L += _table(["items", "won", "lost", "tie", "both bad", "win rate (95% CI)", "n"],
+                        [[r["category"], str(r["a"]), str(r["b"]), str(r["tie"]), str(r["both_bad"]),
+                          (f"{_pct(r['win_rate'])} {_ci(r['lo'], r['hi'])}" if r["win_rate"] is not None else "-"),
+                          str(r["n"])] for r in wr.iter_rows(named=True)])
+            L.append("\nTies count half; 'both bad' is left out of the rate.")
+    L.append("")
+    return L
+

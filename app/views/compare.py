@@ -100,6 +100,18 @@ else:
         with tab_table:
             st.dataframe(table, hide_index=True, width="stretch")
         evaluation.beside_errors(run_a, run_b, run_label, {r: psets[r][0] for r in (run_a, run_b)})
+        if st.button("Build the report (HTML)", key="cmp_report", icon=":material/description:",
+                     help="Accuracy and per-category errors of both runs with intervals, fixed and broken examples, "
+                          "and each run's evaluation (benchmarks, judge, blind A/B) in one self-contained file."):
+            from analysis.errors import report
+
+            with st.spinner("Building the report…"):
+                inp = workflow.report_input(state.project(), run_a, run_b)
+                state.put("cmp_report_html", (run_a, run_b, report.html(inp, report.charts(inp))))
+        built = state.get("cmp_report_html")
+        if built and tuple(built[:2]) == (run_a, run_b):
+            st.download_button("Download the report", built[2], file_name="tuneloop-report.html", mime="text/html",
+                               key="cmp_report_dl", icon=":material/download:")
 
 st.divider()
 st.subheader("Retrain on the corrected slice")

@@ -474,7 +474,9 @@ def report_cmd(
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
     project_dir: ProjectOpt = None,
 ) -> None:
-    """Write a shareable error report (Markdown or HTML with charts), optionally run vs run.
+    """Write a shareable report (Markdown or HTML with charts), optionally run vs run: accuracy and
+    per-category errors with intervals, and each run's evaluation: benchmark deltas against its base,
+    LLM judge scores and (with --vs) people's and the judge's blind A/B win rates.
 
     Example: tuneloop report --run A --vs B --out report.html
     """
@@ -483,10 +485,7 @@ def report_cmd(
     if out.suffix.lower() not in (".md", ".html", ".htm"):
         raise fail(f"--out must end in .md or .html, not {out.name!r}")
     p = project(project_dir)
-    inp = report.ReportInput(title=title or (f"Errors: {run} vs {vs}" if vs else f"Errors of run {run}"), run_a=run,
-                             metrics_a=workflow.run_metrics(p, run))
-    if vs:
-        inp.run_b, inp.metrics_b, inp.comparison = vs, workflow.run_metrics(p, vs), workflow.compare_runs(p, run, vs)
+    inp = workflow.report_input(p, run, vs, title)
     pngs = report.charts(inp)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".md":

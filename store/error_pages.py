@@ -29,7 +29,8 @@ from store.errors import current_labels_sql, get_prediction, latest_prediction_i
 def labels_version(con: duckdb.DuckDBPyConnection) -> tuple:
     """Row counts of the append-only label and taxonomy tables: equal counts, equal aggregates."""
     row = one(con, """SELECT (SELECT count(*) FROM error_labels), (SELECT count(*) FROM taxonomy_events),
-                             (SELECT count(*) FROM error_categories), (SELECT count(*) FROM prediction_sets)""")
+                             (SELECT count(*) FROM error_categories), (SELECT count(*) FROM prediction_sets),
+                             (SELECT count(*) FROM judge_scores)""")
     return () if row is None else tuple(row)
 
 
@@ -85,40 +86,58 @@ def error_overview(con: duckdb.DuckDBPyConnection, prediction_set_id: str) -> tu
 _HIT = """(?::VARCHAR IS NULL OR category_id = ?)
           AND (CASE WHEN ?::VARCHAR IS NULL THEN state <> 'rejected' ELSE state = ? END)"""
 
+# An LLM judge's latest readable score per (prediction, criterion), over every judge (store/judge.py).
+_JUDGED = """SELECT target_id, criterion, arg_max(score, created_at) AS score FROM judge_scores
+             WHERE target_kind = 'prediction' AND score IS NOT NULL GROUP BY target_id, criterion"""
+# ... narrowed to predictions the judge scored at most ? on criterion ? (binds criterion twice, max once).
+_JUDGED_LOW = f"""(?::VARCHAR IS NULL OR prediction_id IN (
+                     SELECT target_id FROM ({_JUDGED}) WHERE criterion = ? AND score <= ?))"""
+
+
+def _judge_params(judge_low: tuple[str, int] | None) -> list[Any]:
+    return [None, None, None] if judge_low is None else [judge_low[0], judge_low[0], int(judge_low[1])]
+
 
 def error_examples(
     con: duckdb.DuckDBPyConnection, prediction_set_id: str, *, category_id: str | None = None,
-    state: str | None = None, limit: int = 25, offset: int = 0,
+    state: str | None = None, limit: int = 25, offset: int = 0, judge_low: tuple[str, int] | None = None,
 ) -> pl.DataFrame:
     """A page of erroneous predictions (most confident first), optionally of one category / label state
-    (``proposed``, ``confirmed``, ``rejected``; default: not rejected)."""
+    (``proposed``, ``confirmed``, ``rejected``; default: not rejected) and, with ``judge_low``
+    (criterion, max), only those an LLM judge scored at most max on that criterion; ``judge`` lists
+    the judge's latest scores ("correct 2, faithful 1")."""
     return frame(
         con,
         current_labels_sql("set") + f""",
         hit AS (
             SELECT prediction_id, max(coalesce(auto_confidence, 1.0)) AS conf FROM cur
-            WHERE {_HIT}
+            WHERE {_HIT} AND {_JUDGED_LOW}
             GROUP BY prediction_id ORDER BY conf DESC, prediction_id LIMIT ? OFFSET ?),
+        judged AS (
+            SELECT target_id, string_agg(criterion || ' ' || score, ', ' ORDER BY criterion) AS judge
+            FROM ({_JUDGED}) WHERE target_id IN (SELECT prediction_id FROM hit) GROUP BY target_id),
         cats AS (
             SELECT cur.prediction_id, string_agg(c.name, ', ' ORDER BY c.name) AS categories
             FROM cur JOIN hit ON hit.prediction_id = cur.prediction_id
             JOIN error_categories c ON c.id = cur.category_id
             WHERE cur.state <> 'rejected' GROUP BY 1)
         SELECT x.id AS prediction_id, x.pair_id, left(r.instruction, 200) AS instruction, left(x.output, 300) AS output,
-               left(x.reference, 300) AS reference, x.finish_reason, hit.conf AS confidence, cats.categories
+               left(x.reference, 300) AS reference, x.finish_reason, hit.conf AS confidence, cats.categories,
+               judged.judge
         FROM hit JOIN predictions x ON x.id = hit.prediction_id JOIN pair_revisions r ON r.id = x.revision_id
-        LEFT JOIN cats ON cats.prediction_id = hit.prediction_id
+        LEFT JOIN cats ON cats.prediction_id = hit.prediction_id LEFT JOIN judged ON judged.target_id = x.id
         ORDER BY hit.conf DESC, x.id""",
-        [prediction_set_id, category_id, category_id, state, state, int(limit), int(offset)],
+        [prediction_set_id, category_id, category_id, state, state, *_judge_params(judge_low), int(limit),
+         int(offset)],
     )
 
 
 def error_example_count(con: duckdb.DuckDBPyConnection, prediction_set_id: str, *, category_id: str | None = None,
-                        state: str | None = None) -> int:
+                        state: str | None = None, judge_low: tuple[str, int] | None = None) -> int:
     return int(scalar(
         con,
-        current_labels_sql("set") + f" SELECT count(DISTINCT prediction_id) FROM cur WHERE {_HIT}",
-        [prediction_set_id, category_id, category_id, state, state],
+        current_labels_sql("set") + f" SELECT count(DISTINCT prediction_id) FROM cur WHERE {_HIT} AND {_JUDGED_LOW}",
+        [prediction_set_id, category_id, category_id, state, state, *_judge_params(judge_low)],
     ))
 
 

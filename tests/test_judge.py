@@ -239,3 +239,24 @@ def test_pairwise_judge_both_orders_cancel_position_bias_and_agreement_with_peop
     assert ab_wf.win_rates(p, north, south).row(0, named=True)["n"] == 4
     ag = wf.pairwise_agreement(p, north, south)
     assert ag["n"] == 4 and ag["exact"] == 0.75
+
+
+def test_errors_page_filters_by_the_judges_score(project, monkeypatch):
+    from store import error_pages
+    from tests.test_app_pages import app as page
+
+    monkeypatch.setenv("TUNELOOP_PROJECT", str(project.root))
+    rid, psid, outs = _predictions(project)
+    with serving(Grader()) as srv:
+        wf.judge_predictions(project, rid, judge=OpenAIChat(srv.url, "grader"))
+    bad = {p for p, o in outs.items() if o.startswith("It is in Madrid")}
+    with project.connect() as con:
+        low = error_pages.error_examples(con, psid, judge_low=("faithful", 2))
+        assert set(low["pair_id"]) == bad
+        assert all("faithful 1" in j for j in low["judge"])
+        assert error_pages.error_example_count(con, psid, judge_low=("faithful", 2)) == len(bad)
+        assert error_pages.error_example_count(con, psid, judge_low=("concise", 2)) == 0
+    at = page("errors")
+    at.selectbox(key="er_judge").set_value(("faithful", 2)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"{len(bad)} predictions" in c.value for c in at.caption), [c.value for c in at.caption]

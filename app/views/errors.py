@@ -17,6 +17,8 @@ from store.db import ConflictError
 from store.records import Status
 
 PAGE_SIZE = 25
+# The judge filter's choices: (criterion, highest score shown), from the judge's rubric (analysis/judge.py).
+JUDGE_FILTERS = [(c, 2) for c in ("faithful", "correct", "complete", "concise")]
 
 st.title("Errors")
 with state.db() as con:
@@ -65,28 +67,31 @@ ui.bar_chart(chart, category="category", value="predictions", color="label",
 
 names = dict(zip(counts["category_id"], counts["category"]))
 n_errors = dict(zip(counts["category_id"], counts["errors"]))  # a category no longer in the counts has none
-left, right = st.columns([2, 1])
+left, mid, right = st.columns([2, 1, 1])
 cat = left.selectbox("Category", [None, *counts["category_id"].to_list()], key="er_cat",
                      format_func=lambda c: "all errors" if c is None else f"{names.get(c, c)} ({n_errors.get(c, 0):,})")
 label_state = right.segmented_control("Label state", ["open", "proposed", "confirmed", "rejected"], default="open",
                                       key="er_state")
 st_filter = None if label_state in (None, "open") else label_state
+judge_pick = mid.selectbox("LLM judge", [None, *JUDGE_FILTERS], key="er_judge",
+                           format_func=lambda j: "any score" if j is None else f"{j[0]} at most {j[1]} of 5",
+                           help="Only predictions an LLM judge (`tuneloop judge --run RUN`) scored this low.")
 
 with state.db() as con:
-    if st_filter is None:  # the open errors of a category (or all): already counted above
+    if st_filter is None and judge_pick is None:  # the open errors of a category (or all): already counted above
         total = n_err if cat is None else int(n_errors.get(cat, 0))
     else:
-        total = error_pages.error_example_count(con, psid, category_id=cat, state=st_filter)
+        total = error_pages.error_example_count(con, psid, category_id=cat, state=st_filter, judge_low=judge_pick)
     n_pages = max(1, -(-total // PAGE_SIZE))
-    page_key, pg = state.pager("er_page", (psid, cat, st_filter))
+    page_key, pg = state.pager("er_page", (psid, cat, st_filter, judge_pick))
     pg = min(pg, n_pages)
     examples = state.error_examples(con, psid, category_id=cat, state=st_filter, limit=PAGE_SIZE,
-                                    offset=(pg - 1) * PAGE_SIZE)
+                                    offset=(pg - 1) * PAGE_SIZE, judge_low=judge_pick)
 
 # The table is keyed by the list it shows: another run, category, state or page is a fresh table, so a
 # row ticked in one list never selects the row at that position in another.
 sel = ui.text_table(examples.drop("pair_id"), long=["instruction", "output", "reference"], on_select="rerun",
-                    selection_mode="single-row", key=ui.key_for("er_table", psid, cat, st_filter, pg),
+                    selection_mode="single-row", key=ui.key_for("er_table", psid, cat, st_filter, judge_pick, pg),
                     column_config={"prediction_id": None, "confidence": st.column_config.ProgressColumn(
                         min_value=0.0, max_value=1.0, format="%.2f")})
 st.pagination(n_pages, key=page_key)

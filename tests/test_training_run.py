@@ -356,3 +356,33 @@ def test_bad_config_and_unknown_slice_create_nothing(project, tiny):
         start_run(project, "no-such-slice", base_model=tiny)
     with project.connect() as con:
         assert runs_store.list_runs(con) == []
+
+
+def test_epochs_with_fewer_micro_batches_than_the_first_train_to_the_end(tiny):
+    """Each epoch packs its own shuffled order, so epochs can have different numbers of micro-batches
+    (found on banking77: epoch 1 had fewer than epoch 0 and step 17 of 32 raised IndexError)."""
+    from models.lm import load_base
+    from training.config import TrainConfig
+    from training.data import plan_batches
+    from training.formatting import tokenize_rows
+    from training.train import Trainer, prepare_model
+
+    base, tok = load_base(tiny)
+    tok.padding_side = "right"
+    rows = _rows([(f"Question {i}: " + "word " * (i * 7 % 23), "answer " * (1 + i % 5)) for i in range(24)])
+    ex, _ = tokenize_rows(tok, rows, max_length=128)
+    lengths = [len(e.input_ids) for e in ex]
+
+    def sizes(seed: int) -> list[int]:
+        return [len(plan_batches(lengths, batch_tokens=96, max_examples=64, seed=seed, epoch=e)) for e in range(3)]
+
+    seed = next(s for s in range(200) if min(sizes(s)[1:]) < sizes(s)[0])  # a later epoch is shorter than the first
+    cfg = TrainConfig(epochs=3, batch_tokens=96, max_length=96, learning_rate=1e-3, warmup_steps=0, seed=seed)
+    tr = Trainer(prepare_model(base, cfg), tok, cfg, ex, [], None, "cpu")
+    seen: dict[int, list[int]] = {}
+    for b in range(sum(sizes(seed))):
+        epoch, k = tr.locate(b)
+        seen.setdefault(epoch, []).extend(tr._plan(epoch)[k])
+    assert sorted(seen) == [0, 1, 2] and all(sorted(v) == list(range(len(ex))) for v in seen.values())
+    tr.train()  # to the last step without running past an epoch's end
+    assert tr.step == tr.total_steps

@@ -242,6 +242,7 @@ class Trainer:
         lengths = [len(e.input_ids) for e in train]
         self.lengths = lengths
         self._plans: dict[int, list[list[int]]] = {}
+        self._sizes: dict[int, int] = {}  # micro-batches per epoch (``_locate``)
         self.n_batches = len(self._plan(0))
         per_step = cfg.grad_accum * self.d.world
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * self.n_batches / per_step))
@@ -325,10 +326,23 @@ class Trainer:
         a = self.cfg.grad_accum
         return step * a * self.d.world + self.d.rank * a + j
 
+    def locate(self, b: int) -> tuple[int, int]:
+        """(epoch, index in that epoch's plan) of micro-batch ``b`` counted over all epochs. Epochs
+        differ in how many micro-batches they have (each packs its own shuffled order greedily), so
+        they are counted, not divided by epoch 0's count (which ran past a shorter epoch's end)."""
+        epoch = 0
+        while True:
+            if epoch not in self._sizes:
+                self._sizes[epoch] = len(self._plan(epoch))
+            if b < self._sizes[epoch]:
+                return epoch, b
+            b -= self._sizes[epoch]
+            epoch += 1
+
     def micro_batches(self, step: int) -> list[list[int]]:
         out = []
         for j in range(self.cfg.grad_accum):
-            epoch, k = divmod(self._batch_number(step, j), self.n_batches)
+            epoch, k = self.locate(self._batch_number(step, j))
             out.append(self._plan(epoch)[k])
         return out
 
@@ -553,7 +567,7 @@ class Trainer:
                         loss = weighted_sum(ce, mb) / denom
                     loss.backward()
                 if record:
-                    self._record(ce, mb, plan[j], self._batch_number(self.step, j) // self.n_batches)
+                    self._record(ce, mb, plan[j], self.locate(self._batch_number(self.step, j))[0])
                 total += float(loss.detach())
             if cfg.max_grad_norm > 0 or self.mode == "fsdp":
                 # FSDP: the norm over every rank's gradient shards (a DTensor; inf = measure only)

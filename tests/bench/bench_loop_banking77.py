@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import random
 import sys
 import tempfile
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     else:  # 77 labels would make every prompt ~10x longer (training and every prediction)
         system = "Banking intent label."
     cfg = [f"epochs={args.epochs}", f"learning_rate={args.lr}", "lora_r=16", "lora_alpha=32", f"seed={args.seed}",
-           "save_every=0", f"system_prompt={system!r}".replace("'", '"'), "max_length=256", "eval_max_examples=64"]
+           "save_every=0", f"system_prompt={json.dumps(system)}", "max_length=256", "eval_max_examples=64"]
     timings: dict[str, float] = {}
 
     def timed(name: str, fn):

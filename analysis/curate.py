@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from analysis import ann
 from analysis import clusters as clusters_mod
 from analysis import dedupe as dd
 from analysis import label_noise as ln
@@ -374,6 +375,13 @@ def search(
     if embed_missing:
         embed(project, field=field, flt=flt)
     with project.connect() as con:
+        searched = cur.embedded_count(con, model_id(), field, flt)
+        whole = cur.embedded_count(con, model_id(), field) if searched >= ann.MIN_ROWS else 0
+    if searched >= ann.MIN_ROWS:
+        found = _search_index(project, text, pair_id, k, field, flt, searched, whole)
+        if found is not None:
+            return found
+    with project.connect() as con:
         rows, mat = cur.load_embeddings(con, model_id(), field, flt)
     exclude = None
     if pair_id:
@@ -386,9 +394,54 @@ def search(
     else:
         query = Encoder(EncoderConfig(precision="fp32")).encode([text or ""])[0]
     idx, sims = search_mod.top_k(mat, query, k, exclude)
+    return _hits(rows, idx, sims)
+
+
+def _hits(rows: pl.DataFrame, idx: np.ndarray, sims: np.ndarray) -> pl.DataFrame:
     return rows[idx.tolist()].select("pair_id", "status", "instruction", "input", "response").with_columns(
         similarity=pl.Series(sims.astype(np.float64))
     ).select("pair_id", "similarity", "status", "instruction", "input", "response")
+
+
+ANN_OVERFETCH = 2.0  # candidates fetched per wanted hit, times how much a filter narrows the set
+ANN_MAX_FETCH = 5_000  # a filter narrower than this allows searches exactly instead
+
+
+def _search_index(
+    project: Project, text: str | None, pair_id: str | None, k: int, field: str, flt: SliceFilter,
+    searched: int, whole: int,
+) -> pl.DataFrame | None:
+    """``search`` through the ANN index: candidates from the index, kept when they are in the
+    searched set (``flt``, current head revisions), re-ranked by their exact cosine. None when
+    too few candidates survive the filter: the caller then searches the filtered set exactly."""
+    from models.embeddings import Encoder, EncoderConfig, model_id
+    from store import pairs as pairs_store
+
+    skip = None
+    with project.connect() as con:
+        if pair_id:
+            head = pairs_store.get(con, pairs_store.resolve(con, pair_id)).head_revision_id
+            rows_q, mat_q = cur.load_embeddings(con, model_id(), field, flt, among=[head])
+            if rows_q.height == 0:
+                raise KeyError(f"no embedded pair {pair_id!r} in the searched set; check the id (tuneloop pairs show)")
+            query, skip = mat_q[0], head
+    if not pair_id:
+        query = Encoder(EncoderConfig(precision="fp32")).encode([text or ""])[0]
+    want = k + (1 if skip else 0)
+    fetch = int(np.ceil(max(want, 4 * k) * ANN_OVERFETCH * whole / max(searched, 1)))
+    if fetch > ANN_MAX_FETCH:
+        return None
+    state = ann.ensure_index(project, model_id(), field)
+    candidates = ann.search(state, query, fetch)
+    with project.connect() as con:
+        rows, mat = cur.load_embeddings(con, model_id(), field, flt, among=candidates)
+    if skip:
+        keep = (rows["revision_id"] != skip).to_numpy()
+        rows, mat = rows.filter(pl.Series(keep)), mat[keep]
+    if rows.height < min(k, searched - (1 if skip else 0)):
+        return None
+    idx, sims = search_mod.top_k(mat, query, k)
+    return _hits(rows, idx, sims)
 
 
 def splits_check(project: Project, slice_ref: str) -> dict[str, pl.DataFrame]:

@@ -449,10 +449,11 @@ def save_embeddings(
 
 def load_embeddings(
     con: duckdb.DuckDBPyConnection, model: str, field: str, flt: SliceFilter | None = None,
-    revision_ids: Sequence[str] | None = None,
+    revision_ids: Sequence[str] | None = None, among: Sequence[str] | None = None,
 ) -> tuple[pl.DataFrame, np.ndarray]:
     """(rows, matrix): head revisions matching ``flt`` (or exactly ``revision_ids``) that have a
-    vector, with pair_id, revision_id, status, created_at, text columns, and their vectors."""
+    vector, with pair_id, revision_id, status, created_at, text columns, and their vectors.
+    ``among``: keep only these revision ids of the ``flt`` set (candidates of the ANN index)."""
     if revision_ids is not None:
         _register(con, "_want", pa.table({"rid": pa.array(list(revision_ids), pa.string()),
                                           "pos": pa.array(range(len(revision_ids)), pa.int64())}))
@@ -469,19 +470,71 @@ def load_embeddings(
             con.unregister("_want")
     else:
         where, params = compile_filter(flt or SliceFilter(exclude_duplicates=False))
-        df = frame(con,
-            f"""SELECT p.id AS pair_id, p.head_revision_id AS revision_id, p.status, p.created_at,
-                       r.instruction, r.input, r.response, e.vector
-                FROM {_FROM} JOIN embeddings e ON e.revision_id = p.head_revision_id AND e.model = ? AND e.field = ?
-                WHERE {where} ORDER BY p.created_at, p.id""",
-            [model, field, *params],
-        )
+        join = ""
+        if among is not None:
+            _register(con, "_among", pa.table({"rid": pa.array(list(among), pa.string())}))
+            join = "JOIN (SELECT DISTINCT rid FROM _among) a ON a.rid = p.head_revision_id"
+        try:
+            df = frame(con,
+                f"""SELECT p.id AS pair_id, p.head_revision_id AS revision_id, p.status, p.created_at,
+                           r.instruction, r.input, r.response, e.vector
+                    FROM {_FROM} {join}
+                    JOIN embeddings e ON e.revision_id = p.head_revision_id AND e.model = ? AND e.field = ?
+                    WHERE {where} ORDER BY p.created_at, p.id""",
+                [model, field, *params],
+            )
+        finally:
+            if among is not None:
+                con.unregister("_among")
     if df.height == 0:
         return df.drop("vector"), np.zeros((0, 0), dtype=np.float32)
-    vec = df["vector"]
-    dim = int(vec.list.len().max() or 0)
-    mat = vec.explode().to_numpy().astype(np.float32).reshape(df.height, dim)
-    return df.drop("vector"), mat
+    return df.drop("vector"), _matrix(df["vector"])
+
+
+def _matrix(vec: pl.Series) -> np.ndarray:
+    """A FLOAT[] column as a float32 (rows x dim) matrix."""
+    dim = int(vec.list.len().to_numpy().max()) if len(vec) else 0
+    return vec.explode().to_numpy().astype(np.float32).reshape(len(vec), dim)
+
+
+def embedded_count(con: duckdb.DuckDBPyConnection, model: str, field: str, flt: SliceFilter | None = None) -> int:
+    """How many head revisions matching ``flt`` have a vector for (model, field): the searched set."""
+    where, params = compile_filter(flt or SliceFilter(exclude_duplicates=False))
+    return int(scalar(con,
+        f"""SELECT count(*) FROM {_FROM}
+            JOIN embeddings e ON e.revision_id = p.head_revision_id AND e.model = ? AND e.field = ?
+            WHERE {where}""",
+        [model, field, *params],
+    ))
+
+
+def embedded_heads(con: duckdb.DuckDBPyConnection, model: str, field: str) -> list[str]:
+    """Revision ids of every head revision with a vector for (model, field), oldest vector first."""
+    rows = con.execute(
+        """SELECT e.revision_id FROM embeddings e JOIN pairs p ON p.head_revision_id = e.revision_id
+           WHERE e.model = ? AND e.field = ? ORDER BY e.created_at, e.revision_id""",
+        [model, field],
+    ).fetchall()
+    return [r for (r,) in rows]
+
+
+def embedding_vectors(con: duckdb.DuckDBPyConnection, model: str, field: str, revision_ids: Sequence[str]) -> np.ndarray:
+    """The vectors of exactly ``revision_ids`` for (model, field), in that order (each must have one)."""
+    if not len(revision_ids):
+        return np.zeros((0, 0), dtype=np.float32)
+    _register(con, "_want", pa.table({"rid": pa.array(list(revision_ids), pa.string()),
+                                      "pos": pa.array(range(len(revision_ids)), pa.int64())}))
+    try:
+        df = frame(con,
+            """SELECT e.vector FROM _want w JOIN embeddings e ON e.revision_id = w.rid AND e.model = ? AND e.field = ?
+               ORDER BY w.pos""",
+            [model, field],
+        )
+    finally:
+        con.unregister("_want")
+    if df.height != len(revision_ids):
+        raise KeyError(f"{len(revision_ids) - df.height} of {len(revision_ids)} revisions have no {model} / {field} vector")
+    return _matrix(df["vector"])
 
 
 def embedding_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -84,4 +84,22 @@ def latest(con: duckdb.DuckDBPyConnection, target_ids: Sequence[str] | None = No
             con.unregister("_targets")
 
 
-__all__ = ["TARGET_KINDS", "JudgeRow", "add", "latest"]
+def responses(con: duckdb.DuckDBPyConnection, *, rated_only: bool = False) -> pl.DataFrame:
+    """Pairs' current responses to judge: revision_id, pair_id, instruction, input, response and
+    source_text (``store.errors.SOURCE_TEXT_SQL``); with ``rated_only`` only revisions a reviewer rated."""
+    from store.errors import SOURCE_TEXT_SQL
+
+    where = "WHERE r.id IN (SELECT revision_id FROM ratings WHERE value IS NOT NULL)" if rated_only else ""
+    return frame(con, f"""SELECT r.id AS revision_id, p.id AS pair_id, r.instruction, r.input, r.response,
+                                 {SOURCE_TEXT_SQL} AS source_text
+                          FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id
+                               LEFT JOIN documents d ON d.id = p.document_id
+                          {where} ORDER BY p.id""")
+
+
+def prediction_ids(con: duckdb.DuckDBPyConnection, prediction_set_id: str) -> list[str]:
+    """The ids of one prediction set's predictions."""
+    return frame(con, "SELECT id FROM predictions WHERE prediction_set_id = ?", [prediction_set_id])["id"].to_list()
+
+
+__all__ = ["TARGET_KINDS", "JudgeRow", "add", "latest", "prediction_ids", "responses"]

@@ -260,3 +260,17 @@ def test_errors_page_filters_by_the_judges_score(project, monkeypatch):
     at.selectbox(key="er_judge").set_value(("faithful", 2)).run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(f"{len(bad)} predictions" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_an_unreachable_judge_server_is_one_clear_line(project):
+    import socket
+
+    rid, _, _ = _predictions(project)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = CliRunner().invoke(app, ["judge", "--run", rid, "--endpoint", f"http://127.0.0.1:{port}/v1", "--model", "m",
+                                   "--project", str(project.root)])
+    assert out.exit_code == 2 and isinstance(out.exception, SystemExit), out.exception  # `fail`, not a traceback
+    assert f"cannot reach the chat endpoint http://127.0.0.1:{port}/v1/chat/completions" in out.output
+    assert "Traceback" not in out.output

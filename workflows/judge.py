@@ -16,8 +16,7 @@ import polars as pl
 from analysis import judge as judge_mod
 from store import judge as judge_store
 from store import ratings as ratings_store
-from store.db import Project, frame
-from store.errors import SOURCE_TEXT_SQL
+from store.db import Project
 
 
 def backend(model: str | None = None, endpoint: str | None = None, api_key_env: str = "OPENAI_API_KEY"):
@@ -74,15 +73,8 @@ def judge_pairs(project: Project, pair_ids: Sequence[str] | None = None, *, judg
                 progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Score pairs' current responses (their head revisions) against their source: ``pair_ids``, or
     with ``rated_only`` the pairs a reviewer rated (what ``agreement`` compares), else every pair."""
-    conds = []
-    if rated_only:
-        conds.append("r.id IN (SELECT revision_id FROM ratings WHERE value IS NOT NULL)")
-    sql = f"""SELECT r.id AS revision_id, p.id AS pair_id, r.instruction, r.input, r.response,
-                     {SOURCE_TEXT_SQL} AS source_text
-              FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id LEFT JOIN documents d ON d.id = p.document_id
-              {"WHERE " + " AND ".join(conds) if conds else ""} ORDER BY p.id"""
     with project.connect() as con:
-        df = frame(con, sql)
+        df = judge_store.responses(con, rated_only=rated_only)
     if pair_ids is not None:
         df = df.filter(pl.col("pair_id").is_in(list(pair_ids)))
     if limit:
@@ -144,9 +136,7 @@ def judge_pairwise(project: Project, run_x: str, run_y: str, *, judge=None, limi
     if limit:
         items = items.head(limit)
     with project.connect() as con:
-        ctx = frame(con, f"""SELECT p.id AS pair_id, r.instruction, r.input, {SOURCE_TEXT_SQL} AS source_text
-                            FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id
-                                 LEFT JOIN documents d ON d.id = p.document_id""")
+        ctx = judge_store.responses(con)
     by_pair = {r["pair_id"]: r for r in ctx.iter_rows(named=True)}
     rows = items.to_dicts()
     done = [0]
@@ -229,8 +219,7 @@ def run_scores(project: Project, prediction_set_id: str) -> pl.DataFrame:
     """Per criterion, a prediction set's judge scores: mean, a 95 % interval (normal, from the
     standard error; n >= 2) and n, over the scores that count (one judge's or several)."""
     with project.connect() as con:
-        ids = frame(con, "SELECT id FROM predictions WHERE prediction_set_id = ?", [prediction_set_id])["id"].to_list()
-        js = judge_store.latest(con, ids, target_kind="prediction")
+        js = judge_store.latest(con, judge_store.prediction_ids(con, prediction_set_id), target_kind="prediction")
     out = []
     for c in judge_mod.CRITERIA:
         xs = [float(x) for x in js.filter((pl.col("criterion") == c) & pl.col("score").is_not_null())["score"]]

@@ -40,6 +40,7 @@ def judge_cmd(
     Example: tuneloop judge --run B-corrected --vs A-noisy --limit 100   (pairwise, both orders)
     Example: tuneloop judge --pairs --rated --endpoint http://127.0.0.1:8000/v1 --model qwen2.5-7b-instruct
     """
+    from ingest.generators.model import ModelError
     from workflows import judge as wf
 
     p = project(project_dir)
@@ -67,7 +68,7 @@ def judge_cmd(
                 else:
                     res = wf.judge_pairs(p, judge=judge, rated_only=rated, limit=limit, batch_size=batch_size,
                                          author=author or default_author(), progress=tick)
-            except (KeyError, ValueError) as exc:
+            except (KeyError, ValueError, ModelError) as exc:  # ModelError: the server failed, named in the message
                 raise fail(str(exc).strip('"')) from None
         if run and vs:
             _print_pairwise(p, run, vs, res)

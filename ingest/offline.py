@@ -105,6 +105,40 @@ def keep_torch_out() -> None:
         sys.modules["torch"] = None  # type: ignore[assignment]  # the documented way to block an import
 
 
+_VISUALIZE = "unstructured_inference.visualize"
+
+
+def defer_plotting() -> None:
+    """Keep matplotlib's pyplot out of this parser process until something draws.
+
+    unstructured_inference's layout module imports ``draw_bbox`` from its ``visualize`` module,
+    which imports ``matplotlib.pyplot`` (~0.45 s, a third of the PDF parser's import) only to draw
+    boxes on page images for debugging; parsing never calls it. A stand-in module offers the same
+    two functions and imports the real module on the first call."""
+    import sys
+    import types
+
+    if _VISUALIZE in sys.modules:
+        return
+
+    def _real(name: str):
+        def call(*args, **kwargs):
+            import importlib
+
+            if getattr(sys.modules.get(_VISUALIZE), "__tuneloop_stand_in__", False):
+                del sys.modules[_VISUALIZE]
+            return getattr(importlib.import_module(_VISUALIZE), name)(*args, **kwargs)
+
+        call.__name__ = name
+        return call
+
+    stand_in = types.ModuleType(_VISUALIZE, "stand-in: the real module loads on the first call")
+    stand_in.__tuneloop_stand_in__ = True  # type: ignore[attr-defined]
+    stand_in.draw_bbox = _real("draw_bbox")  # type: ignore[attr-defined]
+    stand_in.show_plot = _real("show_plot")  # type: ignore[attr-defined]
+    sys.modules[_VISUALIZE] = stand_in
+
+
 WARM_MODULES = ("md", "html", "pdf", "image", "docx", "pptx", "text", "email", "csv", "tsv", "xlsx", "json", "xml",
                 "epub", "odt", "rtf", "rst", "org", "msg")
 # The formats the parser forkserver preloads (comma-separated extensions), set by the process that

@@ -4,13 +4,14 @@ This module does work at import time on purpose: it exists only to be preloaded 
 ``ingest.workers``'s forkserver, so every worker forked from it starts warm. It warms the formats
 the starting process named (``offline.FORMATS_ENV``: a batch's formats, seconds instead of every
 format's ~10 s), else every format. torch stays out (``offline.keep_torch_out``): ``hi_res``
-batches use fresh workers instead.
+batches use fresh workers instead; so does matplotlib's pyplot (``offline.defer_plotting``).
 """
 
 from ingest import offline
 
 offline.one_ocr_thread()
 offline.keep_torch_out()
+offline.defer_plotting()
 _formats = offline.preloaded_formats()
 if _formats is None:
     offline.warm()

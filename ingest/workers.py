@@ -49,8 +49,8 @@ import sys
 import threading
 import time
 import warnings
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -471,6 +471,33 @@ def parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 300
             yield owner, merge_parts([got[r] for r in ranges[owner.key]], ranges[owner.key])
 
 
+def preload_formats(names: Iterable[str], workers: int) -> set[str]:
+    """The formats the forkserver preloads for a batch (file names, or tasks' names: a long PDF's
+    page ranges count once each): those of which at least ``max(2, workers)`` files need a parser,
+    so several workers would each load them, and PDFs whenever there are any (a long one is parsed
+    in ranges by every worker, and its parser is the costliest to load). A format only one file
+    needs loads in the worker that gets it, in parallel with the other workers' work, not in the
+    forkserver's serial start that every worker waits for. The text path (``md``: unstructured's
+    core and the sentence model every text format uses) is always preloaded."""
+    counts = Counter(extension(n) for n in names)
+    return {"md"} | {ext for ext, n in counts.items() if n >= max(2, workers) or ext == "pdf"}
+
+
+def forkserver_first(workers: int, n_tasks: int, opts: ParseOptions | None = None) -> bool:
+    """Whether a batch's workers fork from the warmed forkserver rather than start cold: with
+    several workers and no core to spare (cold workers would each import the same parsers at once,
+    competing for the cores), unless they run ``hi_res`` (always cold)."""
+    spare_core = forkserver_warm() or (os.cpu_count() or 1) > workers
+    return not spare_core and workers > 1 and n_tasks > 1 and (opts or ParseOptions()).pdf_strategy != "hi_res"
+
+
+def warm_early(names: Sequence[str], workers: int, opts: ParseOptions | None = None) -> None:
+    """Start warming the forkserver for a batch now, before the caller's own preparation of the
+    files (page counts, OCR checks: ~1 s for 500 files), when ``parse_all`` would wait for it anyway."""
+    if forkserver_first(workers, len(names), opts):
+        prestart(preload_formats(names, workers))
+
+
 def _parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 300.0,
                opts: ParseOptions | None = None,
                on_start: Callable[[Task, bool], None] | None = None) -> Iterator[tuple[Task, Parsed | IngestError]]:
@@ -485,7 +512,7 @@ def _parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 30
             yield t, _parse(t, opts)
         return
     pool: list[_Worker] = []
-    formats = {extension(t.name) for t in pending}
+    formats = preload_formats((t.name for t in pending), workers)
     # With a core the workers leave free (the parent mostly waits on their pipes), the forkserver
     # warms this batch's formats there while one cold worker starts on the first files. With no
     # more cores than workers, several cold workers would each import the same parsers at once
@@ -493,7 +520,7 @@ def _parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 30
     # every worker forks from it warm (measured on 2 cores, 2 workers, 14 files of every format:
     # 7.3-8.1 s against 8.0-8.7 s). ``hi_res`` workers always start cold (``_new_worker``).
     spare_core = forkserver_warm() or (os.cpu_count() or 1) > workers
-    if not spare_core and workers > 1 and len(pending) > 1 and opts.pdf_strategy != "hi_res":
+    if forkserver_first(workers, len(pending), opts):
         prestart(formats)
         spare_core = _await_warm(BOOT_TIMEOUT_S)  # no forkserver here after all: cold workers, as before
     try:
@@ -570,6 +597,7 @@ def _cold_main(fd: int) -> None:
     conn = Connection(fd)
     opts: ParseOptions = conn.recv()
     offline.one_ocr_thread()
+    offline.defer_plotting()
     if opts.pdf_strategy != "hi_res":  # only the layout model may need torch (``offline.keep_torch_out``)
         offline.keep_torch_out()
     _serve(conn, opts, cold=True)

@@ -25,6 +25,7 @@ import json, sys
 from ingest import offline
 if sys.argv[1] == "block":
     offline.keep_torch_out()
+    offline.defer_plotting()
 from ingest.partition import partition_file
 out = {}
 for path in sys.argv[2:]:
@@ -38,6 +39,7 @@ try:
     out["torch"] = True
 except ImportError:
     out["torch"] = False
+out["pyplot"] = "matplotlib.pyplot" in sys.modules
 print(json.dumps(out))
 """
 
@@ -56,6 +58,8 @@ def test_every_format_parses_the_same_without_torch(tmp_path):
     plain = _parse_in_fresh_process("plain", files)
     assert blocked.pop("torch") is False
     assert plain.pop("torch") is True  # torch is a dependency of tuneloop: the comparison is real
+    assert blocked.pop("pyplot") is False
+    assert plain.pop("pyplot") is True  # the PDF parser imports it when nothing defers it
     parsed = [f for f in plain if isinstance(plain[f], list)]
     assert len(parsed) >= len(files) - 2, plain  # at most xls (LibreOffice) and one optional converter missing
     for f in plain:
@@ -77,9 +81,18 @@ def run(paths):
         got[t.name] = [[e["type"], e["text"]] for e in res.elements]
     return sorted(seen), got
 
+def pyplot_in_workers():
+    import multiprocessing as mp
+    import ingest.workers as w
+    with w._context().Pool(1) as pool:  # forked from the same forkserver as the workers
+        return pool.apply(_has_pyplot)
+
+def _has_pyplot():
+    return "matplotlib.pyplot" in sys.modules
+
 if __name__ == "__main__":
     first, second = sys.argv[1].split(","), sys.argv[2].split(",")
-    out = {"first": run(first), "warm": forkserver_warm(), "second": run(second),
+    out = {"first": run(first), "warm": forkserver_warm(), "second": run(second), "pyplot": pyplot_in_workers(),
            "in_process": {os.path.basename(p): [[e["type"], e["text"]] for e in partition_file(p).elements]
                           for p in first + second}}
     print(json.dumps(out))
@@ -87,19 +100,46 @@ if __name__ == "__main__":
 
 
 def test_workers_fork_from_a_forkserver_that_preloaded_the_batch_formats(tmp_path):
-    """With no core to spare, the forkserver imports the batch's formats once and the workers fork
-    from it warm (no worker loads a parser for them); a later batch's other format is loaded in the
-    worker, reported as loading (outside the file's time limit). Results equal an in-process parse."""
+    """With no core to spare, the forkserver imports once the formats that several workers will
+    need (two PDFs, two CSVs; and always the text path) and the workers fork from it warm (no
+    worker loads a parser for them); a format only one file needs (the DOCX) loads in the worker
+    that gets it, as does a later batch's other format (PPTX), reported as loading (outside the
+    file's time limit). Results equal an in-process parse."""
     script = tmp_path / "batches.py"
     script.write_text(BATCHES)
-    first = [make(tmp_path, "md"), make(tmp_path, "pdf"), make(tmp_path, "csv", "table")]
-    second = [make(tmp_path, "docx")]
+    first = [make(tmp_path, "md"), make(tmp_path, "pdf"), make(tmp_path, "pdf", "second"),
+             make(tmp_path, "csv", "table"), make(tmp_path, "csv", "table2"), make(tmp_path, "docx")]
+    second = [make(tmp_path, "pptx")]
     done = subprocess.run([sys.executable, str(script), ",".join(map(str, first)), ",".join(map(str, second))],
                           cwd=REPO, capture_output=True, text=True, timeout=600, check=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     out = json.loads(done.stdout.strip().splitlines()[-1])
     (seen1, got1), (seen2, got2) = out["first"], out["second"]
     assert out["warm"] is True
-    assert seen1 == [["sample.md", False], ["sample.pdf", False], ["table.csv", False]]
-    assert seen2 == [["sample.docx", True]]
+    assert seen1 == [["sample.docx", True], ["sample.md", False], ["sample.pdf", False], ["second.pdf", False],
+                     ["table.csv", False], ["table2.csv", False]]
+    assert seen2 == [["sample.pptx", True]]
+    assert out["pyplot"] is False  # matplotlib's pyplot stays out of the parser processes (``defer_plotting``)
     assert {**got1, **got2} == out["in_process"]
+
+
+DRAW = """
+import sys
+from ingest import offline
+offline.defer_plotting()
+from unstructured_inference.inference import layout
+from unstructured_inference.inference.elements import TextRegion
+from PIL import Image
+assert "matplotlib.pyplot" not in sys.modules
+img = Image.new("RGB", (40, 40), "white")
+out = layout.draw_bbox(img, TextRegion.from_coords(5, 5, 30, 30), color="red")
+print(out.getpixel((5, 5)), out.getpixel((20, 20)), "matplotlib.pyplot" in sys.modules)
+"""
+
+
+def test_deferred_plotting_still_draws_on_first_call():
+    """The stand-in for unstructured_inference's visualize module loads the real one on the first
+    call: a box is drawn, and pyplot is imported only then."""
+    done = subprocess.run([sys.executable, "-c", DRAW], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert done.stdout.split() == ["(255,", "0,", "0)", "(255,", "255,", "255)", "True"]

@@ -87,7 +87,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 typecheck: setup
-	$(BIN)/mypy store scoring ingest analysis training models workflows tuneloop app
+	$(BIN)/mypy store scoring ingest analysis training models workflows tuneloop app scale
 
 check: lint typecheck test
 

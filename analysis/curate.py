@@ -24,6 +24,7 @@ from analysis import label_noise as ln
 from analysis import search as search_mod
 from analysis import signals as sig
 from analysis import splits as splits_mod
+from scale.engine import Engine
 from store import curation as cur
 from store import settings as settings_store
 from store import slices as slices_store
@@ -141,7 +142,8 @@ def _with_quality(con: Any, df: pl.DataFrame, keep: str) -> pl.DataFrame:
     return df.join(cur.quality_penalties(con), on="revision_id", how="left") if keep == "quality" else df
 
 
-def dedupe(project: Project, cfg: DedupeConfig, *, author: str, progress: Progress | None = None) -> dict[str, Any]:
+def dedupe(project: Project, cfg: DedupeConfig, *, author: str, progress: Progress | None = None,
+           engine: Engine | None = None) -> dict[str, Any]:
     """Find and store duplicate clusters; mark exact duplicates; list conflicts. Idempotent."""
     with project.connect() as con:
         df = _with_quality(con, cur.curation_frame(con), cfg.keep)
@@ -173,7 +175,13 @@ def dedupe(project: Project, cfg: DedupeConfig, *, author: str, progress: Progre
     near_field = cfg.near_field or cfg.field
     if cfg.near:
         params = cfg.minhash()
-        members, templates = dd.near_lexical(live, params, field=near_field, keep=cfg.keep)
+        sign = None
+        if engine is not None and engine.is_ray:  # the signatures on Ray; banding and verification here
+            from analysis import on_ray
+
+            def sign(n: int, docs: np.ndarray, x: np.ndarray, p: dd.MinHashParams) -> np.ndarray:
+                return on_ray.signatures(engine, project, n, docs, x, num_perm=p.num_perm, seed=p.seed)
+        members, templates = dd.near_lexical(live, params, field=near_field, keep=cfg.keep, sign=sign)
         members = dd.drop_covered(members, conflicts)
         with project.connect() as con:
             cur.save_duplicate_clusters(con, members, ["near_lexical"], {
@@ -268,11 +276,14 @@ def embed(
     project: Project, *, field: str = "prompt", flt: SliceFilter | None = None, revision_ids: list[str] | None = None,
     precision: str = "auto", threads: int | None = None, batch_size: int = 64, chunk: int = 2048,
     progress: Progress | None = None, on_total: Callable[[int], None] | None = None,
-    key: str | None = None, texts: Mapping[str, str] | None = None,
+    key: str | None = None, texts: Mapping[str, str] | None = None, engine: Engine | None = None,
 ) -> dict[str, Any]:
     """Embed the revisions that have no vector yet for the bundled model (incremental). The text is
     the ``field`` of each revision, or ``texts[revision_id]`` when given, stored under ``key`` (default:
-    the field name) so that other texts of the same revisions never mix with the field's vectors."""
+    the field name) so that other texts of the same revisions never mix with the field's vectors.
+
+    ``engine`` ray: one actor per CPU slot of the cluster (``analysis.on_ray``), every vector stored
+    in one transaction at the end; local (default): in this process, stored a chunk at a time."""
     from models.embeddings import Encoder, EncoderConfig, model_id
 
     model = model_id()
@@ -284,6 +295,16 @@ def embed(
     if todo.height == 0:
         return {"model": model, "field": key, "embedded": 0}
     texts_ = _texts(todo, field) if texts is None else [texts.get(r, "") for r in todo["revision_id"]]
+    if engine is not None and engine.is_ray:
+        from analysis import on_ray
+
+        ids = todo["revision_id"].to_list()
+        vec, info, shards = on_ray.embed(engine, project, ids, texts_, precision=precision, batch_size=batch_size,
+                                         progress=progress)
+        with project.connect() as con:  # one transaction: a failed job leaves the store as it was
+            written = cur.save_embeddings(con, model, key, ids, vec)
+        shards.remove()
+        return {"model": model, "field": key, "embedded": written, **info}
     enc = Encoder(EncoderConfig(precision=precision, threads=threads, batch_size=batch_size))
     enc.calibrate(texts_)
     written = 0

@@ -35,6 +35,7 @@ Invariants:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -538,7 +539,12 @@ def without_boilerplate(df: pl.DataFrame, field: str, params: MinHashParams | No
     return whole, texts, templates
 
 
-def _prepare(df: pl.DataFrame, params: MinHashParams, field: str) -> _Prepared:
+Signer = Callable[[int, np.ndarray, np.ndarray, MinHashParams], np.ndarray]
+"""(n_docs, sorted doc index per shingle, shingle hashes, params) -> signatures: where they are
+computed (``_signatures_from_shingles`` here; ``analysis.on_ray.signatures`` on Ray)."""
+
+
+def _prepare(df: pl.DataFrame, params: MinHashParams, field: str, sign: Signer | None = None) -> _Prepared:
     whole, texts, templates = without_boilerplate(df, field, params)
     n = len(texts)
     words = texts.str.count_matches(r"\S+").to_numpy()
@@ -558,7 +564,8 @@ def _prepare(df: pl.DataFrame, params: MinHashParams, field: str) -> _Prepared:
     valid = np.bincount(docs, minlength=n) > 0
     # one edit is judged on the whole text: a near copy of a row may miss a template the row has
     wdocs, wx = shingle_hashes(whole, 1) if params.one_edit else (np.empty(0, np.int64), np.empty(0, np.uint64))
-    return _Prepared(docs, x, valid, short, _signatures_from_shingles(n, docs, x, params), templates, wdocs, wx)
+    sig = (sign or _signatures_from_shingles)(n, docs, x, params)
+    return _Prepared(docs, x, valid, short, sig, templates, wdocs, wx)
 
 
 def _lsh(prep: _Prepared, params: MinHashParams, long_threshold: float, short_threshold: float) -> np.ndarray:
@@ -604,7 +611,8 @@ def near_lexical_clusters(
 
 
 def near_lexical(
-    df: pl.DataFrame, params: MinHashParams | None = None, field: str = "full", keep: str = "accepted"
+    df: pl.DataFrame, params: MinHashParams | None = None, field: str = "full", keep: str = "accepted",
+    sign: Signer | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Near duplicates by MinHash LSH over shingles of the ``field`` text, boilerplate removed.
 
@@ -613,10 +621,11 @@ def near_lexical(
     n-grams (a one-word change in a five-word prompt keeps most of them), longer rows by word
     n-grams. LSH proposes candidate pairs within each group; each is verified exactly (see
     ``_similarity`` for the match rule); clusters are greedy, so every member matches its kept one.
-    Returns (members, templates): the boilerplate found (``boilerplate``).
+    Returns (members, templates): the boilerplate found (``boilerplate``). ``sign``: where the
+    MinHash signatures are computed (default: here); banding and verification stay here, exact.
     """
     params = params or MinHashParams()
-    prep = _prepare(df, params, field)
+    prep = _prepare(df, params, field, sign)
     if df.height < 2:
         return empty_members(), prep.templates
     low = min(params.threshold, params.min_jaccard) if params.one_edit else params.threshold

@@ -46,6 +46,7 @@ from ingest.limits import (
 )
 from ingest.partition import pdf_needs_ocr, pdf_page_count
 from ingest.workers import ParseOptions, Task, parse_all, parse_cost, time_limit, warm_early
+from scale.engine import Engine
 from store import documents as docs_store
 from store import pairs as pairs_store
 from store import settings as settings_store
@@ -73,6 +74,7 @@ class IngestConfig:
     max_archive_mb: float = MAX_ARCHIVE_MB
     max_zip_ratio: float = MAX_ZIP_RATIO
     retry_failed: bool = False  # parse again files whose content failed to parse before (else skipped)
+    engine: Engine = field(default_factory=Engine)  # ray: parse on Ray (``ingest.ray_parse``); workers then unused
 
     def __post_init__(self) -> None:
         if self.workers < 0:
@@ -541,7 +543,8 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
         items = collect(paths, tmp, cfg)
         report.files = [i.result for i in items]
         opts = ParseOptions(pdf_strategy=cfg.pdf_strategy, languages=cfg.languages)
-        warm_early([i.path.name for i in items if i.result.status != "failed"], cfg.workers, opts)
+        if not cfg.engine.is_ray:
+            warm_early([i.path.name for i in items if i.result.status != "failed"], cfg.workers, opts)
         if planned:
             planned(len(items))
         todo: list[_Item] = []
@@ -590,7 +593,7 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
             for k, i in enumerate(to_parse):
                 limit_s, limit_for = time_limit(cfg.timeout_s, pages=i.pages, size_bytes=i.size,
                                                 pdf_strategy="ocr_only" if i.scanned else cfg.pdf_strategy)
-                i.result.limit_s = limit_s if cfg.workers > 0 else None
+                i.result.limit_s = limit_s if cfg.workers > 0 or cfg.engine.is_ray else None
                 tasks.append(Task(k, str(i.path), i.path.name, limit_s, limit_for,
                                   n_pages=i.pages if i.result.filetype == "pdf" else None,
                                   cost=parse_cost(pages=i.pages, size_bytes=i.size,
@@ -602,7 +605,7 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
                         parsing(to_parse[task.key].result, loading)
 
             for task, res in parse_all(tasks, workers=cfg.workers, timeout_s=cfg.timeout_s, opts=opts,
-                                       on_start=on_start):
+                                       on_start=on_start, engine=cfg.engine):
                 item = to_parse[task.key]
                 r = item.result
                 started = time.perf_counter()

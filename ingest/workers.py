@@ -421,18 +421,35 @@ def order(tasks: list[Task], workers: int) -> list[Task]:
 
 def parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 300.0,
               opts: ParseOptions | None = None,
-              on_start: Callable[[Task, bool], None] | None = None) -> Iterator[tuple[Task, Parsed | IngestError]]:
-    """Parse every task; yield results in completion order. ``workers=0`` parses in-process.
+              on_start: Callable[[Task, bool], None] | None = None,
+              engine: Any = None) -> Iterator[tuple[Task, Parsed | IngestError]]:
+    """Parse every task; yield results in completion order. ``workers=0`` parses in-process;
+    ``engine`` ray (``scale.engine.Engine``): on Ray, one task per file and CPU slot
+    (``ingest.ray_parse``), long PDFs split for the cluster's slots.
 
     ``on_start(task, loading)`` is called (in this thread) when a worker starts on a task;
     ``loading``: it first loads the parser for the task's format (a cold worker). A task with
     ``n_pages`` (a PDF) is parsed in page ranges when it is long and there are several workers
     (``split_pages``); its result comes back once, merged (``merge_parts``)."""
+    tasks = list(tasks)
+    on_ray = engine is not None and engine.is_ray
+    if on_ray:
+        from scale.engine import runtime, slots
+
+        with runtime(engine) as ray:  # connected once: the parse below reuses the runtime
+            workers = slots(ray)
+            yield from _split_and_parse(tasks, workers, timeout_s, opts, on_start, engine)
+        return
+    yield from _split_and_parse(tasks, workers, timeout_s, opts, on_start, None)
+
+
+def _split_and_parse(tasks: list[Task], workers: int, timeout_s: float, opts: ParseOptions | None,
+                     on_start: Callable[[Task, bool], None] | None,
+                     engine: Any) -> Iterator[tuple[Task, Parsed | IngestError]]:
     whole: dict[int, Task] = {}  # a range task's key -> the file's task
     ranges: dict[int, list[tuple[int, int]]] = {}  # a file's key -> its ranges
     results: dict[int, dict[tuple[int, int], Parsed | IngestError]] = {}
     expanded: list[Task] = []
-    tasks = list(tasks)
     next_key = max((t.key for t in tasks), default=0) + 1
     for t in tasks:
         parts = split_pages(t.n_pages, workers) if t.pages is None else []
@@ -459,7 +476,13 @@ def parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 300
             started.add(owner.key)
             on_start(owner, loading)
 
-    for task, res in _parse_all(expanded, workers=workers, timeout_s=timeout_s, opts=opts, on_start=starting):
+    if engine is not None:
+        from ingest.ray_parse import parse_all_ray
+
+        parsed = parse_all_ray(expanded, engine, timeout_s=timeout_s, opts=opts or ParseOptions(), on_start=starting)
+    else:
+        parsed = _parse_all(expanded, workers=workers, timeout_s=timeout_s, opts=opts, on_start=starting)
+    for task, res in parsed:
         owner = whole.get(task.key)
         if owner is None:
             yield task, res

@@ -40,8 +40,29 @@ ProjectOpt = Annotated[
 AuthorOpt = Annotated[str, typer.Option("--author", envvar="TUNELOOP_USER", help="Who is acting (recorded on every change).")]
 
 
+EngineOpt = Annotated[str | None, typer.Option(
+    "--engine", help="Where the heavy work runs: local (this machine's processes) or ray (default: the project's "
+                     "engine setting, else local).")]
+RayAddressOpt = Annotated[str | None, typer.Option(
+    "--ray-address", help="An existing Ray cluster (head:6379 or ray://head:10001; default: $RAY_ADDRESS, else the "
+                          "project setting, else a local Ray runtime with this machine's cores).")]
+
+
 def project(path: Path | None, create: bool = False) -> Project:
     return open_project(path, create=create)
+
+
+def engine_for(p: Project, kind: str | None, address: str | None):  # -> scale.engine.Engine
+    """The engine a command runs on (``scale.engine.for_project``); a wrong choice is one clear error."""
+    from scale.engine import EngineError, for_project
+
+    try:
+        eng = for_project(p, kind, address)
+    except EngineError as exc:
+        raise fail(str(exc)) from None
+    if eng.is_ray:
+        err.print(f"engine: {eng.describe()}", highlight=False, markup=False)
+    return eng
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

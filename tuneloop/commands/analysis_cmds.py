@@ -11,7 +11,19 @@ from rich.table import Table
 
 from store.filters import parse_where
 from store.records import SliceFilter
-from tuneloop.common import AuthorOpt, ProjectOpt, console, default_author, fail, id_column, lookup, project
+from tuneloop.common import (
+    AuthorOpt,
+    EngineOpt,
+    ProjectOpt,
+    RayAddressOpt,
+    console,
+    default_author,
+    engine_for,
+    fail,
+    id_column,
+    lookup,
+    project,
+)
 from tuneloop.progress import progress
 
 splits_app = typer.Typer(help="Leak-free train/eval splits and the cross-split duplicate report.", no_args_is_help=True)
@@ -61,6 +73,8 @@ def dedupe_cmd(
     save: Annotated[bool, typer.Option("--save-defaults", help="Save the given --threshold/--field/--keep as the project's defaults (CLI and app).")] = False,
     show: Annotated[int, typer.Option(help="Print this many of the largest clusters.")] = 5,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     project_dir: ProjectOpt = None,
     author: AuthorOpt = "",
 ) -> None:
@@ -110,7 +124,8 @@ def dedupe_cmd(
         save_dedupe_defaults(p, values, author=who)
     with progress("dedupe", 3, unit="stages") as bar:
         bar.update(0)
-        report = dedupe(p, cfg, author=who, progress=bar.advance)
+        report = dedupe(p, cfg, author=who, progress=bar.advance,
+                        engine=engine_for(p, engine, ray_address))
     if json_out:
         print(json.dumps(report, indent=2, default=str))
         return
@@ -213,6 +228,8 @@ def embed_cmd(
     precision: Annotated[str, typer.Option(help="auto (bf16 only where cosine to fp32 >= 0.999), fp32 or bf16.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: TUNELOOP_TORCH_THREADS, else 2).")] = None,
     batch_size: Annotated[int, typer.Option(help="Texts per forward pass.")] = 64,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     project_dir: ProjectOpt = None,
 ) -> None:
     """Embed pairs with the bundled all-MiniLM-L6-v2 (offline); only pairs without a vector yet.
@@ -224,9 +241,10 @@ def embed_cmd(
     if field not in ("prompt", "full"):
         raise fail("--field must be prompt or full")
     p = project(project_dir)
+    eng = engine_for(p, engine, ray_address)
     with progress("embed", unit="pairs") as bar:
         r = embed(p, field=field, flt=_filter(where), precision=precision, threads=threads, batch_size=batch_size,
-                  progress=bar.advance, on_total=bar.set_total)
+                  progress=bar.advance, on_total=bar.set_total, engine=eng)
     console.print(f"embedded {r['embedded']} pairs with {r['model']} ({field}"
                   + (f", {r['precision']}, min cosine to fp32 {r['min_cosine_vs_fp32']}" if "precision" in r else "") + ")")
 
@@ -382,6 +400,34 @@ def splits_create_cmd(
                   f"split by document+cluster, hash {s.content_hash[:12]}")
 
 
+def engine_cmd(
+    kind: Annotated[str | None, typer.Argument(help="local or ray; omit to show the current choice.")] = None,
+    ray_address: RayAddressOpt = None,
+    num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray runtime (default: all cores).")] = None,
+    project_dir: ProjectOpt = None,
+    author: AuthorOpt = "",
+) -> None:
+    """Show or set where this project's heavy stages run (ingest parsing, embed, dedupe --near).
+
+    Example: tuneloop engine ray --ray-address ray://head:10001
+    """
+    from scale.engine import ENGINES, SETTING, for_project
+    from store import settings as settings_store
+
+    p = project(project_dir)
+    if kind is not None:
+        if kind not in ENGINES:
+            raise fail(f"engine {kind!r} is not known: choose one of {', '.join(ENGINES)}")
+        value: dict[str, object] = {"kind": kind}
+        if ray_address:
+            value["address"] = ray_address
+        if num_cpus:
+            value["num_cpus"] = num_cpus
+        with p.connect() as con:
+            settings_store.put(con, SETTING, value, author=author or default_author())
+    console.print(f"engine: {for_project(p).describe()}", highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the root app."""
     app.command("dedupe")(dedupe_cmd)
@@ -390,4 +436,5 @@ def register(app: typer.Typer) -> None:
     app.command("cluster")(cluster_cmd)
     app.command("label-noise")(label_noise_cmd)
     app.command("search")(search_cmd)
+    app.command("engine")(engine_cmd)
     app.add_typer(splits_app, name="splits")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,11 +13,14 @@ from rich.table import Table
 from ingest.limits import MAX_ARCHIVE_MB, MAX_FILE_MB, MAX_ZIP_RATIO
 from tuneloop.common import (
     AuthorOpt,
+    EngineOpt,
     JsonOpt,
     ProjectOpt,
+    RayAddressOpt,
     console,
     default_author,
     emit_json,
+    engine_for,
     err,
     fail,
     id_column,
@@ -68,6 +72,8 @@ def ingest_cmd(
                                                  "(zip bombs expand ~1000x).")] = MAX_ZIP_RATIO,
     pdf_strategy: Annotated[str, typer.Option(help="auto (text layer, OCR only if installed), fast, "
                                               "ocr_only or hi_res.")] = "auto",
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     project_dir: ProjectOpt = None,
     author: AuthorOpt = "",
 ) -> None:
@@ -106,6 +112,7 @@ def ingest_cmd(
     except ValueError as exc:
         raise fail(str(exc)) from None
     p = project(project_dir, create=True)
+    cfg = replace(cfg, engine=engine_for(p, engine, ray_address))
     stats: Counter[str] = Counter()
     with progress("ingest", unit="files") as bar:
 

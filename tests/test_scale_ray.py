@@ -1,0 +1,257 @@
+"""The heavy stages on Ray (issue 19): a real local Ray runtime with 2 CPUs gives the same results
+as the local engine, work flows through Parquet shards, and a re-run computes only missing shards.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import polars as pl
+import pytest
+
+from analysis import dedupe as dd
+from analysis import on_ray
+from analysis.curate import embed
+from models.embeddings import model_id
+from scale.engine import Engine, EngineError, Shards, map_shards, resolve, runtime
+from store import curation as cur
+from store import pairs as pairs_store
+from store import settings as settings_store
+from store.records import NewPair, PairContent
+
+ray = pytest.importorskip("ray")
+
+LOCAL_RAY = Engine("ray", None, 2)
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    """One local Ray runtime (2 CPUs) for the module; ``scale.engine.runtime`` uses it as it is."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+TEXTS = [
+    "How do I reset my password?", "How can I reset my password?", "The weather in Paris is sunny today.",
+    "Bananas are rich in potassium.", "What is the best way to change my login password?",
+    "A recipe for chocolate cake with dark cocoa.", "Why was my card declined at the shop?",
+    "Transfer money to a friend abroad", "My top-up did not arrive", "Cancel the transfer I made yesterday",
+] * 3
+
+
+def _add(project, texts):
+    with project.transaction() as con:
+        return pairs_store.add_pairs(con, [NewPair(content=PairContent(instruction=f"{t} (#{i})", response=f"answer {i}"))
+                                           for i, t in enumerate(texts)])
+
+
+def _vectors(project, key):
+    with project.connect() as con:
+        rows, mat = cur.load_embeddings(con, model_id(), key, None)
+    return dict(zip(rows["revision_id"].to_list(), mat, strict=True))
+
+
+def test_embeddings_on_ray_equal_the_local_engine(project, ray_runtime, monkeypatch):
+    _add(project, TEXTS)
+    monkeypatch.setattr(on_ray, "EMBED_SHARD_ROWS", 7)  # 30 texts: 5 shards over 2 actors
+    local = embed(project, field="prompt", precision="fp32", key="local")
+    on = embed(project, field="prompt", precision="fp32", key="ray", engine=LOCAL_RAY)
+    assert local["embedded"] == on["embedded"] == len(TEXTS)
+    a, b = _vectors(project, "local"), _vectors(project, "ray")
+    assert a.keys() == b.keys()
+    worst = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+    assert worst <= 1e-5, worst
+    assert not (project.cache_dir / "shards" / "embed").exists() or not any((project.cache_dir / "shards" / "embed").iterdir())
+    again = embed(project, field="prompt", precision="fp32", key="ray", engine=LOCAL_RAY)
+    assert again["embedded"] == 0  # incremental, as locally
+
+
+def _double(shards: Shards, k: int) -> int:
+    t = shards.read_input(k)
+    import pyarrow as pa
+
+    shards.write_output(k, pa.table({"y": pa.array(np.asarray(t["x"]) * 2)}))
+    return t.num_rows
+
+
+def test_a_rerun_computes_only_the_missing_shards(tmp_path, ray_runtime):
+    import pyarrow as pa
+
+    shards = Shards(tmp_path / "shards" / "double" / "k1")
+    n = shards.write_inputs(pa.table({"x": np.arange(s, s + 5)}) for s in range(0, 20, 5))
+    assert n == 4 and map_shards(ray_runtime, shards, n, fn=_double) == 4
+    first = shards.outputs(n)
+    shards.output_path(2).unlink()  # as if the job had died before this shard
+    with pytest.raises(EngineError, match="1 of 4 output shards .* missing"):
+        shards.outputs(n)
+    assert shards.pending(n) == [2]
+    assert map_shards(ray_runtime, shards, n, fn=_double) == 1
+    assert shards.outputs(n).equals(first)
+    assert first["y"].to_pylist() == [2 * i for i in range(20)]
+    assert not list(shards.dir.glob(".*.tmp"))
+
+
+def test_minhash_signatures_on_ray_equal_the_local_ones(project, ray_runtime, monkeypatch):
+    texts = pl.Series([f"the quick brown fox number {i} jumps over the lazy dog {i % 7}" for i in range(400)]
+                      + ["", "short"])
+    docs, x = dd.shingle_hashes(texts, 3)
+    params = dd.MinHashParams()
+    want = dd._signatures_from_shingles(len(texts), docs, x, params)
+    monkeypatch.setattr(on_ray, "SIGNATURE_SHARD_DOCS", 64)  # 7 shards
+    got = on_ray.signatures(LOCAL_RAY, project, len(texts), docs, x, num_perm=params.num_perm, seed=params.seed)
+    assert got.dtype == np.uint32 and np.array_equal(got, want)
+    assert not (project.cache_dir / "shards" / "minhash").exists() or not any((project.cache_dir / "shards" / "minhash").iterdir())
+
+
+def test_engine_choice_flag_over_project_setting_over_local(project, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert resolve() == Engine()
+    assert resolve("ray") == Engine("ray")
+    assert resolve(None, None, {"kind": "ray", "address": "ray://head:10001"}).address == "ray://head:10001"
+    assert resolve("local", None, {"kind": "ray"}) == Engine()
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert resolve("ray").address == "10.0.0.5:6379"
+    assert resolve("ray", "ray://other:10001").address == "ray://other:10001"
+    with pytest.raises(EngineError, match="'spark' is not known: choose one of local, ray"):
+        resolve("spark")
+    from scale.engine import for_project
+
+    with project.transaction() as con:
+        settings_store.put(con, "engine", {"kind": "ray", "num_cpus": 2}, author="t")
+    assert for_project(project) == Engine("ray", "10.0.0.5:6379", 2)
+
+
+def test_an_unreachable_cluster_is_one_clear_error():
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(EngineError, match=f"could not reach the Ray cluster at {address}: 127.0.0.1:{port} did not "
+                                              "accept a connection"), runtime(Engine("ray", address)):
+            pass
+
+
+def _store_rows(project):
+    from store.db import frame
+
+    with project.connect() as con:
+        docs = frame(con, "SELECT id, uri, n_pages, text FROM documents ORDER BY id")
+        els = frame(con, "SELECT id, document_id, idx, type, text, page FROM elements ORDER BY id")
+        pairs = frame(con, """SELECT p.id, p.document_id, p.char_start, p.char_end, r.instruction, r.response
+                              FROM pairs p JOIN pair_revisions r ON r.id = p.head_revision_id ORDER BY p.id""")
+    return docs, els, pairs
+
+
+def test_partition_on_ray_gives_the_same_documents_elements_and_pairs(tmp_path, ray_runtime, template_project):
+    """The sample corpus (every office format, e-mail, PDF, CSV, HTML) with a 60-page PDF split in
+    page ranges across the 2 slots: the same documents, elements and pairs as the local engine."""
+    import shutil
+
+    from ingest.documents import IngestConfig, ingest
+    from store.db import Project
+    from tests.test_ingest_clean_text import _pdf
+    from tuneloop.sample_corpus import write_corpus
+
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus)
+    _pdf(corpus / "long.pdf", 60)
+    results = {}
+    for name, cfg in (("local", IngestConfig(workers=2)), ("ray", IngestConfig(engine=LOCAL_RAY))):
+        root = tmp_path / name
+        shutil.copytree(template_project, root)
+        project = Project(root)
+        report = ingest(project, [corpus], cfg)
+        assert not report.failed, [(f.uri, f.error) for f in report.failed]
+        assert {f.status for f in report.files} == {"new"}
+        results[name] = _store_rows(project)
+    for a, b in zip(results["local"], results["ray"], strict=True):
+        assert a.height > 0 and a.equals(b)
+    assert results["ray"][0].filter(pl.col("uri").str.ends_with("long.pdf"))["n_pages"].to_list() == [60]
+
+
+def test_a_file_over_its_time_limit_on_ray_fails_alone(tmp_path, ray_runtime):
+    """A task over its limit is cancelled (its worker killed) with the local engine's message; the
+    other files of the batch are parsed."""
+    from ingest.ray_parse import parse_all_ray
+    from ingest.workers import BOOT_TIMEOUT_S, ParseOptions, Task
+    from tests.test_ingest_files import make
+
+    ok = make(tmp_path, "md")
+    slow = tmp_path / "slow.txt"
+    slow.write_text("x")
+    warm = list(parse_all_ray([Task(0, str(ok), ok.name)] * 2, LOCAL_RAY, timeout_s=60, opts=ParseOptions()))
+    assert all(not isinstance(r, Exception) for _, r in warm)  # both slots have loaded the parsers
+    # A limit below any real parse: the fresh-worker allowance is spent by the warm-up above
+    tasks = [Task(1, str(slow), slow.name, limit_s=1e-3 - BOOT_TIMEOUT_S, limit_for="test"), Task(2, str(ok), ok.name)]
+    got = dict((t.key, r) for t, r in parse_all_ray(tasks, LOCAL_RAY, timeout_s=60, opts=ParseOptions()))
+    assert not isinstance(got[2], Exception) and got[2].elements
+    assert got[1].kind == "timeout" and "timed out after" in got[1].message and "the limit for test" in got[1].message
+
+
+def test_near_dedupe_with_signatures_on_ray_finds_the_same_clusters(tmp_path, ray_runtime, template_project,
+                                                                     monkeypatch):
+    """Near duplicates with shared boilerplate, one-word edits and unrelated rows: the same clusters
+    (members, kept pairs, similarities) with the signatures on Ray as on the local engine."""
+    import shutil
+
+    from analysis.curate import DedupeConfig, dedupe
+    from store.db import Project
+
+    monkeypatch.setattr(on_ray, "SIGNATURE_SHARD_DOCS", 16)
+    footer = "Thank you for contacting Cobalt support. Reply to this e-mail if you need anything else."
+    rows = []
+    for i in range(30):
+        q = f"My card number {i} was charged twice for the same order at the grocery shop on Monday"
+        rows += [(q, f"We refunded the second charge {i}. {footer}"),
+                 (q.replace("twice", "two times"), f"We refunded the second charge {i}. {footer}"),
+                 (f"Unrelated question {i} about opening hours of branch {i * 13}", f"Open nine to five. {footer}")]
+    got = {}
+    for name, engine in (("local", None), ("ray", LOCAL_RAY)):
+        root = tmp_path / name
+        shutil.copytree(template_project, root)
+        project = Project(root)
+        with project.transaction() as con:
+            pairs_store.add_pairs(con, [NewPair(content=PairContent(instruction=q, response=r)) for q, r in rows])
+        report = dedupe(project, DedupeConfig(exact=False, near=True, near_threshold=0.7), author="t", engine=engine)
+        with project.connect() as con:
+            members = cur.duplicate_members(con, ["near_lexical"])
+        got[name] = (report["near_lexical"], members.select("pair_id", "kept_pair_id", "is_kept", "similarity")
+                     .sort("pair_id"))
+    assert got["local"][0]["clusters"] >= 25
+    assert got["local"][0] == got["ray"][0]
+    assert got["local"][1].equals(got["ray"][1])
+
+
+def test_cli_ingest_with_engine_ray(tmp_path):
+    """``tuneloop ingest --engine ray`` in a fresh process: its own local Ray runtime, said on stderr,
+    pairs stored; ``tuneloop engine`` shows and sets the project's choice."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    for i in range(3):
+        (corpus / f"note-{i}.md").write_text(f"# Returns policy {i}\n\nItems can be returned within {i + 14} days of "
+                                              f"delivery. Refunds reach the card within five working days.\n")
+    env = {**os.environ, "PYTHONPATH": str(repo), "RAY_ADDRESS": ""}
+    cli = [sys.executable, "-m", "tuneloop.cli"]
+    proj = tmp_path / "proj"
+    done = subprocess.run([*cli, "ingest", str(corpus), "-p", str(proj), "--engine", "ray"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "engine: ray (local" in done.stderr
+    from store.db import Project, scalar
+
+    with Project(proj).connect() as con:
+        assert scalar(con, "SELECT count(*) FROM documents") == 3
+        assert scalar(con, "SELECT count(*) FROM pairs") >= 3
+    shown = subprocess.run([*cli, "engine", "ray", "--num-cpus", "2", "-p", str(proj)], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "engine: ray (local, 2 CPUs)" in shown.stdout

@@ -180,7 +180,7 @@ def dedupe(project: Project, cfg: DedupeConfig, *, author: str, progress: Progre
             from analysis import on_ray
 
             def sign(n: int, docs: np.ndarray, x: np.ndarray, p: dd.MinHashParams) -> np.ndarray:
-                return on_ray.signatures(engine, project, n, docs, x, num_perm=p.num_perm, seed=p.seed)
+                return on_ray.signatures(engine, n, docs, x, num_perm=p.num_perm, seed=p.seed)
         members, templates = dd.near_lexical(live, params, field=near_field, keep=cfg.keep, sign=sign)
         members = dd.drop_covered(members, conflicts)
         with project.connect() as con:

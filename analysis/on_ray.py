@@ -1,14 +1,14 @@
 """The analysis stages on Ray (``--engine ray``): embeddings and MinHash signatures.
 
-Both read numbered Parquet input shards and write an output shard per input shard
+Embeddings read numbered Parquet input shards and write an output shard per input shard
 (``scale.engine.Shards``), so a failed job resumes where it stopped; the caller stores the
-outputs in one transaction. The results equal the local engine's: embeddings to within 1e-5
+outputs in one transaction. Signatures go through Ray's object store (see ``signatures``). The results equal the local engine's: embeddings to within 1e-5
 (the same model and precision, batched differently) and MinHash signatures exactly (the same
 permutations of the same shingles).
 
 - Embeddings: one actor per CPU slot, each loading the model once (one torch thread per slot).
   ``precision="auto"`` is decided once, by a task on a sample, so every actor uses the same one.
-- Signatures: a task per shard of documents' shingle hashes.
+- Signatures: a task per range of documents' shingle hashes.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from scale.engine import Engine, Shards, content_key, map_shards, runtime
+from scale.engine import Engine, Shards, content_key, map_shards, runtime, slots
 
 EMBED_SHARD_ROWS = 4096
-SIGNATURE_SHARD_DOCS = 50_000
+SIGNATURE_MIN_DOCS = 10_000  # a signature task's fewest documents (more: a task's overhead shows)
 
 
 class _EmbedShard:
@@ -80,41 +80,38 @@ def embed(engine: Engine, project: Any, ids: Sequence[str], texts: Sequence[str]
     return vec, {**info, "engine": engine.describe()}, shards
 
 
-def _signature_shard(shards: Shards, k: int, *, num_perm: int, seed: int) -> int:
+def _signature_range(docs: np.ndarray, x: np.ndarray, a: int, b: int, lo: int, hi: int, num_perm: int,
+                     seed: int) -> np.ndarray:
     from analysis.dedupe import MinHashParams, _signatures_from_shingles
 
-    t = shards.read_input(k)
-    n_docs = int(t.schema.metadata[b"n_docs"])
-    docs = t["doc"].to_numpy()
-    x = t["x"].to_numpy()
-    sig = _signatures_from_shingles(n_docs, docs, x, MinHashParams(num_perm=num_perm, seed=seed))
-    shards.write_output(k, pa.table({"sig": pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1)), num_perm)}))
-    return n_docs
+    return _signatures_from_shingles(hi - lo, docs[a:b] - lo, x[a:b], MinHashParams(num_perm=num_perm, seed=seed))
 
 
-def signatures(engine: Engine, project: Any, n_docs: int, docs: np.ndarray, x: np.ndarray, *, num_perm: int, seed: int,
+def signatures(engine: Engine, n_docs: int, docs: np.ndarray, x: np.ndarray, *, num_perm: int, seed: int,
                progress: Callable[[int], None] | None = None) -> np.ndarray:
     """(n_docs, num_perm) uint32 MinHash signatures of documents' shingle hashes (``docs`` sorted),
-    computed on Ray in shards of documents; equal to ``dedupe._signatures_from_shingles``."""
+    computed on Ray, a task per range of documents; equal to ``dedupe._signatures_from_shingles``.
+
+    The shingles go to the cluster once through Ray's object store (shared memory on a node, no
+    copy per task) rather than as Parquet shards: signatures take seconds to recompute, so a
+    resumable shard per range would cost more (writing ~16 bytes per shingle) than it saves."""
     if n_docs == 0:
         return np.zeros((0, num_perm), dtype=np.uint32)
-    starts = list(range(0, n_docs, SIGNATURE_SHARD_DOCS))
-    bounds = np.searchsorted(docs, np.array([*starts, n_docs]))
-    digest = content_key([str(n_docs), str(num_perm), str(seed)], [docs.tobytes(), x.tobytes()])
-    shards = Shards.of(project, "minhash", digest)
-
-    def inputs():
-        for i, lo in enumerate(starts):
-            hi = min(lo + SIGNATURE_SHARD_DOCS, n_docs)
-            a, b = bounds[i], bounds[i + 1]
-            t = pa.table({"doc": pa.array(docs[a:b] - lo), "x": pa.array(x[a:b])})
-            yield t.replace_schema_metadata({"n_docs": str(hi - lo)})
-
-    n = shards.write_inputs(inputs())
     with runtime(engine) as ray:
-        map_shards(ray, shards, n, fn=_signature_shard, kwargs={"num_perm": num_perm, "seed": seed}, progress=progress)
-    out = shards.outputs(n)
-    sig = out["sig"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    sig = sig.reshape(n_docs, num_perm).astype(np.uint32, copy=False)
-    shards.remove()  # complete: a failed job above leaves its shards for the re-run
-    return sig
+        per = max(SIGNATURE_MIN_DOCS, -(-n_docs // (4 * slots(ray))))
+        starts = list(range(0, n_docs, per))
+        bounds = np.searchsorted(docs, np.array([*starts, n_docs]))
+        task = ray.remote(num_cpus=1)(_signature_range)
+        d_ref, x_ref = ray.put(docs), ray.put(x)
+        refs = [task.remote(d_ref, x_ref, int(bounds[i]), int(bounds[i + 1]), lo, min(lo + per, n_docs), num_perm, seed)
+                for i, lo in enumerate(starts)]
+        order = {r: i for i, r in enumerate(refs)}
+        parts: list[np.ndarray | None] = [None] * len(refs)
+        waiting = list(refs)
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=1)
+            for r in ready:
+                parts[order[r]] = ray.get(r)
+                if progress:
+                    progress(len(parts[order[r]]))  # type: ignore[arg-type]
+    return np.concatenate([p for p in parts if p is not None]).astype(np.uint32, copy=False)

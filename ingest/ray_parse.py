@@ -1,6 +1,6 @@
 """Document partitioning on Ray (``--engine ray``): one Ray task per file (or page range of a long
-PDF), at most one per CPU slot at a time, with the same per-file time limits and errors as the
-local workers (``ingest.workers``).
+PDF; small files a few to a task), at most one task per CPU slot at a time, with the same
+per-file time limits and errors as the local workers (``ingest.workers``).
 
 A task's time limit counts from its submission, since no more tasks run than there are slots;
 the first task on each slot also gets ``BOOT_TIMEOUT_S`` for the Ray worker's first import of
@@ -21,62 +21,94 @@ from ingest.partition import Parsed
 from ingest.workers import BOOT_TIMEOUT_S, ParseOptions, Task, _parse, timed_out
 from scale.engine import Engine, runtime, slots
 
+GROUP_COST = 0.5  # small files go to Ray in groups of about this much expected work (``parse_cost``) ...
+GROUP_MAX = 16  # ... and at most this many: a round trip per file would cost more than a small parse
 
-def _parse_on_worker(task: Task, opts: ParseOptions) -> Parsed | tuple[str, str]:
+
+def _parse_on_worker(tasks: list[Task], opts: ParseOptions) -> list[Parsed | tuple[str, str]]:
     """Runs in a Ray worker: offline and quiet like a local parser process; an error as (kind, message)."""
     from ingest import offline
 
     offline.one_ocr_thread()
     offline.defer_plotting()
     offline.configure()
-    res = _parse(task, opts)
-    return (res.kind, res.message) if isinstance(res, IngestError) else res
+    out: list[Parsed | tuple[str, str]] = []
+    for task in tasks:
+        res = _parse(task, opts)
+        out.append((res.kind, res.message) if isinstance(res, IngestError) else res)
+    return out
+
+
+def groups(tasks: Sequence[Task]) -> list[list[Task]]:
+    """Tasks in submission order, consecutive small ones grouped (see ``GROUP_COST``)."""
+    out: list[list[Task]] = []
+    cur: list[Task] = []
+    for t in tasks:
+        if t.cost >= GROUP_COST:
+            out.append([t])
+            continue
+        cur.append(t)
+        if sum(x.cost for x in cur) >= GROUP_COST or len(cur) >= GROUP_MAX:
+            out.append(cur)
+            cur = []
+    if cur:
+        out.append(cur)
+    return out
 
 
 def parse_all_ray(tasks: Sequence[Task], engine: Engine, *, timeout_s: float, opts: ParseOptions,
                   on_start: Callable[[Task, bool], None] | None = None) -> Iterator[tuple[Task, Parsed | IngestError]]:
-    """Parse ``tasks`` (in this order) on Ray; yield results in completion order."""
+    """Parse ``tasks`` (in this order) on Ray; yield results in completion order.
+
+    Small files travel in groups; a group over its time limit (the sum of its files' limits) is
+    stopped and its files are parsed again one per task, so only a file that is slow on its own
+    fails with "timed out"."""
     with runtime(engine) as ray:
         remote = ray.remote(num_cpus=1, max_retries=0)(_parse_on_worker)
         n = slots(ray)
-        pending = list(reversed(tasks))
-        running: dict[Any, tuple[Task, float, float]] = {}  # ref -> (task, submitted, limit)
-        booting = n  # tasks still to start on a fresh worker (the parsers' first import)
+        pending = list(reversed(groups(tasks)))
+        running: dict[Any, tuple[list[Task], float, float]] = {}  # ref -> (tasks, submitted, limit)
+        booting = n  # groups still to start on a fresh worker (the parsers' first import)
         try:
             while pending or running:
                 while pending and len(running) < n:
-                    task = pending.pop()
+                    group = pending.pop()
                     fresh = booting > 0
                     booting -= 1
-                    running[remote.remote(task, opts)] = (
-                        task, time.monotonic(), (task.limit_s or timeout_s) + (BOOT_TIMEOUT_S if fresh else 0.0))
+                    limit = sum(t.limit_s or timeout_s for t in group) + (BOOT_TIMEOUT_S if fresh else 0.0)
+                    running[remote.remote(group, opts)] = (group, time.monotonic(), limit)
                     if on_start:
-                        on_start(task, fresh)
+                        for t in group:
+                            on_start(t, fresh)
                 next_deadline = min(started + limit for _, started, limit in running.values())
                 ready, _ = ray.wait(list(running), num_returns=1,
                                     timeout=max(0.0, min(1.0, next_deadline - time.monotonic())))
                 for ref in ready:
-                    task, _, _ = running.pop(ref)
-                    yield task, _result(ray, ref, task)
+                    group, _, _ = running.pop(ref)
+                    yield from zip(group, _results(ray, ref, group), strict=True)
                 now = time.monotonic()
-                for ref, (task, started, limit) in list(running.items()):
+                for ref, (group, started, limit) in list(running.items()):
                     if now >= started + limit:
                         ray.cancel(ref, force=True)  # kills the worker process: a new one starts cold
                         del running[ref]
                         booting += 1
+                        if len(group) > 1:  # which file was slow? each again on its own
+                            pending.extend([t] for t in reversed(group))
+                            continue
+                        task = group[0]
                         yield task, timed_out(now - started, task.limit_s or timeout_s, task.limit_for)
         finally:
             for ref in running:
                 ray.cancel(ref, force=True)
 
 
-def _result(ray: Any, ref: Any, task: Task) -> Parsed | IngestError:
+def _results(ray: Any, ref: Any, group: list[Task]) -> list[Parsed | IngestError]:
     try:
         out = ray.get(ref)
     except ray.exceptions.WorkerCrashedError:
-        return IngestError("crash", "the parser process died on this file; the file may be malformed or too large "
-                                    "for the available memory")
+        return [IngestError("crash", "the parser process died on this file (or one parsed with it); the file may be "
+                                     "malformed or too large for the available memory") for _ in group]
     except ray.exceptions.RayError as exc:
-        return IngestError("parse_error", f"parser failed on {task.name} on Ray ({type(exc).__name__}: "
-                                          f"{str(exc)[:300]})")
-    return IngestError(*out) if isinstance(out, tuple) else out
+        return [IngestError("parse_error", f"parser failed on {t.name} on Ray ({type(exc).__name__}: {str(exc)[:300]})")
+                for t in group]
+    return [IngestError(*r) if isinstance(r, tuple) else r for r in out]

@@ -25,13 +25,25 @@ ray = pytest.importorskip("ray")
 LOCAL_RAY = Engine("ray", None, 2)
 
 
+def _ray_tmp(factory) -> str:
+    """Ray's session folder under pytest's tmp (a short path: Ray's socket paths must stay < 108 bytes)."""
+    return str(factory.mktemp("ray"))
+
+
 @pytest.fixture(scope="module")
-def ray_runtime():
+def ray_runtime(tmp_path_factory):
     """One local Ray runtime (2 CPUs) for the module; ``scale.engine.runtime`` uses it as it is."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    folder = _ray_tmp(tmp_path_factory)
+    saved = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = folder  # also the files Ray keeps outside the session folder
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR", _temp_dir=folder)
     yield ray
     ray.shutdown()
+    if saved is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = saved
 
 
 TEXTS = [
@@ -94,16 +106,18 @@ def test_a_rerun_computes_only_the_missing_shards(tmp_path, ray_runtime):
     assert not list(shards.dir.glob(".*.tmp"))
 
 
-def test_minhash_signatures_on_ray_equal_the_local_ones(project, ray_runtime, monkeypatch):
+def test_minhash_signatures_on_ray_equal_the_local_ones(ray_runtime, monkeypatch):
     texts = pl.Series([f"the quick brown fox number {i} jumps over the lazy dog {i % 7}" for i in range(400)]
                       + ["", "short"])
     docs, x = dd.shingle_hashes(texts, 3)
     params = dd.MinHashParams()
     want = dd._signatures_from_shingles(len(texts), docs, x, params)
-    monkeypatch.setattr(on_ray, "SIGNATURE_SHARD_DOCS", 64)  # 7 shards
-    got = on_ray.signatures(LOCAL_RAY, project, len(texts), docs, x, num_perm=params.num_perm, seed=params.seed)
+    monkeypatch.setattr(on_ray, "SIGNATURE_MIN_DOCS", 30)  # 402 documents: 8 tasks over 2 slots
+    seen: list[int] = []
+    got = on_ray.signatures(LOCAL_RAY, len(texts), docs, x, num_perm=params.num_perm, seed=params.seed,
+                            progress=seen.append)
     assert got.dtype == np.uint32 and np.array_equal(got, want)
-    assert not (project.cache_dir / "shards" / "minhash").exists() or not any((project.cache_dir / "shards" / "minhash").iterdir())
+    assert len(seen) == 8 and sum(seen) == len(texts)
 
 
 def test_engine_choice_flag_over_project_setting_over_local(project, monkeypatch):
@@ -177,7 +191,7 @@ def test_partition_on_ray_gives_the_same_documents_elements_and_pairs(tmp_path, 
 def test_a_file_over_its_time_limit_on_ray_fails_alone(tmp_path, ray_runtime):
     """A task over its limit is cancelled (its worker killed) with the local engine's message; the
     other files of the batch are parsed."""
-    from ingest.ray_parse import parse_all_ray
+    from ingest.ray_parse import groups, parse_all_ray
     from ingest.workers import BOOT_TIMEOUT_S, ParseOptions, Task
     from tests.test_ingest_files import make
 
@@ -191,6 +205,14 @@ def test_a_file_over_its_time_limit_on_ray_fails_alone(tmp_path, ray_runtime):
     got = dict((t.key, r) for t, r in parse_all_ray(tasks, LOCAL_RAY, timeout_s=60, opts=ParseOptions()))
     assert not isinstance(got[2], Exception) and got[2].elements
     assert got[1].kind == "timeout" and "timed out after" in got[1].message and "the limit for test" in got[1].message
+    # Small files travel in groups: a group over its limit is parsed again one file per task, so
+    # only the slow file fails and the others of its group are parsed.
+    small = [Task(3, str(slow), slow.name, limit_s=-1.0 - 120 - BOOT_TIMEOUT_S, limit_for="test", cost=0.1),
+             Task(4, str(ok), ok.name, limit_s=60, cost=0.1), Task(5, str(ok), ok.name, limit_s=60, cost=0.1)]
+    assert [len(g) for g in groups(small)] == [3]
+    got = dict((t.key, r) for t, r in parse_all_ray(small, LOCAL_RAY, timeout_s=60, opts=ParseOptions()))
+    assert got[3].kind == "timeout"
+    assert not isinstance(got[4], Exception) and not isinstance(got[5], Exception) and got[4].elements
 
 
 def test_near_dedupe_with_signatures_on_ray_finds_the_same_clusters(tmp_path, ray_runtime, template_project,
@@ -202,7 +224,7 @@ def test_near_dedupe_with_signatures_on_ray_finds_the_same_clusters(tmp_path, ra
     from analysis.curate import DedupeConfig, dedupe
     from store.db import Project
 
-    monkeypatch.setattr(on_ray, "SIGNATURE_SHARD_DOCS", 16)
+    monkeypatch.setattr(on_ray, "SIGNATURE_MIN_DOCS", 16)
     footer = "Thank you for contacting Cobalt support. Reply to this e-mail if you need anything else."
     rows = []
     for i in range(30):
@@ -227,7 +249,7 @@ def test_near_dedupe_with_signatures_on_ray_finds_the_same_clusters(tmp_path, ra
     assert got["local"][1].equals(got["ray"][1])
 
 
-def test_cli_ingest_with_engine_ray(tmp_path):
+def test_cli_ingest_with_engine_ray(tmp_path, tmp_path_factory):
     """``tuneloop ingest --engine ray`` in a fresh process: its own local Ray runtime, said on stderr,
     pairs stored; ``tuneloop engine`` shows and sets the project's choice."""
     import subprocess
@@ -240,7 +262,7 @@ def test_cli_ingest_with_engine_ray(tmp_path):
     for i in range(3):
         (corpus / f"note-{i}.md").write_text(f"# Returns policy {i}\n\nItems can be returned within {i + 14} days of "
                                               f"delivery. Refunds reach the card within five working days.\n")
-    env = {**os.environ, "PYTHONPATH": str(repo), "RAY_ADDRESS": ""}
+    env = {**os.environ, "PYTHONPATH": str(repo), "RAY_ADDRESS": "", "RAY_TMPDIR": _ray_tmp(tmp_path_factory)}
     cli = [sys.executable, "-m", "tuneloop.cli"]
     proj = tmp_path / "proj"
     done = subprocess.run([*cli, "ingest", str(corpus), "-p", str(proj), "--engine", "ray"], cwd=tmp_path, env=env,

@@ -41,10 +41,14 @@ def main(argv: list[str]) -> int:
         def parsing(r: FileResult, loading: bool) -> None:
             emit("parsing", uri=r.uri, loading=loading)
 
+        from scale.engine import for_project
+
+        project = open_project(os.environ["TUNELOOP_PROJECT"])
         cfg = IngestConfig(generators=tuple(spec["generators"]), generator_options=spec.get("options") or {},
                            chunk_max_chars=int(spec["chunk_max"]), author=os.environ.get("TUNELOOP_USER", "ingest"),
-                           workers=1, retry_failed=bool(spec.get("retry_failed")))
-        report = ingest(open_project(os.environ["TUNELOOP_PROJECT"]), files, cfg, progress=progress, parsing=parsing)
+                           workers=1, retry_failed=bool(spec.get("retry_failed")),
+                           engine=for_project(project))  # the project's engine (`tuneloop engine`)
+        report = ingest(project, files, cfg, progress=progress, parsing=parsing)
         emit("end", seconds=report.seconds, pairs_new=report.pairs_new, failed=len(report.failed))
     return 1 if report.failed else 0
 

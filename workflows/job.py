@@ -44,7 +44,10 @@ def _dedupe(project, exact: bool = True, near: bool = True, author: str = "", **
 
     if choices:
         save_dedupe_defaults(project, choices, author=author)
-    return dedupe(project, DedupeConfig(exact=exact, near=near, **dedupe_defaults(project)), author=author)
+    from scale.engine import for_project
+
+    return dedupe(project, DedupeConfig(exact=exact, near=near, **dedupe_defaults(project)), author=author,
+                  engine=for_project(project))
 
 
 def _dedupe_suggest(project, field: str = "full", author: str = ""):
@@ -63,8 +66,9 @@ def _signals(project):
 
 def _embed(project):
     from analysis.curate import embed
+    from scale.engine import for_project
 
-    return embed(project)
+    return embed(project, engine=for_project(project))
 
 
 def _cluster(project):

@@ -97,7 +97,7 @@ def seed(root: Path, n: int) -> dict:
             "generator": [("sections", "qa", "import", "model")[i % 4] for i in ids],
             "generator_version": ["1"] * m, "source_uri": [f"kb/doc{i % N_DOCS}.md" for i in ids],
             "source_line": pa.array(ids.astype(np.int32)), "author": ["bench"] * m,
-            "grounding": pa.nulls(m, pa.float64()),
+            "grounding": pa.nulls(m, pa.float64()), "tools": pa.nulls(m, pa.string()),
         }, schema=pairs_store.BATCH_SCHEMA)
         with p.transaction() as con:
             pairs_store.insert_rows(con, tbl)

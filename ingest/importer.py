@@ -262,6 +262,11 @@ def import_file(
         result.fatal = f"{p}: cannot be read or staged ({clip(exc.strerror or str(exc), 200)})"
     except Exception as exc:  # a reader or store bug must still fail this file alone, named
         result.fatal = f"{p}: could not be imported ({type(exc).__name__}: {clip(str(exc), 300)})"
+        if type(exc).__name__ == "OutOfMemoryException":  # DuckDB's, under the bulk insert's memory cap
+            result.fatal = (f"{p}: could not be imported: the database ran out of its memory cap for one file "
+                            f"({pairs_store.BULK_INSERT_MEMORY_MB} MB, TUNELOOP_BULK_INSERT_MEMORY_MB; measured: "
+                            f"10M rows in one file fail at 256 MB and at 1.1 GB). Nothing was stored; split the "
+                            f"file into parts of at most 1M rows and import them one after another.")
     if result.fatal is not None:
         result.new = result.existing = result.repaired = 0
     return result

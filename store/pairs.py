@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -210,9 +211,13 @@ def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
         )
         return int(n)
     finally:
-        con.execute("DROP TABLE IF EXISTS _batch_new")
+        # After a failed statement DuckDB refuses every other one until the caller rolls back (which
+        # drops the temp table too): a clean-up error here must not hide the real one.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("DROP TABLE IF EXISTS _batch_new")
         if isinstance(batch, str):
-            con.execute("RESET memory_limit")
+            with contextlib.suppress(duckdb.Error):
+                con.execute("RESET memory_limit")
         else:
             con.unregister("_batch_arrow")
 

@@ -405,9 +405,10 @@ class _Writer(threading.Thread):
 
     Opening and closing the database, and each transaction, cost more than storing a small
     document (closing checkpoints the file), so the writer takes every document that is
-    ready (up to ``MAX_BATCH``) and stores them with set-based inserts in one transaction of
-    whole documents. The database is held only for that write, never while files are
-    parsed, and parsing goes on in the workers meanwhile.
+    ready (up to ``MAX_BATCH``, waiting up to ``LINGER_S`` for more) and stores them with
+    set-based inserts in one transaction of whole documents; parsing goes on in the workers
+    meanwhile. Between batches the instance stays open (``Project.hold_warm``, ``WARM_S``), which
+    lets go at once when another process waits for the file.
     """
 
     MAX_BATCH = 64

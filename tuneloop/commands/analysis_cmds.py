@@ -411,13 +411,15 @@ def engine_cmd(
 
     Example: tuneloop engine ray --ray-address ray://head:10001
     """
-    from scale.engine import ENGINES, SETTING, for_project
+    from scale.engine import SETTING, EngineError, for_project, resolve
     from store import settings as settings_store
 
     p = project(project_dir)
     if kind is not None:
-        if kind not in ENGINES:
-            raise fail(f"engine {kind!r} is not known: choose one of {', '.join(ENGINES)}")
+        try:
+            resolve(kind)  # the one check of the name
+        except EngineError as exc:
+            raise fail(str(exc)) from None
         value: dict[str, object] = {"kind": kind}
         if ray_address:
             value["address"] = ray_address

@@ -6,7 +6,8 @@ outputs in one transaction. Signatures go through Ray's object store (see ``sign
 (the same model and precision, batched differently) and MinHash signatures exactly (the same
 permutations of the same shingles).
 
-- Embeddings: one actor per CPU slot, each loading the model once (one torch thread per slot).
+- Embeddings: one actor per GPU of the cluster (without GPUs, per CPU slot: one torch thread
+  each), each loading the model once.
   ``precision="auto"`` is decided once, by a task on a sample, so every actor uses the same one.
 - Signatures: a task per range of documents' shingle hashes.
 """
@@ -30,9 +31,11 @@ class _EmbedShard:
 
     def __init__(self, shards: Shards, precision: str, batch_size: int):
         from models.embeddings import Encoder, EncoderConfig
+        from models.lm import pick_device
 
         self.shards = shards
-        self.enc = Encoder(EncoderConfig(precision=precision, threads=1, batch_size=batch_size))
+        device = pick_device(None)  # Ray hides the GPUs an actor was not given (CUDA_VISIBLE_DEVICES)
+        self.enc = Encoder(EncoderConfig(precision=precision, threads=1, batch_size=batch_size, device=device))
         if precision == "bf16":
             self.enc.calibrate(["bf16"])  # a fixed precision: only switches the model
 
@@ -72,7 +75,7 @@ def embed(engine: Engine, project: Any, ids: Sequence[str], texts: Sequence[str]
             sample = [texts[i] for i in np.unique(np.concatenate([order[:size // 2], order[::max(1, len(texts) // max(1, size // 2))][:size // 2]]))]
             info = ray.get(ray.remote(num_cpus=1)(_calibrated_precision).remote(sample, batch_size))
         map_shards(ray, shards, n, actor=_EmbedShard, kwargs={"precision": info["precision"], "batch_size": batch_size},
-                   progress=progress)
+                   per_gpu=True, progress=progress)
     out = shards.outputs(n)
     if out["id"].to_pylist() != list(ids):
         raise RuntimeError(f"the embedding shards under {shards.dir} do not match their input; remove the folder and run again")

@@ -57,6 +57,7 @@ class EncoderConfig:
     batch_size: int = 64
     min_cosine: float = 0.999
     calibration_size: int = 64
+    device: str = "cpu"  # "cuda" in a Ray actor given a GPU (analysis/on_ray.py)
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Encoder:
         threads = self.cfg.threads or int(os.environ.get("TUNELOOP_TORCH_THREADS", "0")) or min(2, os.cpu_count() or 1)
         torch.set_num_threads(threads)
         self._torch = torch
-        self._fp32 = SentenceTransformer(model_path(), device="cpu")
+        self._fp32 = SentenceTransformer(model_path(), device=self.cfg.device)
         self._bf16: Any = None
         self._active = self._fp32
         self.info = {"model": model_id(), "threads": threads, "precision": "fp32", "min_cosine_vs_fp32": 1.0}
@@ -106,7 +107,8 @@ class Encoder:
         for r, x in enumerate(ids):
             input_ids[r, :len(x)] = torch.tensor(x, dtype=torch.long)
             mask[r, :len(x)] = 1
-        features = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(input_ids)}
+        features = {k: v.to(self._fp32.device) for k, v in
+                    {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(input_ids)}.items()}
         with torch.inference_mode():
             v = model(features)["sentence_embedding"]
         # normalise in float32 after the forward pass: a bf16 L2-normalisation alone costs

@@ -423,6 +423,34 @@ class Generation:
     latency_ms: float  # wall time of the batch that produced it
 
 
+MAX_BATCH_TOKENS = 8192  # prompt + new tokens of a generation batch's longest row, times its rows
+
+
+def generation_batches(lengths: list[int], *, max_new_tokens: int, batch_size: int,
+                       max_batch_tokens: int = MAX_BATCH_TOKENS) -> list[list[int]]:
+    """The batches ``ChatModel.generate_ids`` runs, as indices of prompts of these ``lengths``:
+    longest first (ties in input order), each batch at most ``batch_size`` prompts and bounded by
+    tokens (its longest prompt plus ``max_new_tokens``, times its rows). A run of whole batches
+    taken from the front of this plan, generated alone, is batched exactly the same way."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    pos = 0
+    while pos < len(order):
+        longest = lengths[order[pos]] + max_new_tokens
+        n = max(1, min(batch_size, max_batch_tokens // max(1, longest)))
+        batches.append(order[pos:pos + n])
+        pos += n
+    return batches
+
+
+def prompt_ids(tokenizer: Any, conversation: list[dict]) -> list[int]:
+    """Token ids of a conversation rendered with the tokenizer's chat template, ready for the reply."""
+    ids = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
 class ChatModel:
     """A causal LM with its tokenizer and chat template, for batched chat completion."""
 
@@ -444,10 +472,7 @@ class ChatModel:
 
     def prompt_ids(self, conversation: list[dict]) -> list[int]:
         """Token ids of a conversation rendered with the chat template, ready for the reply."""
-        ids = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return list(ids)
+        return prompt_ids(self.tokenizer, conversation)
 
     def stop_ids(self) -> set[int]:
         """The token ids that end a reply (end of sequence, the generation config's end-of-turn ids)."""
@@ -470,7 +495,7 @@ class ChatModel:
         temperature: float = 0.0,
         top_p: float = 1.0,
         batch_size: int = 16,
-        max_batch_tokens: int = 8192,
+        max_batch_tokens: int = MAX_BATCH_TOKENS,
         seed: int = 0,
         progress=None,
         precision: str | None = None,
@@ -485,7 +510,6 @@ class ChatModel:
         tok = self.tokenizer
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         stop = self.stop_ids()
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         out: list[Generation | None] = [None] * len(prompts)
         do_sample = temperature > 0
         if do_sample:
@@ -496,13 +520,8 @@ class ChatModel:
             gen_kwargs.update(temperature=temperature, top_p=top_p)
         else:
             gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-        pos = 0
-        while pos < len(order):
-            # Longest prompt first: the batch's size is bounded by tokens, not just count.
-            longest = len(prompts[order[pos]]) + max_new_tokens
-            n = max(1, min(batch_size, max_batch_tokens // max(1, longest)))
-            idx = order[pos:pos + n]
-            pos += n
+        for idx in generation_batches([len(p) for p in prompts], max_new_tokens=max_new_tokens,
+                                      batch_size=batch_size, max_batch_tokens=max_batch_tokens):
             width = max(len(prompts[i]) for i in idx)
             ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)

@@ -136,6 +136,16 @@ def slots(ray: Any) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def actor_plan(resources: dict[str, float], todo: int, per_gpu: bool) -> dict[str, Any]:
+    """Ray Data's actor pool for ``todo`` shards on a cluster with ``resources``
+    (``ray.cluster_resources()``): an actor per GPU when ``per_gpu`` and the cluster has GPUs
+    (each given one GPU and one CPU), else an actor per CPU slot."""
+    gpus = int(resources.get("GPU", 0)) if per_gpu else 0
+    if gpus >= 1:
+        return {"concurrency": max(1, min(todo, gpus)), "num_cpus": 1, "num_gpus": 1}
+    return {"concurrency": max(1, min(todo, int(resources.get("CPU", 1)))), "num_cpus": 1}
+
+
 def quiet_data(ray: Any) -> None:
     """Ray Data without its own progress bars and log lines: the caller reports progress."""
     import logging
@@ -216,13 +226,13 @@ class Shards:
 
 
 def map_shards(ray: Any, shards: Shards, n: int, *, fn: Callable[..., Any] | None = None,
-               actor: type | None = None, kwargs: dict[str, Any] | None = None, concurrency: int | None = None,
+               actor: type | None = None, kwargs: dict[str, Any] | None = None, per_gpu: bool = False,
                progress: Callable[[int], None] | None = None) -> int:
     """Compute the missing output shards on Ray Data, one shard per batch; how many were computed.
 
     ``fn(shards, k, **kwargs) -> rows``: a task per shard. ``actor(shards, **kwargs)`` with
-    ``__call__(k) -> rows``: one actor per CPU slot (``concurrency``), each loading its model
-    once. ``progress(rows)`` after each shard."""
+    ``__call__(k) -> rows``: an actor per CPU slot, or per GPU with ``per_gpu`` on a cluster
+    with GPUs (``actor_plan``), each loading its model once. ``progress(rows)`` after each shard."""
     todo = shards.pending(n)
     if not todo:
         return 0
@@ -231,7 +241,7 @@ def map_shards(ray: Any, shards: Shards, n: int, *, fn: Callable[..., Any] | Non
     folder = str(shards.dir)
     if actor is not None:
         ds = ds.map_batches(_ShardActor, fn_constructor_kwargs={"cls": actor, "folder": folder, "kwargs": kwargs or {}},
-                            batch_size=1, concurrency=concurrency or min(len(todo), slots(ray)), num_cpus=1)
+                            batch_size=1, **actor_plan(ray.cluster_resources(), len(todo), per_gpu))
     elif fn is not None:
         ds = ds.map_batches(_shard_task, fn_kwargs={"fn": fn, "folder": folder, "kwargs": kwargs or {}},
                             batch_size=1, num_cpus=1)

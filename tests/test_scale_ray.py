@@ -277,3 +277,68 @@ def test_cli_ingest_with_engine_ray(tmp_path, tmp_path_factory):
     shown = subprocess.run([*cli, "engine", "ray", "--num-cpus", "2", "-p", str(proj)], cwd=tmp_path, env=env,
                            capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and "engine: ray (local, 2 CPUs)" in shown.stdout
+
+
+def _predictions(project, psid):
+    from store.db import frame
+
+    with project.connect() as con:
+        rows = frame(con, """SELECT pair_id, output, n_prompt_tokens, n_output_tokens, finish_reason, label_logprob
+                             FROM predictions WHERE prediction_set_id = ? ORDER BY pair_id""", [psid])
+        nll = con.execute("""SELECT value FROM metrics WHERE prediction_set_id = ? AND scope = 'overall'
+                             AND name = 'reference_nll'""", [psid]).fetchone()
+    return rows, (nll[0] if nll else None)
+
+
+@pytest.mark.parametrize("decode", ["generate", "labels"])
+def test_predictions_on_ray_equal_the_local_engine(project, ray_runtime, monkeypatch, decode):
+    """Greedy generation (and label scoring) on Ray actors gives the local engine's answers: the
+    shards are runs of whole local batches; reference perplexity within 1e-4; shards removed."""
+    from tests.errors_fixtures import INTENTS, add_intent_pairs, make_slice
+    from tests.training_fixtures import tiny_model_dir
+    from training import on_ray as predict_on_ray
+    from training.predict import create_baseline, generation_config, predict_run
+
+    with project.connect() as con:
+        ids = add_intent_pairs(con, INTENTS)
+        sl = make_slice(con, ids, ids[: len(ids) // 2 + 3])
+    rid = create_baseline(project, sl.id, base_model=str(tiny_model_dir()))
+    monkeypatch.setattr(predict_on_ray, "PREDICT_SHARD_ROWS", 3)  # several shards over 2 actors
+    kw = dict(split="eval", max_new_tokens=5, batch_size=2, decode=decode)
+    local = predict_run(project, rid, **kw)
+    on = predict_run(project, rid, engine=LOCAL_RAY, **kw)
+    (a, nll_a), (b, nll_b) = _predictions(project, local), _predictions(project, on)
+    assert a.height == len(ids) // 2 + 3 and a.height > 2 * 3
+    assert a.drop("label_logprob").equals(b.drop("label_logprob"))
+    if decode == "labels":
+        assert np.allclose(a["label_logprob"].to_numpy(), b["label_logprob"].to_numpy(), atol=1e-4)
+    assert nll_a is not None and nll_b is not None and abs(nll_a - nll_b) <= 1e-4 * abs(nll_a)
+    g = generation_config(project, on)
+    assert g["engine"] == "ray (local, 2 CPUs)" and g["device"] == "cpu" and g["precision"] == "fp32"
+    assert generation_config(project, local)["engine"] == "local"
+    folder = project.cache_dir / "shards" / "predict"
+    assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_actor_plan_one_actor_per_gpu_else_per_cpu_slot():
+    from scale.engine import actor_plan
+
+    assert actor_plan({"CPU": 2.0}, 10, per_gpu=True) == {"concurrency": 2, "num_cpus": 1}
+    assert actor_plan({"CPU": 2.0}, 1, per_gpu=False) == {"concurrency": 1, "num_cpus": 1}
+    assert actor_plan({"CPU": 64.0, "GPU": 4.0}, 10, per_gpu=True) == {"concurrency": 4, "num_cpus": 1, "num_gpus": 1}
+    assert actor_plan({"CPU": 64.0, "GPU": 4.0}, 3, per_gpu=True) == {"concurrency": 3, "num_cpus": 1, "num_gpus": 1}
+    assert actor_plan({"CPU": 64.0, "GPU": 4.0}, 10, per_gpu=False) == {"concurrency": 10, "num_cpus": 1}
+
+
+def test_shard_plan_cuts_only_between_the_local_batches():
+    from models.lm import generation_batches
+    from training.on_ray import shard_plan
+
+    lengths = [5, 9, 9, 3, 12, 7, 7, 7, 1, 30, 2]
+    batches = generation_batches(lengths, max_new_tokens=4, batch_size=3)
+    plan = shard_plan(lengths, max_new_tokens=4, batch_size=3, min_rows=4)
+    assert [i for s in plan for i in s] == [i for b in batches for i in b]
+    assert all(len(s) >= 4 for s in plan[:-1])
+    for s in plan:  # each shard, planned alone, is batched as the whole set was
+        sub = generation_batches([lengths[i] for i in s], max_new_tokens=4, batch_size=3)
+        assert [[s[j] for j in b] for b in sub] == [b for b in batches if b[0] in s]

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import scoring
+from scale.engine import Engine
 from store import runs as runs_store
 from store import slices as slices_store
 from store.db import Project
@@ -35,6 +36,14 @@ from store.records import Run, RunStatus
 from training.formatting import prompt_and_reference, tokenize_rows
 
 _model_cache: dict[tuple[str, str], Any] = {}
+
+
+def run_tokenizer(run: Run):
+    """The tokenizer ``load_run_model`` would load for ``run``, without its model (left padding)."""
+    from models.lm import load_tokenizer
+
+    art = Path(run.adapter_path) if run.adapter_path else None
+    return load_tokenizer(str(art) if art is not None and (art / "config.json").exists() else run.base_model)
 
 
 def load_run_model(run: Run, device: str | None = None):
@@ -87,6 +96,13 @@ def resolve_precision(precision: str, device: str, run: Run) -> str:
 def reference_nll(cm, rows: list[dict[str, Any]], system_prompt: str, max_length: int = 1024,
                   precision: str | None = None) -> float | None:
     """Mean negative log-likelihood per reference token (response tokens only)."""
+    total, weight = reference_nll_sum(cm, rows, system_prompt, max_length, precision)
+    return total / weight if weight else None
+
+
+def reference_nll_sum(cm, rows: list[dict[str, Any]], system_prompt: str, max_length: int = 1024,
+                      precision: str | None = None) -> tuple[float, float]:
+    """(summed negative log-likelihood, reference tokens) over ``rows``: parts of rows add up."""
     import contextlib
 
     import torch
@@ -97,7 +113,7 @@ def reference_nll(cm, rows: list[dict[str, Any]], system_prompt: str, max_length
 
     ex, _ = tokenize_rows(cm.tokenizer, rows, max_length=max_length, system_prompt=system_prompt)
     if not ex:
-        return None
+        return 0.0, 0.0
     plan = plan_batches([len(e.input_ids) for e in ex], batch_tokens=max(4096, max_length), max_examples=64,
                         seed=0, shuffle=False)
     total = weight = 0.0
@@ -108,7 +124,7 @@ def reference_nll(cm, rows: list[dict[str, Any]], system_prompt: str, max_length
             mb = collate([ex[i] for i in idx], pad_id=cm.tokenizer.pad_token_id or 0, packed=True, share_prefix=fast)
             total += float(loss_sum(cm.model, mb, cm.device, segment_attention=fast))
             weight += sum(float(ex[i].n_loss_tokens) for i in idx)
-    return total / weight if weight else None
+    return total, weight
 
 
 # Tokens allowed past the longest label: an end-of-turn token, and a label tokenised a little
@@ -145,8 +161,12 @@ def predict_run(
     precision: str = "auto",
     decode: str = "generate",
     progress: Callable[[int, int], None] | None = None,
+    engine: Engine | None = None,
 ) -> str:
     """Generate for every pair of the run's slice split; store and score them. Returns the set id.
+
+    ``engine``: ``scale.engine.Engine``; on Ray the generation runs in actors (``training.on_ray``),
+    the same greedy answers; default local.
 
     ``slice_ref`` predicts on another slice than the one trained on. ``max_new_tokens=None``
     allows 1.5x the longest reference (at least 16, at most 512), or for a label task the
@@ -180,18 +200,19 @@ def predict_run(
     if decode not in DECODE_MODES:
         raise ValueError(f"unknown decode mode {decode!r}; use {', '.join(DECODE_MODES)}")
     system_prompt = str(run.config.get("system_prompt") or "")
-    from models.lm import precision_used
+    from models.lm import precision_used, prompt_ids
 
-    cm = load_run_model(run, device)
-    used = resolve_precision(precision, cm.device, run)
+    engine = engine or Engine()
+    cm = None if engine.is_ray else load_run_model(run, device)
+    tok = cm.tokenizer if cm is not None else run_tokenizer(run)
     pr = [prompt_and_reference(r, system_prompt) for r in rows]
     prompts, refs = [p for p, _ in pr], [r for _, r in pr]
     task = scoring.task_of_predictions(refs, slice_refs)
     if decode == "labels" and not task.is_label:
         raise ValueError(f"--decode labels needs a label task, and the references of slice {sl.name!r} are free "
                          f"text (fewer than 80 % of them repeat as labels); use --decode generate")
-    mnt = max_new_tokens or _default_max_new_tokens(cm.tokenizer, refs, task)
-    ids = [cm.prompt_ids(p) for p in prompts]
+    mnt = max_new_tokens or _default_max_new_tokens(tok, refs, task)
+    ids = [prompt_ids(tok, p) for p in prompts]
     done = [0]
     if progress:
         progress(0, len(ids))
@@ -201,45 +222,76 @@ def predict_run(
         if progress:
             progress(done[0], len(ids))
 
-    t0 = time.perf_counter()
     label_set = sorted({spelt for _, spelt in task.spelling}) if decode == "labels" else []
-    if decode == "labels":
-        from models.lm import Generation
-        from training.label_scoring import choose_labels
+    shards = None
+    if cm is None:
+        from training import on_ray
 
-        chosen = choose_labels(cm, ids, label_set, precision=used, progress=tick)
-        gens = [Generation(text=c.label, n_prompt_tokens=len(x), n_output_tokens=c.n_tokens, finish_reason="label",
-                           latency_ms=c.latency_ms) for c, x in zip(chosen, ids, strict=True)]
+        got, shards = on_ray.generate(engine, project, run, rows, ids, precision=precision, decode=decode,
+                                      labels=label_set, max_new_tokens=mnt, temperature=temperature, top_p=top_p,
+                                      batch_size=batch_size, seed=seed, system_prompt=system_prompt,
+                                      perplexity=perplexity, progress=tick)
+        name = run.base_model + (f" + {run.adapter_path}" if run.adapter_path else "")
     else:
-        gens = cm.generate_ids(ids, max_new_tokens=mnt, temperature=temperature, top_p=top_p, batch_size=batch_size,
-                               seed=seed, progress=tick, precision=used)
-    gen_s = time.perf_counter() - t0
-    nll = reference_nll(cm, rows, system_prompt, precision=used) if perplexity else None
-    texts = [cm.tokenizer.decode(x, skip_special_tokens=False) for x in ids]
+        got = _generate_local(cm, rows, ids, precision=resolve_precision(precision, cm.device, run), decode=decode,
+                              labels=label_set, max_new_tokens=mnt, temperature=temperature, top_p=top_p,
+                              batch_size=batch_size, seed=seed, system_prompt=system_prompt, perplexity=perplexity,
+                              progress=tick)
+        name = cm.name
+    gens, used = got.gens, got.precision
+    texts = [tok.decode(x, skip_special_tokens=False) for x in ids]
     out_rows = [{
         "pair_id": r["pair_id"], "revision_id": r["revision_id"], "prompt": t, "output": g.text, "reference": ref,
         "n_prompt_tokens": g.n_prompt_tokens, "n_output_tokens": g.n_output_tokens,
         "finish_reason": g.finish_reason, "latency_ms": g.latency_ms,
-        "label_logprob": chosen[i].logprob if decode == "labels" else None,
-        "label_margin": chosen[i].margin if decode == "labels" else None,
+        "label_logprob": got.label_logprob[i], "label_margin": got.label_margin[i],
     } for i, (r, t, g, ref) in enumerate(zip(rows, texts, gens, refs))]
+    gen_s = got.seconds
     gen_cfg = {"max_new_tokens": mnt, "temperature": temperature, "top_p": top_p if temperature > 0 else None,
                "do_sample": temperature > 0, "seed": seed, "batch_size": batch_size, "padding_side": "left",
-               "sorted_by_length": True, "system_prompt": system_prompt, "device": cm.device, "task": task.kind,
-               "reference_perplexity": perplexity, "decode": decode,
+               "sorted_by_length": True, "system_prompt": system_prompt, "device": got.device, "task": task.kind,
+               "reference_perplexity": perplexity, "decode": decode, "engine": engine.describe(),
                **({"labels_scored": len(label_set), "label_score": "sum of log-probabilities, end of turn included"}
                   if decode == "labels" else {}),
-               "model_dtype": cm.dtype, **precision_used(cm.device, used), "precision_requested": precision,
-               "n_params": cm.n_params, "generation_seconds": round(gen_s, 3),
+               "model_dtype": got.model_dtype, **precision_used(got.device, used), "precision_requested": precision,
+               "n_params": got.n_params, "generation_seconds": round(gen_s, 3),
                "output_tokens_per_s": round(sum(g.n_output_tokens for g in gens) / max(gen_s, 1e-9), 2)}
     rows_m = scoring.metric_rows([g.text for g in gens], refs, task,
                                  finish_reasons=[g.finish_reason for g in gens],
-                                 n_output_tokens=[g.n_output_tokens for g in gens], ref_nll=nll)
+                                 n_output_tokens=[g.n_output_tokens for g in gens], ref_nll=got.nll)
     with project.connect() as con:
-        psid = runs_store.add_predictions(con, run_id=run.id, model=cm.name, generation_config=gen_cfg,
+        psid = runs_store.add_predictions(con, run_id=run.id, model=name, generation_config=gen_cfg,
                                           rows=out_rows, slice_id=sl.id, split=split)
         runs_store.save_metrics(con, run_id=run.id, prediction_set_id=psid, rows=rows_m, slice_id=sl.id)
+    if shards is not None:
+        shards.remove()  # stored: the Ray job's shards are no longer needed to resume
     return psid
+
+
+def _generate_local(cm, rows: list[dict[str, Any]], ids: list[list[int]], *, precision: str, decode: str,
+                    labels: list[str], max_new_tokens: int, temperature: float, top_p: float, batch_size: int,
+                    seed: int, system_prompt: str, perplexity: bool, progress: Callable[[int], None]):
+    """The generation pass in this process (``training.on_ray.generate`` is the Ray one)."""
+    from models.lm import Generation
+    from training.on_ray import Predicted
+
+    t0 = time.perf_counter()
+    logprob: list[float | None] = [None] * len(ids)
+    margin: list[float | None] = [None] * len(ids)
+    if decode == "labels":
+        from training.label_scoring import choose_labels
+
+        chosen = choose_labels(cm, ids, labels, precision=precision, progress=progress)
+        gens = [Generation(text=c.label, n_prompt_tokens=len(x), n_output_tokens=c.n_tokens, finish_reason="label",
+                           latency_ms=c.latency_ms) for c, x in zip(chosen, ids, strict=True)]
+        logprob, margin = [c.logprob for c in chosen], [c.margin for c in chosen]
+    else:
+        gens = cm.generate_ids(ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                               batch_size=batch_size, seed=seed, progress=progress, precision=precision)
+    seconds = time.perf_counter() - t0
+    nll = reference_nll(cm, rows, system_prompt, precision=precision) if perplexity else None
+    return Predicted(gens, logprob, margin, nll, device=cm.device, precision=precision, model_dtype=cm.dtype,
+                     n_params=cm.n_params, seconds=seconds)
 
 
 def create_baseline(project: Project, slice_ref: str, *, base_model: str | None = None, system_prompt: str = "",

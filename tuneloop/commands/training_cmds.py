@@ -15,11 +15,14 @@ from store import slices as slices_store
 from store.config import ConfigError
 from tuneloop.common import (
     AuthorOpt,
+    EngineOpt,
     JsonOpt,
     ProjectOpt,
+    RayAddressOpt,
     console,
     default_author,
     emit_json,
+    engine_for,
     err,
     fail,
     id_column,
@@ -296,11 +299,14 @@ def predict(
                                              help="Also score the references' perplexity under the model (one more pass).")] = True,
     categorise: Annotated[bool, typer.Option("--categorise/--no-categorise",
                                              help="Then pre-categorise the errors (`tuneloop errors auto`).")] = True,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     project_dir: ProjectOpt = None,
     author: AuthorOpt = "",
 ) -> None:
     """Generate predictions for a slice split in batches, store them (immutable), score them and
-    pre-categorise their errors.
+    pre-categorise their errors. With --engine ray, an actor per GPU (else per CPU slot) of the
+    Ray cluster generates, each loading the model once; greedy answers are the local engine's.
 
     Progress goes to stderr: a bar on a terminal, else a line every 10% or 10 s.
     Example: tuneloop predict --run run_01ab... --split eval --no-perplexity
@@ -321,7 +327,7 @@ def predict(
     p = project(project_dir)
     kw: dict[str, Any] = dict(split=split, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
               batch_size=batch_size, limit=limit, seed=seed, perplexity=perplexity, precision=precision,
-              decode=decode)
+              decode=decode, engine=engine_for(p, engine, ray_address))
     res = None
     with progress("predict") as bar:
         bar.update(info="loading model")

@@ -38,7 +38,7 @@ from ingest.limits import ImportLimits, clip
 from ingest.mojibake import REPAIR_AUTHOR, REPAIR_REASON, repair_content
 from store import imports as imports_store
 from store import pairs as pairs_store
-from store.db import Project, StoreBusyError
+from store.db import Project, StoreBusyError, scalar
 from store.records import Provenance
 from store.scratch import scratch_dir
 
@@ -234,6 +234,12 @@ def import_file(
                                        limits=limits, repairs=repairs_path if fix_text else None)
             if result.rows == 0:
                 raise FileFormatError(f"{p}: no records found (empty file or header only)")
+            if staged:
+                with project.connect() as con:
+                    cap = pairs_store.bulk_insert_memory_mb(staged, scalar(con, "SELECT count(*) FROM pairs"))
+                if why := pairs_store.bulk_insert_too_big(cap):
+                    raise _TooBig(f"{p}: not imported: {why}. Nothing was stored; import it on a machine with more "
+                                  f"memory (the cap is TUNELOOP_BULK_INSERT_MEMORY_MB)")
             with project.transaction() as con:
                 if staged:
                     col = pairs_store.batch_collisions(con, str(staged_path))
@@ -247,7 +253,7 @@ def import_file(
                 )
             result.new = new
             result.existing = staged - new
-    except FileFormatError as exc:
+    except (FileFormatError, _TooBig) as exc:
         result.fatal = clip(str(exc), 600)
     except UnicodeError as exc:
         result.fatal = (f"{p}: not valid {getattr(exc, 'encoding', encoding)} "
@@ -263,13 +269,19 @@ def import_file(
     except Exception as exc:  # a reader or store bug must still fail this file alone, named
         result.fatal = f"{p}: could not be imported ({type(exc).__name__}: {clip(str(exc), 300)})"
         if type(exc).__name__ == "OutOfMemoryException":  # DuckDB's, under the bulk insert's memory cap
-            result.fatal = (f"{p}: could not be imported: the database ran out of its memory cap for one file "
-                            f"({pairs_store.BULK_INSERT_MEMORY_MB} MB, TUNELOOP_BULK_INSERT_MEMORY_MB; measured: "
-                            f"10M rows in one file fail at 256 MB and at 1.1 GB). Nothing was stored; split the "
-                            f"file into parts of at most 1M rows and import them one after another.")
+            fixed = pairs_store.fixed_memory_mb()
+            result.fatal = (f"{p}: could not be imported: the database ran out of its memory cap for one file ("
+                            + (f"{fixed} MB, set by TUNELOOP_BULK_INSERT_MEMORY_MB). Nothing was stored; raise the "
+                               f"variable or unset it (the default grows with the pairs)." if fixed else
+                               "which grows with the pairs). Nothing was stored; set TUNELOOP_BULK_INSERT_MEMORY_MB "
+                               "higher (in MB), or split the file and import the parts one after another."))
     if result.fatal is not None:
         result.new = result.existing = result.repaired = 0
     return result
+
+
+class _TooBig(RuntimeError):
+    """A file whose insert would need more memory than this machine has (the message says so)."""
 
 
 def import_files(project: Project, paths: Sequence[str | os.PathLike[str]], fmt: str | None = None, **kw) -> list[FileResult]:

@@ -148,7 +148,46 @@ SOURCE_ID = """'ps_' || md5(concat_ws(chr(31), pair_id, coalesce(document_id, ''
                                    coalesce(char_end::VARCHAR, ''), coalesce(generator, '')))"""
 
 
-BULK_INSERT_MEMORY_MB = int(os.environ.get("TUNELOOP_BULK_INSERT_MEMORY_MB", "256"))
+BULK_INSERT_MEMORY_MB = 256  # a bulk insert's memory cap before its indexes (DuckDB spills the rest to disk)
+# DuckDB's ART indexes must fit in memory: the primary keys of pairs, pair_revisions and
+# pair_sources (66-character ids) and two secondary indexes take ~120 B per pair each (measured:
+# 356 MB for one such key over 3M rows); a 3M-row file imported at 256 MB + 415 B a pair, and
+# failed at 256 MB flat. 600 B per pair, stored and new, leaves a margin.
+INDEX_BYTES_PER_PAIR = 600
+MEMORY_SHARE = 0.8  # the most of this machine's memory a bulk insert may ask for
+
+
+def fixed_memory_mb() -> int | None:
+    """The bulk insert's memory cap set by ``TUNELOOP_BULK_INSERT_MEMORY_MB`` (MB), if set."""
+    fixed = os.environ.get("TUNELOOP_BULK_INSERT_MEMORY_MB", "").strip()
+    return int(fixed) if fixed else None
+
+
+def bulk_insert_memory_mb(new_rows: int, stored_pairs: int) -> int:
+    """DuckDB's memory cap (MB) for inserting ``new_rows`` into a project of ``stored_pairs``: the
+    floor plus the indexes' share, unless ``TUNELOOP_BULK_INSERT_MEMORY_MB`` fixes it."""
+    fixed = fixed_memory_mb()
+    if fixed is not None:
+        return fixed
+    return BULK_INSERT_MEMORY_MB + (new_rows + stored_pairs) * INDEX_BYTES_PER_PAIR // 2**20
+
+
+def bulk_insert_too_big(cap_mb: int) -> str | None:
+    """Why a bulk insert with this cap cannot run on this machine (None: it can)."""
+    import psutil
+
+    total = psutil.virtual_memory().total // 2**20
+    if cap_mb <= MEMORY_SHARE * total:
+        return None
+    what = (f"its memory cap (TUNELOOP_BULK_INSERT_MEMORY_MB={cap_mb}) is" if fixed_memory_mb() is not None else
+            f"it needs about {cap_mb / 1024:.1f} GB of memory for the database's indexes "
+            f"({INDEX_BYTES_PER_PAIR} B per pair, stored and new), which is")
+    return f"{what} more than {MEMORY_SHARE:.0%} of this machine's {total / 1024:.1f} GB"
+
+
+def parquet_rows(con: duckdb.DuckDBPyConnection, path: str) -> int:
+    """Rows of a Parquet file (from its metadata)."""
+    return int(scalar(con, "SELECT sum(num_rows) FROM parquet_file_metadata(" + _sql_literal(path) + ")") or 0)
 
 
 def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
@@ -161,9 +200,10 @@ def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
     ts = now()
     if isinstance(batch, str):
         source = "read_parquet(" + _sql_literal(batch) + ")"
-        # A staged file can hold a million rows: cap DuckDB's memory for this insert (it spills to
-        # disk beyond), so one big input stays under ~1 GB in all (issue 12). Restored after.
-        con.execute(f"SET memory_limit = '{BULK_INSERT_MEMORY_MB}MB'")
+        # A staged file can hold millions of rows: cap DuckDB's memory for this insert (it spills
+        # to disk beyond), its indexes included (issues 12, 19). Restored after.
+        cap = bulk_insert_memory_mb(parquet_rows(con, batch), scalar(con, "SELECT count(*) FROM pairs"))
+        con.execute(f"SET memory_limit = '{cap}MB'")
     else:
         con.register("_batch_arrow", batch)
         source = "_batch_arrow"

@@ -306,7 +306,15 @@ def test_predictions_on_ray_equal_the_local_engine(project, ray_runtime, monkeyp
     monkeypatch.setattr(predict_on_ray, "PREDICT_SHARD_ROWS", 3)  # several shards over 2 actors
     kw = dict(split="eval", max_new_tokens=5, batch_size=2, decode=decode)
     local = predict_run(project, rid, **kw)
-    on = predict_run(project, rid, engine=LOCAL_RAY, **kw)
+    if decode == "generate":
+        on = predict_run(project, rid, engine=LOCAL_RAY, **kw)
+    else:  # the app's and the training loop's path: the project's engine setting
+        from workflows.predict import predict_and_categorise
+
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        with project.transaction() as con:
+            settings_store.put(con, "engine", {"kind": "ray", "num_cpus": 2}, author="t")
+        on = predict_and_categorise(project, rid, categorise=False, **kw).prediction_set_id
     (a, nll_a), (b, nll_b) = _predictions(project, local), _predictions(project, on)
     assert a.height == len(ids) // 2 + 3 and a.height > 2 * 3
     assert a.drop("label_logprob").equals(b.drop("label_logprob"))

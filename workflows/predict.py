@@ -31,9 +31,12 @@ def predict_and_categorise(
     **generation: Any,
 ) -> Predicted:
     """``training.predict.predict_run`` (``generation``: max_new_tokens, temperature, top_p,
-    batch_size, limit, seed, perplexity, device, precision, decode), then ``workflows.errors.auto`` on the new set."""
+    batch_size, limit, seed, perplexity, device, precision, decode, engine: default the project's), then ``workflows.errors.auto`` on the new set."""
+    from scale.engine import for_project
     from training.predict import predict_run
 
+    if generation.get("engine") is None:
+        generation["engine"] = for_project(project)  # the project's engine (`tuneloop engine`), as every job
     with project.connect() as con:
         run_id = runs_store.get(con, run_ref).id  # an id, a name or an unambiguous id prefix
     psid = predict_run(project, run_id, split=split, slice_ref=slice_ref, progress=progress, **generation)

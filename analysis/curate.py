@@ -169,9 +169,12 @@ def dedupe(project: Project, cfg: DedupeConfig, *, author: str, progress: Progre
         report["held_for_review"] = held
     if progress:
         progress(1)
+    del df  # the exact stage's frame is not held while the other stages read theirs (10M pairs: GBs of text)
     # near duplicates among the pairs that are not already exact duplicates
-    with project.connect() as con:
-        live = _with_quality(con, cur.curation_frame(con, SliceFilter(exclude_duplicates=True)), cfg.keep)
+    live = pl.DataFrame()
+    if cfg.near or cfg.semantic:
+        with project.connect() as con:
+            live = _with_quality(con, cur.curation_frame(con, SliceFilter(exclude_duplicates=True)), cfg.keep)
     near_field = cfg.near_field or cfg.field
     if cfg.near:
         params = cfg.minhash()

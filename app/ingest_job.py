@@ -29,7 +29,6 @@ def main(argv: list[str]) -> int:
             fh.write(json.dumps({"event": event, "t": round(time.time(), 3), **fields}) + "\n")
             fh.flush()
 
-        emit("start", files=len(files))
         from dataclasses import asdict
 
         from ingest.documents import FileResult, IngestConfig, ingest
@@ -48,6 +47,7 @@ def main(argv: list[str]) -> int:
                            chunk_max_chars=int(spec["chunk_max"]), author=os.environ.get("TUNELOOP_USER", "ingest"),
                            workers=1, retry_failed=bool(spec.get("retry_failed")),
                            engine=for_project(project))  # the project's engine (`tuneloop engine`)
+        emit("start", files=len(files), engine=cfg.engine.describe())
         report = ingest(project, files, cfg, progress=progress, parsing=parsing)
         emit("end", seconds=report.seconds, pairs_new=report.pairs_new, failed=len(report.failed))
     return 1 if report.failed else 0

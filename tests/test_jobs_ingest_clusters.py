@@ -176,6 +176,7 @@ def test_the_ingest_job_reports_the_batch_then_the_file_started_then_done(projec
     assert job.status == "succeeded", job.log()
     ev = job.events()
     assert [e["event"] for e in ev] == ["start", "parsing", "file", "end"]
+    assert ev[0]["engine"] == "local"  # the page shows which engine parses
     assert ev[0]["files"] == 1 and ev[1]["uri"] == "handbook.md" and isinstance(ev[1]["loading"], bool)
     assert ev[0]["t"] <= ev[1]["t"] <= ev[2]["t"]
     assert ev[2]["status"] == "new" and ev[2]["pairs_new"] >= 2

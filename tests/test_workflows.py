@@ -52,6 +52,23 @@ def test_categorise_job_runs_the_workflow_function_in_a_child_process(project, p
     assert errors_workflow.auto(project, "A")["labels_added"] == 0
 
 
+def test_a_job_on_the_projects_engine_says_which_in_its_log(project, monkeypatch):
+    monkeypatch.setenv("TUNELOOP_PROJECT", str(project.root))
+    with project.connect() as con:
+        add_intent_pairs(con)
+    job = _wait(jobs.start_workflow(project, "dedupe", {"near": False}, title="dedupe", author="tester"))
+    assert job.status == "succeeded", job.log()
+    assert "dedupe: started (engine: local)" in job.log()
+    from store import settings as settings_store
+
+    with project.transaction() as con:  # a setting the engine cannot use: one line, the job fails
+        settings_store.put(con, "engine", {"kind": "spark"}, author="t")
+    job = _wait(jobs.start_workflow(project, "embed", {}, title="embed", author="tester"))
+    assert job.status == "failed"
+    assert "error: engine 'spark' is not known: choose one of local, ray" in job.log()
+    assert "Traceback" not in job.log()
+
+
 def test_app_retrain_button_runs_the_retrain_workflow(project, predicted):
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()

@@ -38,6 +38,11 @@ from training.formatting import prompt_and_reference, tokenize_rows
 _model_cache: dict[tuple[str, str], Any] = {}
 
 
+def run_model_name(run: Run) -> str:
+    """The model of a run's predictions, as stored: its base, plus the adapter it trained."""
+    return run.base_model + (f" + {Path(run.adapter_path)}" if run.adapter_path else "")
+
+
 def run_tokenizer(run: Run):
     """The tokenizer ``load_run_model`` would load for ``run``, without its model (left padding)."""
     from models.lm import load_tokenizer
@@ -65,8 +70,7 @@ def load_run_model(run: Run, device: str | None = None):
 
             model = PeftModel.from_pretrained(model, str(art)).merge_and_unload()
     tok.padding_side = "left"
-    name = run.base_model + (f" + {art}" if art else "")
-    cm = ChatModel(model, tok, name=name, device=dev)
+    cm = ChatModel(model, tok, name=run_model_name(run), device=dev)
     _model_cache[key] = cm
     return cm
 
@@ -231,7 +235,7 @@ def predict_run(
                                       labels=label_set, max_new_tokens=mnt, temperature=temperature, top_p=top_p,
                                       batch_size=batch_size, seed=seed, system_prompt=system_prompt,
                                       perplexity=perplexity, progress=tick)
-        name = run.base_model + (f" + {run.adapter_path}" if run.adapter_path else "")
+        name = run_model_name(run)
     else:
         got = _generate_local(cm, rows, ids, precision=resolve_precision(precision, cm.device, run), decode=decode,
                               labels=label_set, max_new_tokens=mnt, temperature=temperature, top_p=top_p,

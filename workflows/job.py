@@ -91,6 +91,8 @@ JOBS: dict[str, Callable[..., Any]] = {
     "signals": _signals, "embed": _embed, "cluster": _cluster,
 }
 
+ENGINE_JOBS = ("predict", "dedupe", "embed")  # the jobs whose heavy work runs on the project's engine
+
 
 def _plain(x: Any) -> Any:
     if is_dataclass(x) and not isinstance(x, type):
@@ -109,10 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         print("TUNELOOP_PROJECT is not set: the job does not know which project to work on", file=sys.stderr)
         return 2
     project = open_project(root)
-    print(f"{argv[0]}: started", flush=True)
+    from scale.engine import EngineError, for_project
+
     try:
+        where = f" (engine: {for_project(project).describe()})" if argv[0] in ENGINE_JOBS else ""
+        print(f"{argv[0]}: started{where}", flush=True)  # the app shows the log while the job runs
         out = JOBS[argv[0]](project, **kwargs)
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, EngineError) as exc:
         print(f"error: {str(exc).strip(chr(34))}", flush=True)
         return 1
     text = json.dumps(_plain(out), default=str, indent=1)

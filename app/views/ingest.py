@@ -147,16 +147,18 @@ def progress_panel(job: jobs.Job) -> None:
     finished = {e["uri"] for e in done}
     now = next((e for e in reversed(ev) if e.get("event") == "parsing" and e["uri"] not in finished), None)
     n = start["files"] if start else 0
+    engine = f" · engine: {start['engine']}" if start and start.get("engine") else ""
     st.subheader(ui.esc(job.title))
     if job.status == "running" and not end:
         doing = ("starting the parser…" if now is None else
                  f"{'loading the parser for ' if now.get('loading') else 'parsing '}{now['uri']}…")
         st.progress(len(done) / n if n else 0.0,
                     text=ui.esc(f"{len(done)} of {n or '?'} files · {sum(e['pairs_new'] for e in done)} new pairs · "
-                                f"{doing}"))
+                                f"{doing}{engine}"))
     elif end:
         (st.success if not end["failed"] else st.warning)(
-            f"Done in {end['seconds']:.1f} s: {end['pairs_new']} new pairs, {end['failed']} file(s) failed.")
+            ui.esc(f"Done in {end['seconds']:.1f} s: {end['pairs_new']} new pairs, {end['failed']} file(s) failed"
+                   f"{engine}."))
     elif job.status != "running":
         st.error(f"The ingest job ended ({job.status}) before finishing; its log:")
         st.code(job.log(3000) or "(empty)", language=None)

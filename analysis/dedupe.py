@@ -376,8 +376,17 @@ def lsh_bands(threshold: float, num_perm: int, fn_weight: float = 0.5) -> tuple[
     return best
 
 
-def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray, max_bucket: int = 64) -> np.ndarray:
-    """Unique (i, j), i < j, sharing at least one LSH band bucket. Large buckets link to their first doc."""
+MAX_CANDIDATE_PAIRS = 50_000_000  # all-pairs candidates of the small buckets (~16 B each, times the join's copies)
+
+
+def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray, max_bucket: int = 64,
+                    max_pairs: int = MAX_CANDIDATE_PAIRS) -> np.ndarray:
+    """Unique (i, j), i < j, sharing at least one LSH band bucket. Large buckets link to their first doc.
+
+    A bucket of up to ``max_bucket`` docs gives all its pairs; when that would exceed ``max_pairs``
+    (millions of templated rows: 3M generated pairs ran out of 24 GB here), ``max_bucket`` is
+    halved until it fits, so more buckets link to their first doc instead: fewer candidates, the
+    same verification."""
     idx = np.flatnonzero(valid)
     rng = np.random.default_rng(12345)
     mult = rng.integers(1, 2**63 - 1, size=rows, dtype=np.uint64) | np.uint64(1)
@@ -389,6 +398,9 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray, m
     buckets = pl.concat(frames).with_columns(size=pl.len().over("key")).filter(pl.col("size") > 1)
     if buckets.height == 0:
         return np.empty((0, 2), dtype=np.int64)
+    sizes = buckets.group_by("key").agg(size=pl.len())["size"].to_numpy().astype(np.int64)
+    while max_bucket > 2 and int((sizes * (sizes - 1) // 2)[sizes <= max_bucket].sum()) > max_pairs:
+        max_bucket //= 2
     small = buckets.filter(pl.col("size") <= max_bucket).select("key", "doc")
     pairs = small.join(small, on="key", suffix="_b").filter(pl.col("doc") < pl.col("doc_b")).select(
         i="doc", j="doc_b"

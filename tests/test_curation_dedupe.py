@@ -262,3 +262,20 @@ def test_loose_hash_and_normal_form_do_not_depend_on_chunking():
     big_h, big_na = loose_hash(s, chunk_rows=4096)
     assert (small_h == big_h).all() and (small_na == big_na).all()
     assert normalize_series(s, chunk_rows=7, threads=2).to_list() == normalize_series(s, threads=1).to_list()
+
+
+def test_candidate_pairs_stay_within_their_budget_on_templated_rows():
+    """Rows that all share their LSH buckets (templated data at scale) would give every pair of
+    each bucket; over the budget, buckets link to their first doc instead, and the linked docs
+    are still candidates of one another through it."""
+    from analysis.dedupe import candidate_pairs
+
+    n, bands, rows = 600, 4, 2
+    sig = np.zeros((n, bands * rows), dtype=np.uint32)
+    sig[:, :] = (np.arange(n) // 60)[:, None]  # 10 groups of 60 docs sharing every band
+    valid = np.ones(n, dtype=bool)
+    full = candidate_pairs(sig, bands, rows, valid)
+    assert len(full) == 10 * 60 * 59 // 2  # every pair inside each group
+    capped = candidate_pairs(sig, bands, rows, valid, max_pairs=1_000)
+    assert len(capped) == 10 * 59  # each group a star on its first doc
+    assert set(map(tuple, capped.tolist())) <= set(map(tuple, full.tolist()))

@@ -36,8 +36,9 @@ SETTING = "engine"  # the project setting: {"kind": "ray", "address": "..."}
 RAY_HINT = "install Ray with `pip install -c constraints.txt 'ray[data]'` (tuneloop is tested with ray 2.60)"
 
 
-class EngineError(RuntimeError):
-    """A wrong engine choice, or Ray missing or unreachable: the message says what to do."""
+class EngineError(RuntimeError, ValueError):
+    """A wrong engine choice, or Ray missing or unreachable: the message says what to do (a
+    ValueError too, so the CLI and the app's jobs print it as one line, like other user errors)."""
 
 
 @dataclass(frozen=True)

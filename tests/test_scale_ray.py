@@ -150,6 +150,25 @@ def test_an_unreachable_cluster_is_one_clear_error():
             pass
 
 
+def test_an_unreachable_cluster_from_the_cli_is_one_error_line(project):
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _add(project, TEXTS[:3])
+    done = subprocess.run([sys.executable, "-m", "tuneloop.cli", "embed", "--engine", "ray", "--ray-address",
+                           f"127.0.0.1:{port}", "-p", str(project.root)], capture_output=True, text=True, timeout=300,
+                          cwd=project.root, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 2, done.stderr[-2000:]
+    err = " ".join(done.stderr.split())
+    assert f"error: could not reach the Ray cluster at 127.0.0.1:{port}" in err
+    assert "Traceback" not in done.stderr and "EngineError" not in done.stderr
+
+
 def _store_rows(project):
     from store.db import frame
 

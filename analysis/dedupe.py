@@ -376,7 +376,8 @@ def lsh_bands(threshold: float, num_perm: int, fn_weight: float = 0.5) -> tuple[
     return best
 
 
-MAX_CANDIDATE_PAIRS = 50_000_000  # all-pairs candidates of the small buckets (~16 B each, times the join's copies)
+VERIFY_CHUNK = 500_000  # candidate pairs verified at a time (11.5M at once took 7 GB on 100K templated rows)
+MAX_CANDIDATE_PAIRS = 10_000_000  # all-pairs candidates of the small buckets (the join took ~280 B a pair: 8.4 GB for 30M)
 
 
 def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray, max_bucket: int = 64,
@@ -645,8 +646,13 @@ def near_lexical(
     if len(cand) == 0:
         return empty_members(), prep.templates
     sim = _similarity(prep, params, len(cand))
-    jac, ok = sim(cand[:, 0], cand[:, 1])
-    members = clusters_from_edges(df, cand[ok, 0], cand[ok, 1], jac[ok], "near_lexical", keep, params.max_cluster)
+    edges: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for s in range(0, len(cand), VERIFY_CHUNK):  # verified in chunks: the overlap arrays grow with the pairs
+        c = cand[s:s + VERIFY_CHUNK]
+        jac, ok = sim(c[:, 0], c[:, 1])
+        edges.append((c[ok, 0], c[ok, 1], jac[ok]))
+    i, j, jac = (np.concatenate([e[k] for e in edges]) for k in range(3))
+    members = clusters_from_edges(df, i, j, jac, "near_lexical", keep, params.max_cluster)
     return members, prep.templates
 
 

@@ -38,7 +38,7 @@ from ingest.limits import ImportLimits, clip
 from ingest.mojibake import REPAIR_AUTHOR, REPAIR_REASON, repair_content
 from store import imports as imports_store
 from store import pairs as pairs_store
-from store.db import Project, StoreBusyError, scalar
+from store.db import Project, StoreBusyError
 from store.records import Provenance
 from store.scratch import scratch_dir
 
@@ -236,7 +236,7 @@ def import_file(
                 raise FileFormatError(f"{p}: no records found (empty file or header only)")
             if staged:
                 with project.connect() as con:
-                    cap = pairs_store.bulk_insert_memory_mb(staged, scalar(con, "SELECT count(*) FROM pairs"))
+                    cap = pairs_store.bulk_insert_memory_mb(staged, pairs_store.stored_pairs(con))
                 if why := pairs_store.bulk_insert_too_big(cap):
                     raise _TooBig(f"{p}: not imported: {why}. Nothing was stored; import it on a machine with more "
                                   f"memory (the cap is TUNELOOP_BULK_INSERT_MEMORY_MB)")

@@ -163,6 +163,11 @@ def fixed_memory_mb() -> int | None:
     return int(fixed) if fixed else None
 
 
+def stored_pairs(con: duckdb.DuckDBPyConnection) -> int:
+    """How many pairs the project holds (every status; the table alone, no revision join)."""
+    return int(scalar(con, "SELECT count(*) FROM pairs"))
+
+
 def bulk_insert_memory_mb(new_rows: int, stored_pairs: int) -> int:
     """DuckDB's memory cap (MB) for inserting ``new_rows`` into a project of ``stored_pairs``: the
     floor plus the indexes' share, unless ``TUNELOOP_BULK_INSERT_MEMORY_MB`` fixes it."""
@@ -202,7 +207,7 @@ def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
         source = "read_parquet(" + _sql_literal(batch) + ")"
         # A staged file can hold millions of rows: cap DuckDB's memory for this insert (it spills
         # to disk beyond), its indexes included (issues 12, 19). Restored after.
-        cap = bulk_insert_memory_mb(parquet_rows(con, batch), scalar(con, "SELECT count(*) FROM pairs"))
+        cap = bulk_insert_memory_mb(parquet_rows(con, batch), stored_pairs(con))
         con.execute(f"SET memory_limit = '{cap}MB'")
     else:
         con.register("_batch_arrow", batch)

@@ -19,29 +19,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from scale.engine import Engine, Shards, content_key, map_shards, runtime
+from training.predict import Predicted
 
 PREDICT_SHARD_ROWS = 256  # a shard's fewest prompts (whole batches: a shard may hold a few more)
-
-
-@dataclass(frozen=True)
-class Predicted:
-    """What ``predict_run`` needs from a generation pass, on either engine."""
-
-    gens: list[Any]  # models.lm.Generation, in input order
-    label_logprob: list[float | None]
-    label_margin: list[float | None]
-    nll: float | None
-    device: str
-    precision: str
-    model_dtype: str
-    n_params: int
-    seconds: float
 
 
 def shard_plan(lengths: Sequence[int], *, max_new_tokens: int, batch_size: int, min_rows: int) -> list[list[int]]:

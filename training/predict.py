@@ -24,6 +24,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,21 @@ from store.records import Run, RunStatus
 from training.formatting import prompt_and_reference, tokenize_rows
 
 _model_cache: dict[tuple[str, str], Any] = {}
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """What ``predict_run`` needs from a generation pass, on either engine."""
+
+    gens: list[Any]  # models.lm.Generation, in input order
+    label_logprob: list[float | None]
+    label_margin: list[float | None]
+    nll: float | None
+    device: str
+    precision: str
+    model_dtype: str
+    n_params: int
+    seconds: float
 
 
 def run_model_name(run: Run) -> str:
@@ -277,8 +293,6 @@ def _generate_local(cm, rows: list[dict[str, Any]], ids: list[list[int]], *, pre
                     seed: int, system_prompt: str, perplexity: bool, progress: Callable[[int], None]):
     """The generation pass in this process (``training.on_ray.generate`` is the Ray one)."""
     from models.lm import Generation
-    from training.on_ray import Predicted
-
     t0 = time.perf_counter()
     logprob: list[float | None] = [None] * len(ids)
     margin: list[float | None] = [None] * len(ids)

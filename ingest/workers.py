@@ -18,13 +18,17 @@ ingest.workers``, not multiprocessing's ``spawn``, which would run the caller's 
 that loads only what its files need (``offline.warm(ext)``); the forkserver warms on the spare core
 once that worker has loaded its parser, and the pool grows when it is warm (``forkserver_warm``).
 With as many workers as cores, cold workers would each import the same parsers at once, competing
-for the cores: there the batch waits for the forkserver (~3 s on 2 cores for PDFs and images) and
-every worker forks warm. Measured on 2 cores, 14 files of every format, 2 workers against the
-plain ``partition`` loop: all cold 1.10x; cold without torch and with one OCR thread (both below)
-1.39x; forked from the batch's forkserver 1.32x (a quieter machine: the plain loop 10.8 s). The
-import cannot be shared out: the plain loop there is ~4 s of import and ~7 s of parsing; two
-workers still need ~3 s of import (without torch) before ~7 / 2 s of parsing, plus the parent's own
-~0.6 s start, so ~1.5x is the most this corpus allows on 2 cores.
+for the cores: there the workers wait for the forkserver, which then preloads only the text path
+and what PDFs and images need (~2.7 s on 2 cores), and meanwhile one cold worker, the *scout*, parses
+the light files (office, e-mail, HTML, text, tables: unstructured's core, the sentence model and
+the format's small module, ~2 s to load) on the core the waiting workers leave free; it stops when
+no light file is left, and forked workers take the rest. Measured on 2 cores, 14 files of every
+format, 2 workers against the plain ``partition`` loop: all cold 1.10x; cold without torch and
+with one OCR thread (both below) 1.39x; forked from the batch's forkserver 1.32x; with the scout
+~2.5 % faster again (7.2-7.8 s against 7.4-8.0 s, 5 of 6 alternating rounds). The import cannot be
+shared out: the plain loop there is ~3.3 s of import and ~5.7 s of parsing; two workers still wait
+~2.7 s for the forkserver's import, plus the parent's own ~0.8 s start, before ~5.7 / 2 s of
+parsing, so ~1.45x is the most this corpus allows on 2 cores (a longer corpus amortises it).
 
 Parser processes keep torch out (``offline.keep_torch_out``; ``hi_res`` workers start cold and
 keep it) and let tesseract use one thread (``offline.one_ocr_thread``).
@@ -57,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest import offline
-from ingest.filetypes import IngestError, extension
+from ingest.filetypes import IMAGE_TYPES, IngestError, extension
 from ingest.limits import clip
 from ingest.partition import Parsed, partition_file
 
@@ -318,8 +322,9 @@ class _Worker:
 
     DEPTH = 2
 
-    def __init__(self, opts: ParseOptions, cold: bool = False):
+    def __init__(self, opts: ParseOptions, cold: bool = False, scout: bool = False):
         self.proc: Any
+        self.scout = scout  # a cold worker that parses only light files while the forkserver warms
         if cold:
             mine, child = socket.socketpair()
             self.proc = _ColdProcess(child)
@@ -357,10 +362,17 @@ class _Worker:
         self.kill()
 
 
-def _new_worker(opts: ParseOptions) -> _Worker:
+def _new_worker(opts: ParseOptions, scout: bool = False) -> _Worker:
     """A worker forked from the forkserver when it is warm, else a cold one that starts at once.
-    ``hi_res`` always gets a cold one: the forkserver keeps torch out, which the layout model may need."""
-    return _Worker(opts, cold=not forkserver_warm() or opts.pdf_strategy == "hi_res")
+    ``hi_res`` always gets a cold one: the forkserver keeps torch out, which the layout model may need.
+    ``scout``: the one replaces a scout (a cold scout while the forkserver warms)."""
+    cold = not forkserver_warm() or opts.pdf_strategy == "hi_res"
+    return _Worker(opts, cold=cold, scout=scout and cold)
+
+
+def _next_light(pending: list[Task]) -> int | None:
+    """The index in ``pending`` (next task last) of the next light task, if any."""
+    return next((i for i in range(len(pending) - 1, -1, -1) if light(pending[i])), None)
 
 
 # A long PDF is parsed in page ranges by several workers at once (one file would otherwise keep
@@ -494,16 +506,42 @@ def _split_and_parse(tasks: list[Task], workers: int, timeout_s: float, opts: Pa
             yield owner, merge_parts([got[r] for r in ranges[owner.key]], ranges[owner.key])
 
 
-def preload_formats(names: Iterable[str], workers: int) -> set[str]:
+# Formats whose parser loads the PDF and OCR code (unstructured's PDF path, its layout utilities,
+# pdfminer, scipy, tesseract's wrapper: ~2 s of the forkserver's ~2.7 s start on 2 cores); every
+# other format needs only unstructured's core, the sentence model and its own small module.
+HEAVY = frozenset({"pdf", *IMAGE_TYPES})
+
+
+def preload_formats(names: Iterable[str], workers: int, scouting: bool = False) -> set[str]:
     """The formats the forkserver preloads for a batch (file names, or tasks' names: a long PDF's
     page ranges count once each): those of which at least ``max(2, workers)`` files need a parser,
     so several workers would each load them, and PDFs whenever there are any (a long one is parsed
     in ranges by every worker, and its parser is the costliest to load). A format only one file
     needs loads in the worker that gets it, in parallel with the other workers' work, not in the
     forkserver's serial start that every worker waits for. The text path (``md``: unstructured's
-    core and the sentence model every text format uses) is always preloaded."""
+    core and the sentence model every text format uses) is always preloaded.
+
+    ``scouting`` (a scout parses the light formats while the forkserver warms: ``_parse_all``):
+    only the text path and the heavy formats present, so the forkserver is warm sooner."""
     counts = Counter(extension(n) for n in names)
+    if scouting:
+        return {"md"} | (set(counts) & HEAVY)
     return {"md"} | {ext for ext, n in counts.items() if n >= max(2, workers) or ext == "pdf"}
+
+
+def light(task: Task) -> bool:
+    """Whether a cold worker can parse this task without loading the PDF and OCR code."""
+    return extension(task.name) not in HEAVY
+
+
+def scouting(workers: int, names: Iterable[str], opts: ParseOptions | None = None) -> bool:
+    """Whether a batch starts with a scout: the workers fork from the forkserver (no core to spare:
+    ``forkserver_first``) and some of its files are light. While the forkserver imports on one core
+    (~2.7 s on 2 cores, the workers waiting), one cold worker parses the light files on the other
+    (it needs unstructured's core and the sentence model, ~1.2 s, not the PDF code); the forked
+    workers then take the PDFs and images, and light files left over."""
+    names = list(names)
+    return forkserver_first(workers, len(names), opts) and any(extension(n) not in HEAVY for n in names)
 
 
 def forkserver_first(workers: int, n_tasks: int, opts: ParseOptions | None = None) -> bool:
@@ -518,7 +556,7 @@ def warm_early(names: Sequence[str], workers: int, opts: ParseOptions | None = N
     """Start warming the forkserver for a batch now, before the caller's own preparation of the
     files (page counts, OCR checks: ~1 s for 500 files), when ``parse_all`` would wait for it anyway."""
     if forkserver_first(workers, len(names), opts):
-        prestart(preload_formats(names, workers))
+        prestart(preload_formats(names, workers, scouting(workers, names, opts)))
 
 
 def _parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 300.0,
@@ -535,35 +573,60 @@ def _parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 30
             yield t, _parse(t, opts)
         return
     pool: list[_Worker] = []
-    formats = preload_formats((t.name for t in pending), workers)
+    scout = scouting(workers, [t.name for t in pending], opts)
+    formats = preload_formats((t.name for t in pending), workers, scout)
     # With a core the workers leave free (the parent mostly waits on their pipes), the forkserver
     # warms this batch's formats there while one cold worker starts on the first files. With no
     # more cores than workers, several cold workers would each import the same parsers at once
     # (~3 s each on 2 cores, competing for the cores); instead the forkserver imports them once and
     # every worker forks from it warm (measured on 2 cores, 2 workers, 14 files of every format:
-    # 7.3-8.1 s against 8.0-8.7 s). ``hi_res`` workers always start cold (``_new_worker``).
+    # 7.3-8.1 s against 8.0-8.7 s), and meanwhile one cold worker, the scout, parses the light
+    # files on the core the waiting workers leave free (``scouting``). ``hi_res`` workers always
+    # start cold (``_new_worker``).
     spare_core = forkserver_warm() or (os.cpu_count() or 1) > workers
+    warm_by = time.monotonic() + BOOT_TIMEOUT_S
     if forkserver_first(workers, len(pending), opts):
         prestart(formats)
-        spare_core = _await_warm(BOOT_TIMEOUT_S)  # no forkserver here after all: cold workers, as before
+        if scout:
+            pool.append(_Worker(opts, cold=True, scout=True))
+        else:
+            spare_core = _await_warm(BOOT_TIMEOUT_S)  # no forkserver here after all: cold workers, as before
+
+    def forking() -> bool:
+        """Whether workers other than the scout may start: the forkserver is warm, or it will not
+        be (it failed, or passed the boot limit: workers then start cold, as without one)."""
+        probe = _probe
+        return (not scout or forkserver_warm() or probe is None or not probe.is_alive()
+                or time.monotonic() > warm_by)
+
     try:
         while True:
             if spare_core and all(w.settled for w in pool) and (pool or forkserver_warm()):
                 prestart(formats)  # no-op when running; else it warms now, not while a cold worker loads
+            # A scout with no light file left stops: a forked worker takes its place.
+            for w in [w for w in pool if w.scout and not w.tasks and not any(map(light, pending))]:
+                w.stop()
+                pool.remove(w)
             # Grow to ``workers`` (no more than there are tasks): at once when the forkserver is
             # warm or will not warm (no spare core: every worker starts cold); while it warms on
             # the spare core, one cold worker starts on the first files and the rest follow.
-            while (len(pool) < min(workers, len(pending) + sum(len(w.tasks) for w in pool))
+            while (len(pool) < min(workers, len(pending) + sum(len(w.tasks) for w in pool)) and forking()
                    and (not pool or forkserver_warm() or not spare_core)):
                 pool.append(_new_worker(opts))
-            for k, task in deal(pending, [len(w.tasks) for w in pool], _Worker.DEPTH):
+            for w in pool:  # a scout takes the light files, next first
+                while w.scout and len(w.tasks) < _Worker.DEPTH and (k := _next_light(pending)) is not None:
+                    w.send(pending.pop(k))
+            for k, task in deal(pending, [_Worker.DEPTH if w.scout else len(w.tasks) for w in pool], _Worker.DEPTH):
                 pool[k].send(task)
             busy = [w for w in pool if w.tasks]
             if not busy:
+                if pending and not forking():  # only heavy files left, and the forkserver still warming
+                    _await_warm(max(0.0, warm_by - time.monotonic()))
+                    continue
                 return
             limit = lambda w: (w.tasks[0].limit_s or timeout_s) if w.ready and not w.loading else BOOT_TIMEOUT_S  # noqa: E731
             wait_s = max(0.0, min(w.head_started + limit(w) for w in busy) - time.monotonic())
-            if len(pool) < workers and pending and not forkserver_warm() and spare_core:
+            if len(pool) < workers and pending and not forkserver_warm() and (spare_core or scout):
                 wait_s = min(wait_s, 0.25)  # look again soon: more workers once the forkserver is warm
             ready = wait([w.conn for w in busy], timeout=wait_s)
             for i, w in enumerate(pool):
@@ -577,7 +640,7 @@ def _parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 30
                         task = w.tasks.popleft()
                         pending.extend(reversed(w.tasks))  # queued behind the crash: parse again
                         w.kill()
-                        pool[i] = _new_worker(opts)
+                        pool[i] = _new_worker(opts, scout=w.scout)
                         yield task, IngestError(
                             "crash", f"the parser process died on this file (exit code {code}); "
                                      f"the file may be malformed or too large for the available memory")
@@ -602,7 +665,7 @@ def _parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 30
                     task = w.tasks.popleft()
                     pending.extend(reversed(w.tasks))
                     w.kill()
-                    pool[i] = _new_worker(opts)
+                    pool[i] = _new_worker(opts, scout=w.scout)
                     yield task, timed_out(took, task.limit_s or timeout_s, task.limit_for)
     finally:
         for w in pool:

@@ -77,22 +77,26 @@ def run(paths):
     tasks = [Task(k, p, os.path.basename(p)) for k, p in enumerate(paths)]
     workers = max(2, os.cpu_count() or 1)  # no spare core: the forkserver preloads, workers fork from it
     for t, res in parse_all(tasks, workers=workers, timeout_s=120,
-                            on_start=lambda t, loading: seen.append([t.name, loading])):
+                            on_start=lambda t, loading: seen.append([t.name, loading, forkserver_warm()])):
         got[t.name] = [[e["type"], e["text"]] for e in res.elements]
-    return sorted(seen), got
+    return seen, got  # in the order the files started
 
-def pyplot_in_workers():
-    import multiprocessing as mp
+def in_a_worker(fn):
     import ingest.workers as w
     with w._context().Pool(1) as pool:  # forked from the same forkserver as the workers
-        return pool.apply(_has_pyplot)
+        return pool.apply(fn)
 
 def _has_pyplot():
     return "matplotlib.pyplot" in sys.modules
 
+def _preloaded():
+    from ingest import offline
+    return sorted(offline.preloaded_formats())
+
 if __name__ == "__main__":
     first, second = sys.argv[1].split(","), sys.argv[2].split(",")
-    out = {"first": run(first), "warm": forkserver_warm(), "second": run(second), "pyplot": pyplot_in_workers(),
+    out = {"first": run(first), "warm": forkserver_warm(), "second": run(second), "pyplot": in_a_worker(_has_pyplot),
+           "preloaded": in_a_worker(_preloaded),
            "in_process": {os.path.basename(p): [[e["type"], e["text"]] for e in partition_file(p).elements]
                           for p in first + second}}
     print(json.dumps(out))
@@ -100,11 +104,12 @@ if __name__ == "__main__":
 
 
 def test_workers_fork_from_a_forkserver_that_preloaded_the_batch_formats(tmp_path):
-    """With no core to spare, the forkserver imports once the formats that several workers will
-    need (two PDFs, two CSVs; and always the text path) and the workers fork from it warm (no
-    worker loads a parser for them); a format only one file needs (the DOCX) loads in the worker
-    that gets it, as does a later batch's other format (PPTX), reported as loading (outside the
-    file's time limit). Results equal an in-process parse."""
+    """With no core to spare, the forkserver imports once what the PDFs need (and always the text
+    path), and the workers that parse PDFs fork from it warm (no worker loads a parser for them).
+    While it warms, one cold worker, the scout, parses the light files (Markdown, CSV, DOCX): every
+    file started before the forkserver was warm is a light one, and its worker loads its parser
+    (it is cold). A later batch's other format (PPTX) loads in the worker that gets it, reported as
+    loading (outside the file's time limit). Results equal an in-process parse."""
     script = tmp_path / "batches.py"
     script.write_text(BATCHES)
     first = [make(tmp_path, "md"), make(tmp_path, "pdf"), make(tmp_path, "pdf", "second"),
@@ -116,9 +121,18 @@ def test_workers_fork_from_a_forkserver_that_preloaded_the_batch_formats(tmp_pat
     out = json.loads(done.stdout.strip().splitlines()[-1])
     (seen1, got1), (seen2, got2) = out["first"], out["second"]
     assert out["warm"] is True
-    assert seen1 == [["sample.docx", True], ["sample.md", False], ["sample.pdf", False], ["second.pdf", False],
-                     ["table.csv", False], ["table2.csv", False]]
-    assert seen2 == [["sample.pptx", True]]
+    assert out["preloaded"] == ["md", "pdf"]  # the light formats are the scout's: not in the serial start
+    assert sorted(name for name, _, _ in seen1) == ["sample.docx", "sample.md", "sample.pdf", "second.pdf",
+                                                    "table.csv", "table2.csv"]
+    scouted: set[str] = set()
+    for name, loading, warm in seen1:
+        ext = name.rsplit(".", 1)[1]
+        if ext == "pdf":
+            assert (loading, warm) == (False, True), name  # forked warm, never the scout's
+        elif not warm:  # only the scout runs before the forkserver is warm: a cold worker, it loads
+            assert loading is (ext not in scouted), name  # each format's parser once
+            scouted.add(ext)
+    assert [[name, loading] for name, loading, _ in seen2] == [["sample.pptx", True]]
     assert out["pyplot"] is False  # matplotlib's pyplot stays out of the parser processes (``defer_plotting``)
     assert {**got1, **got2} == out["in_process"]
 

@@ -9,8 +9,10 @@ What goes:
 - ``(cid:N)`` glyph references (pdfminer's stand-in for a glyph without a Unicode mapping),
   NUL and the other C0/C1 control characters (tab and newline stay; CR, VT and FF become
   line breaks): they are invisible in review and poison training text.
-- Page furniture: elements unstructured types ``Header``, ``Footer`` or ``PageNumber``, and
-  running lines: a line whose normalised form (case and spacing folded, digits masked, so
+- Page furniture: elements unstructured types ``Header``, ``Footer`` or ``PageNumber`` (unless
+  one holds more than ``FURNITURE_MAX_WORDS`` words: running text a PDF placed outside the page's
+  body, as with negative coordinates, where unstructured typed every paragraph a ``Header``; it
+  stays, as text), and running lines: a line whose normalised form (case and spacing folded, digits masked, so
   "Page 3 of 20" and "Page 4 of 20" match) appears on at least half the pages (80% when its
   digits differ from page to page), and on at least ``MIN_PAGES`` of them, of a document with
   text on ``MIN_PAGES`` pages or more. Only
@@ -36,6 +38,7 @@ from typing import Any
 from ingest.elements import HEADING_TYPES
 
 FURNITURE_TYPES = frozenset({"Header", "Footer", "PageNumber"})
+FURNITURE_MAX_WORDS = 25  # a running header or footer is a line: "Cat. No. 28171E Internal Revenue Manual"
 MIN_PAGES = 3
 RUNNING_SHARE = 0.5
 # Lines alike only with digits masked ("Page 3 of 20", but also "CHAPTER 3") must be on most pages:
@@ -138,8 +141,10 @@ def clean_elements(elements: list[dict[str, Any]]) -> tuple[list[dict[str, Any]]
     dropped = 0
     for el in elements:
         if el["type"] in FURNITURE_TYPES:
-            dropped += 1
-            continue
+            if len(el["text"].split()) <= FURNITURE_MAX_WORDS:
+                dropped += 1
+                continue
+            el = {**el, "type": "UncategorizedText"}  # running text misplaced as furniture
         text = clean_text(el["text"])
         if text:
             # Metadata text that becomes pair text (a table's HTML, an e-mail subject as title) too.

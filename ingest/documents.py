@@ -45,7 +45,15 @@ from ingest.limits import (
     clip,
 )
 from ingest.partition import pdf_needs_ocr, pdf_page_count
-from ingest.workers import ParseOptions, Task, parse_all, parse_cost, time_limit, warm_early
+from ingest.workers import (
+    ParseOptions,
+    Task,
+    captured_warnings,
+    parse_all,
+    parse_cost,
+    time_limit,
+    warm_early,
+)
 from scale.engine import Engine
 from store import documents as docs_store
 from store import pairs as pairs_store
@@ -325,9 +333,13 @@ def _preflight(item: _Item, cfg: IngestConfig) -> None:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     item.doc_id = "d_" + h.hexdigest()[:32]
-    if r.filetype == "pdf":
-        item.pages = pdf_page_count(item.path)
-        item.scanned = cfg.pdf_strategy == "auto" and bool(item.pages) and pdf_needs_ocr(item.path)
+    if r.filetype == "pdf":  # what pypdf says about the file here is the file's, not loose on stderr
+        with captured_warnings() as said:
+            try:
+                item.pages = pdf_page_count(item.path)
+                item.scanned = cfg.pdf_strategy == "auto" and bool(item.pages) and pdf_needs_ocr(item.path)
+            finally:
+                r.warnings += [f"page count: {clip(w, 300)}" for w in dict.fromkeys(said)][:20]
 
 
 # ------------------------------------------------------------------ turning a document into pairs
@@ -617,7 +629,7 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
                     done(r, started)
                     continue
                 parsed_now.add(item.doc_id)
-                r.warnings = list(res.warnings)
+                r.warnings += res.warnings
                 try:
                     doc, elements = build_document(
                         res.elements, document_id=item.doc_id, uri=item.uri, name=item.path.name,

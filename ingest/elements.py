@@ -82,10 +82,19 @@ def named_title(doc: Document, elements: list[Element], seen: int = 1) -> str:
     return title if not from_name and informative_heading(title, seen) else ""
 
 
+_DOUBLE_TO_SINGLE = str.maketrans({'"': "'", "\u201c": "\u2018", "\u201d": "\u2019", "\u00ab": "\u2039", "\u00bb": "\u203a"})
+
+
+def inner_quotes(text: str) -> str:
+    """``text`` to quote inside double quotes: its own double quotes become single ones, so a passage
+    of dialogue ("What next?" the princess ...) never gives ``""What next?"...`` in a question."""
+    return text.translate(_DOUBLE_TO_SINGLE)
+
+
 def opening(text: str, words: int = 8) -> str:
-    """The first ``words`` words of ``text``, to quote a passage that has no heading."""
+    """The first ``words`` words of ``text``, to quote (in double quotes) a passage that has no heading."""
     parts = text.split()
-    return " ".join(parts[:words]).rstrip(".,;:!?") + ("..." if len(parts) > words else "")
+    return inner_quotes(" ".join(parts[:words]).rstrip(".,;:!?") + ("..." if len(parts) > words else ""))
 
 
 def doc_title(name: str, raw: list[dict[str, Any]]) -> str:

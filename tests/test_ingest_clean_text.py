@@ -157,6 +157,14 @@ def test_furniture_elements_and_running_lines_are_dropped():
     assert clean_elements(two)[0] == two
     # unpaged documents are not judged by repetition
     assert clean_elements([{**e, "page": None} for e in raw[1:5:3]])[0][0]["text"] == "Body one.\nPage 1 of 3"
+    # a "Header" of running text is text placed outside the page's body (unstructured's
+    # negative-coords.pdf: every paragraph a Header); it stays, as text; a short one still goes
+    letter = ("Comprehensive Carbon Footprint Letter of Assurance. The reviewers examined the product's "
+              "life-cycle assessment, its data sources and its assumptions, and found them consistent with the "
+              "standard for every product line in the report.")
+    kept, dropped = clean_elements([el(0, 1, letter, "Header"), el(1, 1, "2022 Environmental Progress Report 104",
+                                                                   "Footer")])
+    assert [(e["type"], e["text"]) for e in kept] == [("UncategorizedText", letter)] and dropped == 1
 
 
 def test_html_header_and_footer_tags_are_dropped(project, tmp_path):

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ingest.chunking import bounded_span
-from ingest.elements import opening
+from ingest.elements import inner_quotes, opening
 from ingest.generators import register
 from ingest.generators.base import Generator, Source, pick
 from store.records import Element, NewPair
@@ -81,7 +81,7 @@ class EmailGenerator(Generator):
         h = headers(source.elements)
         subject = re.sub(r"^\s*((re|fwd?|aw|sv)\s*:\s*)+", "", h.get("subject", ""), flags=re.I)
         if subject:
-            about = f'"{subject}"' + (f" from {h['sender']}" if h.get("sender") else "")
+            about = f'"{inner_quotes(subject)}"' + (f" from {h['sender']}" if h.get("sender") else "")
         elif h.get("sender"):
             about = f"from {h['sender']}"
         else:

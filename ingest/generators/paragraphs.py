@@ -14,13 +14,22 @@ from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 
 from ingest.chunking import _cut, bounded_span
-from ingest.elements import HEADING_TYPES, heading_key, informative_heading, named_title, opening, plain_topic
+from ingest.elements import (
+    HEADING_TYPES,
+    heading_key,
+    informative_heading,
+    inner_quotes,
+    named_title,
+    opening,
+    plain_topic,
+)
 from ingest.generators import register
 from ingest.generators.base import Generator, Source, pick
+from ingest.generators.tables import prose_table
 from store.records import Element, NewPair
 
 # What a passage is made of; headings, page furniture, images and tables (the ``table``
-# generator's) are not.
+# generator's) are not, except a table that lays out prose (``prose_table``).
 PROSE_TYPES = frozenset({"NarrativeText", "UncategorizedText", "Text", "ListItem", "Address", "EmailAddress",
                          "Formula", "CodeSnippet", "FigureCaption"})
 
@@ -53,7 +62,7 @@ class ParagraphsGenerator(Generator):
         out: list[list[Element]] = []
         cur: list[Element] = []
         for el in elements:
-            if el.type in PROSE_TYPES and el.id not in skip and el.text.strip():
+            if (el.type in PROSE_TYPES or prose_table(el)) and el.id not in skip and el.text.strip():
                 cur.append(el)
                 continue
             if cur:
@@ -76,7 +85,7 @@ class ParagraphsGenerator(Generator):
                 if len(response.strip()) < opts.min_chars:
                     continue
                 about = headings[ids[0]]
-                about = f'under "{about}" ' if about else (f'in "{title}" ' if title else "")
+                about = f'under "{inner_quotes(about)}" ' if about else (f'in "{inner_quotes(title)}" ' if title else "")
                 values = {"about": about, "opening": opening(response, opts.opening_words)}
                 key = f"{start}:{end}"
                 for tpl in (opts.templates if opts.all_templates else [pick(opts.templates, key)]):

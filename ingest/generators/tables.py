@@ -32,17 +32,83 @@ class TableOptions:
     max_pairs_per_table: int = 60
 
 
-def header_and_rows(el: Element) -> tuple[list[str], list[list[str]]]:
-    """A table's header (every cell text, not numbers, distinct) and its data rows; ([], []) if it has none."""
+def _drop_empty_columns(rows: list[list[str]]) -> list[list[str]]:
+    """The rows without the columns that are empty in every row (a CSV's trailing delimiter)."""
+    width = max(len(r) for r in rows)
+    keep = [c for c in range(width) if any(c < len(r) and r[c] for r in rows)]
+    return [[r[c] if c < len(r) else "" for c in keep] for r in rows]
+
+
+def _two_row_header(top: list[str], sub: list[str]) -> list[str] | None:
+    """The column names of a header over two rows (a group cell spanning columns, its sub-columns
+    in the row below: "Results" over "Accuracy" and "Time to complete"), when ``sub`` names exactly
+    the columns under a group and ``top`` the others; else None."""
+    if len(sub) != len(top) or not any(not t for t in top) or not any(sub):
+        return None
+    names: list[str] = []
+    group = ""
+    for t, b in zip(top, sub):
+        if t and b:  # a group cell over its first sub-column
+            group = t
+            names.append(f"{t}: {b}")
+        elif b:  # a sub-column under the group cell on its left
+            if not group:
+                return None
+            names.append(f"{group}: {b}")
+        elif t:
+            group = ""
+            names.append(t)
+        else:
+            return None
+    return names
+
+
+def _valid_header(header: list[str]) -> bool:
+    names = [h.casefold() for h in header]
+    return (len(header) >= 2 and all(h and not _NUMBER.fullmatch(h) for h in header)
+            and len(set(names)) == len(names))
+
+
+def table_layout(el: Element) -> tuple[str, list[str], list[list[str]]]:
+    """A table's caption, header (every cell text, not numbers, distinct) and data rows; ("", [], [])
+    if it has no header row with data rows under it.
+
+    Real tables seen in the wild (unstructured's example documents): a caption row above the
+    header ("Stanley Cups" in the first of three columns) is the table's name, not its header;
+    a column empty in every row (a trailing delimiter) is dropped; a header over two rows (a group
+    cell spanning sub-columns) gives "Group: Sub-column" names."""
     html = el.metadata.get("text_as_html") if el.type == "Table" else None
     rows = [r for r in _table_rows(html) if any(r)] if html else []
-    if len(rows) < 2 or len(rows[0]) < 2:
-        return [], []
-    header = rows[0]
-    names = [h.casefold() for h in header]
-    if any(not h or _NUMBER.fullmatch(h) for h in header) or len(set(names)) < len(names):
-        return [], []
-    return header, [r for r in rows[1:] if len(r) == len(header)]
+    if len(rows) < 2:
+        return "", [], []
+    rows = _drop_empty_columns(rows)
+    caption: list[str] = []
+    while len(rows) > 2 and sum(1 for c in rows[0] if c) == 1 and len(rows[0]) >= 2:
+        caption.append(next(c for c in rows[0] if c))
+        rows = rows[1:]
+    header, body = rows[0], rows[1:]
+    if body and not _valid_header(header) and (merged := _two_row_header(header, body[0])):
+        header, body = merged, body[1:]
+    if not body or not _valid_header(header):
+        return "", [], []
+    return " ".join(caption), header, [r for r in body if len(r) == len(header)]
+
+
+def header_and_rows(el: Element) -> tuple[list[str], list[list[str]]]:
+    """A table's header and data rows (``table_layout`` without the caption); ([], []) if it has none."""
+    _, header, rows = table_layout(el)
+    return header, rows
+
+
+def prose_table(el: Element, min_words: int = 20) -> bool:
+    """Whether a Table element is page layout around prose rather than data: no header row with data
+    rows, and a cell of running text (``min_words`` words or more, with sentences), as in HTML pages
+    laid out with tables (an essay in one cell). Its text is a passage for ``paragraphs``."""
+    if el.type != "Table" or header_and_rows(el)[1]:
+        return False
+    html = el.metadata.get("text_as_html")
+    cells = [c for r in _table_rows(html) for c in r] if html else [el.text]
+    return any(len(c.split()) >= min_words and len(re.findall(r"[.!?](?:\s|$)", c)) >= 2 for c in cells)
 
 
 def _key_column(rows: list[list[str]]) -> int:
@@ -62,18 +128,22 @@ class TableGenerator(Generator):
     def generate(self, source: Source) -> Iterator[NewPair]:
         qa = QAGenerator()
         for el in source.elements:
-            header, rows = header_and_rows(el)
+            caption, header, rows = table_layout(el)
             if rows and not qa._qa_rows(el):
-                yield from self._table(source, el, header, rows)
+                yield from self._table(source, el, caption, header, rows)
 
-    def _table(self, source: Source, el: Element, header: list[str], rows: list[list[str]]) -> Iterator[NewPair]:
+    def _table(self, source: Source, el: Element, caption: str, header: list[str],
+               rows: list[list[str]]) -> Iterator[NewPair]:
         opts: TableOptions = self.options
         text = source.document.text
         sheet = str(el.metadata.get("page_name") or "").strip()
+        if not sheet or _DEFAULT_SHEET.fullmatch(sheet):
+            sheet = caption
         named = bool(sheet) and not _DEFAULT_SHEET.fullmatch(sheet)
         key_col = _key_column(rows)
         cursor = el.char_start
-        for h in header:  # the data rows start after the header's cells
+        # the data rows start after the caption's and the header's cells (a two-row header's parts)
+        for h in [part for name in [caption, *header] for part in name.split(": ") if part]:
             at = find_cell(text, h, cursor, el.char_end)
             cursor = at[1] if at else cursor
         made = 0

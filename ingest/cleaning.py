@@ -23,6 +23,8 @@ text stays, in the body of the section around it):
 - Lines inside a fenced code block (between two fences of three backticks or tildes, as a
   Markdown file read as plain text gives them): "# install deps" in a shell block is a comment, not a
   heading. A fence never closed demotes nothing.
+- The rest of a wrapped sentence: a line in lower case after running text whose sentence has not
+  ended ("his 18th birthday.[9]" in a hard-wrapped text file).
 - Data rows: "agent (model): 871.5" (a name, a colon, a number), lines made mostly of numbers,
   and, where most of a document's headings end with a score-like number ("gpt-4 (FC) 871.5",
   a leaderboard), those lines.
@@ -64,8 +66,22 @@ _NUMBERS = re.compile(r"\d+(?:[.,]\d+)*")
 _ENDS_WITH_SCORE = re.compile(r".*[^\d\s.,:-]\s+[-+]?(?:\d+\.\d{2,}|(?!(?:19|20)\d\d\b)\d{3,}(?:\.\d+)?)\s*%?")
 
 
+_C1 = re.compile("[\x80-\x9f]")
+
+
 def clean_text(text: str) -> str:
-    """``text`` without glyph references and control characters, line ends as ``\\n``, stripped."""
+    """``text`` without glyph references and control characters, line ends as ``\\n``, stripped.
+
+    C1 control characters (U+0080-U+009F) in decoded text are nearly always mojibake: UTF-8 read
+    as Latin-1 somewhere upstream ("2000\u00e2\u0080\u009301" for "2000\u201301", in
+    unstructured's own norwich-city.txt), where deleting them would leave "2000\u00e201". Text that
+    holds them is repaired with ftfy's ``fix_encoding`` first (``ingest.mojibake``) when the repair
+    explains every one of them (none is left); other text is left as the author wrote it."""
+    if _C1.search(text):
+        from ingest.mojibake import repair_text
+
+        fixed = repair_text(text)
+        text = text if _C1.search(fixed) else fixed
     text = _BREAKS.sub("\n", CID.sub("", text))
     return CONTROL.sub("", text).strip()
 
@@ -106,6 +122,21 @@ def data_row(text: str) -> bool:
     return len(_NUMBERS.findall(t)) >= 2 and digits > sum(c.isalpha() for c in t)
 
 
+_OPEN_END = re.compile(r"[.!?:;][\"'\u201d\u2019)\]]*(\[\d+\])*$")  # a sentence (and its citation) ends
+
+
+def wrapped_line(elements: list[dict[str, Any]], i: int) -> bool:
+    """Whether element ``i`` (a ``Title``) is the rest of the sentence before it: a hard-wrapped text
+    file (or a page copied from the web) gives one element a line, and unstructured calls a short
+    last line a title: "his 18th birthday.[9]" after "... in July 1986, shortly after". It starts
+    in lower case, and the text before it is running text whose sentence has not ended."""
+    text = elements[i]["text"].strip()
+    if not text[:1].islower() or i == 0:
+        return False
+    prev = elements[i - 1]
+    return prev["type"] not in HEADING_TYPES and not _OPEN_END.search(prev["text"].strip())
+
+
 def demote_false_headings(elements: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``Title`` elements that are code lines or data rows become text (``CodeSnippet`` inside a
     closed fence, else ``UncategorizedText``); see the module docstring. Text and order are kept."""
@@ -129,6 +160,7 @@ def demote_false_headings(elements: list[dict[str, Any]]) -> list[dict[str, Any]
     if len(scores) < 3 or 2 * len(scores) < len(titles):
         scores = []
     demote.update((i, "UncategorizedText") for i in [*scores, *(i for i in titles if data_row(elements[i]["text"]))])
+    demote.update((i, "NarrativeText") for i in titles if i not in demote and wrapped_line(elements, i))
     if not demote:
         return elements
     return [{**el, "type": demote[i]} if i in demote else el for i, el in enumerate(elements)]

@@ -31,6 +31,10 @@ FRENCH = ("Le plat du jour est très bon et le niño mange bien. Prix : 12 € s
     ("line one\r\nline two\rthree\x0cfour", "line one\nline two\nthree\nfour"),
     ("keep\ttabs\nand newlines", "keep\ttabs\nand newlines"),
     ("  (cid:1)(cid:2)  ", ""),
+    # UTF-8 read as Latin-1 upstream (unstructured's norwich-city.txt): repaired, not cut to "2000â01"
+    ("the 2000\u00e2\u0080\u009301 season", "the 2000\u201301 season"),
+    ("caf\u00c3\u00a9 \u00e2\u0080\u009cfood\u00e2\u0080\u009d", "caf\u00e9 \u201cfood\u201d"),
+    ("caf\u00c3\u00a9 without C1 controls stays", "caf\u00c3\u00a9 without C1 controls stays"),
 ])
 def test_clean_text(raw, clean):
     assert clean_text(raw) == clean

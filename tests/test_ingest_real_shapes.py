@@ -187,3 +187,13 @@ def test_demote_false_headings():
                                         "UncategorizedText", "Title", "Title", "Title", "Title"]
     assert [e["text"] for e in got][2] == "# install deps"
     assert not data_row("Python 3.10") and not data_row("Meeting at 10:30") and data_row("12.5 13.1 9.8")
+    # a hard-wrapped text (unstructured's norwich-city.txt): a sentence's last line is no heading;
+    # a real heading after a finished sentence, or in capitals, stays one
+    wrapped = demote_false_headings([
+        el("NarrativeText", "joined Watford as a trainee, signing his first contract in July 1986, shortly after"),
+        el("Title", "his 18th birthday.[9]"), el("NarrativeText", "Roberts was married in 2016,[82] and has twins"),
+        el("Title", "daughters.[75]"), el("Title", "Personal life"), el("NarrativeText", "He retired in 2004.[9]"),
+        el("Title", "international career"), el("Title", "later years"),
+    ])
+    assert [e["type"] for e in wrapped] == ["NarrativeText", "NarrativeText", "NarrativeText", "NarrativeText",
+                                            "Title", "NarrativeText", "Title", "Title"]

@@ -82,6 +82,21 @@ def named_title(doc: Document, elements: list[Element], seen: int = 1) -> str:
     return title if not from_name and informative_heading(title, seen) else ""
 
 
+_ARTICLE = re.compile(r"(the|a|an|this|these|that|those|our|my|your|their|its|his|her)\b", re.I)
+
+
+def doc_phrase(title: str) -> str:
+    """How a question names a document: "the document" without a title; "the Employee Handbook"
+    for a short title that reads as a name; the title in quotes when "the ..." would not read
+    (unstructured's example documents gave "What does the These are a few of my favorite things
+    say ...", "... the LayoutParser: A Unified Toolkit for DL-Based DIA say ...")."""
+    if not title:
+        return "the document"
+    if len(title.split()) <= 5 and not _ARTICLE.match(title) and not re.search(r"[^\w\s&'\-]", title):
+        return f"the {title}"
+    return f'"{inner_quotes(title)}"'
+
+
 _DOUBLE_TO_SINGLE = str.maketrans({'"': "'", "\u201c": "\u2018", "\u201d": "\u2019", "\u00ab": "\u2039", "\u00bb": "\u203a"})
 
 

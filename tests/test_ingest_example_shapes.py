@@ -179,3 +179,20 @@ def test_dialogue_is_quoted_with_single_quotes_inside_a_question(project, tmp_pa
         assert usability(p["instruction"], p["response"], p["text"][p["char_start"]:p["char_end"]]).names_subject
     assert any("'What next?' the princess" in p["instruction"] for p in pairs)
     assert any(p["response"].startswith('"What next?"') for p in pairs)  # the answer is the text as it stands
+
+
+def test_a_document_is_named_so_the_question_reads(project, tmp_path):
+    """unstructured's simple.docx is titled "These are a few of my favorite things": questions read
+    'What does the These are a few ... say about Analysis?'. A title that is no short name is quoted."""
+    from ingest.elements import doc_phrase
+
+    src = tmp_path / "simple.md"
+    src.write_text("# These are a few of my favorite things\n\nParrots and hockey, mostly, and long walks.\n\n"
+                   "## Analysis\n\nThis is my first thought. This is my second thought. This is my third thought.\n")
+    assert ingest(project, [src], IngestConfig(workers=0, generators=["sections"])).ok
+    questions = {p["instruction"] for p in _pairs(project)}
+    assert 'What does "These are a few of my favorite things" say about Analysis?' in questions, questions
+    assert not any("the These" in q for q in questions)
+    assert doc_phrase("") == "the document" and doc_phrase("Employee Handbook") == "the Employee Handbook"
+    assert doc_phrase("LayoutParser: A Unified Toolkit") == '"LayoutParser: A Unified Toolkit"'
+    assert doc_phrase('The "Cobalt" manual') == "\"The 'Cobalt' manual\""

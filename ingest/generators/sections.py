@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from ingest.chunking import bounded_span
 from ingest.elements import (
     Section,
+    doc_phrase,
     heading_key,
     informative_heading,
     named_title,
@@ -31,16 +32,16 @@ from ingest.generators import register
 from ingest.generators.base import Generator, Source, pick
 from store.records import NewPair
 
-DEFAULT_TEMPLATES = ["What does the {doc_title} say about {heading}?"]
+DEFAULT_TEMPLATES = ["What does {doc} say about {heading}?"]
 
 
 @dataclass(frozen=True)
 class SectionsOptions:
     templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))
-    overview_template: str = "What is the {doc_title} about?"
+    overview_template: str = "What is {doc} about?"
     question_template: str = "{heading}"  # for headings that already are questions
     # for a section whose heading (and every enclosing one) names no topic
-    content_template: str = 'What does the {doc_title} say in the passage that begins "{opening}"?'
+    content_template: str = 'What does {doc} say in the passage that begins "{opening}"?'
     opening_words: int = 8
     min_chars: int = 30
     max_chars: int = 4000
@@ -76,7 +77,7 @@ class SectionsGenerator(Generator):
             if len(response) < opts.min_chars:
                 continue
             heading = next((plain_topic(h) for h in reversed(sec.path) if informative(h)), "")
-            values = {"doc_title": doc_title, "heading": heading, "heading_path": " > ".join(sec.path),
+            values = {"doc_title": doc_title, "doc": doc_phrase(title), "heading": heading, "heading_path": " > ".join(sec.path),
                       "document": doc.name, "opening": opening(response, opts.opening_words)}
             if not heading:
                 templates = [opts.content_template]

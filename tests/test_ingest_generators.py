@@ -187,6 +187,17 @@ def test_qa_definition_list_and_table():
 
 def test_qa_ignores_plain_prose():
     assert qa_pairs(source(HANDBOOK)) == []
+    # a paragraph that ends with a question (unstructured's fake-html.html) is no question line;
+    # a numbered or "Q." question is one
+    assert qa_pairs(source([
+        ("NarrativeText", "My first paragraph. lorem ipsum dolor. if the cow comes home how do you fault the cow?"),
+        ("ListItem", "A test list"),
+        ("NarrativeText", "3. Can I return a sensor?"),
+        ("NarrativeText", "Yes, within thirty days of delivery."),
+        ("NarrativeText", "Q. Does the hub need Wi-Fi?"),
+        ("NarrativeText", "It needs Wi-Fi or Ethernet."),
+    ])) == [("3. Can I return a sensor?", "Yes, within thirty days of delivery."),
+            ("Q. Does the hub need Wi-Fi?", "It needs Wi-Fi or Ethernet.")]
 
 
 def test_qa_on_a_real_html_faq(tmp_path):

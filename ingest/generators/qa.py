@@ -75,9 +75,18 @@ class QAOptions:
     tables: bool = True
 
 
+_LEAD = re.compile(r"^\s*(q\s*[.:)]|\d+(\.\d+)*[.)]|[a-z][.)])\s*", re.I)  # "Q.", "3.", "b)" before a question
+_SENTENCE_BREAK = re.compile(r"[.!?][\"'\u201d\u2019)]*\s+\S")
+
+
 def _is_question(el: Element, limit: int) -> bool:
+    """A question line: ends with "?", one line, not too long; a paragraph (not a heading) must be
+    one sentence: "My first paragraph. lorem ipsum ... how do you fault the cow?" (unstructured's
+    fake-html.html) is a paragraph that ends with a question, not a question to answer."""
     text = el.text.strip()
     if not text.endswith("?") or len(text) > limit or "\n" in text:
+        return False
+    if el.type != "Title" and _SENTENCE_BREAK.search(_LEAD.sub("", text)[:-1]):
         return False
     return el.type in ("Title", "NarrativeText", "UncategorizedText", "Text")
 

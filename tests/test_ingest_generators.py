@@ -229,3 +229,15 @@ def test_a_user_generator_in_a_few_lines():
     (p,) = list(create("first-chunk-test").generate(source(HANDBOOK, ChunkConfig(200, 0))))
     assert p.content.instruction == "Summarise Employee Handbook."
     assert (p.provenance.generator, p.provenance.generator_version) == ("first-chunk-test", "7")
+
+
+def test_paragraph_windows_skip_lone_numbers():
+    """A figure's callout numbers before the text (unstructured's embedded-images.pdf: "3", "5", "4",
+    then "Hands-free unlocking...") open no passage; the passage is the text, quoted from its words."""
+    s = source([("UncategorizedText", "3"), ("UncategorizedText", "5"), ("UncategorizedText", "$1,200"),
+                ("NarrativeText", "Hands-free unlocking works when you approach the vehicle with the card in "
+                                  "access zone three; the car unlocks and the lights flash once."),
+                ("UncategorizedText", "4")])
+    pairs = list(create("paragraphs").generate(s))
+    assert [p.content.response for p in pairs] == [s.elements[3].text]
+    assert all('begins "Hands-free unlocking works' in p.content.instruction for p in pairs)

@@ -117,6 +117,9 @@ def test_auto_fills_untitled_prose_around_sections_and_explicit_generators_stay_
                                                                     "<tr><td>3</td><td>4</td></tr></table>"}}],
      ["auto", "qa"], "auto: no prose and no table with a header row (1 table(s)"),
     ([{"type": "Image", "text": "x"}], ["email"], "email: not an e-mail"),
+    # numbers without words (unstructured's all-number-table.pdf) are no prose
+    ([{"type": "UncategorizedText", "text": f"{200 * k}.01"} for k in range(1, 30)], ["auto"],
+     "auto: no prose and no table with a header row (only UncategorizedText elements)"),
 ])
 def test_why_no_pairs(elements, generators, reason):
     src = _source(elements)

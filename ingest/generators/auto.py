@@ -20,7 +20,7 @@ from ingest.elements import HEADING_TYPES
 from ingest.generators import register
 from ingest.generators.base import Generator, Source
 from ingest.generators.mail import is_email
-from ingest.generators.paragraphs import PROSE_TYPES, ParagraphsGenerator, ParagraphsOptions
+from ingest.generators.paragraphs import PROSE_TYPES, ParagraphsGenerator, ParagraphsOptions, has_words
 from ingest.generators.qa import json_record
 from ingest.generators.tables import header_and_rows, prose_table
 from store.records import Element, NewPair
@@ -91,7 +91,7 @@ def why_no_pairs(elements: Sequence[Element], generators: Sequence[str | Generat
         return (f"it holds {len(records)} JSON record(s) (fields: {', '.join(fields)}) without a question and an "
                 f"answer field (or a title and a text field): it is a dataset, so import it with `tuneloop import FILE --map "
                 f"instruction=FIELD,response=FIELD`")
-    prose = [e for e in text if e.type in PROSE_TYPES or prose_table(e)]
+    prose = [e for e in text if (e.type in PROSE_TYPES or prose_table(e)) and has_words(e.text)]
     chars = sum(len(e.text.strip()) for e in prose)
     tables = [e for e in text if e.type == "Table"]
     headed = [e for e in tables if header_and_rows(e)[1]]

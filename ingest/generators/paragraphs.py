@@ -33,7 +33,7 @@ from store.records import Element, NewPair
 PROSE_TYPES = frozenset({"NarrativeText", "UncategorizedText", "Text", "ListItem", "Address", "EmailAddress",
                          "Formula", "CodeSnippet", "FigureCaption"})
 
-def _has_words(text: str) -> bool:
+def has_words(text: str) -> bool:
     """Whether an element holds words: a lone "3" or "$1,200" (a figure's callout, a stray page or
     table number, as in unstructured's embedded-images.pdf) opens no passage and joins none."""
     return any(c.isalpha() for c in text)
@@ -68,7 +68,7 @@ class ParagraphsGenerator(Generator):
         out: list[list[Element]] = []
         cur: list[Element] = []
         for el in elements:
-            if (el.type in PROSE_TYPES or prose_table(el)) and el.id not in skip and _has_words(el.text):
+            if (el.type in PROSE_TYPES or prose_table(el)) and el.id not in skip and has_words(el.text):
                 cur.append(el)
                 continue
             if cur:

@@ -538,7 +538,7 @@ def scouting(workers: int, names: Iterable[str], opts: ParseOptions | None = Non
     """Whether a batch starts with a scout: the workers fork from the forkserver (no core to spare:
     ``forkserver_first``) and some of its files are light. While the forkserver imports on one core
     (~2.7 s on 2 cores, the workers waiting), one cold worker parses the light files on the other
-    (it needs unstructured's core and the sentence model, ~1.2 s, not the PDF code); the forked
+    (it needs unstructured's core and the sentence model, ~2 s on 2 cores, not the PDF code); the forked
     workers then take the PDFs and images, and light files left over."""
     names = list(names)
     return forkserver_first(workers, len(names), opts) and any(extension(n) not in HEAVY for n in names)

@@ -44,6 +44,7 @@ from ingest.limits import (
     check_positive,
     clip,
 )
+from ingest.parser_server import warm_early
 from ingest.partition import pdf_needs_ocr, pdf_page_count
 from ingest.workers import (
     ParseOptions,
@@ -52,7 +53,6 @@ from ingest.workers import (
     parse_all,
     parse_cost,
     time_limit,
-    warm_early,
 )
 from scale.engine import Engine
 from store import documents as docs_store

@@ -142,7 +142,7 @@ def defer_plotting() -> None:
 WARM_MODULES = ("md", "html", "pdf", "image", "docx", "pptx", "text", "email", "csv", "tsv", "xlsx", "json", "xml",
                 "epub", "odt", "rtf", "rst", "org", "msg")
 # The formats the parser forkserver preloads (comma-separated extensions), set by the process that
-# starts it (``ingest.workers.prestart``); unset: every format.
+# starts it (``ingest.parser_server.prestart``); unset: every format.
 FORMATS_ENV = "TUNELOOP_PARSER_FORMATS"
 
 

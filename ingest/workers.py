@@ -5,8 +5,8 @@ file can be killed without taking the batch down; the parent kills the worker on
 passes its deadline, records a ``timeout`` error and starts a fresh worker. Workers never
 open the database: they return ``Parsed`` data (or an ``IngestError``) through a pipe.
 
-Workers come from a ``forkserver`` that imported unstructured, loaded the spaCy model and the
-parsers of the batch's formats once (``ingest.worker_boot``; ``prestart(formats)``), so a new or
+Workers come from the parser server (``ingest.parser_server``), a ``forkserver`` that imported
+unstructured, loaded the spaCy model and the parsers of the batch's formats once (``prestart``), so a new or
 replacement worker starts warm in milliseconds instead of paying the ~3 s import again. The
 forkserver is a clean process (no threads, no database handles), which makes forking from it safe.
 It is started once per process: a later batch's other formats load in its workers, reported as
@@ -41,110 +41,26 @@ so a short ``timeout_s`` never fails a file for the parser's import.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
-import multiprocessing as mp
 import os
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import warnings
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 from ingest import offline
-from ingest.filetypes import IMAGE_TYPES, IngestError, extension
+from ingest import parser_server as server
+from ingest.filetypes import IngestError, extension
 from ingest.limits import clip
 from ingest.partition import Parsed, partition_file
-
-_ctx: Any = None
-_warm = threading.Event()  # set once a process forked from the forkserver came up: it has preloaded
-_probe_lock = threading.Lock()
-_probe: threading.Thread | None = None
-
-
-def _context() -> Any:
-    global _ctx
-    if _ctx is None:
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["ingest.worker_boot"])
-        _ctx = ctx
-    return _ctx
-
-
-def _noop() -> None:
-    pass
-
-
-def _wait_warm() -> None:
-    """Fork a no-op from the forkserver (which forks only after its preload) and note that it is warm."""
-    try:
-        p = _context().Process(target=_noop, daemon=True)
-        p.start()
-        p.join()
-    except Exception:  # no forkserver here: workers then start cold, as they would anyway
-        return
-    _warm.set()
-
-
-def _stop_if_warming() -> None:
-    """At exit: a forkserver still preloading would go on for seconds for nobody (it notices that
-    its parent is gone only once it is warm), so stop it; a warm one exits by itself."""
-    from multiprocessing import forkserver
-
-    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
-    if pid and not _warm.is_set():
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def prestart(formats: Iterable[str] | None = None) -> None:
-    """Start the (warming) forkserver now, so its imports overlap the caller's other work, and a
-    thread that notes when it is warm (``forkserver_warm``).
-
-    ``formats``: the extensions it preloads (a batch's: ~3 s for PDFs and images on 2 cores instead
-    of ~10 s for every format); None: every format. Only the first call of a process starts it: a
-    later batch's other formats load in its workers, outside the files' time limits (``_serve``)."""
-    global _probe
-    from multiprocessing import forkserver
-
-    _context()
-    saved = os.environ.get(offline.FORMATS_ENV)
-    if formats is not None:  # the forkserver inherits this process's environment when it starts
-        os.environ[offline.FORMATS_ENV] = ",".join(sorted(set(formats)))
-    try:
-        forkserver.ensure_running()
-    finally:
-        if saved is None:
-            os.environ.pop(offline.FORMATS_ENV, None)
-        else:
-            os.environ[offline.FORMATS_ENV] = saved
-    with _probe_lock:
-        if _probe is None:
-            _probe = threading.Thread(target=_wait_warm, name="forkserver-warm", daemon=True)
-            _probe.start()
-            atexit.register(_stop_if_warming)
-
-
-def _await_warm(timeout_s: float) -> bool:
-    """Wait (up to ``timeout_s``) until the started forkserver is warm; whether it is."""
-    probe = _probe
-    if probe is not None:
-        probe.join(timeout_s)
-    return forkserver_warm()
-
-
-def forkserver_warm() -> bool:
-    """Whether the forkserver has preloaded, so a worker forked from it now starts at once."""
-    return _warm.is_set()
 
 
 @dataclass(frozen=True)
@@ -332,7 +248,7 @@ class _Worker:
             self.conn = Connection(mine.detach())
             self.conn.send(opts)  # a cold worker's first message: its options
         else:
-            ctx = _context()
+            ctx = server.context()
             self.conn, child_conn = ctx.Pipe()
             self.proc = ctx.Process(target=_serve, args=(child_conn, opts), daemon=True)
             self.proc.start()
@@ -366,13 +282,13 @@ def _new_worker(opts: ParseOptions, scout: bool = False) -> _Worker:
     """A worker forked from the forkserver when it is warm, else a cold one that starts at once.
     ``hi_res`` always gets a cold one: the forkserver keeps torch out, which the layout model may need.
     ``scout``: the one replaces a scout (a cold scout while the forkserver warms)."""
-    cold = not forkserver_warm() or opts.pdf_strategy == "hi_res"
+    cold = not server.forkserver_warm() or opts.pdf_strategy == "hi_res"
     return _Worker(opts, cold=cold, scout=scout and cold)
 
 
 def _next_light(pending: list[Task]) -> int | None:
     """The index in ``pending`` (next task last) of the next light task, if any."""
-    return next((i for i in range(len(pending) - 1, -1, -1) if light(pending[i])), None)
+    return next((i for i in range(len(pending) - 1, -1, -1) if server.light(pending[i].name)), None)
 
 
 # A long PDF is parsed in page ranges by several workers at once (one file would otherwise keep
@@ -506,59 +422,6 @@ def _split_and_parse(tasks: list[Task], workers: int, timeout_s: float, opts: Pa
             yield owner, merge_parts([got[r] for r in ranges[owner.key]], ranges[owner.key])
 
 
-# Formats whose parser loads the PDF and OCR code (unstructured's PDF path, its layout utilities,
-# pdfminer, scipy, tesseract's wrapper: ~2 s of the forkserver's ~2.7 s start on 2 cores); every
-# other format needs only unstructured's core, the sentence model and its own small module.
-HEAVY = frozenset({"pdf", *IMAGE_TYPES})
-
-
-def preload_formats(names: Iterable[str], workers: int, scouting: bool = False) -> set[str]:
-    """The formats the forkserver preloads for a batch (file names, or tasks' names: a long PDF's
-    page ranges count once each): those of which at least ``max(2, workers)`` files need a parser,
-    so several workers would each load them, and PDFs whenever there are any (a long one is parsed
-    in ranges by every worker, and its parser is the costliest to load). A format only one file
-    needs loads in the worker that gets it, in parallel with the other workers' work, not in the
-    forkserver's serial start that every worker waits for. The text path (``md``: unstructured's
-    core and the sentence model every text format uses) is always preloaded.
-
-    ``scouting`` (a scout parses the light formats while the forkserver warms: ``_parse_all``):
-    only the text path and the heavy formats present, so the forkserver is warm sooner."""
-    counts = Counter(extension(n) for n in names)
-    if scouting:
-        return {"md"} | (set(counts) & HEAVY)
-    return {"md"} | {ext for ext, n in counts.items() if n >= max(2, workers) or ext == "pdf"}
-
-
-def light(task: Task) -> bool:
-    """Whether a cold worker can parse this task without loading the PDF and OCR code."""
-    return extension(task.name) not in HEAVY
-
-
-def scouting(workers: int, names: Iterable[str], opts: ParseOptions | None = None) -> bool:
-    """Whether a batch starts with a scout: the workers fork from the forkserver (no core to spare:
-    ``forkserver_first``) and some of its files are light. While the forkserver imports on one core
-    (~2.7 s on 2 cores, the workers waiting), one cold worker parses the light files on the other
-    (it needs unstructured's core and the sentence model, ~2 s on 2 cores, not the PDF code); the forked
-    workers then take the PDFs and images, and light files left over."""
-    names = list(names)
-    return forkserver_first(workers, len(names), opts) and any(extension(n) not in HEAVY for n in names)
-
-
-def forkserver_first(workers: int, n_tasks: int, opts: ParseOptions | None = None) -> bool:
-    """Whether a batch's workers fork from the warmed forkserver rather than start cold: with
-    several workers and no core to spare (cold workers would each import the same parsers at once,
-    competing for the cores), unless they run ``hi_res`` (always cold)."""
-    spare_core = forkserver_warm() or (os.cpu_count() or 1) > workers
-    return not spare_core and workers > 1 and n_tasks > 1 and (opts or ParseOptions()).pdf_strategy != "hi_res"
-
-
-def warm_early(names: Sequence[str], workers: int, opts: ParseOptions | None = None) -> None:
-    """Start warming the forkserver for a batch now, before the caller's own preparation of the
-    files (page counts, OCR checks: ~1 s for 500 files), when ``parse_all`` would wait for it anyway."""
-    if forkserver_first(workers, len(names), opts):
-        prestart(preload_formats(names, workers, scouting(workers, names, opts)))
-
-
 def _parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 300.0,
                opts: ParseOptions | None = None,
                on_start: Callable[[Task, bool], None] | None = None) -> Iterator[tuple[Task, Parsed | IngestError]]:
@@ -573,8 +436,8 @@ def _parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 30
             yield t, _parse(t, opts)
         return
     pool: list[_Worker] = []
-    scout = scouting(workers, [t.name for t in pending], opts)
-    formats = preload_formats((t.name for t in pending), workers, scout)
+    scout = server.scouting(workers, [t.name for t in pending], opts)
+    formats = server.preload_formats((t.name for t in pending), workers, scout)
     # With a core the workers leave free (the parent mostly waits on their pipes), the forkserver
     # warms this batch's formats there while one cold worker starts on the first files. With no
     # more cores than workers, several cold workers would each import the same parsers at once
@@ -583,35 +446,33 @@ def _parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 30
     # 7.3-8.1 s against 8.0-8.7 s), and meanwhile one cold worker, the scout, parses the light
     # files on the core the waiting workers leave free (``scouting``). ``hi_res`` workers always
     # start cold (``_new_worker``).
-    spare_core = forkserver_warm() or (os.cpu_count() or 1) > workers
+    spare_core = server.forkserver_warm() or (os.cpu_count() or 1) > workers
     warm_by = time.monotonic() + BOOT_TIMEOUT_S
-    if forkserver_first(workers, len(pending), opts):
-        prestart(formats)
+    if server.forkserver_first(workers, len(pending), opts):
+        server.prestart(formats)
         if scout:
             pool.append(_Worker(opts, cold=True, scout=True))
         else:
-            spare_core = _await_warm(BOOT_TIMEOUT_S)  # no forkserver here after all: cold workers, as before
+            spare_core = server.await_warm(BOOT_TIMEOUT_S)  # no forkserver here after all: cold workers, as before
 
     def forking() -> bool:
         """Whether workers other than the scout may start: the forkserver is warm, or it will not
         be (it failed, or passed the boot limit: workers then start cold, as without one)."""
-        probe = _probe
-        return (not scout or forkserver_warm() or probe is None or not probe.is_alive()
-                or time.monotonic() > warm_by)
+        return not scout or not server.warming(warm_by)
 
     try:
         while True:
-            if spare_core and all(w.settled for w in pool) and (pool or forkserver_warm()):
-                prestart(formats)  # no-op when running; else it warms now, not while a cold worker loads
+            if spare_core and all(w.settled for w in pool) and (pool or server.forkserver_warm()):
+                server.prestart(formats)  # no-op when running; else it warms now, not while a cold worker loads
             # A scout with no light file left stops: a forked worker takes its place.
-            for w in [w for w in pool if w.scout and not w.tasks and not any(map(light, pending))]:
+            for w in [w for w in pool if w.scout and not w.tasks and not any(server.light(t.name) for t in pending)]:
                 w.stop()
                 pool.remove(w)
             # Grow to ``workers`` (no more than there are tasks): at once when the forkserver is
             # warm or will not warm (no spare core: every worker starts cold); while it warms on
             # the spare core, one cold worker starts on the first files and the rest follow.
             while (len(pool) < min(workers, len(pending) + sum(len(w.tasks) for w in pool)) and forking()
-                   and (not pool or forkserver_warm() or not spare_core)):
+                   and (not pool or server.forkserver_warm() or not spare_core)):
                 pool.append(_new_worker(opts))
             for w in pool:  # a scout takes the light files, next first
                 while w.scout and len(w.tasks) < _Worker.DEPTH and (k := _next_light(pending)) is not None:
@@ -621,12 +482,12 @@ def _parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 30
             busy = [w for w in pool if w.tasks]
             if not busy:
                 if pending and not forking():  # only heavy files left, and the forkserver still warming
-                    _await_warm(max(0.0, warm_by - time.monotonic()))
+                    server.await_warm(max(0.0, warm_by - time.monotonic()))
                     continue
                 return
             limit = lambda w: (w.tasks[0].limit_s or timeout_s) if w.ready and not w.loading else BOOT_TIMEOUT_S  # noqa: E731
             wait_s = max(0.0, min(w.head_started + limit(w) for w in busy) - time.monotonic())
-            if len(pool) < workers and pending and not forkserver_warm() and (spare_core or scout):
+            if len(pool) < workers and pending and not server.forkserver_warm() and (spare_core or scout):
                 wait_s = min(wait_s, 0.25)  # look again soon: more workers once the forkserver is warm
             ready = wait([w.conn for w in busy], timeout=wait_s)
             for i, w in enumerate(pool):

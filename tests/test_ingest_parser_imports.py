@@ -68,7 +68,8 @@ def test_every_format_parses_the_same_without_torch(tmp_path):
 
 BATCHES = """
 import json, os, sys
-from ingest.workers import Task, parse_all, forkserver_warm
+from ingest.workers import Task, parse_all
+from ingest.parser_server import forkserver_warm
 from ingest.partition import partition_file
 
 def run(paths):
@@ -82,8 +83,8 @@ def run(paths):
     return seen, got  # in the order the files started
 
 def in_a_worker(fn):
-    import ingest.workers as w
-    with w._context().Pool(1) as pool:  # forked from the same forkserver as the workers
+    from ingest import parser_server
+    with parser_server.context().Pool(1) as pool:  # forked from the same forkserver as the workers
         return pool.apply(fn)
 
 def _has_pyplot():

@@ -55,11 +55,11 @@ def baseline_job(spec_json: str, files: list[str]) -> int:
     """The ingest job as it was before issue 13 (events as ``app.ingest_job`` writes them)."""
     from dataclasses import asdict
 
-    from ingest import workers
+    from ingest import parser_server
     from ingest.documents import IngestConfig, ingest
     from store.db import open_project
 
-    workers.forkserver_warm = lambda: True  # the old pool: every worker forked from the (warming) forkserver
+    parser_server.forkserver_warm = lambda: True  # the old pool: every worker forked from the (warming) forkserver
     spec = json.loads(spec_json)
     with (Path(os.environ["TUNELOOP_JOB_DIR"]) / "events.jsonl").open("a", encoding="utf-8") as fh:
         def emit(event: str, **fields) -> None:
@@ -67,7 +67,7 @@ def baseline_job(spec_json: str, files: list[str]) -> int:
             fh.flush()
 
         emit("start", files=len(files))
-        workers.prestart()  # what ingest() did first: the forkserver warms while files are collected
+        parser_server.prestart()  # what ingest() did first: the forkserver warms while files are collected
         cfg = IngestConfig(generators=tuple(spec["generators"]), chunk_max_chars=int(spec["chunk_max"]), workers=1)
         report = ingest(open_project(os.environ["TUNELOOP_PROJECT"]), files, cfg,
                         progress=lambda r: emit("file", **asdict(r)),

@@ -5,8 +5,10 @@ per-file time limits and errors as the local workers (``ingest.workers``).
 A task's time limit counts from its submission, since no more tasks run than there are slots;
 the first task on each slot also gets ``BOOT_TIMEOUT_S`` for the Ray worker's first import of
 the parsers. A task over its limit is cancelled (its worker process killed, as a local worker
-is) and the file fails with the same "timed out" message; a task whose worker dies fails with
-"crash". Everything after parsing (layout, chunks, pairs, the store) runs in the calling
+is) and the file fails with the same "timed out" message. A task whose worker dies is parsed
+again, each of its files on its own on a fresh worker: Ray may hand a task to a worker that a
+cancellation is killing at that moment, so a file fails with "crash" only when its worker dies
+under it twice. Everything after parsing (layout, chunks, pairs, the store) runs in the calling
 process exactly as with the local engine, so the results are the same.
 """
 
@@ -69,6 +71,7 @@ def parse_all_ray(tasks: Sequence[Task], engine: Engine, *, timeout_s: float, op
         pending = list(reversed(groups(tasks)))
         running: dict[Any, tuple[list[Task], float, float]] = {}  # ref -> (tasks, submitted, limit)
         booting = n  # groups still to start on a fresh worker (the parsers' first import)
+        crashed: set[int] = set()  # files whose worker died under them once
         try:
             while pending or running:
                 while pending and len(running) < n:
@@ -85,7 +88,18 @@ def parse_all_ray(tasks: Sequence[Task], engine: Engine, *, timeout_s: float, op
                                     timeout=max(0.0, min(1.0, next_deadline - time.monotonic())))
                 for ref in ready:
                     group, _, _ = running.pop(ref)
-                    yield from zip(group, _results(ray, ref, group), strict=True)
+                    try:
+                        out = _results(ray, ref, group)
+                    except ray.exceptions.WorkerCrashedError:
+                        booting += 1  # its replacement starts cold
+                        again = [t for t in group if t.key not in crashed]
+                        crashed.update(t.key for t in group if len(group) == 1)
+                        pending.extend([t] for t in reversed(again))
+                        for t in group:
+                            if t not in again:
+                                yield t, IngestError("crash", CRASH)
+                        continue
+                    yield from zip(group, out, strict=True)
                 now = time.monotonic()
                 for ref, (group, started, limit) in list(running.items()):
                     if now >= started + limit:
@@ -102,12 +116,16 @@ def parse_all_ray(tasks: Sequence[Task], engine: Engine, *, timeout_s: float, op
                 ray.cancel(ref, force=True)
 
 
+CRASH = ("the parser process died on this file (twice, on two workers); the file may be malformed or too large "
+         "for the available memory")
+
+
 def _results(ray: Any, ref: Any, group: list[Task]) -> list[Parsed | IngestError]:
+    """The group's results; raises ``WorkerCrashedError`` when its worker died."""
     try:
         out = ray.get(ref)
     except ray.exceptions.WorkerCrashedError:
-        return [IngestError("crash", "the parser process died on this file (or one parsed with it); the file may be "
-                                     "malformed or too large for the available memory") for _ in group]
+        raise
     except ray.exceptions.RayError as exc:
         return [IngestError("parse_error", f"parser failed on {t.name} on Ray ({type(exc).__name__}: {str(exc)[:300]})")
                 for t in group]

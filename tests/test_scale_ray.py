@@ -234,6 +234,70 @@ def test_a_file_over_its_time_limit_on_ray_fails_alone(tmp_path, ray_runtime):
     assert not isinstance(got[4], Exception) and not isinstance(got[5], Exception) and got[4].elements
 
 
+def _blocked_parsers() -> list[int]:
+    """Ray workers parsing (their title) that wait in ``open`` on a FIFO with no writer."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read()
+            with open(f"/proc/{pid}/wchan") as f:
+                wchan = f.read()
+        except OSError:
+            continue
+        if title.startswith(b"ray::_parse_on_worker") and wchan == "wait_for_partner":
+            out.append(int(pid))
+    return out
+
+
+def _kill_blocked(times: int, before_first=None, wait_s: float = 120.0) -> None:
+    """SIGKILL (as the OOM killer does) each new Ray worker stuck on the FIFO until ``times`` are
+    killed; ``before_first()`` runs just before the first kill."""
+    import signal
+    import time
+
+    killed: set[int] = set()
+    end = time.monotonic() + wait_s
+    while len(killed) < times and time.monotonic() < end:
+        for pid in set(_blocked_parsers()) - killed:
+            if before_first and not killed:
+                before_first()
+            os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+        time.sleep(0.02)
+
+
+def test_a_worker_killed_under_a_file_on_ray_parses_it_again_on_its_own(tmp_path, ray_runtime):
+    """A Ray worker that dies under a file (killed mid-parse) costs nothing if the file parses on a
+    fresh worker; a file whose worker dies twice fails alone with "crash". Ray may also hand a task
+    to a worker a cancellation is killing: the same retry covers it (CI saw that race fail a file)."""
+    import threading
+
+    from ingest.ray_parse import parse_all_ray
+    from ingest.workers import ParseOptions, Task
+    from tests.test_ingest_files import make
+
+    ok = make(tmp_path, "md")
+    real = tmp_path / "real.md"
+    real.write_bytes(ok.read_bytes())
+    for name, times in (("once.md", 1), ("twice.md", 2)):
+        stuck = tmp_path / name
+        os.mkfifo(stuck)  # a parser opening it waits for a writer that never comes: killed while it waits
+        # "once": the path holds a real file from the first kill on (the waiting open keeps the FIFO)
+        swap = (lambda s=stuck: os.replace(real, s)) if times == 1 else None
+        killer = threading.Thread(target=_kill_blocked, args=(times, swap))
+        killer.start()
+        tasks = [Task(0, str(stuck), name, limit_s=600), Task(1, str(ok), ok.name), Task(2, str(ok), ok.name)]
+        got = dict((t.key, r) for t, r in parse_all_ray(tasks, LOCAL_RAY, timeout_s=600, opts=ParseOptions()))
+        killer.join()
+        assert not isinstance(got[1], Exception) and not isinstance(got[2], Exception) and got[1].elements
+        if times == 1:
+            assert not isinstance(got[0], Exception), got[0]
+            assert [e["text"] for e in got[0].elements] == [e["text"] for e in got[1].elements]
+        else:
+            assert got[0].kind == "crash" and "died on this file (twice" in got[0].message
+
+
 def test_near_dedupe_with_signatures_on_ray_finds_the_same_clusters(tmp_path, ray_runtime, template_project,
                                                                      monkeypatch):
     """Near duplicates with shared boilerplate, one-word edits and unrelated rows: the same clusters

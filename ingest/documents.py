@@ -32,7 +32,7 @@ from typing import Any
 
 from ingest.chunking import ChunkConfig, chunk_document
 from ingest.elements import build_document
-from ingest.filetypes import IMAGE_TYPES, SUPPORTED, IngestError, extension, sniff
+from ingest.filetypes import IMAGE_TYPES, SUPPORTED, FileKind, IngestError, extension, sniff
 from ingest.generators import Generator, Source, create_all, options_allowed
 from ingest.limits import (
     MAX_ARCHIVE_MB,
@@ -164,6 +164,12 @@ class _Item:
     size: int = 0
     pages: int | None = None  # a PDF's page count, known before parsing (for its time limit)
     scanned: bool = False  # a PDF without a text layer that ``auto`` reads by OCR (a longer time limit)
+    content_is: FileKind | None = None  # set when its content is another format than its name says
+
+    @property
+    def parse_as(self) -> str:
+        """The name to parse it under: the content's format's extension when they differ."""
+        return f"{self.path.stem}.{self.content_is.ext}" if self.content_is else self.path.name
 
 
 # ------------------------------------------------------------------ collecting files
@@ -327,7 +333,11 @@ def _preflight(item: _Item, cfg: IngestConfig) -> None:
         raise IngestError("too_large", _too_large(size, cfg))
     with open(item.path, "rb") as fh:
         head = fh.read(HEAD_BYTES)
-    sniff(item.path.name, head, str(item.path))
+    kind = sniff(item.path.name, head, str(item.path))
+    if kind.named:
+        r.filetype = kind.ext
+        r.warnings.append(kind.warning())
+        item.content_is = kind
     h = hashlib.sha256()
     with open(item.path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -607,10 +617,10 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
                 limit_s, limit_for = time_limit(cfg.timeout_s, pages=i.pages, size_bytes=i.size,
                                                 pdf_strategy="ocr_only" if i.scanned else cfg.pdf_strategy)
                 i.result.limit_s = limit_s if cfg.workers > 0 or cfg.engine.is_ray else None
-                tasks.append(Task(k, str(i.path), i.path.name, limit_s, limit_for,
+                tasks.append(Task(k, str(i.path), i.parse_as, limit_s, limit_for,
                                   n_pages=i.pages if i.result.filetype == "pdf" else None,
                                   cost=parse_cost(pages=i.pages, size_bytes=i.size,
-                                                  ocr=i.scanned or extension(i.path.name) in IMAGE_TYPES)))
+                                                  ocr=i.scanned or i.result.filetype in IMAGE_TYPES)))
 
             def on_start(task: Task, loading: bool) -> None:
                 if parsing:
@@ -623,6 +633,8 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
                 r = item.result
                 started = time.perf_counter()
                 if isinstance(res, IngestError):
+                    if item.content_is:  # the parser was chosen by the content, not the name: say so
+                        res = IngestError(res.kind, f"{res.message} ({item.content_is.warning()})")
                     fail(r, res.kind, res.message)
                     failed_now[item.doc_id] = {"kind": res.kind, "error": clip(res.message, 300), "uri": item.uri,
                                                "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}

@@ -56,8 +56,16 @@ class IngestError(Exception):
 
 @dataclass(frozen=True)
 class FileKind:
+    """``ext``: the format to parse the file as; ``named``: its name's extension, when its content
+    is another supported format (a .doc that is a DOCX): parsed as ``ext``, with a warning."""
+
     ext: str
     detected: str
+    named: str = ""
+
+    def warning(self) -> str:
+        return (f"the file is named .{self.named} but is a .{self.ext} file: parsed as .{self.ext} "
+                f"(renaming it would keep the two apart)") if self.named else ""
 
 
 def extension(name: str) -> str:
@@ -100,7 +108,11 @@ def _human(kind: str) -> str:
 
 
 def sniff(name: str, head: bytes, path: str | None = None) -> FileKind:
-    """Check ``name``'s extension against its leading bytes; raise ``IngestError`` when wrong."""
+    """Check ``name``'s extension against its leading bytes; raise ``IngestError`` when wrong.
+
+    A file whose bytes prove it another supported format (a PDF, an image, RTF, a DOCX/PPTX/XLSX
+    by its zip members) is that format, named in ``FileKind.named``; text, OLE containers (a
+    .doc, .xls, .ppt and .msg look alike) and other archives named for another format fail."""
     ext = extension(name)
     if ext not in SUPPORTED and ext != "zip":
         what = f"unsupported file type '.{ext}'" if ext else "the file has no extension, so its type is unknown"
@@ -111,6 +123,11 @@ def sniff(name: str, head: bytes, path: str | None = None) -> FileKind:
     if not head.strip():
         raise IngestError("empty", "the file is empty (0 bytes of content); nothing to ingest")
     kind = detect(head)
+    real = _identified(kind, path) if ext != "zip" else ""
+    if real and real != ext:  # named for one format, provably another: parse it as what it is
+        if path is not None and kind == "zip":
+            _check_office_zip(path, real)
+        return FileKind(ext=real, detected=kind, named=ext)
     if ext in TEXT_TYPES or ext == "md":
         if kind not in ("text",):
             raise IngestError(
@@ -155,6 +172,24 @@ def sniff(name: str, head: bytes, path: str | None = None) -> FileKind:
     elif ext == "zip" and kind != "zip":
         raise IngestError("wrong_type", f"the file is named .zip but contains {_human(kind)}")
     return FileKind(ext=ext, detected=kind)
+
+
+def _identified(kind: str, path: str | None) -> str:
+    """The supported format the leading bytes (and, for a zip, its member names) prove the file to
+    be, whatever its name says; "" when they do not (text, OLE containers, other archives)."""
+    if kind in ("pdf", "rtf"):
+        return kind
+    if kind in IMAGE_TYPES.values():
+        return next(e for e, k in IMAGE_TYPES.items() if k == kind)
+    if kind == "zip" and path is not None:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = set(zf.namelist())
+        except (zipfile.BadZipFile, EOFError, OSError):
+            return ""
+        found = [e for e, m in _ZIP_MARKERS.items() if m in names]
+        return found[0] if len(found) == 1 else ""
+    return ""
 
 
 def _check_office_zip(path: str, ext: str) -> None:

@@ -83,13 +83,17 @@ def configure() -> None:
     _configured = True
 
 
-def one_ocr_thread() -> None:
-    """Let tesseract (a subprocess of this parser process) use one OpenMP thread, unless the user
-    set ``OMP_THREAD_LIMIT``. Its threads cost more than they give: measured on 2 cores, a scanned
-    page and an image in one process took 9.7 s with the default and 6.7 s with one thread, and
-    parallel parser workers compete for the same cores. Parser processes only: the main process
-    keeps torch's threads."""
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+def one_thread_each() -> None:
+    """One thread per parser process, unless the user set the variable: tesseract's OpenMP
+    (``OMP_THREAD_LIMIT``; a subprocess of the parser) and the BLAS/OpenMP pools of numpy, scipy
+    and onnxruntime, which the PDF path imports (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``,
+    ``MKL_NUM_THREADS``; read once, at their import, so this runs before it). Parallel parser
+    workers compete for the same cores: measured on 2 cores, a scanned page and an image in one
+    process took 9.7 s with tesseract's default and 6.7 s with one thread; for BLAS the 2-worker
+    bench corpus was 1.02x (6 alternating rounds, within noise), kept so that N workers use N
+    cores, as Ray's workers do. Parser processes only: the main process keeps torch's threads."""
+    for var in ("OMP_THREAD_LIMIT", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 
 def keep_torch_out() -> None:

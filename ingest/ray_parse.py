@@ -31,7 +31,7 @@ def _parse_on_worker(tasks: list[Task], opts: ParseOptions) -> list[Parsed | tup
     """Runs in a Ray worker: offline and quiet like a local parser process; an error as (kind, message)."""
     from ingest import offline
 
-    offline.one_ocr_thread()
+    offline.one_thread_each()
     offline.defer_plotting()
     offline.configure()
     out: list[Parsed | tuple[str, str]] = []

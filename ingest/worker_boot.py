@@ -9,7 +9,7 @@ batches use fresh workers instead; so does matplotlib's pyplot (``offline.defer_
 
 from ingest import offline
 
-offline.one_ocr_thread()
+offline.one_thread_each()
 offline.keep_torch_out()
 offline.defer_plotting()
 _formats = offline.preloaded_formats()

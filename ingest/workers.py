@@ -31,7 +31,7 @@ shared out: the plain loop there is ~3.3 s of import and ~5.7 s of parsing; two 
 parsing, so ~1.45x is the most this corpus allows on 2 cores (a longer corpus amortises it).
 
 Parser processes keep torch out (``offline.keep_torch_out``; ``hi_res`` workers start cold and
-keep it) and let tesseract use one thread (``offline.one_ocr_thread``).
+keep it) and use one thread each for tesseract and BLAS (``offline.one_thread_each``).
 
 Each worker says when it starts a file (``STARTED``, and whether it first loads the parser for
 the file's format) and, if it had to, when the parser is loaded (``LOADED``). A file's time
@@ -543,7 +543,7 @@ def timed_out(took_s: float, limit_s: float, limit_for: str = "") -> IngestError
 def _cold_main(fd: int) -> None:
     conn = Connection(fd)
     opts: ParseOptions = conn.recv()
-    offline.one_ocr_thread()
+    offline.one_thread_each()
     offline.defer_plotting()
     if opts.pdf_strategy != "hi_res":  # only the layout model may need torch (``offline.keep_torch_out``)
         offline.keep_torch_out()

@@ -103,10 +103,14 @@ BAD = {
     "encrypted_pdf": (_encrypted_pdf, "encrypted", "password-protected"),
     "password_docx": (_encrypted_docx, "encrypted", "remove the password"),
     "encrypted_zip": (_encrypted_zip_member, "encrypted", "password-protected"),
-    "wrong_extension": (lambda t: make(t, "pdf", "real").rename(t / "report.docx") or t / "report.docx",
-                        "wrong_type", "contains a PDF file"),
+    "wrong_extension": (lambda t: _write(t / "report.docx", "Minutes of the March meeting.\n"),
+                        "wrong_type", "contains plain text"),
+    "ole_named_pdf": (lambda t: _write(t / "scan.pdf", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600)),
+                      "wrong_type", "contains an old-style Office/Outlook (OLE) file"),
+    # bytes that start as a PNG are read as one (see ``test_content_decides_the_format``): a broken one
+    # fails as an image, and the message says the name and the content disagree
     "binary_as_text": (lambda t: _write(t / "notes.md", b"\x89PNG\r\n\x1a\n" + bytes(200)),
-                       "wrong_type", "rename it"),
+                       "corrupt", "named .md but is a .png file"),
     "zero_text_pdf": (_blank_pdf, "no_text", "no text layer"),
     "zero_text_html": (lambda t: _write(t / "pic.html", "<html><body><img src='a.png'></body></html>"),
                        "no_text", "no text found"),

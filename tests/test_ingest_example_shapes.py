@@ -196,3 +196,31 @@ def test_a_document_is_named_so_the_question_reads(project, tmp_path):
     assert doc_phrase("") == "the document" and doc_phrase("Employee Handbook") == "the Employee Handbook"
     assert doc_phrase("LayoutParser: A Unified Toolkit") == '"LayoutParser: A Unified Toolkit"'
     assert doc_phrase('The "Cobalt" manual') == "\"The 'Cobalt' manual\""
+
+
+def test_content_decides_the_format(tmp_path):
+    """language-docs/eng_spa_mult.doc and .ppt are a DOCX and a PPTX named .doc and .ppt (were
+    refused: "rename it"). A file whose bytes prove it another supported format is parsed as that
+    format, exactly as the rightly named file, with a warning; a PDF named .docx too."""
+    from store.db import Project
+    from tests.test_ingest_files import make
+
+    cfg = IngestConfig(generators=("auto",), workers=0)
+    wrong, right = tmp_path / "wrong", tmp_path / "right"
+    wrong.mkdir()
+    right.mkdir()
+    for real, named in (("docx", "doc"), ("pptx", "ppt"), ("pdf", "docx")):
+        make(right, real, f"as-{named}")
+        make(wrong, real, f"as-{named}").rename(wrong / f"as-{named}.{named}")
+    got = {}
+    for folder in (wrong, right):
+        report = ingest(Project(tmp_path / f"p-{folder.name}").init(), [folder], cfg)
+        got[folder.name] = {Path(r.uri).stem: r for r in report.files}
+    for stem, r in got["wrong"].items():
+        twin = got["right"][stem]
+        assert r.status == twin.status == "new", (r.uri, r.error)
+        assert r.filetype == twin.filetype and Path(r.uri).suffix != f".{r.filetype}"
+        assert (r.n_elements, r.n_chunks, r.pairs_total) == (twin.n_elements, twin.n_chunks, twin.pairs_total)
+        assert r.n_elements > 0
+        assert any(f"named {Path(r.uri).suffix} but is a .{r.filetype} file" in w for w in r.warnings)
+        assert not any("named" in w for w in twin.warnings)

@@ -326,6 +326,10 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
             raise IngestError("no_text", f"OCR found no readable text in the .{ext} image (a photo or drawing "
                                          f"without text, or text too small or blurred to read); nothing to make "
                                          f"pairs from")
+        if ext in ("eml", "msg") and (scheme := encrypted_mail(path)):
+            raise IngestError("encrypted", f"the e-mail is encrypted ({scheme}): only its encrypted body is in the "
+                                           f"file; decrypt it in your mail client (or with gpg / openssl smime) "
+                                           f"and ingest the decrypted message")
         raise IngestError("no_text", f"no text found in the .{ext} file; nothing to make pairs from")
     seen_pages = [e["page"] for e in elements if e["page"]]
     n_pages = max([n for n in (n_pdf_pages, *seen_pages) if n], default=None)  # a short declared count: the pages seen
@@ -439,6 +443,24 @@ def _html_furniture(path: Path) -> bool:
         return False
     return bool(root.xpath("//header | //footer")) and not root.xpath(
         "//article//header | //article//footer | //header[.//h1]")
+
+
+_ENCRYPTED_MAIL = (("PGP", ("-----BEGIN PGP MESSAGE-----", "application/pgp-encrypted", "multipart/encrypted")),
+                   ("S/MIME", ("application/pkcs7-mime", "application/x-pkcs7-mime", "IPM.Note.SMIME")))
+
+
+def encrypted_mail(path: Path, limit: int = 4 << 20) -> str:
+    """"PGP" or "S/MIME" when an e-mail file (.eml text, or an Outlook .msg's UTF-8 or UTF-16
+    streams) carries an encrypted body's markers in its first ``limit`` bytes; "" otherwise.
+    Asked only when the e-mail gave no text, so a message quoting such a block still parses."""
+    with open(path, "rb") as fh:
+        raw = fh.read(limit)
+    for scheme, markers in _ENCRYPTED_MAIL:
+        for m in markers:
+            if any(form in raw for form in (m.encode(), m.lower().encode(), m.encode("utf-16-le"),
+                                            m.lower().encode("utf-16-le"))):
+                return scheme
+    return ""
 
 
 def _has_text(raw: list[Any]) -> bool:

@@ -224,3 +224,79 @@ def test_content_decides_the_format(tmp_path):
         assert r.n_elements > 0
         assert any(f"named {Path(r.uri).suffix} but is a .{r.filetype} file" in w for w in r.warnings)
         assert not any("named" in w for w in twin.warnings)
+
+
+PGP_MAIL = """From: Michael Elkins <elkins@example.org>
+To: Michael Elkins <elkins@example.org>
+Subject: {subject}
+Mime-Version: 1.0
+Content-Type: multipart/encrypted; boundary=foo;
+\tprotocol="application/pgp-encrypted"
+
+--foo
+Content-Type: application/pgp-encrypted
+
+Version: 1
+
+--foo
+Content-Type: application/octet-stream
+
+-----BEGIN PGP MESSAGE-----
+Version: 2.6.2
+
+hIwDY32hYGCE8MkBA/wOu7d45aUxF4Q0RKJprD3v5Z9K1YcRJ2fve87lMlDlx4Oj
+=zzaA
+-----END PGP MESSAGE-----
+
+--foo--
+"""
+SMIME_MAIL = """From: a@example.org
+To: b@example.org
+MIME-Version: 1.0
+Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m
+Content-Transfer-Encoding: base64
+Content-Disposition: attachment; filename=smime.p7m
+
+MIAGCSqGSIb3DQEHA6CAMIACAQAxggFOMIIBSgIBADAyMCUxCzAJBgNVBAYTAlVTMRYwFAYDVQQK
+"""
+QUOTING = """From: a@example.org
+To: b@example.org
+Subject: Key rotation
+Content-Type: text/plain; charset=utf-8
+
+The new signing key replaces the old one on Friday. Please re-encrypt the archive with it.
+Here is the block you asked about:
+-----BEGIN PGP MESSAGE-----
+hIwDY32hYGCE8MkBA/wOu7d45aUxF4Q0RKJprD3v5Z9K1YcRJ2fve87lMlDlx4Oj
+-----END PGP MESSAGE-----
+"""
+
+
+def test_an_encrypted_email_says_so(tmp_path):
+    """fake-encrypted.eml (PGP/MIME) and fake-encrypted.msg failed as "no text found": an e-mail
+    whose only body is encrypted fails as "encrypted", naming the scheme and what to do; a message
+    that quotes a PGP block in its text is ingested."""
+    from ingest.partition import encrypted_mail
+    from store.db import Project
+
+    mails = tmp_path / "mails"
+    mails.mkdir()
+    (mails / "pgp.eml").write_text(PGP_MAIL.format(subject="Board minutes"))
+    (mails / "pgp-no-subject.eml").write_text(PGP_MAIL.replace("Subject: {subject}\n", ""))
+    (mails / "smime.eml").write_text(SMIME_MAIL)
+    (mails / "quoting.eml").write_text(QUOTING)
+    report = ingest(Project(tmp_path / "p").init(), [mails], IngestConfig(generators=("auto",), workers=0))
+    got = {Path(r.uri).name: r for r in report.files}
+    assert got["quoting.eml"].status == "new" and got["quoting.eml"].pairs_total >= 1
+    for name, scheme in (("pgp.eml", "PGP"), ("pgp-no-subject.eml", "PGP"), ("smime.eml", "S/MIME")):
+        r = got[name]
+        assert r.status == "failed" and r.error_kind == "encrypted", (name, r.error)
+        assert f"the e-mail is encrypted ({scheme})" in r.error and "decrypt it" in r.error
+    # an Outlook .msg keeps its strings in UTF-16 streams (fake-encrypted.msg: the attachment's MIME type)
+    msg = tmp_path / "look-alike.msg"
+    msg.write_bytes(b"\xd0\xcf\x11\xe0" + bytes(64) + "application/pgp-encrypted".encode("utf-16-le") + bytes(64))
+    assert encrypted_mail(msg) == "PGP"
+    msg.write_bytes(b"\xd0\xcf\x11\xe0" + bytes(64) + "IPM.Note.SMIME".encode("utf-16-le"))
+    assert encrypted_mail(msg) == "S/MIME"
+    msg.write_bytes(b"\xd0\xcf\x11\xe0" + bytes(64) + "IPM.Note".encode("utf-16-le"))
+    assert encrypted_mail(msg) == ""

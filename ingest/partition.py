@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import shutil
 import tempfile
 import traceback
@@ -312,6 +313,8 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
                     kwargs["content_type"] = "text/markdown"  # then its code comments became headings
                 if ext in ("eml", "msg"):
                     raw = _email(partition, source, name or path.name, ext, kwargs, warnings)
+                elif ext in ("csv", "tsv"):
+                    raw = _delimited(partition, source, name or path.name, kwargs, warnings)
                 else:
                     raw = partition(filename=str(source), metadata_filename=name or path.name, **kwargs)
     except Exception as exc:  # parsers raise anything; each becomes one per-file reason
@@ -346,6 +349,36 @@ def _image(path: Path, name: str, ext: str, kwargs: dict[str, Any]) -> list[Any]
     from unstructured.partition.image import partition_image
 
     return list(partition_image(filename=str(path), strategy="ocr_only", metadata_filename=name, **kwargs))
+
+
+def _delimited(partition: Any, source: Path, name: str, kwargs: dict[str, Any], warnings: list[str]) -> list[Any]:
+    """A CSV/TSV table. unstructured (pandas) refuses a file whose rows are longer than its first
+    ("Expected 2 fields in line 9, saw 3": a note row, a stray delimiter in an unquoted cell);
+    such a file is read again from a copy whose rows are all padded to the longest, with a
+    warning naming the lines, instead of failing whole."""
+    try:
+        return list(partition(filename=str(source), metadata_filename=name, **kwargs))
+    except Exception as exc:
+        if type(exc).__name__ != "ParserError":
+            raise
+        import csv
+
+        text = source.read_text(encoding="utf-8", errors="replace")
+        first = next((line for line in text.splitlines() if line.strip()), "")
+        delim = "\t" if PurePath(name).suffix.lower() in (".tsv", ".tab") else max(",;|\t", key=first.count)
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delim))
+        width = max((len(r) for r in rows), default=0)
+        header = len(next((r for r in rows if any(c.strip() for c in r)), []))
+        long = [i + 1 for i, r in enumerate(rows) if len(r) > header]
+        with tempfile.TemporaryDirectory(prefix="tuneloop-csv-") as tmp:
+            copy = Path(tmp) / PurePath(name).name
+            with open(copy, "w", encoding="utf-8", newline="") as fh:
+                csv.writer(fh, delimiter=delim).writerows(r + [""] * (width - len(r)) for r in rows)
+            raw = list(partition(filename=str(copy), metadata_filename=name, **kwargs))
+        lines = ", ".join(map(str, long[:5])) + (f" and {len(long) - 5} more" if len(long) > 5 else "")
+        warnings.append(f"row(s) at line {lines} have more cells than the first row ({header}): every row was "
+                        f"padded to {width} columns with empty cells ({str(exc)[:120]})")
+        return raw
 
 
 def _email(partition: Any, source: Path, name: str, ext: str, kwargs: dict[str, Any],

@@ -300,3 +300,25 @@ def test_an_encrypted_email_says_so(tmp_path):
     assert encrypted_mail(msg) == "S/MIME"
     msg.write_bytes(b"\xd0\xcf\x11\xe0" + bytes(64) + "IPM.Note".encode("utf-16-le"))
     assert encrypted_mail(msg) == ""
+
+
+RAGGED = ("Team,City,Cups\nBlues,St. Louis,1\nFlyers,Philadelphia,2\nMaple Leafs,Toronto,13\n"
+          "Canadiens,Montreal,24,the most of any team\n")
+
+
+def test_a_ragged_csv_is_read_padded(tmp_path):
+    """single-column.csv failed whole ("the .csv parser failed (ParserError: Expected 2 fields in
+    line 9, saw 3)"): a row longer than the first is padded, the table read, the line named."""
+    from store.db import Project
+
+    (tmp_path / "cups.csv").write_text(RAGGED)
+    project = Project(tmp_path / "p").init()
+    report = ingest(project, [tmp_path / "cups.csv"], IngestConfig(generators=("auto",), workers=0))
+    [r] = report.files
+    assert r.status == "new", r.error
+    assert any("line 5 have more cells than the first row (3)" in w and "padded to 4 columns" in w
+               for w in r.warnings), r.warnings
+    pairs = _pairs(project)
+    asked = {p["instruction"]: p["response"] for p in pairs}
+    assert any("Maple Leafs" in q and a == "Toronto" for q, a in asked.items()), asked
+    assert any("Canadiens" in q and a == "24" for q, a in asked.items()), asked

@@ -76,7 +76,9 @@ def table_layout(el: Element) -> tuple[str, list[str], list[list[str]]]:
     Real tables seen in the wild (unstructured's example documents): a caption row above the
     header ("Stanley Cups" in the first of three columns) is the table's name, not its header;
     a column empty in every row (a trailing delimiter) is dropped; a header over two rows (a group
-    cell spanning sub-columns) gives "Group: Sub-column" names."""
+    cell spanning sub-columns) gives "Group: Sub-column" names; trailing columns without a name and
+    filled in fewer than half the rows (a note that overflowed its row, a ragged CSV padded by
+    ``ingest.partition``) are dropped."""
     html = el.metadata.get("text_as_html") if el.type == "Table" else None
     rows = [r for r in _table_rows(html) if any(r)] if html else []
     if len(rows) < 2:
@@ -89,9 +91,18 @@ def table_layout(el: Element) -> tuple[str, list[str], list[list[str]]]:
     header, body = rows[0], rows[1:]
     if body and not _valid_header(header) and (merged := _two_row_header(header, body[0])):
         header, body = merged, body[1:]
+    if body and not _valid_header(header):
+        header, body = _drop_overflow(header, body)
     if not body or not _valid_header(header):
         return "", [], []
     return " ".join(caption), header, [r for r in body if len(r) == len(header)]
+
+
+def _drop_overflow(header: list[str], body: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    n = len(header)
+    while n > 1 and not header[n - 1] and 2 * sum(1 for r in body if len(r) >= n and r[n - 1]) < len(body):
+        n -= 1
+    return header[:n], [r[:n] for r in body]
 
 
 def header_and_rows(el: Element) -> tuple[list[str], list[list[str]]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import re
 import shutil
 import tempfile
 import traceback
@@ -317,6 +318,9 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
                     raw = _delimited(partition, source, name or path.name, kwargs, warnings)
                 else:
                     raw = partition(filename=str(source), metadata_filename=name or path.name, **kwargs)
+                if ext == "html" and (prose := _preformatted_prose(raw)):
+                    raw = _as_plain_text(partition, prose, name or path.name, kwargs.get("languages"))
+                    warnings.append("the page is preformatted text (<pre>): read as plain text, by paragraphs")
     except Exception as exc:  # parsers raise anything; each becomes one per-file reason
         raise _explain(exc, ext) from None
     elements, furniture = clean_elements(_elements(raw))
@@ -349,6 +353,31 @@ def _image(path: Path, name: str, ext: str, kwargs: dict[str, Any]) -> list[Any]
     from unstructured.partition.image import partition_image
 
     return list(partition_image(filename=str(path), strategy="ocr_only", metadata_filename=name, **kwargs))
+
+
+_CODE_CHARS = frozenset("{};=<>$|\\")
+
+
+def _preformatted_prose(raw: list[Any], min_share: float = 0.8) -> str:
+    """The page's text when it is mostly one preformatted block (``<pre>``: unstructured makes it a
+    single ``CodeSnippet``) of prose, not code: old government pages, RFCs, e-texts. Hard-wrapped
+    and indented, it would be one element of the whole page. "" otherwise."""
+    texts = [(type(el).__name__, str(el.text or "")) for el in raw]
+    pre = "\n\n".join(t for kind, t in texts if kind == "CodeSnippet")
+    total = sum(len(t) for _, t in texts)
+    if not pre or len(pre) < min_share * total:
+        return ""
+    code = sum(1 for c in pre if c in _CODE_CHARS) / len(pre)
+    sentences = len(re.findall(r"[a-z]{2}[.!?][\"')\]]?\s", pre))
+    return "\n\n".join(t for _, t in texts if t) if code < 0.01 and sentences * 1000 >= len(pre) else ""
+
+
+def _as_plain_text(partition: Any, text: str, name: str, languages: list[str] | None) -> list[Any]:
+    with tempfile.TemporaryDirectory(prefix="tuneloop-pre-") as tmp:
+        copy = Path(tmp) / f"{PurePath(name).stem}.txt"
+        copy.write_text(text, encoding="utf-8")
+        kwargs: dict[str, Any] = {"languages": languages} if languages else {}
+        return list(partition(filename=str(copy), metadata_filename=name, content_type="text/plain", **kwargs))
 
 
 def _delimited(partition: Any, source: Path, name: str, kwargs: dict[str, Any], warnings: list[str]) -> list[Any]:

@@ -322,3 +322,66 @@ def test_a_ragged_csv_is_read_padded(tmp_path):
     asked = {p["instruction"]: p["response"] for p in pairs}
     assert any("Maple Leafs" in q and a == "Toronto" for q, a in asked.items()), asked
     assert any("Canadiens" in q and a == "24" for q, a in asked.items()), asked
+
+
+PRE_LAW = """<html><body><pre>[107th Congress Public Law 56]
+[From the U.S. Government Printing Office]
+
+                                 An Act
+
+ To deter and punish terrorist acts in the United States and around the
+  world, to enhance law enforcement investigatory tools, and for other
+            purposes.
+
+SECTION 1. SHORT TITLE AND TABLE OF CONTENTS.
+
+    (a) Short Title.--This Act may be cited as the ``Uniting and
+Strengthening America Act of 2001''.
+
+         TITLE I--ENHANCING DOMESTIC SECURITY AGAINST TERRORISM
+
+SEC. 101. COUNTERTERRORISM FUND.
+
+    (a) Establishment; Availability of Amounts.--There is hereby
+established in the Treasury of the United States a separate fund to be
+known as the ``Counterterrorism Fund'', amounts in which shall remain
+available without fiscal year limitation to reimburse any Department of
+Justice component for any costs incurred in connection with the
+reestablishment of the operational capability of an office or facility
+which has been damaged or destroyed as the result of any domestic or
+international terrorism incident.
+
+SEC. 102. SENSE OF CONGRESS.
+
+    (a) Findings.--Congress makes the following findings: Arab Americans
+and Muslim Americans enrich our society. The civil rights and civil
+liberties of all Americans must be protected, and every effort must be
+taken to preserve their safety.
+</pre></body></html>"""
+CODE_PAGE = """<html><body><h1>Installing the client</h1>
+<p>The client library is installed with pip. It needs Python 3.10 or newer and no system packages.</p>
+<pre>pip install tuneloop-client
+export TUNELOOP_URL=http://localhost:8501
+if [ -z "$TOKEN" ]; then echo "set TOKEN"; fi</pre>
+<p>After the install, the client reads its address from the environment. Restart the shell first.</p>
+</body></html>"""
+
+
+def test_preformatted_prose_is_read_by_paragraphs(tmp_path):
+    """fake-html-pre.htm (a public law in one <pre>, hard-wrapped and indented) was one element of
+    460,000 characters: passages began mid-sentence and carried runs of indentation. A page that is
+    mostly a <pre> block of prose is read as plain text, by paragraphs, with its headings; a <pre>
+    of code among a page's paragraphs stays code."""
+    from ingest.partition import partition_file
+
+    (tmp_path / "law.htm").write_text(PRE_LAW)
+    (tmp_path / "install.html").write_text(CODE_PAGE)
+    law = partition_file(tmp_path / "law.htm")
+    texts = [e["text"] for e in law.elements]
+    assert len(law.elements) >= 8, texts
+    assert any("read as plain text" in w for w in law.warnings)
+    assert not any(re.search(r"\S {3,}\S", t) for t in texts), texts  # wrapped lines joined, no indentation runs
+    fund = next(t for t in texts if t.startswith("(a) Establishment"))
+    assert fund.endswith("terrorism incident.") and "hereby established" in fund
+    code = partition_file(tmp_path / "install.html")
+    assert not code.warnings and any(e["type"] == "CodeSnippet" and "pip install" in e["text"] for e in code.elements)

@@ -117,6 +117,11 @@ def test_auto_fills_untitled_prose_around_sections_and_explicit_generators_stay_
                                                                     "<tr><td>3</td><td>4</td></tr></table>"}}],
      ["auto", "qa"], "auto: no prose and no table with a header row (1 table(s)"),
     ([{"type": "Image", "text": "x"}], ["email"], "email: not an e-mail"),
+    # enough prose in all, but cut into short runs by headings (unstructured's currency.csv.txt: "Code",
+    # "Symbol", "Name" lines, each name a run of its own): the reason says so, not "too short (85 characters"
+    ([{"type": "Title" if k % 2 else "NarrativeText", "text": f"Bolivian boliviano {k}"} for k in range(8)],
+     ["auto"], "auto: its prose (80 characters) comes in pieces too short to pair: headings or other elements split "
+               "it into runs of at most 20 characters"),
     # numbers without words (unstructured's all-number-table.pdf) are no prose
     ([{"type": "UncategorizedText", "text": f"{200 * k}.01"} for k in range(1, 30)], ["auto"],
      "auto: no prose and no table with a header row (only UncategorizedText elements)"),

@@ -105,8 +105,14 @@ def why_no_pairs(elements: Sequence[Element], generators: Sequence[str | Generat
                        else f"only {', '.join(kinds)} elements")
                 reasons.append(f"auto: no prose and no table with a header row ({why})")
             else:
+                need = ParagraphsOptions().min_chars
+                longest = max((sum(len(e.text.strip()) for e in run) for run in ParagraphsGenerator().runs(text)),
+                              default=0)
                 reasons.append(f"auto: its text is too short to pair ({chars} characters of prose; a passage needs "
-                               f"{ParagraphsOptions().min_chars})")
+                               f"{need})" if longest >= need or chars < need else
+                               f"auto: its prose ({chars} characters) comes in pieces too short to pair: headings or "
+                               f"other elements split it into runs of at most {longest} characters (a passage needs "
+                               f"{need}); try -g sections")
         elif name == "sections":
             reasons.append("sections: no heading with text under it" if any(e.type in HEADING_TYPES for e in text)
                            else "sections: no headings (Title elements); try -g auto or -g paragraphs")

@@ -290,7 +290,8 @@ def test_several_workers_start_on_the_costliest_files_first(tmp_path):
 
 def test_json_records_with_a_question_and_an_answer_become_pairs_others_point_to_import(project, tmp_path):
     """A .json/.ndjson file of Q/A records gives one exact pair per record (not a window of raw
-    JSON); records without such fields give no pair and a reason that names `tuneloop import`."""
+    JSON); records that are table rows give lookup pairs (``test_json_records_are_table_rows``);
+    records of texts give no pair and a reason that names `tuneloop import`."""
     import json
 
     qa = [{"question": "What is the warranty on the Cobalt sensor?", "answer": "The warranty lasts two years."},
@@ -299,13 +300,16 @@ def test_json_records_with_a_question_and_an_answer_become_pairs_others_point_to
     (tmp_path / "faq.json").write_text(json.dumps(qa))
     (tmp_path / "faq.ndjson").write_text("".join(json.dumps(r) + "\n" for r in qa[:2]))
     (tmp_path / "prices.json").write_text(json.dumps([{"sku": "A-1", "price": 3.5}, {"sku": "B-2", "price": 4}]))
+    (tmp_path / "notes.json").write_text(json.dumps([{"note": f"Call the Lisbon warehouse about order {k} today.",
+                                                       "topic": "orders"} for k in range(3)]))
     report = ingest(project, [tmp_path], IngestConfig(workers=0))
     by_name = {f.uri.rsplit("/", 1)[-1]: f for f in report.files}
     assert by_name["faq.json"].pairs_total == 2 and by_name["faq.ndjson"].pairs_total == 2
     rows = _pairs(project)
     assert {(r["instruction"], r["response"]) for r in rows} == {(r.get("question") or r["prompt"],
-                                                                  r.get("answer") or r["output"]) for r in qa[:2]}
+                                                                  r.get("answer") or r["output"]) for r in qa[:2]} | {
+        ("What is the price of A-1?", "3.5"), ("What is the price of B-2?", "4")}
     for r in rows:  # provenance is exact: the response is the document's own characters
         assert r["text"][r["char_start"]:r["char_end"]] == r["response"]
-    prices = by_name["prices.json"]
-    assert prices.pairs_total == 0 and "tuneloop import" in prices.no_pairs and "price, sku" in prices.no_pairs
+    notes = by_name["notes.json"]
+    assert notes.pairs_total == 0 and "tuneloop import" in notes.no_pairs and "note, topic" in notes.no_pairs

@@ -385,3 +385,34 @@ def test_preformatted_prose_is_read_by_paragraphs(tmp_path):
     assert fund.endswith("terrorism incident.") and "hereby established" in fund
     code = partition_file(tmp_path / "install.html")
     assert not code.warnings and any(e["type"] == "CodeSnippet" and "pip install" in e["text"] for e in code.elements)
+
+
+CATALOG = [{"sku": "GRD-8842", "name": "Garden Trowel", "price": 12.5, "in_stock": True, "notes": None},
+           {"sku": "GRD-1290", "name": "Watering Can", "price": 18.0, "in_stock": False, "origin": "Großbritannien"},
+           {"sku": "GRD-3317", "name": "Pruning Shears", "price": 24.99, "in_stock": True, "tags": ["steel"]}]
+REVIEWS = [{"text": f"The delivery of order {k} came two days late and the box was damaged on arrival.",
+            "label": "complaint"} for k in range(4)]
+
+
+def test_json_records_are_table_rows(tmp_path):
+    """arbitrary-records.json (a product list: sku, name, price, in_stock) gave no pair, only advice to
+    import it as a dataset. Records that are rows of a table give lookup pairs keyed by their name
+    field, each answer the value's exact span in the stored text; a dataset of texts stays a dataset."""
+    import json
+
+    from store.db import Project
+
+    (tmp_path / "catalog.json").write_text(json.dumps(CATALOG, indent=2, ensure_ascii=False))
+    (tmp_path / "reviews.ndjson").write_text("\n".join(json.dumps(r) for r in REVIEWS))
+    project = Project(tmp_path / "p").init()
+    report = ingest(project, [tmp_path / "catalog.json", tmp_path / "reviews.ndjson"],
+                    IngestConfig(generators=("auto",), workers=0))
+    got = {Path(r.uri).name: r for r in report.files}
+    pairs = _pairs(project)
+    asked = {p["instruction"]: p["response"] for p in pairs}
+    assert asked["What is the price of Garden Trowel?"] == "12.5"
+    assert asked["What is the sku of Pruning Shears?"] == "GRD-3317"
+    assert not any("in stock" in q or "tags" in q or "notes" in q for q in asked), asked  # booleans, lists, nulls
+    for p in pairs:
+        assert p["text"][p["char_start"]:p["char_end"]] == p["response"]
+    assert got["reviews.ndjson"].pairs_total == 0 and "tuneloop import" in (got["reviews.ndjson"].no_pairs or "")

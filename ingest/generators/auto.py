@@ -22,7 +22,7 @@ from ingest.generators.base import Generator, Source
 from ingest.generators.mail import is_email
 from ingest.generators.paragraphs import PROSE_TYPES, ParagraphsGenerator, ParagraphsOptions, has_words
 from ingest.generators.qa import json_record
-from ingest.generators.tables import header_and_rows, prose_table
+from ingest.generators.tables import header_and_rows, prose_table, record_table
 from store.records import Element, NewPair
 
 
@@ -40,7 +40,7 @@ def plan(source: Source, *, qa: bool = True) -> list[str]:
         names.append("email")
     elif any(e.type in HEADING_TYPES for e in source.elements):
         names.append("sections")
-    if any(header_and_rows(e)[1] for e in source.elements if e.type == "Table"):
+    if any(header_and_rows(e)[1] for e in source.elements if e.type == "Table") or record_table(source.elements)[2]:
         names.append("table")
     return [*names, "paragraphs"]
 

@@ -11,13 +11,14 @@ left to ``qa``. A spreadsheet's sheet name, when it is not a default like "Sheet
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ingest.generators import register
 from ingest.generators.base import Generator, Source
-from ingest.generators.qa import QAGenerator, _table_rows, find_cell
+from ingest.generators.qa import QAGenerator, _table_rows, find_cell, json_qa, json_record
 from store.records import Element, NewPair
 
 _NUMBER = re.compile(r"[\s$€£%+\-−.,:/()\d]*\d[\s$€£%+\-−.,:/()\d]*[a-zA-Z]{0,3}")
@@ -105,6 +106,53 @@ def _drop_overflow(header: list[str], body: list[list[str]]) -> tuple[list[str],
     return header[:n], [r[:n] for r in body]
 
 
+_KEY_FIELDS = ("name", "title", "label", "product", "item", "term", "id", "sku", "code", "key")
+
+
+def record_table(elements: Sequence[Element]) -> tuple[str, list[str], list[tuple[Element, dict]]]:
+    """JSON records that are rows of one table (a catalogue, an export; unstructured's
+    arbitrary-records.json): the key field, the other fields with text or number values, and the
+    records; ("", [], []) when the document holds no such records. Records with a question and an
+    answer (``qa``) are not rows."""
+    recs = [(e, r) for e in elements if (r := json_record(e.text)) is not None and json_qa(r) is None]
+    if not recs:
+        return "", [], []
+
+    def scalar(v: object) -> bool:
+        return isinstance(v, str | int | float) and not isinstance(v, bool) and str(v).strip() != ""
+
+    fields: list[str] = []
+    for _, r in recs:
+        fields += [k for k, v in r.items() if k not in fields and scalar(v)]
+    fields = [f for f in fields if 2 * sum(scalar(r.get(f)) for _, r in recs) >= len(recs)]
+    keys = [f for f in fields if all(_name_like(r.get(f)) for _, r in recs)
+            and len({r[f] for _, r in recs}) == len(recs)]
+    if not keys or len(fields) < 2:
+        return "", [], []
+    key = next((f for name in _KEY_FIELDS for f in keys if f.lower() == name), keys[0])
+    return key, [f for f in fields if f != key], recs
+
+
+def _name_like(v: object) -> bool:
+    """A value that can name a row: short text, not a number, not a sentence (a dataset's texts
+    are no keys)."""
+    return (isinstance(v, str) and not _NUMBER.fullmatch(v) and len(v) <= 80 and len(v.split()) <= 8
+            and not v.rstrip().endswith((".", "!", "?")))
+
+
+def _value_span(el: Element, field: str, value: object) -> tuple[int, int] | None:
+    """Where a record's value is in its element's JSON text (a string without its quotes)."""
+    at = el.text.find(f"{json.dumps(field)}: ")
+    if at < 0:
+        return None
+    at += len(json.dumps(field)) + 2
+    shown = json.dumps(value, ensure_ascii=False)
+    if not el.text.startswith(shown, at):
+        return None
+    a, b = (at + 1, at + len(shown) - 1) if isinstance(value, str) else (at, at + len(shown))
+    return el.char_start + a, el.char_start + b
+
+
 def header_and_rows(el: Element) -> tuple[list[str], list[list[str]]]:
     """A table's header and data rows (``table_layout`` without the caption); ([], []) if it has none."""
     _, header, rows = table_layout(el)
@@ -142,6 +190,23 @@ class TableGenerator(Generator):
             caption, header, rows = table_layout(el)
             if rows and not qa._qa_rows(el):
                 yield from self._table(source, el, caption, header, rows)
+        yield from self._records(source)
+
+    def _records(self, source: Source) -> Iterator[NewPair]:
+        """JSON records as table rows: "What is the price of Garden Trowel?" -> "12.5"."""
+        opts: TableOptions = self.options
+        key, fields, recs = record_table(source.elements)
+        text = source.document.text
+        made = 0
+        for el, rec in recs:
+            for f in fields:
+                span = _value_span(el, f, rec.get(f)) if f in rec else None
+                if span is None or made >= opts.max_pairs_per_table:
+                    continue
+                column = f.replace("_", " ").strip()
+                yield self.pair(source, opts.cell_template.format(column=column, key=rec[key], sheet=""),
+                                text[span[0]:span[1]], span=span, element_ids=[el.id], page=el.page)
+                made += 1
 
     def _table(self, source: Source, el: Element, caption: str, header: list[str],
                rows: list[list[str]]) -> Iterator[NewPair]:

@@ -318,6 +318,9 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
                     raw = _delimited(partition, source, name or path.name, kwargs, warnings)
                 else:
                     raw = partition(filename=str(source), metadata_filename=name or path.name, **kwargs)
+                if ext == "xml" and (records := _xml_records(source)) is not None:
+                    raw, tag, n = records
+                    warnings.append(f"the XML holds {n} <{tag}> records: read as a table, a row per record")
                 if ext == "html" and (prose := _preformatted_prose(raw)):
                     raw = _as_plain_text(partition, prose, name or path.name, kwargs.get("languages"))
                     warnings.append("the page is preformatted text (<pre>): read as plain text, by paragraphs")
@@ -353,6 +356,41 @@ def _image(path: Path, name: str, ext: str, kwargs: dict[str, Any]) -> list[Any]
     from unstructured.partition.image import partition_image
 
     return list(partition_image(filename=str(path), strategy="ocr_only", metadata_filename=name, **kwargs))
+
+
+def _xml_records(path: Path) -> tuple[list[Any], str, int] | None:
+    """An XML file whose root holds repeated records of simple fields (``<country><name>..</name>
+    <capital>..</capital></country>``, unstructured's factbook.xml; exports and feeds) as one Table
+    element: field names as the header, a row per record. unstructured reads each field's text as
+    a heading of its own, and the field names are lost. None when the file is not shaped so."""
+    import html
+
+    from lxml import etree
+    from unstructured.documents.elements import ElementMetadata, Table
+
+    try:
+        parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, remove_comments=True)
+        root = etree.parse(str(path), parser).getroot()
+    except Exception:  # malformed XML: unstructured's reading stands
+        return None
+    kids = [k for k in root if isinstance(k.tag, str)]
+    if len(kids) < 2 or len({k.tag for k in kids}) != 1:
+        return None
+
+    def name(el: Any) -> str:
+        return str(etree.QName(el).localname)
+
+    rows: list[dict[str, str]] = []
+    for rec in kids:
+        fields = [f for f in rec if isinstance(f.tag, str)]
+        if len(fields) < 2 or any(len(f) for f in fields):  # nested records: not a flat table
+            return None
+        rows.append({name(f): " ".join((f.text or "").split()) for f in fields})
+    header = list(dict.fromkeys(k for r in rows for k in r))
+    cells = [header, *[[r.get(h, "") for h in header] for r in rows]]
+    table = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
+    text = " ".join(c for row in cells for c in row if c)
+    return [Table(text=text, metadata=ElementMetadata(text_as_html=f"<table>{table}</table>"))], name(kids[0]), len(rows)
 
 
 _CODE_CHARS = frozenset("{};=<>$|\\")

@@ -416,3 +416,42 @@ def test_json_records_are_table_rows(tmp_path):
     for p in pairs:
         assert p["text"][p["char_start"]:p["char_end"]] == p["response"]
     assert got["reviews.ndjson"].pairs_total == 0 and "tuneloop import" in (got["reviews.ndjson"].no_pairs or "")
+
+
+FACTBOOK = """<?xml version="1.0" encoding="UTF-8"?>
+<factbook>
+  <country><name>United States</name><capital>Washington, DC</capital><sport>Baseball</sport></country>
+  <country><name>Canada</name><capital>Ottawa</capital><sport>Hockey</sport></country>
+  <country><name>Trinidad &amp; Tobago</name><capital>Port of Spain</capital><sport>Track &amp; Field</sport></country>
+</factbook>"""
+NESTED = """<?xml version="1.0"?>
+<library><book><title>Dune</title><author><first>Frank</first><last>Herbert</last></author></book>
+<book><title>Emma</title><author><first>Jane</first><last>Austen</last></author></book></library>"""
+ENTITY = """<?xml version="1.0"?>
+<!DOCTYPE items [<!ENTITY secret SYSTEM "file:///etc/hostname">]>
+<items><item><name>Lamp</name><note>&secret;</note></item><item><name>Desk</name><note>oak</note></item></items>"""
+
+
+def test_xml_records_are_a_table(tmp_path):
+    """factbook.xml (countries: name, capital, leader, sport) gave no pair: unstructured read each
+    field's text as a heading and lost the field names. Repeated flat records are a table; nested
+    XML is read as before; an external entity is never resolved."""
+    from ingest.partition import partition_file
+    from store.db import Project
+
+    (tmp_path / "factbook.xml").write_text(FACTBOOK)
+    (tmp_path / "library.xml").write_text(NESTED)
+    project = Project(tmp_path / "p").init()
+    report = ingest(project, [tmp_path / "factbook.xml"], IngestConfig(generators=("auto",), workers=0))
+    [r] = report.files
+    assert any("3 <country> records: read as a table" in w for w in r.warnings), r.warnings
+    asked = {p["instruction"]: p["response"] for p in _pairs(project)}
+    assert asked["What is the capital of Canada?"] == "Ottawa"
+    assert asked["What is the sport of Trinidad & Tobago?"] == "Track & Field"
+    nested = partition_file(tmp_path / "library.xml")
+    assert not nested.warnings and {e["type"] for e in nested.elements} != {"Table"}
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRETVALUE")
+    (tmp_path / "items.xml").write_text(ENTITY.replace("/etc/hostname", str(secret)))
+    items = partition_file(tmp_path / "items.xml")
+    assert "TOPSECRETVALUE" not in " ".join(e["text"] for e in items.elements)

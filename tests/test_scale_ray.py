@@ -235,17 +235,22 @@ def test_a_file_over_its_time_limit_on_ray_fails_alone(tmp_path, ray_runtime):
 
 
 def _blocked_parsers() -> list[int]:
-    """Ray workers parsing (their title) that wait in ``open`` on a FIFO with no writer."""
+    """Ray workers parsing (their title) that wait in ``open`` on a FIFO with no writer: the kernel's
+    wait channel says so, or (where it hides wait channels) the system call they are blocked in."""
     out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                title = f.read()
+                if not f.read().startswith(b"ray::_parse_on_worker"):
+                    continue
             with open(f"/proc/{pid}/wchan") as f:
                 wchan = f.read()
+            if wchan in ("", "0"):
+                with open(f"/proc/{pid}/syscall") as f:
+                    wchan = "wait_for_partner" if f.read().split(" ")[0] in ("2", "257") else wchan  # open, openat
         except OSError:
             continue
-        if title.startswith(b"ray::_parse_on_worker") and wchan == "wait_for_partner":
+        if wchan == "wait_for_partner":
             out.append(int(pid))
     return out
 

@@ -67,6 +67,10 @@ _ENDS_WITH_SCORE = re.compile(r".*[^\d\s.,:-]\s+[-+]?(?:\d+\.\d{2,}|(?!(?:19|20)
 
 
 _C1 = re.compile("[\x80-\x9f]")
+# TeX's and the U.S. Government Printing Office's ASCII quotes: ``Counterterrorism Fund'' is
+# “Counterterrorism Fund” (unstructured's fake-html-pre.htm, a public law: its questions read
+# ``Network.''.``, which the rubric and readers take for an empty quote).
+_TEX_QUOTES = re.compile(r"``(?=\S)([^`\n]{0,400}?(?:\n[^`\n]{1,400}?){0,8})(?<=\S)''")
 
 
 def clean_text(text: str) -> str:
@@ -76,13 +80,16 @@ def clean_text(text: str) -> str:
     as Latin-1 somewhere upstream ("2000\u00e2\u0080\u009301" for "2000\u201301", in
     unstructured's own norwich-city.txt), where deleting them would leave "2000\u00e201". Text that
     holds them is repaired with ftfy's ``fix_encoding`` first (``ingest.mojibake``) when the repair
-    explains every one of them (none is left); other text is left as the author wrote it."""
+    explains every one of them (none is left); other text is left as the author wrote it. TeX-style
+    ASCII quotes (``like this'') become typographic ones."""
     if _C1.search(text):
         from ingest.mojibake import repair_text
 
         fixed = repair_text(text)
         text = text if _C1.search(fixed) else fixed
     text = _BREAKS.sub("\n", CID.sub("", text))
+    if "``" in text:
+        text = _TEX_QUOTES.sub("\u201c\\1\u201d", text)
     return CONTROL.sub("", text).strip()
 
 

@@ -97,19 +97,42 @@ def doc_phrase(title: str) -> str:
     return f'"{inner_quotes(title)}"'
 
 
-_DOUBLE_TO_SINGLE = str.maketrans({'"': "'", "\u201c": "\u2018", "\u201d": "\u2019", "\u00ab": "\u2039", "\u00bb": "\u203a"})
+_OPENS_AFTER = " \t\n([{'\u2018\u2014-/"
 
 
 def inner_quotes(text: str) -> str:
-    """``text`` to quote inside double quotes: its own double quotes become single ones, so a passage
-    of dialogue ("What next?" the princess ...) never gives ``""What next?"...`` in a question."""
-    return text.translate(_DOUBLE_TO_SINGLE)
+    """``text`` to quote inside double quotes: its own ASCII double quotes become typographic ones
+    (opening at a word's start, closing elsewhere), so a passage of dialogue ("What next?" the
+    princess ...) never gives ``""What next?"...`` in a question, and one that opens with a quote
+    in a quote (``"'Told them,' I dare say!"``) never gives ``''Told``. Quotes left unpaired (an
+    opening cut mid-quotation, a heading whose quotation closes in the next element) are dropped."""
+    return _balanced(re.sub('"', lambda m: "\u201c" if m.start() == 0 or text[m.start() - 1] in _OPENS_AFTER
+                            else "\u201d", text))
 
 
 def opening(text: str, words: int = 8) -> str:
     """The first ``words`` words of ``text``, to quote (in double quotes) a passage that has no heading."""
     parts = text.split()
     return inner_quotes(" ".join(parts[:words]).rstrip(".,;:!?") + ("..." if len(parts) > words else ""))
+
+
+def _balanced(text: str) -> str:
+    """``text`` without its unpaired typographic double quotes."""
+    out: list[str] = []
+    open_at: int | None = None
+    for ch in text:
+        if ch == "\u201c":
+            if open_at is not None:
+                out[open_at] = ""
+            open_at = len(out)
+        elif ch == "\u201d":
+            if open_at is None:
+                continue
+            open_at = None
+        out.append(ch)
+    if open_at is not None:
+        out[open_at] = ""
+    return "".join(out)
 
 
 def doc_title(name: str, raw: list[dict[str, Any]]) -> str:

@@ -35,6 +35,10 @@ FRENCH = ("Le plat du jour est très bon et le niño mange bien. Prix : 12 € s
     ("the 2000\u00e2\u0080\u009301 season", "the 2000\u201301 season"),
     ("caf\u00c3\u00a9 \u00e2\u0080\u009cfood\u00e2\u0080\u009d", "caf\u00e9 \u201cfood\u201d"),
     ("caf\u00c3\u00a9 without C1 controls stays", "caf\u00c3\u00a9 without C1 controls stays"),
+    # TeX/GPO quotes (unstructured's fake-html-pre.htm, a public law)
+    ("known as the ``Counterterrorism\nFund'', amounts", "known as the \u201cCounterterrorism\nFund\u201d, amounts"),
+    ("inserting ``or 2339B'' after ``2339A''.", "inserting \u201cor 2339B\u201d after \u201c2339A\u201d."),
+    ("an empty string '' and ``code`` stay", "an empty string '' and ``code`` stay"),
 ])
 def test_clean_text(raw, clean):
     assert clean_text(raw) == clean

@@ -162,10 +162,11 @@ as though the answer were written on the wall behind him, in letters only he cou
 """
 
 
-def test_dialogue_is_quoted_with_single_quotes_inside_a_question(project, tmp_path):
+def test_dialogue_is_quoted_with_typographic_quotes_inside_a_question(project, tmp_path):
     """War and Peace (unstructured's 1,225-page example text) gave 513 questions like ``begins ""What
     next?" the princess...`` (an empty quote to any reader and to the rubric): a passage's own
-    double quotes become single ones inside the question's."""
+    ASCII double quotes become typographic ones inside the question's. (Single ones, the first fix,
+    gave ``begins "''Told them,' I dare say!'...`` for a quote in a quote: 20 pairs.)"""
     from ingest.rubric import usability
 
     src = tmp_path / "book.txt"
@@ -175,9 +176,13 @@ def test_dialogue_is_quoted_with_single_quotes_inside_a_question(project, tmp_pa
     pairs = _pairs(project)
     assert pairs
     for p in pairs:
-        assert '""' not in p["instruction"] and "“" not in p["instruction"], p["instruction"]
+        assert '""' not in p["instruction"] and "''" not in p["instruction"], p["instruction"]
         assert usability(p["instruction"], p["response"], p["text"][p["char_start"]:p["char_end"]]).names_subject
-    assert any("'What next?' the princess" in p["instruction"] for p in pairs)
+    assert any("“What next?” the princess" in p["instruction"] for p in pairs)
+    from ingest.elements import opening
+
+    assert opening("\"'Told them,' I dare say!\" said Alpatych. \"Are they drinking?\" he asked") == \
+        "“'Told them,' I dare say!” said Alpatych. Are..."
     assert any(p["response"].startswith('"What next?"') for p in pairs)  # the answer is the text as it stands
 
 
@@ -195,7 +200,7 @@ def test_a_document_is_named_so_the_question_reads(project, tmp_path):
     assert not any("the These" in q for q in questions)
     assert doc_phrase("") == "the document" and doc_phrase("Employee Handbook") == "the Employee Handbook"
     assert doc_phrase("LayoutParser: A Unified Toolkit") == '"LayoutParser: A Unified Toolkit"'
-    assert doc_phrase('The "Cobalt" manual') == "\"The 'Cobalt' manual\""
+    assert doc_phrase('The "Cobalt" manual') == '"The “Cobalt” manual"'
 
 
 def test_content_decides_the_format(tmp_path):

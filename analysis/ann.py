@@ -33,10 +33,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from usearch.index import Index
 
-from store import curation as cur
-from store.db import Project
+
+def _shared_libstdcxx_first() -> None:
+    """Load the system's C++ runtime (libstdc++) into the process's global scope before usearch.
+
+    usearch's extension links its own copy of libstdc++ statically and exports that copy's locale
+    facet ids. Loaded first, they win over the shared library's, and a library loaded later that
+    uses the shared one gets mismatched facets: Ray's ``ray.init`` then aborted the whole process
+    ("std::regex_error: Invalid range in brace expression") in a process that had searched first.
+    With the shared runtime loaded first, both use its ids. Other systems than glibc's: nothing to do."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
+
+
+_shared_libstdcxx_first()
+
+from usearch.index import Index  # noqa: E402 - after the C++ runtime above
+
+from store import curation as cur  # noqa: E402
+from store.db import Project  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -92,8 +92,14 @@ def one_thread_each() -> None:
     process took 9.7 s with tesseract's default and 6.7 s with one thread; for BLAS the 2-worker
     bench corpus was 1.02x (6 alternating rounds, within noise), kept so that N workers use N
     cores, as Ray's workers do. Parser processes only: the main process keeps torch's threads."""
-    for var in ("OMP_THREAD_LIMIT", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    os.environ.update(one_thread_env())
+
+
+def one_thread_env() -> dict[str, str]:
+    """The variables ``one_thread_each`` sets, with the user's own values where set (for a process
+    started with them: a Ray worker's runtime environment)."""
+    return {var: os.environ.get(var, "1") for var in ("OMP_THREAD_LIMIT", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                      "MKL_NUM_THREADS")}
 
 
 def keep_torch_out() -> None:

@@ -438,3 +438,63 @@ def test_shard_plan_cuts_only_between_the_local_batches():
     for s in plan:  # each shard, planned alone, is batched as the whole set was
         sub = generation_batches([lengths[i] for i in s], max_new_tokens=4, batch_size=3)
         assert [[s[j] for j in b] for b in sub] == [b for b in batches if b[0] in s]
+
+
+@pytest.mark.parametrize("n, rows, shards", [
+    (30, 512, 1),              # a small stage: one shard, not 30 of one row
+    (20_000, 512, 40),         # the bench's 20K: 40 shards over 2 actors, not 5 (3 of them on one actor)
+    (100_000, 1563, 64),
+    (1_000_000, 4096, 245),    # capped: a shard stays a few seconds of one slot's work
+])
+def test_embedding_shards_are_many_enough_to_balance_the_actors(n, rows, shards):
+    assert on_ray.embed_shard_rows(n) == rows
+    assert -(-n // rows) == shards
+
+
+def test_ray_starts_in_a_process_that_loaded_the_search_index_first(tmp_path_factory):
+    """usearch's static C++ runtime loaded before Ray's made ``ray.init`` abort the process
+    (std::regex_error): the app or a CLI run that searched, then ran a stage on Ray, died."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    session = _ray_tmp(tmp_path_factory)
+    code = (
+        "import analysis.ann, sys\n"
+        "assert 'usearch' in sys.modules\n"
+        "import ray\n"
+        f"ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level='ERROR', _temp_dir={session!r})\n"
+        "print(ray.get(ray.remote(lambda: 'ran on ray').remote()))\n"
+        "ray.shutdown()\n"
+    )
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "ran on ray" in out.stdout
+
+
+def test_ray_parse_workers_keep_torch_out_in_a_pool_of_their_own(ray_runtime):
+    """Parse tasks block torch in their workers (spaCy imports it only to offer it: ~1.3 s of each
+    worker's first import); other stages' tasks on the same cluster must still import it."""
+    import sys
+
+    from ingest.ray_parse import _parse_on_worker, runtime_env
+    from ingest.workers import ParseOptions
+
+    env = runtime_env(ParseOptions())
+    assert env["env_vars"]["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS", "1")
+    assert env != runtime_env(ParseOptions(pdf_strategy="hi_res"))  # hi_res workers keep torch: another pool
+
+    def parser_worker_state() -> tuple[bool, str | None]:
+        _parse_on_worker([], ParseOptions())
+        return "torch" in sys.modules and sys.modules["torch"] is None, os.environ.get("OPENBLAS_NUM_THREADS")
+
+    def other_stage() -> str:
+        import torch
+
+        return torch.__version__
+
+    blocked, threads = ray_runtime.get(ray_runtime.remote(num_cpus=1, runtime_env=env)(parser_worker_state).remote())
+    assert blocked and threads == env["env_vars"]["OPENBLAS_NUM_THREADS"]
+    for _ in range(3):  # whichever worker Ray picks for them
+        assert ray_runtime.get(ray_runtime.remote(num_cpus=1)(other_stage).remote())

@@ -125,3 +125,17 @@ def test_ui_opens_only_an_existing_project(tmp_path):
     res = runner.invoke(app, ["ui", "--project", str(missing)])
     assert isinstance(res.exception, FileNotFoundError) and "tuneloop init" in str(res.exception)
     assert not missing.exists()
+
+
+def test_importing_the_cli_module_loads_no_command():
+    """multiprocessing imports the main module again in each process it starts (the parser
+    workers of ``tuneloop ingest``): the CLI's module must not import the commands and their
+    libraries at its top, or every worker pays them (~0.3 s each) before its first file."""
+    code = ("import sys, tuneloop.cli\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('typer', 'duckdb', 'polars', 'torch', 'store')"
+            " or m.startswith('tuneloop.commands')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    from tuneloop import cli
+
+    assert cli.app is app and "ingest" in [c.name for c in app.registered_commands]  # built once, on first use

@@ -279,8 +279,7 @@ def test_several_workers_start_on_the_costliest_files_first(tmp_path):
         (tmp_path / n).write_text(f"{n}: a short note about the warehouse.\n")
     costs = {"note-3.txt": parse_cost(pages=1, ocr=True), "note-1.txt": parse_cost(pages=80)}
     tasks = [Task(k, str(tmp_path / n), n, cost=costs.get(n, parse_cost(size_bytes=40))) for k, n in enumerate(names)]
-    assert [t.name for t in order(tasks, 1)] == names
-    ordered = order(tasks, 2)
+    ordered = order(tasks)  # one order for any number of workers (and on Ray)
     assert [t.name for t in ordered] == ["note-3.txt", "note-1.txt", "note-0.txt", "note-2.txt", "note-4.txt"]
     pending = list(reversed(ordered))
     dealt = [(w, t.name) for w, t in deal(pending, [0, 0], 2)]
@@ -290,6 +289,8 @@ def test_several_workers_start_on_the_costliest_files_first(tmp_path):
     for workers in (1, 2):
         results = list(parse_all(tasks, workers=workers))
         assert sorted(t.name for t, _ in results) == names and all(not hasattr(r, "kind") for _, r in results)
+        if workers == 1:  # one worker too, so every engine sees the files in one order
+            assert [t.name for t, _ in results] == [t.name for t in ordered]
 
 
 def test_json_records_with_a_question_and_an_answer_become_pairs_others_point_to_import(project, tmp_path):

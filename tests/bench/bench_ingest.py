@@ -4,7 +4,7 @@ Every configuration runs in its own fresh process on the same files, so each pay
 imports and model loads (as a user's command would):
 
 - ``plain``: ``for f in files: unstructured.partition(filename=f)`` (PDFs with ``fast``, the
-  same strategy ingest uses), nothing else;
+  same strategy ingest uses), nothing else, in the order ingest starts the files (``ingest_order``);
 - ``ingest w=1`` / ``ingest w=2``: ``ingest.documents.ingest`` with the ``qa`` and
   ``sections`` generators into a fresh project: parsing in 1 or 2 worker processes, plus
   layout, chunking, pair generation and one DuckDB transaction per document.
@@ -47,14 +47,26 @@ def build_corpus(root: Path, copies: int) -> list[Path]:
     return files
 
 
+def ingest_order(files: list[Path]) -> list[Path]:
+    """``files`` in the order ingest starts them (``ingest.workers.order``, costliest first): copies
+    of one file share text, which unstructured's per-text cache makes cheaper when they parse one
+    after another, so the plain loop takes them in the same order (before its clock starts)."""
+    from ingest.partition import pdf_page_count
+    from ingest.workers import Task, order, parse_cost
+
+    tasks = [Task(k, str(f), f.name, cost=parse_cost(pages=pdf_page_count(f) if f.suffix == ".pdf" else None,
+                                                     size_bytes=f.stat().st_size)) for k, f in enumerate(files)]
+    return [files[t.key] for t in order(tasks)]
+
+
 def run_plain(corpus: Path) -> dict:
+    files = ingest_order(sorted(p for p in corpus.rglob("*") if p.is_file()))
     t0 = time.perf_counter()
     from ingest import offline
 
     offline.configure()  # offline + telemetry off: the same environment ingest runs in
     from unstructured.partition.auto import partition
 
-    files = sorted(p for p in corpus.rglob("*") if p.is_file())
     n_el = pages = 0
     for f in files:
         kw = {"strategy": "fast"} if f.suffix == ".pdf" else {}

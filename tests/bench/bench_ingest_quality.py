@@ -58,7 +58,7 @@ _NOUN = ["cause relief", "filing extensions", "penalty waivers", "installment ag
 # ---------------------------------------------------------------- corpus
 
 
-def _long_pdf(path: Path, pages: int) -> None:
+def _long_pdf(path: Path, pages: int, note: str = "") -> None:
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen import canvas
 
@@ -74,6 +74,8 @@ def _long_pdf(path: Path, pages: int) -> None:
                  f"An examiner reviews each case within {p % 45 + 15} days of the request.",
                  f"Case files for this rule are kept in drawer {p * 7} of the records office.",
                  "The examiner records the decision and sends a letter to the taxpayer."]
+        if note and p == 1:  # copies of the file are distinct documents
+            lines.append(note)
         for i, line in enumerate(lines):
             c.drawString(72, 740 - 16 * i, line)
         c.setFont("Helvetica", 8)

@@ -57,12 +57,16 @@ ocr-deps:
 	      || echo "warning: could not install tesseract-ocr/poppler-utils; images and scanned PDFs will be reported as needing OCR"; \
 	  else echo "note: tesseract-ocr/poppler-utils missing and not root; images and scanned PDFs will be reported as needing OCR"; fi; }
 
-# llama-cpp-python's OpenAI-compatible server (compiled from source on first install, then cached by
-# pip). Optional: without it the test against a real local server is skipped.
+# llama-cpp-python's OpenAI-compatible server (compiled from source on first install). Optional:
+# without it the test against a real local server is skipped. Built for AVX2, not for the build
+# machine's own CPU (GGML_NATIVE): a virtual machine can list AMX in /proc/cpuinfo and still fault
+# on its first AMX instruction (ldtilecfg: the server died on its first request), and a wheel from
+# pip's cache may have been built on another machine, so none is taken from there.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 llm-server-deps: setup
 	@$(BIN)/python -c "import llama_cpp, uvicorn" 2>/dev/null || { \
 	  echo "building llama-cpp-python (first time only, about 10 min on 2 cores)"; \
-	  $(PIP) -r requirements-llm-server.txt >/dev/null 2>&1 \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) --no-cache-dir -r requirements-llm-server.txt >/dev/null 2>&1 \
 	    || echo "warning: could not install llama-cpp-python[server]; the real-server ingest test will be skipped"; }
 
 # An older transformers/peft stack in .venv-old/ (transformers 4.57, peft 0.17, the same CPU torch) for

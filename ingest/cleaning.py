@@ -173,9 +173,15 @@ def demote_false_headings(elements: list[dict[str, Any]]) -> list[dict[str, Any]
     return [{**el, "type": demote[i]} if i in demote else el for i, el in enumerate(elements)]
 
 
-def clean_elements(elements: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+def clean_elements(elements: list[dict[str, Any]], *, whole: bool = True) -> tuple[list[dict[str, Any]], int]:
     """The elements with clean text and without page furniture, and how many lines were dropped
-    as furniture. An element left empty is dropped; the others keep their order and ids."""
+    as furniture. An element left empty is dropped; the others keep their order and ids.
+
+    ``whole=False``: the elements are one page range of a longer document (``ingest.workers``
+    parses a long PDF in ranges): each element is cleaned, but what is judged over the whole
+    document (running lines, false headings) waits for ``finish_document`` on the ranges joined,
+    or a line that runs over most pages of one range only (a chapter's running head) went in a
+    range and stayed in the whole file, and two workers gave other text than one."""
     kept: list[dict[str, Any]] = []
     dropped = 0
     for el in elements:
@@ -189,10 +195,20 @@ def clean_elements(elements: list[dict[str, Any]]) -> tuple[list[dict[str, Any]]
             # Metadata text that becomes pair text (a table's HTML, an e-mail subject as title) too.
             meta = {k: clean_text(v) if isinstance(v, str) else v for k, v in (el.get("metadata") or {}).items()}
             kept.append({**el, "text": text, "metadata": meta})
-    kept = demote_false_headings(kept)
+    if not whole:
+        return kept, dropped
+    out, more = finish_document(kept)
+    return out, dropped + more
+
+
+def finish_document(elements: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The steps of ``clean_elements`` that judge the whole document's clean elements: false
+    headings become text, running lines go; with the count of lines dropped."""
+    kept = demote_false_headings(elements)
     running = running_lines(kept)
     if not running:
-        return kept, dropped
+        return kept, 0
+    dropped = 0
     out = []
     for el in kept:
         lines = el["text"].split("\n")

@@ -51,6 +51,7 @@ class Parsed:
     n_pages: int | None = None
     strategy: str = ""
     warnings: list[str] = field(default_factory=list)
+    furniture: int = 0  # header/footer lines dropped (a page range's own: ``workers.merge_parts`` adds them up)
 
 
 def ocr_available() -> bool:
@@ -326,9 +327,10 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
                     warnings.append("the page is preformatted text (<pre>): read as plain text, by paragraphs")
     except Exception as exc:  # parsers raise anything; each becomes one per-file reason
         raise _explain(exc, ext) from None
-    elements, furniture = clean_elements(_elements(raw))
+    elements, furniture = clean_elements(_elements(raw), whole=pages is None)  # a range: judged once joined
     if not elements and pages is not None and ext == "pdf":
-        return Parsed(filetype=ext, elements=[], n_pages=n_pdf_pages, strategy=strategy, warnings=warnings)
+        return Parsed(filetype=ext, elements=[], n_pages=n_pdf_pages, strategy=strategy, warnings=warnings,
+                      furniture=furniture)
     if not elements:
         if ext == "pdf":
             raise pdf_without_text(strategy)
@@ -343,9 +345,14 @@ def partition_file(path: str | Path, name: str | None = None, *, pdf_strategy: s
         raise IngestError("no_text", f"no text found in the .{ext} file; nothing to make pairs from")
     seen_pages = [e["page"] for e in elements if e["page"]]
     n_pages = max([n for n in (n_pdf_pages, *seen_pages) if n], default=None)  # a short declared count: the pages seen
-    if furniture:
-        warnings.append(f"dropped {furniture} running header/footer line(s)")
-    return Parsed(filetype=ext, elements=elements, n_pages=n_pages, strategy=strategy, warnings=warnings)
+    if furniture and pages is None:
+        warnings.append(furniture_warning(furniture))
+    return Parsed(filetype=ext, elements=elements, n_pages=n_pages, strategy=strategy, warnings=warnings,
+                  furniture=furniture)
+
+
+def furniture_warning(n: int) -> str:
+    return f"dropped {n} running header/footer line(s)"
 
 
 def _image(path: Path, name: str, ext: str, kwargs: dict[str, Any]) -> list[Any]:

@@ -294,8 +294,8 @@ def _next_light(pending: list[Task]) -> int | None:
 # A long PDF is parsed in page ranges by several workers at once (one file would otherwise keep
 # one worker busy while the others idle): from SPLIT_MIN_PAGES pages, in up to two ranges per
 # worker of at least PART_MIN_PAGES pages. Each range is partitioned with its pages numbered as in
-# the whole file; running headers and footers still repeat on most pages of a range, and the
-# element ids (unstructured hashes file name, page and text) are the ones the whole file gets.
+# the whole file; running headers and footers are judged over the ranges joined (``merge_parts``),
+# and the element ids (unstructured hashes file name, page and text) are the ones the whole file gets.
 SPLIT_MIN_PAGES = 48
 PART_MIN_PAGES = 24
 
@@ -311,20 +311,25 @@ def split_pages(n_pages: int | None, workers: int) -> list[tuple[int, int]]:
 
 def merge_parts(parts: list[Parsed | IngestError], ranges: list[tuple[int, int]]) -> Parsed | IngestError:
     """One file's result from its page ranges' results, in page order: the first failure, else the
-    elements one after another (no text in any range: the whole file's ``no_text`` error)."""
-    from ingest.partition import pdf_without_text
+    elements one after another, with what is judged over the whole document (running lines, false
+    headings: ``cleaning.finish_document``) done on them joined, as for the file in one piece (no
+    text in any range: the whole file's ``no_text`` error)."""
+    from ingest.cleaning import finish_document
+    from ingest.partition import furniture_warning, pdf_without_text
 
     for (first, last), res in zip(ranges, parts):
         if isinstance(res, IngestError):
             return IngestError(res.kind, f"pages {first}-{last}: {res.message}")
     done = [r for r in parts if isinstance(r, Parsed)]
     strategies = sorted({r.strategy for r in done if r.strategy})
-    elements = [e for r in done for e in r.elements]
+    elements, running = finish_document([e for r in done for e in r.elements])
     if not elements:
         return pdf_without_text("+".join(strategies))
+    furniture = running + sum(r.furniture for r in done)
+    warnings = list(dict.fromkeys(w for r in done for w in r.warnings))
     return Parsed(filetype=done[0].filetype, elements=elements, n_pages=max(r.n_pages or 0 for r in done) or None,
-                  strategy="+".join(strategies),
-                  warnings=list(dict.fromkeys(w for r in done for w in r.warnings)))
+                  strategy="+".join(strategies), warnings=warnings + ([furniture_warning(furniture)] if furniture else []),
+                  furniture=furniture)
 
 
 def deal(pending: list[Task], queued: list[int], depth: int) -> list[tuple[int, Task]]:

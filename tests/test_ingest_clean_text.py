@@ -104,7 +104,9 @@ def test_text_in_other_encodings_is_stored_as_unicode(project, tmp_path):
     assert not {"trčs", "nińo", "ą"} & set(menu.split())
 
 
-def _pdf(path, pages: int) -> None:
+def _pdf(path, pages: int, chapter_head_from: int | None = None) -> None:
+    """``chapter_head_from``: pages from this one on carry a chapter's running head too (as in an
+    IRS manual's later chapters): on most pages of a late page range, not of the whole file."""
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen import canvas
 
@@ -116,6 +118,8 @@ def _pdf(path, pages: int) -> None:
     for p in range(1, pages + 1):
         c.setFont("Helvetica", 8)
         c.drawString(72, 810, "Cat. No. 28171E Internal Revenue Manual")
+        if chapter_head_from and p >= chapter_head_from:
+            c.drawString(72, 690, "Collection Appeals Program 4.2.59")
         c.setFont("Helvetica-Bold", 14)
         heading, body = topics[(p - 1) % len(topics)]
         c.drawString(72, 770, heading)
@@ -240,7 +244,8 @@ def test_a_long_pdf_is_parsed_in_page_ranges_with_the_same_result(project, tmp_p
     ranges = split_pages(100, 2)
     assert ranges[0][0] == 1 and ranges[-1][1] == 100 and all(b - a + 1 >= PART_MIN_PAGES for a, b in ranges)
     assert all(nxt[0] == prev[1] + 1 for prev, nxt in zip(ranges, ranges[1:]))
-    _pdf(tmp_path / "manual.pdf", 60)
+    assert split_pages(60, 2) == [(1, 30), (31, 60)]
+    _pdf(tmp_path / "manual.pdf", 60, chapter_head_from=36)  # the chapter head: 25 of the 2nd range's 30 pages
     other = Project(tmp_path / "other").init()
     got = []
     for proj, workers in ((project, 1), (other, 2)):  # one piece, then two workers on page ranges
@@ -251,6 +256,7 @@ def test_a_long_pdf_is_parsed_in_page_ranges_with_the_same_result(project, tmp_p
                         sorted(con.execute("SELECT id, type, page, char_start FROM elements").fetchall()),
                         sorted(r["instruction"] for r in _pairs(proj))))
     assert got[0] == got[1] and "Cat. No." not in got[1][0]
+    assert got[1][0].count("Collection Appeals Program 4.2.59") == 25  # on under half the file's pages: text
 
 
 def test_a_page_tree_that_declares_too_few_pages_loses_no_page(project, tmp_path):

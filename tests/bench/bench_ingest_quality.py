@@ -20,7 +20,11 @@ header, a "Page N of" label, a control character, NUL or "(cid:N)" (goal 0), the
 passing ``ingest.rubric.usability`` (goal >= 80 %), and ingest's pages/s at 1 and 2 workers
 against the plain loop (goal >= 1.6x).
 
-Usage: python -m tests.bench.bench_ingest_quality [--pages 320] [--rounds 2]
+``--documents DIR`` runs the same rounds and quality measures on a folder of your own instead
+(recursively, as ``tuneloop ingest DIR`` reads it; the header/footer check then looks for control
+characters, NULs and "(cid:N)" only, and the scans count as any other file).
+
+Usage: python -m tests.bench.bench_ingest_quality [--pages 320] [--rounds 2] [--documents DIR]
 """
 
 from __future__ import annotations
@@ -38,13 +42,14 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 
-from tests.bench.bench_ingest import ingest_rounds
+from tests.bench.bench_ingest import ingest_order, ingest_rounds
 
 HEADER = "Cat. No. 28171E Internal Revenue Manual"
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 SCANS = ("scan.png", "scan-image-only.pdf")
-_DIRTY = re.compile(r"Cat\.\s*No\.\s*28171E|Internal Revenue Manual|\bPage\s+\d+\s+of\b|\(cid:\d+\)"
-                    r"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]", re.I)
+_IMAGES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".heic", ".webp"}
+_CONTROL = r"\(cid:\d+\)|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+_DIRTY = re.compile(r"Cat\.\s*No\.\s*28171E|Internal Revenue Manual|\bPage\s+\d+\s+of\b|" + _CONTROL, re.I)
 
 _ADJ = ["Reasonable", "Statutory", "Administrative", "Temporary", "Annual", "Regional", "Deferred", "Joint",
         "Estimated", "Delinquent", "Corrected", "Foreign", "Electronic", "Seasonal", "Voluntary", "Substitute",
@@ -194,7 +199,14 @@ def build_corpus(root: Path, pages: int) -> list[Path]:
 # ---------------------------------------------------------------- children (one process each)
 
 
+def corpus_files(corpus: Path) -> list[Path]:
+    """The files ``ingest`` reads in ``corpus`` (recursively, hidden ones left out), in its order."""
+    return ingest_order([f for f in sorted(corpus.rglob("*"))
+                         if f.is_file() and not any(p.startswith(".") for p in f.relative_to(corpus).parts)])
+
+
 def run_plain(corpus: Path) -> dict:
+    files = corpus_files(corpus)  # before the clock, as in bench_ingest
     t0 = time.perf_counter()
     from ingest import offline
 
@@ -203,8 +215,8 @@ def run_plain(corpus: Path) -> dict:
 
     failed: list[str] = []
     n_el = 0
-    for f in sorted(p for p in corpus.iterdir() if p.is_file()):
-        kw = {"strategy": "fast"} if f.suffix == ".pdf" else {"strategy": "ocr_only"} if f.suffix == ".png" else {}
+    for f in files:
+        kw = {"strategy": "fast"} if f.suffix == ".pdf" else {"strategy": "ocr_only"} if f.suffix in _IMAGES else {}
         try:
             els = partition(filename=str(f), **kw)
             if f.suffix == ".pdf" and not any(e.text.strip() for e in els):  # a scan: OCR it, as ingest's auto does
@@ -239,7 +251,7 @@ def read_pairs(project_dir: Path) -> list[dict]:
                              LEFT JOIN documents d ON d.id = p.document_id""").to_dicts()
 
 
-def judge(rows: list[dict], pages: int) -> list[dict]:
+def judge(rows: list[dict], dirty_re: re.Pattern[str] = _DIRTY) -> list[dict]:
     from ingest.rubric import usability
 
     out = []
@@ -247,7 +259,7 @@ def judge(rows: list[dict], pages: int) -> list[dict]:
         span = r["text"][r["char_start"]:r["char_end"]] if r["text"] is not None and r["char_start"] is not None \
             else None
         v = usability(r["instruction"], r["response"], span, boilerplate=[HEADER])
-        dirty = bool(_DIRTY.search(r["instruction"]) or _DIRTY.search(r["response"]))
+        dirty = bool(dirty_re.search(r["instruction"]) or dirty_re.search(r["response"]))
         out.append({**r, "passed": v.passed, "reasons": v.reasons, "dirty": dirty})
     return out
 
@@ -260,6 +272,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pages", type=int, default=320, help="pages of the long PDF")
     ap.add_argument("--rounds", type=int, default=2, help="rounds of plain, ingest w=1, ingest w=2")
+    ap.add_argument("--documents", type=Path, help="a folder of your own documents instead of the generated corpus")
     ap.add_argument("--show-failures", type=int, default=8, help="rubric failures to print")
     ap.add_argument("--child", choices=["plain", "ingest"], help=argparse.SUPPRESS)
     ap.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
@@ -276,21 +289,26 @@ def main(argv: list[str]) -> int:
     ocr = shutil.which("tesseract") is not None
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-quality-"))
     try:
-        corpus = tmp / "corpus"
-        files = build_corpus(corpus, a.pages)
-        print(f"corpus: {len(files)} files ({a.pages}-page PDF), OCR {'on' if ocr else 'off'}, "
+        if a.documents:
+            corpus = a.documents.resolve()
+            files, what = corpus_files(corpus), f"from {corpus}"
+        else:
+            corpus = tmp / "corpus"
+            files, what = build_corpus(corpus, a.pages), f"({a.pages}-page PDF)"
+        print(f"corpus: {len(files)} files {what}, OCR {'on' if ocr else 'off'}, "
               f"cpus={os.cpu_count()}, load average {os.getloadavg()[0]:.1f}", flush=True)
         rounds = ingest_rounds("tests.bench.bench_ingest_quality", corpus, tmp, a.rounds)
         last = rounds[-1]
-        judged = judge(read_pairs(tmp / f"proj-r{a.rounds - 1}-w1"), last["w1"]["pages"])
+        judged = judge(read_pairs(tmp / f"proj-r{a.rounds - 1}-w1"),
+                       re.compile(_CONTROL) if a.documents else _DIRTY)
 
         # per document
         print(f"\n{'file':<24} {'parsed':<18} {'pages':>5} {'pairs':>6} {'rubric':>8}  note")
         parsed = with_pairs = 0
         for f in last["w1"]["files"]:
-            name = f["uri"].split("/")[-1]
+            name = f["uri"].split("/", 1)[-1] if a.documents else f["uri"].split("/")[-1]
             mine = [j for j in judged if j["source_uri"] == f["uri"]]
-            if name in SCANS and not ocr:
+            if name in SCANS and not ocr and not a.documents:
                 state, note = "skipped: no OCR", f["error"] or ""
             elif f["ok"]:
                 state, note = "yes", f["no_pairs"] or ""

@@ -200,9 +200,13 @@ def build_corpus(root: Path, pages: int) -> list[Path]:
 
 
 def corpus_files(corpus: Path) -> list[Path]:
-    """The files ``ingest`` reads in ``corpus`` (recursively, hidden ones left out), in its order."""
+    """The files ``ingest`` reads in ``corpus`` (recursively, skipping what it skips), in its order."""
+    from ingest.documents import _skip
+
+    if not corpus.is_dir():
+        raise SystemExit(f"--documents {corpus}: no such folder")
     return ingest_order([f for f in sorted(corpus.rglob("*"))
-                         if f.is_file() and not any(p.startswith(".") for p in f.relative_to(corpus).parts)])
+                         if f.is_file() and not any(_skip(p) for p in f.relative_to(corpus).parts)])
 
 
 def run_plain(corpus: Path) -> dict:

@@ -388,12 +388,17 @@ class _Ready:
     started: float
 
 
-def _write_batch(con: Any, batch: list[_Ready], author: str) -> None:
+def _write_batch(con: Any, batch: list[_Ready], author: str, owner: dict[str, FileResult]) -> None:
     """Write whole documents, several per transaction; set each file's status and new pairs.
 
     A transaction holds complete documents only (document, elements, chunks, pairs), so a
     failure leaves nothing half-written; the writer retries a failed group one document per
     transaction, so one bad document cannot take others down with it.
+
+    ``owner``: pair id -> the file of this ingest whose source is the pair's own, for the pairs
+    this ingest stored (updated here after the commit). A pair found in several files belongs to
+    the first by path (``pairs_store.claim_first_source``), whatever order they finish in, and
+    counts as new for that file only.
     """
     with atomic(con):
         fresh = [r for r in batch if not r.is_stored]
@@ -401,20 +406,26 @@ def _write_batch(con: Any, batch: list[_Ready], author: str) -> None:
         chunks = list({c.id: c for r in batch for c in r.chunks}.values())
         docs_store.insert_chunks(con, chunks)
         rows = [row for r in batch for row in r.rows]
-        seen = docs_store.existing_pair_ids(con, [row["pair_id"] for row in rows])
-        news = []
-        for r in batch:
-            n = 0
-            for row in r.rows:
-                if row["pair_id"] not in seen:
-                    seen.add(row["pair_id"])
-                    n += 1
-            news.append(n)
+        ids = list(dict.fromkeys(row["pair_id"] for row in rows))
+        new_ids = set(ids) - docs_store.existing_pair_ids(con, ids)
+        mine = [i for i in ids if i in new_ids or i in owner]
         if rows:  # every row's source is recorded, also for a pair stored from another document before
-            pairs_store.insert_rows(con, pairs_store.rows_to_arrow(rows))
+            table = pairs_store.rows_to_arrow(rows)
+            pairs_store.insert_rows(con, table)
+            pairs_store.claim_first_source(con, table, [i for i in mine if i in owner])
+        own = pairs_store.own_sources(con, mine)
+    by_source: dict[tuple[str | None, str], FileResult] = {(r.doc.id, r.doc.uri): r.result for r in batch}
+    for pid in mine:
+        now_owner = by_source.get(own.get(pid, (None, "")))
+        was = owner.get(pid)
+        if now_owner is None or now_owner is was:
+            continue
+        if was is not None:
+            was.pairs_new -= 1
+        now_owner.pairs_new += 1
+        owner[pid] = now_owner
     as_stored = dict(zip((id(r) for r in fresh), stored))
-    for r, n in zip(batch, news):
-        r.result.pairs_new = n
+    for r in batch:
         if not r.is_stored:
             doc = as_stored[id(r)]
             r.result.status = "unchanged" if doc is None else ("new_version" if doc.previous_id else "new")
@@ -444,6 +455,7 @@ class _Writer(threading.Thread):
         self.done = done
         self.inbox: queue.Queue[_Ready | None] = queue.Queue()
         self.error: BaseException | None = None
+        self.owner: dict[str, FileResult] = {}  # pairs this ingest stored -> the file they belong to
 
     def run(self) -> None:
         finished = False
@@ -478,11 +490,11 @@ class _Writer(threading.Thread):
             self.project.hold_warm(idle_s=self.WARM_S)
             with self.project.connect() as con:
                 try:
-                    _write_batch(con, batch, self.author)
+                    _write_batch(con, batch, self.author, self.owner)
                 except Exception:  # retry one document per transaction: only the bad one fails
                     for r in batch:
                         try:
-                            _write_batch(con, [r], self.author)
+                            _write_batch(con, [r], self.author, self.owner)
                         except Exception as exc:
                             r.result.status, r.result.error_kind = "failed", "store"
                             r.result.error = f"could not be stored ({type(exc).__name__}: {exc})"

@@ -19,7 +19,9 @@
   one pair. ``pair_sources`` keeps every source: ``insert_rows`` appends one row per distinct source
   of the batch, for new and already stored pairs alike (``sources`` reads them). The source id
   hashes its fields, so re-ingesting records nothing new; the pair's own provenance columns stay
-  its first source.
+  its first source: of one batch's (or one ingest's, ``claim_first_source``) sources, the first by
+  ``first_source_key`` (line of an imported file, then path, then character), so which worker
+  finished first does not decide it.
 """
 
 from __future__ import annotations
@@ -195,6 +197,15 @@ def parquet_rows(con: duckdb.DuckDBPyConnection, path: str) -> int:
     return int(scalar(con, "SELECT sum(num_rows) FROM parquet_file_metadata(" + _sql_literal(path) + ")") or 0)
 
 
+def first_source_key(alias: str = "") -> str:
+    """The order that makes one of a pair's sources its own (the pair's provenance columns): the
+    earliest line of an imported file, else the first file by path (uri), then the earliest
+    character; a row value, so two sources compare with ``<``. ``alias``: a table alias."""
+    a = f"{alias}." if alias else ""
+    return (f"row(coalesce({a}source_line, 2147483647), coalesce({a}source_uri, ''), "
+            f"coalesce({a}char_start, 2147483647), coalesce({a}document_id, ''))")
+
+
 def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
     """Insert new pairs from an Arrow table (or a Parquet path); return how many were new.
 
@@ -216,7 +227,7 @@ def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE _batch_new AS
                SELECT * FROM (
-                   SELECT *, row_number() OVER (PARTITION BY pair_id ORDER BY source_line NULLS LAST) AS _rn
+                   SELECT *, row_number() OVER (PARTITION BY pair_id ORDER BY {first_source_key()}) AS _rn
                    FROM {source}
                ) b
                WHERE _rn = 1 AND NOT EXISTS (SELECT 1 FROM pairs p WHERE p.id = b.pair_id)"""
@@ -274,6 +285,42 @@ class Collisions:
     in_project: int  # rows whose pair is already stored (their tags, split and status are not applied)
     repeats: int  # rows repeating an earlier row of the same batch
     examples: list[tuple[int | None, str, bool]]  # first few (source line, pair id, already stored), by line
+
+
+def claim_first_source(con: duckdb.DuckDBPyConnection, batch: pa.Table, ids: Sequence[str]) -> int:
+    """Pairs ``ids`` (stored before by the same ingest) take the batch's source as their own where it
+    comes first (``first_source_key``); returns how many did. With several parser workers documents
+    are stored as they finish, so without this a pair found in two files of one ingest would belong
+    to whichever finished first (``multi-column.pdf``: 55 pairs with one worker, 46 with two). The
+    caller owns the transaction; ``insert_rows`` has recorded the batch's sources already."""
+    if not ids or batch.num_rows == 0:
+        return 0
+    con.register("_claim_arrow", batch)
+    try:
+        row = con.execute(
+            f"""UPDATE pairs SET document_id = b.document_id, page = b.page, element_ids = b.element_ids,
+                       char_start = b.char_start, char_end = b.char_end, generator = b.generator,
+                       generator_version = coalesce(b.generator_version, ''),
+                       source_uri = coalesce(b.source_uri, ''), source_line = b.source_line,
+                       grounding = b.grounding
+                FROM (SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY pair_id
+                                                                  ORDER BY {first_source_key()}) AS _rn
+                                     FROM _claim_arrow WHERE list_contains(?, pair_id)) WHERE _rn = 1) b
+                WHERE pairs.id = b.pair_id AND {first_source_key('b')} < {first_source_key('pairs')}""",
+            [list(ids)],
+        ).fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.unregister("_claim_arrow")
+
+
+def own_sources(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[str, tuple[str | None, str]]:
+    """Each stored pair of ``ids`` -> its own source's (document id, uri)."""
+    if not ids:
+        return {}
+    return {r[0]: (r[1], r[2]) for r in con.execute(
+        "SELECT id, document_id, source_uri FROM pairs WHERE list_contains(?, id)", [list(ids)]).fetchall()}
 
 
 def batch_collisions(con: duckdb.DuckDBPyConnection, batch: pa.Table | str, show: int = 5) -> Collisions:

@@ -36,15 +36,21 @@ def the_pair(project: Project) -> str:
     return ids[0]
 
 
-def test_same_section_in_two_documents_keeps_both_sources(project, tmp_path):
-    a, b = two_manuals(tmp_path)
-    report = ingest(project, [a, b], CFG)
+def ingested_pair(project: Project, paths: list[Path], cfg: IngestConfig):
+    """Ingest ``paths``; the report, the one pair, its sources and the stored documents (id -> (name, text))."""
+    report = ingest(project, paths, cfg)
     assert report.ok, [f.error for f in report.files]
     pid = the_pair(project)
     with project.connect() as con:
-        pair = pairs_store.get(con, pid)
-        got = pairs_store.sources(con, pid)
-        texts = dict(con.execute("SELECT name, text FROM documents").fetchall())
+        docs = {r[0]: (r[1], r[2]) for r in con.execute("SELECT id, name, text FROM documents").fetchall()}
+        return report, pairs_store.get(con, pid), pairs_store.sources(con, pid), docs
+
+
+def test_same_section_in_two_documents_keeps_both_sources(project, tmp_path):
+    a, b = two_manuals(tmp_path)
+    _, pair, got, docs = ingested_pair(project, [a, b], CFG)
+    pid = pair.id
+    texts = dict(docs.values())
     assert [(s.document_name, s.source_uri, s.generator) for s in got] == [
         ("alpha.md", "alpha.md", "qa"), ("beta.md", "beta.md", "qa")]
     for s in got:  # each span points at the answer in its own document
@@ -59,6 +65,29 @@ def test_same_section_in_two_documents_keeps_both_sources(project, tmp_path):
     with project.connect() as con:
         assert pairs_store.sources(con, pid) == got
         assert scalar(con, "SELECT count(*) FROM pair_sources") == 2
+
+
+def test_a_pair_in_two_files_of_one_ingest_belongs_to_the_first_by_path_whichever_finishes_first(tmp_path):
+    """Documents are stored as they finish, and the costliest start first: beta (over 0.1 MB) is
+    parsed and stored before alpha. The pair still belongs to alpha, the first by path, and counts
+    as new there only, with one worker or two (before: to beta, the first stored)."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    a, b = two_manuals(docs)
+    b.write_text("# Beta handbook\n\n## Materials\n\n" + "\n\n".join(
+        f"Note {i} on materials: the casing is recycled aluminium. " * 8 for i in range(300)) + "\n\n" + SECTION)
+    assert b.stat().st_size > 110_000
+    seen = []
+    for workers in (0, 2):
+        project = Project(tmp_path / f"p{workers}").init()
+        report, pair, got, stored = ingested_pair(project, [docs], IngestConfig(generators=("qa",), workers=workers))
+        assert stored[pair.provenance.document_id][0] == "alpha.md"
+        assert [s.document_name for s in got] == ["alpha.md", "beta.md"]
+        assert (pair.provenance.char_start, pair.provenance.source_uri) == (got[0].char_start, got[0].source_uri)
+        new = {Path(f.uri).name: f.pairs_new for f in report.files}
+        assert new == {"alpha.md": 1, "beta.md": 0}
+        seen.append((pair.provenance, [(s.document_name, s.char_start) for s in got]))
+    assert seen[0] == seen[1]
 
 
 def test_a_later_document_adds_its_source_to_a_stored_pair(project, tmp_path):

@@ -242,28 +242,54 @@ def _summary(members: pl.DataFrame, cap: int, warnings: list[str], kind: str) ->
             "largest": int(sizes.to_numpy().max()) if members.height else 0, "at_cap": at_cap}
 
 
-def run_signals(project: Project, names: list[str] | None = None, cfg: sig.SignalConfig | None = None) -> pl.DataFrame:
+SIGNAL_PART_PAIRS = 200_000  # signals of a bigger project run in parts: 1M pairs at once peaked at 4.3 GB
+
+
+def run_signals(project: Project, names: list[str] | None = None, cfg: sig.SignalConfig | None = None,
+                part_pairs: int = SIGNAL_PART_PAIRS) -> pl.DataFrame:
     """Run the detectors over every pair's head revision and store the results; per-detector counts.
 
     Detectors the project switched off (setting ``signals``, see ``signals.toggled``) do not run,
-    and their stored rows are cleared, so no page or filter shows a flag the project turned off."""
+    and their stored rows are cleared, so no page or filter shows a flag the project turned off.
+
+    A project of more than ``part_pairs`` pairs is read and judged in parts (by pair id),
+    so memory holds one part's text at a time; what a detector compares a pair with (the
+    recurring responses that make labels, the lengths of each kind) is measured over all parts
+    first (``signals.whole_project``). The results are stored together, in one transaction, as
+    for a small project."""
+    from store import pairs as pairs_store
     from store import settings
 
     names = names or list(sig.DETECTORS)
+    cfg = cfg or sig.SignalConfig()
     with project.connect() as con:
         off = set(sig.disabled(settings.get(con, "signals", {})))
-        df = cur.curation_frame(con)
+        total = pairs_store.stored_pairs(con)
     active = [n for n in names if n not in off]
-    found = sig.run(df, active, cfg) if active else pl.DataFrame(schema=sig.RUN_SCHEMA)
+    parts = max(1, -(-total // max(1, part_pairs)))
+
+    def part(i: int) -> pl.DataFrame:
+        with project.connect() as con:
+            return cur.curation_frame(con, part=(i, parts) if parts > 1 else None)
+
+    if parts > 1 and active:
+        cfg = sig.whole_project((part(i) for i in range(parts)), cfg)
+    found: list[pl.DataFrame] = []
+    revisions: list[pl.Series] = []
+    for i in range(parts):
+        df = part(i)
+        found.append(sig.run(df, active, cfg) if active else pl.DataFrame(schema=sig.RUN_SCHEMA))
+        revisions.append(df["revision_id"])
+    everything = pl.concat(found)
     with project.connect() as con:
-        cur.save_signals(con, found, df["revision_id"].to_list(), names)
-    counts = found.group_by("name").agg(flagged=pl.col("flagged").sum(), scored=pl.len())
+        cur.save_signals(con, everything, pl.concat(revisions), names)
+    counts = everything.group_by("name").agg(flagged=pl.col("flagged").sum(), scored=pl.len())
     base = pl.DataFrame({"name": names, "version": [sig.DETECTORS[n].version for n in names],
                          "description": [sig.DETECTORS[n].description for n in names],
                          "enabled": [n not in off for n in names]})
     return base.join(counts, on="name", how="left").with_columns(
         pl.col("flagged", "scored").fill_null(0)
-    ).with_columns(pairs=pl.lit(df.height))
+    ).with_columns(pairs=pl.lit(sum(len(r) for r in revisions)))
 
 
 def _texts(df: pl.DataFrame, field: str) -> list[str]:

@@ -15,7 +15,8 @@ Kinds, decided in this order (the first that fits wins):
 - ``chat``: everything else.
 
 The label rule reads the whole frame (a value must recur), so kinds are computed over the
-project, not one pair at a time. Everything is a Polars expression over whole columns.
+project, not one pair at a time (a project read in parts counts the recurring forms over every
+part first: ``kind_flags``, ``key_counts``). Everything is a Polars expression over whole columns.
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ def declares_tools(df: pl.DataFrame) -> pl.Expr:
     return hit
 
 
-def kinds(df: pl.DataFrame) -> pl.Series:
-    """The kind of each row of ``df`` (instruction, input, response; optional messages, tools)."""
+def kind_flags(df: pl.DataFrame) -> pl.DataFrame:
+    """Per row of ``df``, what the kind rules read: tool, code, math, extraction, short, and the
+    response's normal form as a 64-bit hash (``key``; ``blank`` when the form is empty). Compact, so
+    a project too big for memory keeps every row's flags while its text is read in parts."""
     r = pl.col("response").fill_null("")
     stripped = r.str.strip_chars()
     prompt = prompt_text()
@@ -81,10 +84,22 @@ def kinds(df: pl.DataFrame) -> pl.Series:
     math = r.str.contains(MATH_MARK) | (stripped.str.contains(BARE_NUMBER) & prompt_numbers)
     short = (~stripped.str.contains("\n")) & (stripped.str.count_matches(r"\S+") <= LABEL_MAX_WORDS) & (stripped != "")
     norm = normalize_expr(stripped)
-    tmp = df.select(tool=tool, code=code, math=math, short=short, norm=norm,
-                    extraction=stripped.str.contains(JSON_DATA) | prompt.str.contains(EXTRACT_ASK))
-    recurs = (pl.len().over("norm") >= 2) & pl.col("short") & (pl.col("norm") != "")
-    distinct = pl.col("norm").filter(recurs).n_unique()
+    return df.select(tool=tool, code=code, math=math, short=short, key=norm.hash(seed=0), blank=norm == "",
+                     extraction=stripped.str.contains(JSON_DATA) | prompt.str.contains(EXTRACT_ASK))
+
+
+def key_counts(flags: pl.DataFrame) -> pl.DataFrame:
+    """How many rows share each normal form (``kind_flags``' key): what the label rule reads."""
+    return flags.group_by("key").agg(n=pl.len())
+
+
+def kind_of(flags: pl.DataFrame, counts: pl.DataFrame | None = None) -> pl.Series:
+    """The kind of each row of ``flags`` (``kind_flags``). ``counts`` (``key_counts``): of the whole
+    project when ``flags`` are of one part of it; default: of ``flags``."""
+    counts = counts if counts is not None else key_counts(flags)
+    tmp = flags.join(counts, on="key", how="left", maintain_order="left")
+    recurs = (pl.col("n") >= 2) & pl.col("short") & ~pl.col("blank")
+    distinct = pl.col("key").filter(recurs).n_unique()
     label = recurs & (distinct <= MAX_LABELS)
     return tmp.select(
         pl.when("tool").then(pl.lit("tool"))
@@ -96,6 +111,12 @@ def kinds(df: pl.DataFrame) -> pl.Series:
     ).to_series()
 
 
-def with_kinds(df: pl.DataFrame) -> pl.DataFrame:
-    """``df`` with a ``kind`` column (kept when it is already there)."""
-    return df if "kind" in df.columns else df.with_columns(kinds(df))
+def kinds(df: pl.DataFrame, counts: pl.DataFrame | None = None) -> pl.Series:
+    """The kind of each row of ``df`` (instruction, input, response; optional messages, tools).
+    ``counts``: see ``kind_of``."""
+    return kind_of(kind_flags(df), counts)
+
+
+def with_kinds(df: pl.DataFrame, counts: pl.DataFrame | None = None) -> pl.DataFrame:
+    """``df`` with a ``kind`` column (kept when it is already there). ``counts``: see ``kind_of``."""
+    return df if "kind" in df.columns else df.with_columns(kinds(df, counts))

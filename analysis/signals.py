@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 
@@ -47,6 +47,11 @@ class SignalConfig:
     z_threshold: float = 3.5
     min_rows_for_outliers: int = 20
     repetition_threshold: float = 0.5
+    # What the detectors compare a pair with, measured over the whole project when they run on one
+    # part of it (``whole_project``); None: over the frame they run on. The recurring normal forms
+    # of responses (``pair_kinds.key_counts``: the label kind) and, per kind, the response lengths.
+    key_counts: pl.DataFrame | None = field(default=None, compare=False, repr=False)
+    length_stats: pl.DataFrame | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -189,20 +194,40 @@ SHORT_MAX_WORDS = 3  # a complete prose answer of 7 words is terse, not broken; 
 MIN_LOG_SCALE = 0.4  # z 3.5 then means at least exp(1.4) = 4x off the kind's median length
 
 
+def _words() -> pl.Expr:
+    return pl.col("response").str.count_matches(r"\S+")
+
+
+def kind_and_words(base: pl.DataFrame) -> pl.DataFrame:
+    """Each pair's kind and response length in words (``base``: ``prepare``'d): what
+    ``length_stats`` summarises."""
+    return base.select(kind=_kind(), w=_words())
+
+
+def length_stats(kw: pl.DataFrame) -> pl.DataFrame:
+    """Per pair kind, over the responses with words (``kw``: ``kind_and_words``): the median log
+    length, its median and mean absolute deviations, and how many there are."""
+    logw = kw.filter(pl.col("w") > 0).select("kind", logw=(pl.col("w") + 1).log())
+    med = logw.group_by("kind").agg(med=pl.col("logw").median())
+    return logw.join(med, on="kind").group_by("kind").agg(
+        pl.col("med").first(), mad=(pl.col("logw") - pl.col("med")).abs().median(),
+        mean_ad=(pl.col("logw") - pl.col("med")).abs().mean(), n=pl.len())
+
+
 def _length(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
-    words = pl.col("response").str.count_matches(r"\S+")
-    tmp = df.select(w=words, pw=pl.concat_str([pl.col("instruction"), pl.col("input")], separator=" ").str.strip_chars().str.len_chars(),
-                    kind=_kind())
+    tmp = pl.concat([kind_and_words(df), df.select(
+        pw=pl.concat_str([pl.col("instruction"), pl.col("input")], separator=" ").str.strip_chars().str.len_chars())],
+        how="horizontal")
     # outliers are relative to pairs of the same kind: a tool call is not a short essay
+    stats = cfg.length_stats if cfg.length_stats is not None else length_stats(tmp)
+    tmp = tmp.join(stats, on="kind", how="left", maintain_order="left")
     logw = pl.when(pl.col("w") > 0).then((pl.col("w") + 1).log())
-    med = logw.median().over("kind")
-    mad = (logw - med).abs().median().over("kind")
-    mean_ad = (logw - med).abs().mean().over("kind")
+    med, mad, mean_ad = pl.col("med"), pl.col("mad"), pl.col("mean_ad")
     # MAD is 0 when most lengths are equal; fall back to the mean absolute deviation
     # and never below MIN_LOG_SCALE: in a kind whose lengths are all alike, 7 words against a median
     # of 9 is not unusual; an outlier must also be several times shorter or longer than the median
     scale = pl.max_horizontal(pl.when(mad > 0).then(1.4826 * mad).otherwise(1.2533 * mean_ad), pl.lit(MIN_LOG_SCALE))
-    enough = (pl.col("w") > 0).sum().over("kind") >= cfg.min_rows_for_outliers
+    enough = pl.col("n").fill_null(0) >= cfg.min_rows_for_outliers
     z = pl.when((pl.col("w") > 0) & enough & (scale > 0)).then((logw - med) / scale).otherwise(0.0)
     tmp = tmp.with_columns(z=z.fill_null(0.0), med_words=(med.exp() - 1).round(0).cast(pl.Int64))
     too_long = pl.col("w") > cfg.max_response_words
@@ -304,12 +329,14 @@ def _language(df: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
     def no_unit_per(text: pl.Expr) -> pl.Expr:  # "per day" in a worked sum is English, not the Italian stop word
         return pl.when(_kind() == "math").then(text.str.replace_all(r"\bper\b", " ")).otherwise(text)
 
-    # the cleaned texts are columns first: guess_expr reads its input some twenty times
+    # the cleaned texts and their guesses are columns first: in an eager frame each use of an
+    # expression computes it again (the guess was computed six times per text)
     prose = df.select(p=no_unit_per(_prose(prompt)), r=no_unit_per(_prose(response)), tr=translating)
+    prose = prose.with_columns(p_guess=language.guess(prose["p"]), r_guess=language.guess(prose["r"]))
     out = []
     for prefix in ("p", "r"):
         col = pl.col(prefix)
-        guess = language.guess_expr(col)
+        guess = pl.col(f"{prefix}_guess")
         words = col.fill_null("").str.count_matches(r"\p{L}+")
         foreign = (guess.is_not_null() & ~language.is_target(guess, target)
                    & (guess.is_in(list(language.SCRIPTS)) | (words >= LANGUAGE_MIN_WORDS)))
@@ -510,7 +537,8 @@ def detect(df: pl.DataFrame, name: str, cfg: SignalConfig | None = None) -> pl.D
     are read from ``df`` itself (a ``kind`` column, when given, is used as is)."""
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}")
-    return _apply(DETECTORS[name], pair_kinds.with_kinds(with_turns(df)), cfg or SignalConfig())
+    cfg = cfg or SignalConfig()
+    return _apply(DETECTORS[name], prepare(df, cfg), cfg)
 
 
 def _apply(d: Detector, base: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
@@ -525,6 +553,26 @@ def _apply(d: Detector, base: pl.DataFrame, cfg: SignalConfig) -> pl.DataFrame:
     )
 
 
+def prepare(df: pl.DataFrame, cfg: SignalConfig | None = None) -> pl.DataFrame:
+    """What every detector reads: one prompt and response per pair (``with_turns``) and its kind."""
+    return pair_kinds.with_kinds(with_turns(df), cfg.key_counts if cfg else None)
+
+
+def whole_project(parts: Iterable[pl.DataFrame], cfg: SignalConfig) -> SignalConfig:
+    """``cfg`` with what the detectors compare a pair with measured over every part of a project
+    (``key_counts``, ``length_stats``), so that running them part by part stores what running them
+    on the whole would. Keeps a few bytes per pair, not its text."""
+    flags, words = [], []
+    for df in parts:
+        base = with_turns(df)
+        flags.append(pair_kinds.kind_flags(base))
+        words.append(base.select(w=_words()))
+    every = pl.concat(flags)
+    counts = pair_kinds.key_counts(every)
+    kw = pl.concat([pl.DataFrame({"kind": pair_kinds.kind_of(every, counts)}), pl.concat(words)], how="horizontal")
+    return replace(cfg, key_counts=counts, length_stats=length_stats(kw))
+
+
 def run(df: pl.DataFrame, names: list[str] | None = None, cfg: SignalConfig | None = None) -> pl.DataFrame:
     """Long frame of every non-zero signal: revision_id, pair_id, name, version, score, flagged, reason, details."""
     cfg = cfg or SignalConfig()
@@ -532,7 +580,7 @@ def run(df: pl.DataFrame, names: list[str] | None = None, cfg: SignalConfig | No
     for n in names:
         if n not in DETECTORS:
             raise ValueError(f"unknown detector {n!r}; known: {', '.join(DETECTORS)}")
-    base = pair_kinds.with_kinds(with_turns(df))
+    base = prepare(df, cfg)
     ids = base.select("revision_id", "pair_id")
     parts = []
     for n in names:

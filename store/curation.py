@@ -55,9 +55,16 @@ def _register(con: duckdb.DuckDBPyConnection, name: str, data: pl.DataFrame | pa
     con.register(name, data.to_arrow() if isinstance(data, pl.DataFrame) else data)
 
 
-def curation_frame(con: duckdb.DuckDBPyConnection, flt: SliceFilter | None = None) -> pl.DataFrame:
-    """Head content of the pairs matching ``flt`` (default: all, duplicates included)."""
+def curation_frame(con: duckdb.DuckDBPyConnection, flt: SliceFilter | None = None,
+                   part: tuple[int, int] | None = None) -> pl.DataFrame:
+    """Head content of the pairs matching ``flt`` (default: all, duplicates included).
+
+    ``part`` (i, n): only part i of n (by a hash of the pair id), for passes over a project too
+    big for memory at once; the n parts hold every pair once."""
     where, params = compile_filter(flt or SliceFilter(exclude_duplicates=False))
+    if part is not None:
+        where += " AND hash(p.id) % ? = ?"
+        params = [*params, int(part[1]), int(part[0])]
     return frame(con,
         f"""SELECT p.id AS pair_id, p.head_revision_id AS revision_id, p.status, p.split, p.duplicate_of,
                    r.instruction, r.input, r.response, r.messages::VARCHAR AS messages,
@@ -321,7 +328,8 @@ def not_duplicates(
 
 
 def save_signals(
-    con: duckdb.DuckDBPyConnection, signals: pl.DataFrame, revision_ids: Sequence[str], names: Sequence[str]
+    con: duckdb.DuckDBPyConnection, signals: pl.DataFrame, revision_ids: Sequence[str] | pl.Series,
+    names: Sequence[str]
 ) -> int:
     """Replace the signals ``names`` of ``revision_ids`` by the rows of ``signals`` (one transaction).
 
@@ -329,7 +337,9 @@ def save_signals(
     """
     ts = now()
     with atomic(con):
-        _register(con, "_revs", pa.table({"rid": pa.array(list(revision_ids), pa.string())}))
+        rids = (revision_ids.cast(pl.String).to_arrow() if isinstance(revision_ids, pl.Series)
+                else pa.array(list(revision_ids), pa.string()))
+        _register(con, "_revs", pa.table({"rid": rids}))
         _register(con, "_names", pa.table({"name": pa.array(list(names), pa.string())}))
         con.execute(
             """DELETE FROM quality_signals WHERE name IN (SELECT name FROM _names)

@@ -12,6 +12,7 @@ from analysis import signals as sig
 from analysis.curate import run_signals
 from store import curation as cur
 from store import pairs as pairs_store
+from store.db import frame
 from store.filters import parse_where
 from store.records import NewPair, PairContent
 
@@ -164,3 +165,37 @@ def test_signals_are_stored_and_usable_in_slice_filters(project):
         assert set(pairs_store.frame(con, parse_where("flagged=empty_response"))["pair_id"]) == set()
         n = con.execute("SELECT count(*) FROM quality_signals WHERE name = 'pii'").fetchall()[0][0]
         assert n == 1
+
+
+def _stored_signals(project) -> pl.DataFrame:
+    with project.connect() as con:
+        return frame(con, """SELECT revision_id, pair_id, name, version, score, flagged, reason,
+                                    details::VARCHAR AS details
+                             FROM quality_signals ORDER BY revision_id, name""")
+
+
+def test_a_project_judged_in_parts_gets_the_signals_it_gets_judged_whole(project):
+    """A big project runs in parts (memory holds one part's text); what a detector compares a pair with
+    (the recurring responses that make a label, the lengths of its kind) is still measured over the
+    whole project, so parts change nothing stored."""
+    words = ["tide", "moon", "ocean", "pull", "water", "coast", "wave", "gravity", "earth", "sun"]
+    rows = []
+    for i in range(300):
+        n = 4 + (i * 7) % 23 if i % 50 else 400  # a few responses far longer than the rest
+        text = " ".join(words[(i + k) % 10] for k in range(n)) + "."
+        if i % 37 == 0:
+            text = "Der Mond zieht das Wasser an und die Flut ist nicht mit der Ebbe gleich, sie ist auch hoch."
+        if i % 41 == 0:
+            text += " Mail jane.doe@fastmail.fm"
+        if i % 10 == 3:  # 30 labels, each answered twice: labels only when counted over every part
+            text = f"label_{i // 20}"
+        rows.append(NewPair(content=PairContent(instruction=f"Question {i}: why do tides happen?", response=text)))
+    with project.connect() as con:
+        pairs_store.add_pairs(con, rows)
+    whole = run_signals(project)
+    stored_whole = _stored_signals(project)
+    assert stored_whole.filter(pl.col("name") == "length")["flagged"].sum() >= 5
+    assert {"length", "language", "pii"} <= set(stored_whole["name"])
+    parts = run_signals(project, part_pairs=40)  # 8 parts
+    assert parts.to_dicts() == whole.to_dicts(), (parts, whole)
+    assert _stored_signals(project).equals(stored_whole)

@@ -60,7 +60,8 @@ def _sentences(rng: np.random.Generator, n: int, n_words: int) -> list[str]:
     return [" ".join(row) for row in vocab[idx]]
 
 
-def seed(root: Path, n: int) -> dict:
+def seed(root: Path, n: int, *, run: bool = True) -> dict:
+    """A project of ``n`` generated pairs; ``run``: also a slice, a run, predictions and error labels."""
     t0 = time.perf_counter()
     p = Project(root).init()
     rng = np.random.default_rng(0)
@@ -101,6 +102,8 @@ def seed(root: Path, n: int) -> dict:
         }, schema=pairs_store.BATCH_SCHEMA)
         with p.transaction() as con:
             pairs_store.insert_rows(con, tbl)
+    if not run:
+        return {"project": p, "seconds": time.perf_counter() - t0}
     # a slice of 20 % of the pairs (all eval), a run, its predictions and error labels
     n_pred = n // 5
     with p.connect() as con:

@@ -14,6 +14,7 @@ a seeded shuffle too, so the training order is reproducible.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,11 +23,10 @@ from typing import Any
 import duckdb
 import orjson
 import polars as pl
-import pyarrow as pa
 
 from store.db import atomic, frame, one, scalar
 from store.filters import compile_filter
-from store.ids import content_id, event_id
+from store.ids import canonical_json, content_id, event_id
 from store.pairs import now
 from store.records import Slice, SliceFilter, SliceItem
 from store.refs import NoSuchId, by_prefix
@@ -70,32 +70,52 @@ def candidates(con: duckdb.DuckDBPyConnection, flt: SliceFilter) -> pl.DataFrame
     ).pl()
 
 
-def plan_items(cands: pl.DataFrame, *, seed: int, eval_fraction: float, split_by: str) -> list[Item]:
-    """Pure: split assignment and seeded order for candidate rows."""
+def plan_frame(cands: pl.DataFrame, *, seed: int, eval_fraction: float, split_by: str) -> pl.DataFrame:
+    """Pure: split assignment and seeded order for candidate rows, as columns (pair_id, revision_id,
+    split, weight): a 10M-pair slice is planned without a Python object per item (``plan_items``
+    gives the same order; 9M items took 67 s and 8 GB as objects)."""
     if split_by not in SPLIT_UNITS:
         raise ValueError(f"split_by must be one of {SPLIT_UNITS}, not {split_by!r}")
-    rows = cands.to_dicts()
     if split_by == "existing":
-        split_of = {r["pair_id"]: (r["declared_split"] or "train") for r in rows}
-        items = [Item(r["pair_id"], r["revision_id"], split_of[r["pair_id"]]) for r in rows]
+        split = cands.select(pl.col("declared_split").replace("", None).fill_null("train")).to_series()
     else:
-        unit_col = {"pair": "pair_id", "document": "document_unit", "cluster": "cluster_unit"}[split_by]
-        assignment = assign_splits([r[unit_col] for r in rows], eval_fraction, seed)
-        items = [Item(r["pair_id"], r["revision_id"], assignment[r[unit_col]]) for r in rows]
-    items.sort(key=lambda it: it.pair_id)
-    random.Random(seed + 1).shuffle(items)
-    items.sort(key=lambda it: it.split != "train")  # stable: train first, each side shuffled
-    return items
+        unit = cands[{"pair": "pair_id", "document": "document_unit", "cluster": "cluster_unit"}[split_by]]
+        assignment = assign_splits(unit.to_list(), eval_fraction, seed)
+        split = unit.replace_strict(assignment, return_dtype=pl.String)
+    out = cands.select("pair_id", "revision_id").with_columns(split=split.alias("split"), weight=pl.lit(1.0))
+    out = out.sort("pair_id")  # by code point, as Python sorts strings
+    order = list(range(out.height))
+    random.Random(seed + 1).shuffle(order)  # the permutation a shuffle of the items themselves makes
+    return out[order].sort(pl.col("split") != "train", maintain_order=True)  # stable: train first
 
 
-def items_hash(items: Sequence[Item]) -> str:
-    return content_id([[it.revision_id, it.split, it.weight] for it in items], prefix="h_", length=64)
+def plan_items(cands: pl.DataFrame, *, seed: int, eval_fraction: float, split_by: str) -> list[Item]:
+    """``plan_frame`` as items."""
+    return [Item(*row) for row in plan_frame(cands, seed=seed, eval_fraction=eval_fraction,
+                                             split_by=split_by).iter_rows()]
+
+
+HASH_ROWS = 500_000  # items serialised at a time for the content hash
+
+
+def items_hash(items: Sequence[Item] | pl.DataFrame, part_rows: int = HASH_ROWS) -> str:
+    """SHA-256 of the canonical JSON of the ordered [revision, split, weight] items; a frame
+    (``plan_frame``) is hashed in parts to the same bytes, without one list of all its items."""
+    if not isinstance(items, pl.DataFrame):
+        return content_id([[it.revision_id, it.split, it.weight] for it in items], prefix="h_", length=64)
+    h = hashlib.sha256(b"[")
+    for k, part in enumerate(items.select("revision_id", "split", "weight").iter_slices(part_rows)):
+        if k:
+            h.update(b",")
+        h.update(canonical_json(part.rows())[1:-1])
+    h.update(b"]")
+    return "h_" + h.hexdigest()
 
 
 def freeze(
     con: duckdb.DuckDBPyConnection,
     name: str,
-    items: Sequence[Item],
+    items: Sequence[Item] | pl.DataFrame,
     *,
     filter: dict[str, Any] | None = None,
     seed: int = 0,
@@ -112,9 +132,14 @@ def freeze(
     """
     if not name or not name.strip():
         raise ValueError("a slice needs a name")
-    if not items:
+    if len(items) == 0:
         raise ValueError(f"slice {name!r} would be empty: no pairs match its filter")
     h = items_hash(items)
+    if not isinstance(items, pl.DataFrame):
+        items = pl.DataFrame({"pair_id": [it.pair_id for it in items], "revision_id": [it.revision_id for it in items],
+                              "split": [it.split for it in items], "weight": [float(it.weight) for it in items]},
+                             schema={"pair_id": pl.String, "revision_id": pl.String, "split": pl.String,
+                                     "weight": pl.Float64})
     ts = now()
     with atomic(con):
         same = scalar(con, """SELECT id FROM slices WHERE name = ? AND content_hash = ? AND filter = ?::JSON
@@ -128,20 +153,14 @@ def freeze(
             "SELECT coalesce(max(version), 0) + 1 FROM slices WHERE name = ?", [name]
         )
         sid = event_id("s_")
-        n_train = sum(1 for it in items if it.split == "train")
+        n_train = int((items["split"] == "train").sum())
         con.execute(
             "INSERT INTO slices VALUES (?, ?, ?, ?, ?::JSON, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [sid, name, version, h, orjson.dumps(filter or {}).decode(), seed, eval_fraction, split_by,
              parent_id, len(items), n_train, len(items) - n_train, description, author, ts],
         )
-        tbl = pa.table({
-            "slice_id": [sid] * len(items),
-            "position": list(range(len(items))),
-            "pair_id": [it.pair_id for it in items],
-            "revision_id": [it.revision_id for it in items],
-            "split": [it.split for it in items],
-            "weight": [float(it.weight) for it in items],
-        })
+        tbl = items.select(slice_id=pl.lit(sid), position=pl.int_range(pl.len(), dtype=pl.Int64), pair_id="pair_id",
+                           revision_id="revision_id", split="split", weight=pl.col("weight").cast(pl.Float64)).to_arrow()
         con.register("_items", tbl)
         con.execute("INSERT INTO slice_items SELECT * FROM _items")
         con.unregister("_items")
@@ -163,7 +182,7 @@ def create(
     """Freeze the pairs matching ``flt`` (their current head revisions) as a new slice."""
     if not 0.0 <= eval_fraction < 1.0:
         raise ValueError(f"eval fraction must be in [0, 1), not {eval_fraction}")
-    items = plan_items(candidates(con, flt), seed=seed, eval_fraction=eval_fraction, split_by=split_by)
+    items = plan_frame(candidates(con, flt), seed=seed, eval_fraction=eval_fraction, split_by=split_by)
     return freeze(
         con, name, items, filter=flt.model_dump(mode="json", exclude_none=True), seed=seed,
         eval_fraction=eval_fraction, split_by=split_by, parent_id=parent_id, description=description,

@@ -89,17 +89,19 @@ def kind_flags(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def key_counts(flags: pl.DataFrame) -> pl.DataFrame:
-    """How many rows share each normal form (``kind_flags``' key): what the label rule reads."""
-    return flags.group_by("key").agg(n=pl.len())
+    """How many rows share each normal form (``kind_flags``' key), and whether one of them is a
+    short, non-blank response: what the label rule reads."""
+    return flags.group_by("key").agg(n=pl.len(), short=(pl.col("short") & ~pl.col("blank")).any())
 
 
 def kind_of(flags: pl.DataFrame, counts: pl.DataFrame | None = None) -> pl.Series:
     """The kind of each row of ``flags`` (``kind_flags``). ``counts`` (``key_counts``): of the whole
     project when ``flags`` are of one part of it; default: of ``flags``."""
     counts = counts if counts is not None else key_counts(flags)
-    tmp = flags.join(counts, on="key", how="left", maintain_order="left")
+    # the distinct recurring short forms of the whole project (not of this part): a label set is small
+    distinct = counts.filter((pl.col("n") >= 2) & pl.col("short")).height
+    tmp = flags.join(counts.select("key", "n"), on="key", how="left", maintain_order="left")
     recurs = (pl.col("n") >= 2) & pl.col("short") & ~pl.col("blank")
-    distinct = pl.col("key").filter(recurs).n_unique()
     label = recurs & (distinct <= MAX_LABELS)
     return tmp.select(
         pl.when("tool").then(pl.lit("tool"))

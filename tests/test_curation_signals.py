@@ -199,3 +199,20 @@ def test_a_project_judged_in_parts_gets_the_signals_it_gets_judged_whole(project
     parts = run_signals(project, part_pairs=40)  # 8 parts
     assert parts.to_dicts() == whole.to_dicts(), (parts, whole)
     assert _stored_signals(project).equals(stored_whole)
+
+
+def test_a_label_set_too_big_for_labels_is_judged_the_same_in_parts(project):
+    """600 answers that each recur are more than a label set (``scoring.MAX_LABELS``, 500): chat
+    pairs, judged as such whole and in parts, though each part alone holds fewer than 500."""
+    rows = [NewPair(content=PairContent(instruction=f"Ticket {i}: which queue takes it?", response=f"queue_{i // 2}"))
+            for i in range(1200)]
+    rows += [NewPair(content=PairContent(instruction=f"Why did ticket {i} wait?",
+                                         response="It waited because the queue was full and nobody picked it up "
+                                                  + "for a long time. " * (i % 5 + 1))) for i in range(100)]
+    with project.connect() as con:
+        pairs_store.add_pairs(con, rows)
+    whole = run_signals(project)
+    stored_whole = _stored_signals(project)
+    parts = run_signals(project, part_pairs=200)  # 7 parts
+    assert parts.to_dicts() == whole.to_dicts(), (parts, whole)
+    assert _stored_signals(project).equals(stored_whole)

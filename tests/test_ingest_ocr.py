@@ -236,3 +236,66 @@ def test_image_attached_to_an_email_is_read_by_ocr(project, tmp_path):
     [r] = report.files
     assert not [w for w in r.warnings if "memo.png" in w], r.warnings
     _check_memo(_stored(project, "memo.eml")[0])
+
+
+def _tesseract_log(tmp: Path, monkeypatch) -> Path:
+    """The real tesseract behind a logging front on PATH: each recognition run is one line."""
+    real = shutil.which("tesseract")
+    log, shim = tmp / "tesseract-runs.log", tmp / "bin" / "tesseract"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real}" "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}:{Path(real).parent}:/usr/bin:/bin")  # type: ignore[arg-type]
+    return log
+
+
+def _runs(log: Path) -> int:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return sum(("hocr" in line or "txt" in line) for line in lines)
+
+
+@needs_tesseract
+@pytest.mark.parametrize("font_px,runs_before,runs_now", [(28, 2, 1), (9, 3, 2)], ids=["page", "small-print"])
+def test_a_page_is_read_by_one_tesseract_run_into_the_elements_unstructureds_agent_gives(
+        tmp_path, monkeypatch, font_px, runs_before, runs_now):
+    """unstructured's agent runs tesseract for boxes and again for text; ours once for both, and
+    again only for its zoomed boxes (small print: the text-height rule zooms). Same elements."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from ingest import offline
+
+    if not Path(FONT).exists():
+        pytest.skip(f"{FONT} missing (Debian's fonts-dejavu-core)")
+    font = ImageFont.truetype(FONT, font_px)
+    img = Image.new("RGB", (40 * font_px, 4 * font_px + 2 * font_px * len(MEMO)), "white")
+    for i, line in enumerate(MEMO):
+        ImageDraw.Draw(img).text((font_px, font_px + 2 * font_px * i), line, fill="black", font=font)
+    img.save(tmp_path / "memo.png")
+    offline.configure()
+    from unstructured.partition.image import partition_image
+
+    log = _tesseract_log(tmp_path, monkeypatch)
+    got = {}
+    from unstructured.partition.utils.constants import OCR_AGENT_TESSERACT
+
+    for agent in (OCR_AGENT_TESSERACT, offline.OCR_AGENT):
+        monkeypatch.setenv("OCR_AGENT", agent)
+        before = _runs(log)
+        els = partition_image(filename=str(tmp_path / "memo.png"), strategy="ocr_only")
+        got[agent] = ([(e.category, e.text, e.metadata.coordinates.points) for e in els], _runs(log) - before)
+    (theirs, their_runs), (ours, our_runs) = got.values()
+    assert (their_runs, our_runs) == (runs_before, runs_now)
+    assert ours == theirs and "lisbon warehouse" in " ".join(t for _, t, _ in ours).lower()
+
+
+@needs_tesseract
+def test_ingest_reads_a_scanned_page_with_one_tesseract_run_unless_the_user_chose_an_agent(
+        project, tmp_path, monkeypatch):
+    log = _tesseract_log(tmp_path, monkeypatch)  # workers=0: a worker would have the forkserver's PATH
+    report = ingest(project, [_scanned_pdf(tmp_path)], CFG)
+    assert report.ok and _runs(log) == 1, [(f.uri, f.error) for f in report.files]
+    _check_memo(_stored(project, "scan.pdf")[0])
+    monkeypatch.setenv("OCR_AGENT", "unstructured.partition.utils.ocr_models.tesseract_ocr.OCRAgentTesseract")
+    png = _png(tmp_path)
+    assert ingest(project, [png], CFG).ok
+    assert _runs(log) == 1 + 2  # the user's agent: unstructured's own, two runs a page

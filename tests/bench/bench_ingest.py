@@ -65,6 +65,9 @@ def run_plain(corpus: Path) -> dict:
     from ingest import offline
 
     offline.configure()  # offline + telemetry off: the same environment ingest runs in
+    from unstructured.partition.utils.constants import OCR_AGENT_TESSERACT
+
+    os.environ["OCR_AGENT"] = OCR_AGENT_TESSERACT  # the plain loop OCRs with unstructured's own agent
     from unstructured.partition.auto import partition
 
     n_el = pages = 0

@@ -215,6 +215,9 @@ def run_plain(corpus: Path) -> dict:
     from ingest import offline
 
     offline.configure()
+    from unstructured.partition.utils.constants import OCR_AGENT_TESSERACT
+
+    os.environ["OCR_AGENT"] = OCR_AGENT_TESSERACT  # the plain loop OCRs with unstructured's own agent
     from unstructured.partition.auto import partition
 
     failed: list[str] = []

@@ -264,6 +264,41 @@ def test_loose_hash_and_normal_form_do_not_depend_on_chunking():
     assert normalize_series(s, chunk_rows=7, threads=2).to_list() == normalize_series(s, threads=1).to_list()
 
 
+def _candidates_by_definition(sig, bands, rows, valid, max_bucket, max_pairs):
+    """Docs sharing a band's values share its bucket; all pairs of a small bucket, a star on a big one's first."""
+    from collections import defaultdict
+    from itertools import combinations
+
+    groups = []
+    for band in range(bands):
+        by_value = defaultdict(list)
+        for d in np.flatnonzero(valid):
+            by_value[tuple(sig[d, band * rows:(band + 1) * rows])].append(int(d))
+        groups += [g for g in by_value.values() if len(g) > 1]
+    while max_bucket > 2 and sum(len(g) * (len(g) - 1) // 2 for g in groups if len(g) <= max_bucket) > max_pairs:
+        max_bucket //= 2
+    out = set()
+    for g in groups:
+        out |= set(combinations(g, 2)) if len(g) <= max_bucket else {(g[0], d) for d in g[1:]}
+    return sorted(out)
+
+
+def test_candidate_pairs_are_the_pairs_that_share_a_bucket_one_band_at_a_time():
+    """Random signatures over small alphabets (buckets of every size, some over the cap, invalid
+    rows, budgets that halve the cap): the candidates are exactly the definition's, sorted."""
+    from analysis.dedupe import candidate_pairs
+
+    rng = np.random.default_rng(7)
+    for _ in range(25):
+        n, bands, rows = int(rng.integers(2, 400)), int(rng.integers(1, 6)), int(rng.integers(1, 3))
+        sig = rng.integers(0, int(rng.integers(1, 12)), size=(n, bands * rows)).astype(np.uint32)
+        valid = rng.random(n) < 0.8
+        max_bucket, max_pairs = int(rng.choice([2, 4, 16, 64])), int(rng.choice([5, 300, 10**7]))
+        got = candidate_pairs(sig, bands, rows, valid, max_bucket, max_pairs)
+        assert got.tolist() == [list(p) for p in _candidates_by_definition(sig, bands, rows, valid, max_bucket,
+                                                                            max_pairs)]
+
+
 def test_candidate_pairs_stay_within_their_budget_on_templated_rows():
     """Rows that all share their LSH buckets (templated data at scale) would give every pair of
     each bucket; over the budget, buckets link to their first doc instead, and the linked docs

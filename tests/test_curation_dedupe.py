@@ -314,3 +314,19 @@ def test_candidate_pairs_stay_within_their_budget_on_templated_rows():
     capped = candidate_pairs(sig, bands, rows, valid, max_pairs=1_000)
     assert len(capped) == 10 * 59  # each group a star on its first doc
     assert set(map(tuple, capped.tolist())) <= set(map(tuple, full.tolist()))
+
+
+def test_boilerplate_templates_are_runs_of_shared_words_counted_once_a_row():
+    """A template is a run of boilerplate words in a row; a row holding it twice counts once;
+    runs of equal length but other words are other templates; the texts lose exactly those runs."""
+    from analysis.dedupe import boilerplate
+
+    hello, bye, ciao = "you are a helpful assistant", "thanks a lot friend", "grazie mille caro amico"
+    rows = ([f"{hello} q{i} cats{i} {bye}" for i in range(30)]
+            + [f"{hello} q{i} dogs{i} {ciao} r{i} {hello}" for i in range(30, 50)]
+            + [f"plain row {i} with nothing shared" for i in range(50, 60)])
+    texts, templates = boilerplate(pl.Series(rows), share=0.2, min_rows=10)
+    assert templates.select("text", "rows").rows() == [(hello, 50), (bye, 30), (ciao, 20)]
+    assert templates["share"].to_list() == pytest.approx([50 / 60, 30 / 60, 20 / 60])
+    assert texts[0] == "q0 cats0" and texts[30] == "q30 dogs30 r30"
+    assert texts[55] == "plain row 55 with nothing shared"

@@ -628,12 +628,19 @@ def _prepare(df: pl.DataFrame, params: MinHashParams, field: str, sign: Signer |
     docs = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
     x = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.uint64)
     order = np.argsort(docs, kind="stable")
-    docs, x = docs[order], x[order]
+    docs, x = _compact(docs[order], x[order], n)
     valid = np.bincount(docs, minlength=n) > 0
     # one edit is judged on the whole text: a near copy of a row may miss a template the row has
-    wdocs, wx = shingle_hashes(whole, 1) if params.one_edit else (np.empty(0, np.int64), np.empty(0, np.uint64))
+    wdocs, wx = _compact(*shingle_hashes(whole, 1), n) if params.one_edit else (
+        np.empty(0, np.int32), np.empty(0, np.uint32))
     sig = (sign or _signatures_from_shingles)(n, docs, x, params)
     return _Prepared(docs, x, valid, short, sig, templates, wdocs, wx)
+
+
+def _compact(docs: np.ndarray, x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shingles kept for verification in 8 bytes, not 16: hashes are 32-bit already (folded), and
+    row numbers fit 32 bits below 2^31 rows."""
+    return docs.astype(np.int32 if n < 2**31 else np.int64), x.astype(np.uint32)
 
 
 def _lsh(prep: _Prepared, params: MinHashParams, long_threshold: float, short_threshold: float) -> np.ndarray:

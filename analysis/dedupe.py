@@ -617,24 +617,50 @@ def _prepare(df: pl.DataFrame, params: MinHashParams, field: str, sign: Signer |
     n = len(texts)
     words = texts.str.count_matches(r"\S+").to_numpy()
     short = words < params.short_words
-    long_idx, short_idx = np.flatnonzero(~short), np.flatnonzero(short)
-    parts = []
-    if len(long_idx):
-        d, x = shingle_hashes(texts.gather(long_idx), params.ngram)
-        parts.append((long_idx[d], x))
-    if len(short_idx):
-        d, x = char_shingle_hashes(texts.gather(short_idx), params.char_ngram)
-        parts.append((short_idx[d], x))
-    docs = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
-    x = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, np.uint64)
-    order = np.argsort(docs, kind="stable")
-    docs, x = _compact(docs[order], x[order], n)
+    docs, x = _row_shingles(texts, short, params)
     valid = np.bincount(docs, minlength=n) > 0
     # one edit is judged on the whole text: a near copy of a row may miss a template the row has
-    wdocs, wx = _compact(*shingle_hashes(whole, 1), n) if params.one_edit else (
+    wdocs, wx = _in_row_chunks(whole, lambda t, _: shingle_hashes(t, 1)) if params.one_edit else (
         np.empty(0, np.int32), np.empty(0, np.uint32))
     sig = (sign or _signatures_from_shingles)(n, docs, x, params)
     return _Prepared(docs, x, valid, short, sig, templates, wdocs, wx)
+
+
+SHINGLE_CHUNK_ROWS = 200_000  # rows shingled at a time: the temporaries are ~5 arrays of 8 bytes a shingle
+
+
+def _row_shingles(texts: pl.Series, short: np.ndarray, params: MinHashParams,
+                  rows: int = SHINGLE_CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """(row, 32-bit hash) of every shingle, rows in order: word n-grams of long rows, character
+    n-grams of short ones (``short``)."""
+    def shingle(part: pl.Series, offset: int) -> tuple[np.ndarray, np.ndarray]:
+        is_short = short[offset:offset + len(part)]
+        pieces = []
+        for rows, fn in ((np.flatnonzero(~is_short), lambda t: shingle_hashes(t, params.ngram)),
+                         (np.flatnonzero(is_short), lambda t: char_shingle_hashes(t, params.char_ngram))):
+            if len(rows):
+                d, h = fn(part.gather(rows))
+                pieces.append((rows[d], h))
+        d = np.concatenate([p[0] for p in pieces]) if pieces else np.empty(0, np.int64)
+        h = np.concatenate([p[1] for p in pieces]) if pieces else np.empty(0, np.uint64)
+        order = np.argsort(d, kind="stable")  # a row is either long or short: its shingles keep their order
+        return d[order], h[order]
+    return _in_row_chunks(texts, shingle, rows)
+
+
+def _in_row_chunks(texts: pl.Series, fn: Callable[[pl.Series, int], tuple[np.ndarray, np.ndarray]],
+                   rows: int = SHINGLE_CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+    """``fn(part, first row)``'s (row in part, hash) pairs over ``texts`` taken ``rows`` at a time, compacted (``_compact``) and
+    joined in row order: the same arrays as one call, with one chunk's temporaries at a time."""
+    n = len(texts)
+    docs, xs = [], []
+    for s in range(0, max(n, 1), rows):
+        part = texts.slice(s, rows)
+        d, h = fn(part, s)
+        d, h = _compact(d + s, h, n)
+        docs.append(d)
+        xs.append(h)
+    return np.concatenate(docs), np.concatenate(xs)
 
 
 def _compact(docs: np.ndarray, x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

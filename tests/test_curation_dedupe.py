@@ -330,3 +330,23 @@ def test_boilerplate_templates_are_runs_of_shared_words_counted_once_a_row():
     assert templates["share"].to_list() == pytest.approx([50 / 60, 30 / 60, 20 / 60])
     assert texts[0] == "q0 cats0" and texts[30] == "q30 dogs30 r30"
     assert texts[55] == "plain row 55 with nothing shared"
+
+
+def test_shingles_taken_a_few_rows_at_a_time_are_the_whole_corpus_shingles():
+    """Rows are shingled in chunks (memory); a chunk boundary changes no shingle, row or order."""
+    rng = np.random.default_rng(3)
+    vocab = np.array(["cat", "dog", "bird", "fish", "cow", "hen", "fox", "owl", "bee", "ant"])
+    texts = pl.Series([" ".join(rng.choice(vocab, int(rng.integers(0, 45)))) for _ in range(101)])
+    params = dd.MinHashParams()
+    short = texts.str.count_matches(r"\S+").to_numpy() < params.short_words
+    assert short.any() and (~short).any()
+    whole_docs, whole_x = dd._row_shingles(texts, short, params, rows=10**6)
+    long_d, long_x = dd.shingle_hashes(texts.filter(pl.Series(~short)), params.ngram)
+    assert set(zip(np.flatnonzero(~short)[long_d].tolist(), long_x.tolist())) <= set(
+        zip(whole_docs.tolist(), whole_x.tolist()))
+    for rows in (1, 7, 50):
+        docs, x = dd._row_shingles(texts, short, params, rows=rows)
+        assert docs.tolist() == whole_docs.tolist() and x.tolist() == whole_x.tolist()
+        w_docs, w_x = dd._in_row_chunks(texts, lambda t, _: dd.shingle_hashes(t, 1), rows)
+        one_d, one_x = dd.shingle_hashes(texts, 1)
+        assert w_docs.tolist() == one_d.tolist() and w_x.tolist() == one_x.tolist()

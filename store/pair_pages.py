@@ -32,10 +32,8 @@ _ORDERS = {
 }
 
 
-def _from(where: str) -> str:
-    if "r." in where:
-        return "pairs p JOIN pair_revisions r ON r.id = p.head_revision_id"
-    return "pairs p"
+def _with(ctes: str) -> str:
+    return f"WITH {ctes} " if ctes else ""
 
 
 INLINE_INDEX_MAX = 50_000  # more missing revisions than this: build in the background, scan meanwhile
@@ -60,38 +58,53 @@ def ensure_search_index(con: duckdb.DuckDBPyConnection) -> int:
     return n_rev - n_idx
 
 
-def _compile(con: duckdb.DuckDBPyConnection, flt: SliceFilter) -> tuple[str, list[Any]]:
-    """``compile_filter``, with the text search answered from ``search_text``.
+def _compile(con: duckdb.DuckDBPyConnection, flt: SliceFilter) -> tuple[str, list[Any], str, list[Any]]:
+    """(where, params, narrow, narrow params): ``compile_filter`` of ``flt`` without its tag and text
+    conditions, and those as semi-joins on ``p`` (``narrow``; "" when there are none), the text
+    search answered from ``search_text``.
 
     Same meaning (a case-insensitive literal substring of the instruction, input or response),
     about 2.5x faster: one lower-cased column and a plain substring match.
     """
     update: dict[str, Any] = {}
-    extra: list[str] = []
-    params_extra: list[Any] = []
+    narrow: list[str] = []
+    narrow_params: list[Any] = []
     if flt.tags_any:
         # a semi-join on the revisions' tags instead of joining every pair to its revision first
         update["tags_any"] = None
         any_tag = " OR ".join(["list_contains(tags, ?)"] * len(flt.tags_any))  # 4x faster than list_has_any(?)
-        extra.append(f"p.head_revision_id IN (SELECT id FROM pair_revisions WHERE {any_tag})")
-        params_extra.extend(flt.tags_any)
+        narrow.append(f"p.head_revision_id IN (SELECT id FROM pair_revisions WHERE {any_tag})")
+        narrow_params.extend(flt.tags_any)
     if flt.text and "\n" not in flt.text and search_index_missing(con) <= INLINE_INDEX_MAX:
         ensure_search_index(con)  # a few new revisions: indexed inline (a big backlog: plain scan below)
         update["text"] = None
-        extra.append("p.head_revision_id IN (SELECT revision_id FROM search_text WHERE contains(text, ?))")
-        params_extra.append(flt.text.lower())
-    if not update:
-        return compile_filter(flt)
-    where, params = compile_filter(flt.model_copy(update=update))
-    return " AND ".join([where, *extra]), [*params, *params_extra]
+        narrow.append("p.head_revision_id IN (SELECT revision_id FROM search_text WHERE contains(text, ?))")
+        narrow_params.append(flt.text.lower())
+    where, params = compile_filter(flt.model_copy(update=update) if update else flt)
+    return where, params, " AND ".join(narrow), narrow_params
+
+
+def _source(con: duckdb.DuckDBPyConnection, flt: SliceFilter) -> tuple[str, str, str, list[Any]]:
+    """(CTEs, FROM clause, WHERE clause, params in order) of the pairs matching ``flt``.
+
+    Tag and text conditions narrow the pairs first, in a CTE of their own: DuckDB sizes a hash
+    join by estimates, and with the status filter beside them it took the pairs as the smaller
+    side and hashed millions of them (3M pairs, a tag on 8 %: 190-260 ms for the count; narrowed
+    first, the join hashes the matching revisions: 114 ms)."""
+    where, params, narrow, narrow_params = _compile(con, flt)
+    join = " JOIN pair_revisions r ON r.id = p.head_revision_id" if "r." in where else ""
+    if not narrow:
+        return "", f"pairs p{join}", where, params
+    return (f"narrowed AS MATERIALIZED (SELECT p.* FROM pairs p WHERE {narrow})", f"narrowed p{join}", where,
+            [*narrow_params, *params])
 
 
 def page_ids(
     con: duckdb.DuckDBPyConnection, flt: SliceFilter, *, limit: int = 25, offset: int = 0, order: str = "created"
 ) -> list[str]:
-    where, params = _compile(con, flt)
+    ctes, source, where, params = _source(con, flt)
     rows = con.execute(
-        f"SELECT p.id FROM {_from(where)} WHERE {where} ORDER BY {_ORDERS[order]} LIMIT ? OFFSET ?",
+        f"{_with(ctes)}SELECT p.id FROM {source} WHERE {where} ORDER BY {_ORDERS[order]} LIMIT ? OFFSET ?",
         [*params, int(limit), int(offset)],
     ).fetchall()
     return [r[0] for r in rows]
@@ -107,8 +120,8 @@ def pairs_by_ids(con: duckdb.DuckDBPyConnection, ids: list[str]) -> list[Pair]:
 
 
 def count(con: duckdb.DuckDBPyConnection, flt: SliceFilter) -> int:
-    where, params = _compile(con, flt)
-    return int(scalar(con, f"SELECT count(*) FROM {_from(where)} WHERE {where}", params))
+    ctes, source, where, params = _source(con, flt)
+    return int(scalar(con, f"{_with(ctes)}SELECT count(*) FROM {source} WHERE {where}", params))
 
 
 @dataclass(frozen=True)
@@ -126,12 +139,12 @@ def explore_summary(
     The matching rows are a CTE read three times; DuckDB materialises it once, so a text
     search scans the text columns once per rerun instead of three times.
     """
-    where, params = _compile(con, flt)
+    ctes, source, where, params = _source(con, flt)
     cols = {"created": "p.created_at", "updated": "p.updated_at",
             "source": "p.source_uri, p.source_line, p.document_id, p.char_start"}[order]
     row = one(
         con,
-        f"""WITH m AS MATERIALIZED (SELECT p.id, p.status, {cols} FROM {_from(where)} WHERE {where}),
+        f"""WITH {ctes + ", " if ctes else ""}m AS MATERIALIZED (SELECT p.id, p.status, {cols} FROM {source} WHERE {where}),
                  pg AS (SELECT p.* FROM m p ORDER BY {_ORDERS[order]} LIMIT ? OFFSET ?)
             SELECT (SELECT count(*) FROM m),
                    (SELECT list(struct_pack(s := status, n := n)) FROM (SELECT status, count(*) AS n FROM m GROUP BY 1)),
@@ -191,7 +204,9 @@ def map_points(con: duckdb.DuckDBPyConnection, flt: SliceFilter, *, limit: int =
     latest = latest_clustering_id(con)
     if not latest:
         return pl.DataFrame()
-    where, params = _compile(con, flt)
+    where, params, narrow, narrow_params = _compile(con, flt)
+    if narrow:
+        where, params = f"{where} AND {narrow}", [*params, *narrow_params]
     return frame(
         con,
         f"""SELECT ca.x, ca.y, ca.cluster::VARCHAR AS cluster, coalesce(tc.name, ca.cluster::VARCHAR) AS topic,

@@ -117,3 +117,33 @@ def test_text_search_scans_while_a_large_backlog_is_indexed_in_the_background(pr
         assert pair_pages.ensure_search_index(con) == 3  # what app/search_index_job.py runs
         assert pair_pages.search_index_missing(con) == 0
         assert pair_pages.count(con, SliceFilter(text="refund 1")) == 1
+
+
+def test_explore_queries_narrowed_by_tag_or_text_match_the_plain_filter(project):
+    """Explore narrows the pairs by tag and text first (a CTE of its own, for DuckDB's join
+    sizing); with status, split and generator filters beside them, its count, pages and
+    summary are the plain filter's (``store.pairs``: the compiled filter slices use)."""
+    from store.records import Provenance, Status
+
+    tags = [["billing"], ["refund"], ["billing", "urgent"], []]
+    statuses = [Status.pending, Status.accepted, Status.rejected, Status.needs_fix]
+    with project.transaction() as con:
+        pairs_store.add_pairs(con, [NewPair(
+            content=PairContent(instruction=f"Question {i} about the {'Cobalt' if i % 3 else 'Zinc'} hub",
+                                response=f"Answer {i}: {'warranty invoice' if i % 5 == 0 else 'see the manual'}"),
+            tags=tags[i % 4], status=statuses[i % 7 % 4], provenance=Provenance(generator=("qa", "sections")[i % 2]))
+            for i in range(120)])
+    flts = [SliceFilter(tags_any=["billing"]), SliceFilter(tags_any=["billing", "refund"], status=[Status.pending]),
+            SliceFilter(text="WARRANTY invoice", status=[Status.pending, Status.accepted]),
+            SliceFilter(text="zinc", tags_any=["urgent"], generators=["qa"]),
+            SliceFilter(text="cobalt", tags_any=["refund"], status=[Status.accepted], exclude_duplicates=False),
+            SliceFilter(text="no such words", tags_any=["billing"])]
+    with project.connect() as con:
+        for flt in flts:
+            expected = [p.id for p in pairs_store.query(con, flt, limit=1000)]
+            assert pair_pages.count(con, flt) == len(expected) == pairs_store.count(con, flt), flt
+            assert pair_pages.page_ids(con, flt, limit=7, offset=2) == expected[2:9], flt
+            summary = pair_pages.explore_summary(con, flt, limit=5, offset=1)
+            assert summary.total == len(expected) and summary.table["pair_id"].to_list() == expected[1:6], flt
+            assert sum(summary.by_status.values()) == len(expected)
+        assert sum(len(pairs_store.query(con, f, limit=1000)) > 3 for f in flts) >= 4  # not all empty

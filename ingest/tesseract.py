@@ -18,15 +18,12 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import unstructured_pytesseract as pytesseract
 from PIL import Image
 from unstructured.partition.utils.ocr_models.tesseract_ocr import OCRAgentTesseract
-
-if TYPE_CHECKING:
-    from unstructured_inference.inference.layoutelement import LayoutElements
 
 _PNM_MODES = {"1", "L", "RGB"}  # what PIL writes as PBM/PGM/PPM, which leptonica reads
 
@@ -38,7 +35,7 @@ class OneRunTesseract(OCRAgentTesseract):
         super().__init__(language)
         self._local = threading.local()  # the text of the page being read, per thread
 
-    def get_layout_elements_from_image(self, image: Image.Image) -> LayoutElements:
+    def get_layout_elements_from_image(self, image: Image.Image) -> Any:  # unstructured_inference's LayoutElements
         from unstructured.partition.pdf_image.inference_utils import build_layout_elements_from_ocr_regions
 
         self._local.want_text, self._local.text = True, None

@@ -569,7 +569,7 @@ def char_shingle_hashes(texts: pl.Series, ngram: int) -> tuple[np.ndarray, np.nd
     lens = np.diff(offsets)
     n_sh = np.maximum(lens - (ngram - 1), 0)
     doc = np.repeat(np.arange(len(s), dtype=np.int64), n_sh)
-    start = np.repeat(offsets[:-1], n_sh) + (np.arange(len(doc)) - np.repeat(np.cumsum(n_sh) - n_sh, n_sh))
+    start = _spans(offsets[:-1], n_sh)  # each shingle's first byte
     g = np.zeros(len(doc), dtype=np.uint64)
     for k in range(ngram):
         g = g * np.uint64(0x100000001B3) + data[start + k].astype(np.uint64) + np.uint64(1)

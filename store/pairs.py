@@ -247,10 +247,10 @@ def insert_rows(con: duckdb.DuckDBPyConnection, batch: pa.Table | str) -> int:
             """INSERT INTO pairs
                (id, head_revision_id, version, status, split, duplicate_of, document_id, page, element_ids,
                 char_start, char_end, generator, generator_version, source_uri, source_line,
-                author, updated_by, created_at, updated_at, grounding)
+                author, updated_by, created_at, updated_at, grounding, head_tags)
                SELECT pair_id, revision_id, 1, status, split, NULL, document_id, page, element_ids,
                       char_start, char_end, generator, coalesce(generator_version, ''),
-                      coalesce(source_uri, ''), source_line, author, author, ?, ?, grounding
+                      coalesce(source_uri, ''), source_line, author, author, ?, ?, grounding, coalesce(tags, [])
                FROM _batch_new""",
             [ts, ts],
         )
@@ -658,9 +658,9 @@ def append_revision(
     new_status = str(status) if status is not None else cur_status
     if rid != head or new_status != cur_status:
         con.execute(
-            """UPDATE pairs SET head_revision_id = ?, version = version + 1, status = ?, updated_by = ?,
-                   updated_at = ? WHERE id = ? AND version = ?""",
-            [rid, new_status, author, ts, pid, version],
+            """UPDATE pairs SET head_revision_id = ?, head_tags = (SELECT tags FROM pair_revisions WHERE id = ?),
+                   version = version + 1, status = ?, updated_by = ?, updated_at = ? WHERE id = ? AND version = ?""",
+            [rid, rid, new_status, author, ts, pid, version],
         )
         con.execute(
             "INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -702,7 +702,8 @@ def append_followups(con: duckdb.DuckDBPyConnection, batch: pa.Table, *, author:
                       coalesce(system, ''), messages::JSON, coalesce(tags, []), ?, ?, false, ?, tools::JSON
                FROM _followups""", [author, reason, ts])
         con.execute(
-            """UPDATE pairs SET head_revision_id = f.revision_id, version = pairs.version + 1, updated_by = ?,
+            """UPDATE pairs SET head_revision_id = f.revision_id, head_tags = coalesce(f.tags, []),
+                   version = pairs.version + 1, updated_by = ?,
                    updated_at = ? FROM _followups f WHERE pairs.id = f.pair_id""", [author, ts])
         con.execute("INSERT INTO reviews SELECT review_id, pair_id, revision_id, cur_status, cur_status, ?, ?, ? "
                     "FROM _followups", [author, reason, ts])

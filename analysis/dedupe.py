@@ -457,13 +457,15 @@ def estimated_jaccard(sig: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int 
 
 
 def _overlap(docs: np.ndarray, x: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(intersection, union) sizes of the shingle-hash sets of documents ``i`` and ``j`` (vectorised joins)."""
+    """(intersection, union) sizes of the shingle-hash sets of documents ``i`` and ``j`` (vectorised joins).
+
+    ``docs`` ascend (as ``_in_row_chunks`` gives them): the shingles of the documents in a pair are
+    taken by their ranges, not by a pass over every shingle (150M at 3M rows, once per chunk)."""
     if len(i) == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    involved = np.zeros(int(max(docs.max(initial=0), i.max(), j.max())) + 1, dtype=bool)
-    involved[i] = True
-    involved[j] = True
-    keep = involved[docs]  # only the shingles of documents in a candidate pair
+    ids = _sorted_unique(np.concatenate([i, j]).astype(np.int64))
+    lo, hi = np.searchsorted(docs, ids, "left"), np.searchsorted(docs, ids, "right")
+    keep = _spans(lo, hi - lo)  # only the shingles of documents in a candidate pair
     sh = pl.DataFrame({"doc": docs[keep], "x": x[keep]}).unique()
     sizes = sh.group_by("doc").agg(n=pl.len())
     cand = pl.DataFrame({"i": i, "j": j, "_k": np.arange(len(i))})
@@ -595,6 +597,7 @@ class _Prepared:
     templates: pl.DataFrame
     wdocs: np.ndarray  # (doc, word hash): the word sets of the one-edit rule
     wx: np.ndarray
+    wsketch: np.ndarray  # ``set_sketch`` of those word sets: rules out most pairs before the exact check
 
 
 def without_boilerplate(df: pl.DataFrame, field: str, params: MinHashParams | None = None
@@ -623,7 +626,8 @@ def _prepare(df: pl.DataFrame, params: MinHashParams, field: str, sign: Signer |
     wdocs, wx = _in_row_chunks(whole, lambda t, _: shingle_hashes(t, 1)) if params.one_edit else (
         np.empty(0, np.int32), np.empty(0, np.uint32))
     sig = (sign or _signatures_from_shingles)(n, docs, x, params)
-    return _Prepared(docs, x, valid, short, sig, templates, wdocs, wx)
+    sketch = set_sketch(wdocs, wx, n) if params.one_edit else np.zeros((0, SKETCH_BUCKETS), np.uint8)
+    return _Prepared(docs, x, valid, short, sig, templates, wdocs, wx, sketch)
 
 
 SHINGLE_CHUNK_ROWS = 200_000  # rows shingled at a time: the temporaries are ~5 arrays of 8 bytes a shingle
@@ -663,6 +667,32 @@ def _in_row_chunks(texts: pl.Series, fn: Callable[[pl.Series, int], tuple[np.nda
     return np.concatenate(docs), np.concatenate(xs)
 
 
+SKETCH_BUCKETS = 64
+
+
+def set_sketch(docs: np.ndarray, x: np.ndarray, n: int, buckets: int = SKETCH_BUCKETS,
+               rows: int = SHINGLE_CHUNK_ROWS) -> np.ndarray:
+    """(n, ``buckets``) uint8: how many *distinct* hashes of each row's set (``docs`` ascending, as
+    ``_in_row_chunks`` gives them) fall in each bucket (hash mod ``buckets``), capped at 255.
+
+    The L1 distance of two rows' sketches is at most the size of their sets' symmetric difference
+    (a hash in one set only moves one bucket count by one; the cap only shrinks differences), so a
+    pair whose sketches differ by more than the one-edit allowance cannot match: ``_similarity``
+    drops it without the exact join. On templated rows this left 108K of 4.7M pairs to check
+    (300K generated rows; the exact join was 90 % of verification). Rows taken ``rows`` at a time."""
+    out = np.zeros((n, buckets), dtype=np.uint8)
+    if len(docs) == 0:
+        return out
+    bounds = np.searchsorted(docs, np.arange(0, n + rows, rows).clip(max=n))
+    for s, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        first = s * rows
+        key = _sorted_unique((docs[a:b].astype(np.uint64) - np.uint64(first)) << np.uint64(32) | x[a:b].astype(np.uint64))
+        cell = (key >> np.uint64(32)).astype(np.int64) * buckets + (key % np.uint64(buckets)).astype(np.int64)
+        counts = np.bincount(cell, minlength=min(rows, n - first) * buckets)
+        out[first:first + min(rows, n - first)] = np.minimum(counts, 255).reshape(-1, buckets)
+    return out
+
+
 def _compact(docs: np.ndarray, x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Shingles kept for verification in 8 bytes, not 16: hashes are 32-bit already (folded), and
     row numbers fit 32 bits below 2^31 rows."""
@@ -697,6 +727,9 @@ def _similarity(prep: _Prepared, params: MinHashParams, n_cand: int):
             jac = estimated_jaccard(prep.sig, i, j)
         ok = jac >= params.threshold
         check = np.flatnonzero(~ok & (jac >= params.min_jaccard)) if params.one_edit else np.empty(0, np.int64)
+        if len(check):  # only pairs whose sketches allow it (a lower bound of the symmetric difference)
+            apart = np.abs(prep.wsketch[i[check]].astype(np.int16) - prep.wsketch[j[check]]).sum(axis=1)
+            check = check[apart <= allow]
         if len(check):
             c, u = _overlap(prep.wdocs, prep.wx, i[check], j[check])
             ok[check] = (u - c) <= allow

@@ -350,3 +350,69 @@ def test_shingles_taken_a_few_rows_at_a_time_are_the_whole_corpus_shingles():
         w_docs, w_x = dd._in_row_chunks(texts, lambda t, _: dd.shingle_hashes(t, 1), rows)
         one_d, one_x = dd.shingle_hashes(texts, 1)
         assert w_docs.tolist() == one_d.tolist() and w_x.tolist() == one_x.tolist()
+
+
+def test_set_sketches_differ_by_at_most_the_sets_symmetric_difference():
+    """The one-edit rule's prefilter: a sketch distance above the allowance proves the word sets
+    differ by more, whatever the duplicates, the capped counts or the chunk the rows came in."""
+    rng = np.random.default_rng(11)
+    sets = []
+    for k in range(120):
+        base = rng.integers(0, 5000, size=int(rng.integers(0, 60)))
+        if k % 3:  # a near copy of the previous row: a few words swapped, dropped or repeated
+            prev = sets[-1]
+            base = np.concatenate([prev[int(rng.integers(0, 3)):], rng.integers(0, 5000, size=int(rng.integers(0, 3))),
+                                   prev[:2]])
+        sets.append(base.astype(np.uint32))
+    sets.append(np.arange(0, 64 * 300, 64, dtype=np.uint32))  # 300 distinct hashes in one bucket: capped at 255
+    sets.append(np.arange(0, 64 * 250, 64, dtype=np.uint32))  # wrapped instead of capped: 44 against 250
+    docs = np.concatenate([np.full(len(s), d, np.int32) for d, s in enumerate(sets)])
+    x = np.concatenate(sets)
+    n = len(sets)
+    sketch = dd.set_sketch(docs, x, n)
+    for rows in (1, 7, 1000):
+        assert (dd.set_sketch(docs, x, n, rows=rows) == sketch).all()
+    ruled_out = 0
+    for a in range(n):
+        for b in range(a + 1, min(n, a + 4)):
+            sym = len(set(sets[a].tolist()) ^ set(sets[b].tolist()))
+            dist = int(np.abs(sketch[a].astype(np.int16) - sketch[b]).sum())
+            assert dist <= sym, (a, b)
+            ruled_out += dist > 2
+    assert 0 < ruled_out < 3 * n  # it rules out far-apart sets, not every pair
+
+
+def test_the_sketch_prefilter_keeps_every_one_edit_match():
+    """Verification with the sketches equals verification checking every candidate exactly."""
+    import dataclasses
+
+    from tests.bench.bench_scale import _texts
+
+    n = 4000
+    df = pl.DataFrame({"pair_id": [f"p{i}" for i in range(n)], "revision_id": [f"r{i}" for i in range(n)],
+                       "instruction": _texts(n, seed=5), "input": [""] * n, "response": ["See the help page."] * n,
+                       "status": ["pending"] * n, "created_at": [0] * n})
+    params = dd.MinHashParams()
+    prep = dd._prepare(df, params, "full")
+    cand = dd._lsh(prep, params, params.threshold, min(params.threshold, params.min_jaccard))
+    i, j = cand[:, 0], cand[:, 1]
+    jac, ok = dd._similarity(prep, params, len(cand))(i, j)
+    plain = dataclasses.replace(prep, wsketch=np.zeros_like(prep.wsketch))  # every distance 0: nothing ruled out
+    jac0, ok0 = dd._similarity(plain, params, len(cand))(i, j)
+    assert (ok == ok0).all() and (jac == jac0).all()
+    one_edit = ok & (jac < params.threshold)
+    assert one_edit.sum() > 10  # the rule matched pairs here, so the comparison means something
+
+
+def test_exact_jaccard_is_the_jaccard_of_each_pairs_shingle_sets():
+    """Shingles of the documents in a pair are taken by their ranges of the (ascending) doc array."""
+    rng = np.random.default_rng(4)
+    sets = [rng.integers(0, 40, size=int(rng.integers(0, 30))).astype(np.uint32) for _ in range(60)]  # repeats, empties
+    docs = np.concatenate([np.full(len(s), d, np.int32) for d, s in enumerate(sets)])
+    x = np.concatenate(sets)
+    i = rng.integers(0, 60, size=300)
+    j = rng.integers(0, 60, size=300)
+    got = dd.exact_jaccard(docs, x, i, j)
+    for k in range(300):
+        a, b = set(sets[i[k]].tolist()), set(sets[j[k]].tolist())
+        assert got[k] == pytest.approx(len(a & b) / len(a | b) if a | b else 0.0), k

@@ -1,6 +1,6 @@
 """Benchmark: exact and near dedupe against the obvious Python baselines, in the same run.
 
-    python -m tests.bench.bench_dedupe [--exact-n 1000000] [--near-n 100000] [--baseline-n 200000]
+    python -m tests.bench.bench_dedupe [--exact-n 1000000] [--near-n 100000] [--baseline-n 200000] [--verify-n 200000]
 
 Exact: ``analysis.dedupe.exact_clusters`` on generated pairs (10% planted duplicates with
 case, whitespace and punctuation variants) vs a Python loop doing the same normalisation
@@ -13,6 +13,10 @@ Near: ``analysis.dedupe.near_lexical_clusters`` (vectorised MinHash + LSH) vs a 
 union-find) on generated documents with planted one- and two-word edits. Truth = the planted
 pairs; precision/recall/F1 are over pairs placed in one cluster. The two run in alternating
 rounds (A B A B, ``--rounds``); the reported ratio is the median of the per-round ratios.
+
+Verify (``--verify-n``, 0 skips it): the near pass's verification of LSH candidates on templated
+rows, word-set sketches first (``dd.set_sketch``) against the exact join for every one-edit
+candidate, alternating rounds; both must match the same pairs.
 """
 
 from __future__ import annotations
@@ -217,6 +221,43 @@ def bench_near(n: int, threshold: float, rounds: int = 2) -> list[tuple]:
     ]
 
 
+def bench_verify(n: int, rounds: int = 2) -> list[tuple]:
+    """Verification of near-duplicate candidates on templated rows (``bench_scale._texts``: shared
+    boilerplate and near copies): with the word-set sketches ruling pairs out (ours) against checking
+    every one-edit candidate with the exact join (baseline: the same code with all-zero sketches),
+    A B A B; both must match the same pairs."""
+    import dataclasses
+
+    from tests.bench.bench_scale import _texts
+
+    df = pl.DataFrame({"pair_id": [f"p{i}" for i in range(n)], "revision_id": [f"r{i}" for i in range(n)],
+                       "instruction": _texts(n, seed=1), "input": [""] * n, "response": ["See the help page."] * n,
+                       "status": ["pending"] * n, "created_at": [0] * n})
+    params = dd.MinHashParams()
+    prep = dd._prepare(df, params, "full")
+    cand = dd._lsh(prep, params, params.threshold, min(params.threshold, params.min_jaccard))
+    plain = dataclasses.replace(prep, wsketch=np.zeros_like(prep.wsketch))
+
+    def verify(p: dd._Prepared) -> tuple[float, int]:
+        sim, t, ok_n = dd._similarity(p, params, len(cand)), time.perf_counter(), 0
+        for s in range(0, len(cand), dd.VERIFY_CHUNK):
+            c = cand[s:s + dd.VERIFY_CHUNK]
+            ok_n += int(sim(c[:, 0], c[:, 1])[1].sum())
+        return time.perf_counter() - t, ok_n
+
+    ratios, base_times, our_times = [], [], []
+    for _ in range(rounds):
+        (b, nb), (o, no) = verify(plain), verify(prep)
+        assert nb == no, (nb, no)
+        base_times.append(b)
+        our_times.append(o)
+        ratios.append(b / o)
+    print(f"verify: {n} templated rows, {len(cand):,} candidates, {no:,} matches in both; per-round ratios "
+          f"{', '.join(f'{r:.1f}x' for r in ratios)}")
+    return [("verify: every one-edit candidate joined", n, float(np.median(base_times)), 1.0),
+            ("verify: sketches first (ours)", n, float(np.median(our_times)), float(np.median(ratios)))]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--exact-n", type=int, default=1_000_000)
@@ -224,6 +265,7 @@ def main() -> None:
     ap.add_argument("--near-n", type=int, default=100_000)
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--rounds", type=int, default=2, help="A B rounds of the near comparison (median ratio)")
+    ap.add_argument("--verify-n", type=int, default=200_000, help="templated rows of the verification comparison")
     ap.add_argument("--skip-exact", action="store_true")
     a = ap.parse_args()
     rows = ([] if a.skip_exact else bench_exact(a.exact_n, min(a.baseline_n, a.exact_n))) + bench_near(
@@ -232,6 +274,10 @@ def main() -> None:
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         print(f"| {r[0]} | {r[1]:,} | {r[2]:.2f} | {r[3]:,.0f} | {r[4]:.1f}x | {r[5]} | {r[6]} | {r[7]} |")
+    if a.verify_n:
+        print("\n| verification | rows | seconds | ratio (median per round) |\n|---|---|---|---|")
+        for r in bench_verify(a.verify_n, a.rounds):
+            print(f"| {r[0]} | {r[1]:,} | {r[2]:.2f} | {r[3]:.1f}x |")
 
 
 if __name__ == "__main__":

@@ -386,15 +386,9 @@ def test_the_sketch_prefilter_keeps_every_one_edit_match():
     """Verification with the sketches equals verification checking every candidate exactly."""
     import dataclasses
 
-    from tests.bench.bench_scale import _texts
+    from tests.bench.bench_dedupe import templated_candidates
 
-    n = 4000
-    df = pl.DataFrame({"pair_id": [f"p{i}" for i in range(n)], "revision_id": [f"r{i}" for i in range(n)],
-                       "instruction": _texts(n, seed=5), "input": [""] * n, "response": ["See the help page."] * n,
-                       "status": ["pending"] * n, "created_at": [0] * n})
-    params = dd.MinHashParams()
-    prep = dd._prepare(df, params, "full")
-    cand = dd._lsh(prep, params, params.threshold, min(params.threshold, params.min_jaccard))
+    params, prep, cand = templated_candidates(4000, seed=5)
     i, j = cand[:, 0], cand[:, 1]
     jac, ok = dd._similarity(prep, params, len(cand))(i, j)
     plain = dataclasses.replace(prep, wsketch=np.zeros_like(prep.wsketch))  # every distance 0: nothing ruled out

@@ -221,6 +221,18 @@ def bench_near(n: int, threshold: float, rounds: int = 2) -> list[tuple]:
     ]
 
 
+def templated_candidates(n: int, seed: int) -> tuple[dd.MinHashParams, dd._Prepared, np.ndarray]:
+    """(params, prepared rows, LSH candidates) of ``n`` templated rows (``bench_scale._texts``), full text."""
+    from tests.bench.bench_scale import _texts
+
+    df = pl.DataFrame({"pair_id": [f"p{i}" for i in range(n)], "revision_id": [f"r{i}" for i in range(n)],
+                       "instruction": _texts(n, seed=seed), "input": [""] * n, "response": ["See the help page."] * n,
+                       "status": ["pending"] * n, "created_at": [0] * n})
+    params = dd.MinHashParams()
+    prep = dd._prepare(df, params, "full")
+    return params, prep, dd._lsh(prep, params, params.threshold, min(params.threshold, params.min_jaccard))
+
+
 def bench_verify(n: int, rounds: int = 2) -> list[tuple]:
     """Verification of near-duplicate candidates on templated rows (``bench_scale._texts``: shared
     boilerplate and near copies): with the word-set sketches ruling pairs out (ours) against checking
@@ -228,14 +240,7 @@ def bench_verify(n: int, rounds: int = 2) -> list[tuple]:
     A B A B; both must match the same pairs."""
     import dataclasses
 
-    from tests.bench.bench_scale import _texts
-
-    df = pl.DataFrame({"pair_id": [f"p{i}" for i in range(n)], "revision_id": [f"r{i}" for i in range(n)],
-                       "instruction": _texts(n, seed=1), "input": [""] * n, "response": ["See the help page."] * n,
-                       "status": ["pending"] * n, "created_at": [0] * n})
-    params = dd.MinHashParams()
-    prep = dd._prepare(df, params, "full")
-    cand = dd._lsh(prep, params, params.threshold, min(params.threshold, params.min_jaccard))
+    params, prep, cand = templated_candidates(n, seed=1)
     plain = dataclasses.replace(prep, wsketch=np.zeros_like(prep.wsketch))
 
     def verify(p: dd._Prepared) -> tuple[float, int]:

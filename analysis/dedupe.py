@@ -432,8 +432,16 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray, m
         if sum(map(len, new)) > max(len(found), 1 << 22) or band == bands - 1:  # merge: amortised, bounded
             found = _sorted_unique(np.concatenate([found, *new]))
             new = []
-    i, j = np.divmod(found, width)
-    return np.stack([i, j], axis=1)
+    return _decode(found, width)
+
+
+def _decode(codes: np.ndarray, width: np.int64, part: int = 1 << 24) -> np.ndarray:
+    """(i, j) rows of pair codes ``i * width + j``: int32 below 2^31 rows (half the memory of the
+    candidates, 220M at 10M templated rows), decoded a part at a time (divmod's int64 temporaries)."""
+    out = np.empty((len(codes), 2), dtype=np.int32 if width < 2**31 else np.int64)
+    for s in range(0, len(codes), part):
+        out[s:s + part, 0], out[s:s + part, 1] = np.divmod(codes[s:s + part], width)
+    return out
 
 
 def _sorted_unique(a: np.ndarray) -> np.ndarray:
@@ -502,51 +510,87 @@ def field_text(df: pl.DataFrame, field: str) -> pl.Series:
     return df.select(expr.str.replace_all(FIELD_SEP, "\n", literal=True)).to_series()
 
 
-def boilerplate(texts: pl.Series, share: float = 0.2, min_rows: int = 20, ngram: int = 3) -> tuple[pl.Series, pl.DataFrame]:
+BOILERPLATE_CHUNK_ROWS = 200_000  # rows read at a time: their words, hashes and n-grams (~3 KB a row all at once)
+
+
+def boilerplate(texts: pl.Series, share: float = 0.2, min_rows: int = 20, ngram: int = 3,
+                rows: int = BOILERPLATE_CHUNK_ROWS) -> tuple[pl.Series, pl.DataFrame]:
     """(texts without boilerplate, templates) of already-normalised texts.
 
     A word is boilerplate when a word ``ngram``-gram covering it occurs at least
-    max(``min_rows``, ``share`` x rows) times: a shared system prompt, tool description or
-    template says nothing about whether two rows are the same example, yet it dominates their
+    max(``min_rows``, ``share`` x rows) times within rows: a shared system prompt, tool description
+    or template says nothing about whether two rows are the same example, yet it dominates their
     shingle sets (and, inline before the request, hides how short the request is). Templates
     are the runs of boilerplate words, with the rows that hold them: text, rows, share.
+
+    Rows are read ``rows`` at a time, so memory holds one part's words, not every row's. Counts
+    stay exact: an n-gram found ``need`` times over k parts is found ceil(need / k) times in one
+    of them (pigeonhole), so the n-grams that reach that in some part are the only candidates, and
+    a second pass counts those exactly. One part (the usual case below ``rows``) is one pass.
     """
     n = len(texts)
     schema = {"text": pl.String, "rows": pl.Int64, "share": pl.Float64}
-    w = pl.DataFrame({"doc": pl.int_range(0, n, dtype=pl.Int64, eager=True), "t": texts.fill_null("")}).select(
-        "doc", word=pl.col("t").str.split(" ")).explode("word").filter(pl.col("word").fill_null("") != "")
-    m = w.height - (ngram - 1)
-    if n == 0 or m <= 0:
+    if n == 0:
         return texts.fill_null(""), pl.DataFrame(schema=schema)
     need = max(min_rows, math.ceil(share * n))
-    doc = w["doc"].to_numpy()
-    h = w.select(pl.col("word").hash(7)).to_series().to_numpy()
-    g = np.zeros(m, dtype=np.uint64)
-    for j in range(ngram):
-        g = g * np.uint64(0x9E3779B97F4A7C15) + h[j:j + m]
-    ok = doc[:m] == doc[ngram - 1:]
-    common = ok & (pl.DataFrame({"g": g}).select(pl.len().over("g")).to_series().to_numpy() >= need)
-    covered = np.zeros(w.height, dtype=bool)
-    for j in range(ngram):
-        covered[j:j + m] |= common
-    if not covered.any():
+    starts = list(range(0, n, rows))
+    seen: dict[int, tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]] = {}  # the one part's words and n-grams, when there is one part (read once)
+
+    def part(s: int) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+        if s in seen:
+            return seen[s]
+        w = pl.DataFrame({"doc": pl.int_range(s, s + min(rows, n - s), dtype=pl.Int64, eager=True),
+                          "t": texts.slice(s, rows).fill_null("")}).select(
+            "doc", word=pl.col("t").str.split(" ")).explode("word").filter(pl.col("word").fill_null("") != "")
+        h = w.select(pl.col("word").hash(7)).to_series().to_numpy()
+        doc = w["doc"].to_numpy()
+        m = max(len(h) - (ngram - 1), 0)
+        g = np.zeros(m, dtype=np.uint64)
+        for j in range(ngram):
+            g = g * np.uint64(0x9E3779B97F4A7C15) + h[j:j + m]
+        ok = doc[:m] == doc[ngram - 1:ngram - 1 + m]  # n-grams within one row
+        out = (w, h, g, ok)
+        if len(starts) == 1:
+            seen[s] = out
+        return out
+
+    def counts(s: int, only: np.ndarray | None, at_least: int) -> pl.DataFrame:
+        _, _, g, ok = part(s)
+        g = g[ok]
+        if only is not None:
+            g = g[np.isin(g, only)]
+        return pl.DataFrame({"g": g}).group_by("g").len().filter(pl.col("len") >= at_least)
+
+    per_part = math.ceil(need / len(starts))
+    found = pl.concat([counts(s, None, per_part) for s in starts])
+    if len(starts) > 1 and found.height:
+        cand = found["g"].unique().to_numpy()
+        found = pl.concat([counts(s, cand, 1) for s in starts])
+    common = found.group_by("g").agg(pl.col("len").sum()).filter(pl.col("len") >= need)["g"].to_numpy()
+    if len(common) == 0:
         return texts.fill_null(""), pl.DataFrame(schema=schema)
-    w = w.with_columns(_b=pl.Series(covered))
-    kept = w.filter(~pl.col("_b")).group_by("doc", maintain_order=True).agg(pl.col("word").str.join(" "))
+    kept, runs = [], []
+    for s in starts:
+        w, h, g, ok = part(s)
+        hit = ok & np.isin(g, common)
+        covered = np.zeros(w.height, dtype=bool)
+        for j in range(ngram):
+            covered[j:j + len(hit)] |= hit
+        kept.append(w.filter(~pl.Series(covered)).group_by("doc", maintain_order=True).agg(pl.col("word").str.join(" ")))
+        runs.append(_runs(w["doc"].to_numpy(), h, covered).with_columns(part=pl.lit(s, pl.Int64)))
     out = pl.DataFrame({"doc": pl.int_range(0, n, dtype=pl.Int64, eager=True)}).join(
-        kept, on="doc", how="left").sort("doc")["word"].fill_null("")
-    templates = _templates(w["word"], doc, h, covered, need).with_columns(share=pl.col("rows") / n)
+        pl.concat(kept), on="doc", how="left").sort("doc")["word"].fill_null("")
+    templates = _templates(pl.concat(runs), need, lambda s: part(s)[0]["word"]).with_columns(share=pl.col("rows") / n)
     return out, templates.select(list(schema))
 
 
-def _templates(words: pl.Series, doc: np.ndarray, h: np.ndarray, covered: np.ndarray, need: int) -> pl.DataFrame:
-    """The runs of covered words (within a row) that ``need`` rows or more hold: text, rows, most first.
-
-    Runs are told apart by a 64-bit hash of their word hashes in order, so only the few templates
-    become text (the runs of every row as strings took ~1.2 KB a row: 360 MB at 300K rows)."""
+def _runs(doc: np.ndarray, h: np.ndarray, covered: np.ndarray) -> pl.DataFrame:
+    """Each key of a run of covered words (within a row) in one part: the rows holding it, its first
+    word's place and its length. Runs are told apart by a 64-bit hash of their word hashes in order,
+    so only the few templates become text (the runs of every row as strings took ~1.2 KB a row)."""
     at = np.flatnonzero(covered)
     if len(at) == 0:
-        return pl.DataFrame(schema={"text": pl.String, "rows": pl.Int64})
+        return pl.DataFrame(schema={"key": pl.UInt64, "rows": pl.Int64, "start": pl.Int64, "n": pl.Int64})
     new_run = np.r_[True, (np.diff(at) != 1) | (doc[at][1:] != doc[at][:-1])]
     starts = np.flatnonzero(new_run)
     lengths = np.diff(np.r_[starts, len(at)])
@@ -554,10 +598,23 @@ def _templates(words: pl.Series, doc: np.ndarray, h: np.ndarray, covered: np.nda
     powers = np.cumprod(np.r_[np.uint64(1), np.full(int(lengths.max()) - 1, 0x100000001B3, dtype=np.uint64)],
                         dtype=np.uint64)
     key = np.add.reduceat(h[at].astype(np.uint64) * powers[pos], starts) ^ lengths.astype(np.uint64)
-    runs = pl.DataFrame({"key": key, "doc": doc[at][starts], "first": starts, "n": lengths})
-    common = runs.group_by("key").agg(rows=pl.col("doc").n_unique().cast(pl.Int64), first=pl.col("first").min(),
-                                      n=pl.col("n").first()).filter(pl.col("rows") >= need)
-    text = [" ".join(words.gather(at[f:f + k]).to_list()) for f, k in zip(common["first"], common["n"])]
+    return pl.DataFrame({"key": key, "doc": doc[at][starts], "start": at[starts].astype(np.int64),
+                         "n": lengths.astype(np.int64)}).group_by("key").agg(
+        rows=pl.col("doc").n_unique().cast(pl.Int64), start=pl.col("start").min(), n=pl.col("n").first())
+
+
+def _templates(runs: pl.DataFrame, need: int, words: Callable[[int], pl.Series]) -> pl.DataFrame:
+    """The run keys (``_runs`` of every part, with its ``part``) that ``need`` rows or more hold:
+    text (from the part it was first seen in, ``words(part)``), rows; most first."""
+    common = runs.sort("part").group_by("key", maintain_order=True).agg(
+        pl.col("rows").sum(), part=pl.col("part").first(), start=pl.col("start").first(),
+        n=pl.col("n").first()).filter(pl.col("rows") >= need)
+    text: list[str] = []
+    of_part: dict[int, pl.Series] = {}
+    for p, start, k in zip(common["part"], common["start"], common["n"]):
+        if p not in of_part:
+            of_part[p] = words(p)
+        text.append(" ".join(of_part[p].slice(start, k).to_list()))
     return pl.DataFrame({"text": text, "rows": common["rows"]}, schema={"text": pl.String, "rows": pl.Int64}).sort(
         ["rows", "text"], descending=[True, False])
 
@@ -588,9 +645,10 @@ def char_shingle_hashes(texts: pl.Series, ngram: int) -> tuple[np.ndarray, np.nd
 
 @dataclass(frozen=True)
 class _Prepared:
-    """Shingles of every row after boilerplate removal, and which rows take the short (character) path."""
-    docs: np.ndarray
-    x: np.ndarray
+    """Every row after boilerplate removal (``texts``; its shingles are not kept: ``shingles``), its
+    signature, and which rows take the short (character) path."""
+    texts: pl.Series
+    params: MinHashParams
     valid: np.ndarray
     short: np.ndarray
     sig: np.ndarray
@@ -598,6 +656,12 @@ class _Prepared:
     wdocs: np.ndarray  # (doc, word hash): the word sets of the one-edit rule
     wx: np.ndarray
     wsketch: np.ndarray  # ``set_sketch`` of those word sets: rules out most pairs before the exact check
+
+    def shingles(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row, 32-bit hash) of every shingle, rows ascending: taken again from ``texts`` when the
+        candidates are few enough to verify exactly, instead of being held beside the signatures
+        (8 bytes a shingle: 3.6 GB at 10M templated rows, where the MinHash estimate verifies)."""
+        return _row_shingles(self.texts, self.short, self.params)
 
 
 def without_boilerplate(df: pl.DataFrame, field: str, params: MinHashParams | None = None
@@ -622,12 +686,13 @@ def _prepare(df: pl.DataFrame, params: MinHashParams, field: str, sign: Signer |
     short = words < params.short_words
     docs, x = _row_shingles(texts, short, params)
     valid = np.bincount(docs, minlength=n) > 0
+    sig = (sign or _signatures_from_shingles)(n, docs, x, params)
+    del docs, x  # before the word sets are taken: not both at once
     # one edit is judged on the whole text: a near copy of a row may miss a template the row has
     wdocs, wx = _in_row_chunks(whole, lambda t, _: shingle_hashes(t, 1)) if params.one_edit else (
         np.empty(0, np.int32), np.empty(0, np.uint32))
-    sig = (sign or _signatures_from_shingles)(n, docs, x, params)
     sketch = set_sketch(wdocs, wx, n) if params.one_edit else np.zeros((0, SKETCH_BUCKETS), np.uint8)
-    return _Prepared(docs, x, valid, short, sig, templates, wdocs, wx, sketch)
+    return _Prepared(texts, params, valid, short, sig, templates, wdocs, wx, sketch)
 
 
 SHINGLE_CHUNK_ROWS = 200_000  # rows shingled at a time: the temporaries are ~5 arrays of 8 bytes a shingle
@@ -708,6 +773,8 @@ def _lsh(prep: _Prepared, params: MinHashParams, long_threshold: float, short_th
         b, r = (params.bands, params.num_perm // params.bands) if params.bands else lsh_bands(
             round(th, 3), params.num_perm, params.fn_weight)
         out.append(candidate_pairs(prep.sig, b, r, mask))
+    if len(out) == 1:  # no copy of what may be hundreds of millions of candidates
+        return out[0]
     return np.concatenate(out) if out else np.empty((0, 2), dtype=np.int64)
 
 
@@ -720,9 +787,11 @@ def _similarity(prep: _Prepared, params: MinHashParams, n_cand: int):
     threshold <= 0.8) shrinks for stricter thresholds: 1 word at 0.9, none at 0.99."""
     allow = math.floor(2 * min(1.0, max(0.0, 1.0 - params.threshold) / 0.2) + 1e-9)
 
+    docs, x = prep.shingles() if n_cand <= params.max_exact_pairs else (None, None)
+
     def sim(i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if n_cand <= params.max_exact_pairs:
-            jac = exact_jaccard(prep.docs, prep.x, i, j)
+        if docs is not None and x is not None:
+            jac = exact_jaccard(docs, x, i, j)
         else:
             jac = estimated_jaccard(prep.sig, i, j)
         ok = jac >= params.threshold

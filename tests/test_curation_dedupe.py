@@ -330,6 +330,23 @@ def test_boilerplate_templates_are_runs_of_shared_words_counted_once_a_row():
     assert templates["share"].to_list() == pytest.approx([50 / 60, 30 / 60, 20 / 60])
     assert texts[0] == "q0 cats0" and texts[30] == "q30 dogs30 r30"
     assert texts[55] == "plain row 55 with nothing shared"
+    for part in (1, 7, 13):  # read a few rows at a time: the same texts and templates
+        got, got_templates = boilerplate(pl.Series(rows), share=0.2, min_rows=10, rows=part)
+        assert got.equals(texts) and got_templates.equals(templates)
+
+
+def test_boilerplate_read_in_parts_counts_an_ngram_spread_thinly_over_them():
+    """A template in every third row: in rows read 7 at a time no part holds it often enough to
+    reach the threshold alone, but its exact count over all parts does."""
+    from analysis.dedupe import boilerplate
+
+    rows = [f"as an ai model i answer row {i} about topic{i}" if i % 3 == 0 else f"w{i} says x{i} y{i} z{i}"
+            for i in range(60)]
+    whole, templates = boilerplate(pl.Series(rows), share=0.2, min_rows=20, rows=10**6)
+    assert templates.select("text", "rows").rows() == [("as an ai model i answer row", 20)]
+    assert whole[3] == "3 about topic3"
+    got, got_templates = boilerplate(pl.Series(rows), share=0.2, min_rows=20, rows=7)
+    assert got.equals(whole) and got_templates.equals(templates)
 
 
 def test_shingles_taken_a_few_rows_at_a_time_are_the_whole_corpus_shingles():
@@ -410,3 +427,12 @@ def test_exact_jaccard_is_the_jaccard_of_each_pairs_shingle_sets():
     for k in range(300):
         a, b = set(sets[i[k]].tolist()), set(sets[j[k]].tolist())
         assert got[k] == pytest.approx(len(a & b) / len(a | b) if a | b else 0.0), k
+
+
+def test_pair_codes_decode_a_part_at_a_time_into_narrow_rows():
+    codes = np.array([0, 5, 17, 99_999 * 100_000 + 4, 123], dtype=np.int64)
+    width = np.int64(100_000)
+    for part in (1, 2, 3, 1 << 24):
+        got = dd._decode(codes, width, part=part)
+        assert got.dtype == np.int32 and got.tolist() == [[int(c) // 100_000, int(c) % 100_000] for c in codes]
+    assert dd._decode(codes, np.int64(2**31), part=2).dtype == np.int64  # row numbers past int32

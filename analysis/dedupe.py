@@ -457,7 +457,10 @@ def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
 
 
-def estimated_jaccard(sig: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def estimated_jaccard(sig: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Share of equal MinHash values of each pair (i, j), ``chunk`` pairs at a time: 8192 keeps the
+    gathered rows (4 MB a side) in memory the allocator reuses; at 65536 (32 MB a side) every chunk
+    was mapped and zeroed anew, and 4M pairs took 1.7x as long (system time of a 10M-row run)."""
     out = np.empty(len(i), dtype=np.float64)
     for s in range(0, len(i), chunk):
         out[s:s + chunk] = (sig[i[s:s + chunk]] == sig[j[s:s + chunk]]).mean(axis=1)

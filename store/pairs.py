@@ -702,9 +702,12 @@ def append_followups(con: duckdb.DuckDBPyConnection, batch: pa.Table, *, author:
                       coalesce(system, ''), messages::JSON, coalesce(tags, []), ?, ?, false, ?, tools::JSON
                FROM _followups""", [author, reason, ts])
         con.execute(
-            """UPDATE pairs SET head_revision_id = f.revision_id, head_tags = coalesce(f.tags, []),
-                   version = pairs.version + 1, updated_by = ?,
+            """UPDATE pairs SET head_revision_id = f.revision_id, version = pairs.version + 1, updated_by = ?,
                    updated_at = ? FROM _followups f WHERE pairs.id = f.pair_id""", [author, ts])
+        # only where the tags changed (a repair keeps them): DuckDB rewrites a row whose list value is
+        # set, 0.4-3.5 s per 100K rows against 0.05 s without it
+        con.execute("""UPDATE pairs SET head_tags = coalesce(f.tags, []) FROM _followups f
+                       WHERE pairs.id = f.pair_id AND pairs.head_tags IS DISTINCT FROM coalesce(f.tags, [])""")
         con.execute("INSERT INTO reviews SELECT review_id, pair_id, revision_id, cur_status, cur_status, ?, ?, ? "
                     "FROM _followups", [author, reason, ts])
         return int(n)

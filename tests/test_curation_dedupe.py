@@ -319,7 +319,7 @@ def test_candidate_pairs_stay_within_their_budget_on_templated_rows():
 def test_boilerplate_templates_are_runs_of_shared_words_counted_once_a_row():
     """A template is a run of boilerplate words in a row; a row holding it twice counts once;
     runs of equal length but other words are other templates; the texts lose exactly those runs."""
-    from analysis.dedupe import boilerplate
+    from analysis.boilerplate import boilerplate
 
     hello, bye, ciao = "you are a helpful assistant", "thanks a lot friend", "grazie mille caro amico"
     rows = ([f"{hello} q{i} cats{i} {bye}" for i in range(30)]
@@ -338,7 +338,7 @@ def test_boilerplate_templates_are_runs_of_shared_words_counted_once_a_row():
 def test_boilerplate_read_in_parts_counts_an_ngram_spread_thinly_over_them():
     """A template in every third row: in rows read 7 at a time no part holds it often enough to
     reach the threshold alone, but its exact count over all parts does."""
-    from analysis.dedupe import boilerplate
+    from analysis.boilerplate import boilerplate
 
     rows = [f"as an ai model i answer row {i} about topic{i}" if i % 3 == 0 else f"w{i} says x{i} y{i} z{i}"
             for i in range(60)]

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 _ctx: Any = None
 _warm = threading.Event()  # set once a process forked from the forkserver came up: it has preloaded
+_signal_r, _signal_w = os.pipe()  # a byte is written once it is warm: a waiting batch wakes at once (``warm_signal``)
 _probe_lock = threading.Lock()
 _probe: threading.Thread | None = None
 
@@ -57,6 +58,8 @@ def _wait_warm() -> None:
     except Exception:  # no forkserver here: workers then start cold, as they would anyway
         return
     _warm.set()
+    with contextlib.suppress(OSError):
+        os.write(_signal_w, b"w")
 
 
 def _stop_if_warming() -> None:
@@ -106,6 +109,13 @@ def await_warm(timeout_s: float) -> bool:
     return forkserver_warm()
 
 
+def warm_signal() -> int:
+    """A file descriptor that becomes readable once the forkserver is warm, for a batch that waits
+    on its workers' pipes meanwhile (``multiprocessing.connection.wait``): it forks the rest of its
+    workers the moment it can, instead of at its next look (measured on 2 cores: up to 0.25 s later)."""
+    return _signal_r
+
+
 def forkserver_warm() -> bool:
     """Whether the forkserver has preloaded, so a worker forked from it now starts at once."""
     return _warm.is_set()
@@ -128,10 +138,11 @@ def preload_formats(names: Iterable[str], workers: int, scouting: bool = False) 
     core and the sentence model every text format uses) is always preloaded.
 
     ``scouting`` (a scout parses the light formats while the forkserver warms: ``_parse_all``):
-    only the text path and the heavy formats present, so the forkserver is warm sooner."""
+    only the heavy formats present (they load the text path's sentence model too), so the
+    forkserver is warm sooner; a light file left over loads its parser in the worker that gets it."""
     counts = Counter(extension(n) for n in names)
     if scouting:
-        return {"md"} | (set(counts) & HEAVY)
+        return (set(counts) & HEAVY) or {"txt"}
     return {"md"} | {ext for ext, n in counts.items() if n >= max(2, workers) or ext == "pdf"}
 
 

@@ -7,6 +7,7 @@ format's ~10 s), else every format. torch stays out (``offline.keep_torch_out``)
 batches use fresh workers instead; so does matplotlib's pyplot (``offline.defer_plotting``).
 """
 
+import ingest.workers  # noqa: F401 - what a forked worker runs (``_serve``): loaded here, not once per worker
 from ingest import offline
 
 offline.one_thread_each()

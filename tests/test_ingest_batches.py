@@ -179,3 +179,15 @@ def test_pairs_show_takes_an_id_prefix(project, tmp_path):
     assert res.exit_code == 0 and ids[0] in res.output
     res = runner.invoke(app, ["pairs", "show", "p_", "--project", str(project.root)])
     assert res.exit_code == 2 and "is ambiguous" in res.output and "start with it" in res.output
+
+
+def test_the_writer_stores_the_last_documents_without_lingering_for_more(project, tmp_path, monkeypatch):
+    """The writer waits a moment for more ready documents to store them together; once parsing is
+    over nothing more comes, and the batch ends at once (with a 600 s linger, it would wait it out)."""
+    from ingest.documents import _Writer
+
+    monkeypatch.setattr(_Writer, "LINGER_S", 600.0)
+    files = [make(tmp_path, "md", "guide"), make(tmp_path, "csv", "table")]
+    report = ingest(project, files, IngestConfig(workers=0))
+    assert report.ok and [f.status for f in report.files] == ["new", "new"], [f.error for f in report.files]
+    assert report.seconds < 300  # minutes below the linger: the writer did not wait for a third document

@@ -245,6 +245,14 @@ def test_a_long_pdf_is_parsed_in_page_ranges_with_the_same_result(project, tmp_p
     assert ranges[0][0] == 1 and ranges[-1][1] == 100 and all(b - a + 1 >= PART_MIN_PAGES for a, b in ranges)
     assert all(nxt[0] == prev[1] + 1 for prev, nxt in zip(ranges, ranges[1:]))
     assert split_pages(60, 2) == [(1, 30), (31, 60)]
+    # ranges shrink, so the workers end on small ones together (each 1/workers of what is left)
+    assert split_pages(320, 2) == [(1, 160), (161, 240), (241, 280), (281, 320)]
+    for n, w in ((619, 2), (619, 8), (1000, 4), (49, 3)):
+        r = split_pages(n, w)
+        sizes = [b - a + 1 for a, b in r]
+        assert r[0][0] == 1 and r[-1][1] == n and all(nxt[0] == prev[1] + 1 for prev, nxt in zip(r, r[1:]))
+        assert min(sizes) >= PART_MIN_PAGES and sizes[0] == max(PART_MIN_PAGES, -(-n // w))
+        assert all(b <= a or b < 2 * PART_MIN_PAGES for a, b in zip(sizes, sizes[1:])), (n, w, sizes)
     _pdf(tmp_path / "manual.pdf", 60, chapter_head_from=36)  # the chapter head: 25 of the 2nd range's 30 pages
     other = Project(tmp_path / "other").init()
     got = []
@@ -257,6 +265,28 @@ def test_a_long_pdf_is_parsed_in_page_ranges_with_the_same_result(project, tmp_p
                         sorted(r["instruction"] for r in _pairs(proj))))
     assert got[0] == got[1] and "Cat. No." not in got[1][0]
     assert got[1][0].count("Collection Appeals Program 4.2.59") == 25  # on under half the file's pages: text
+
+
+def test_a_page_range_cut_by_qpdf_or_by_pypdf_parses_the_same(tmp_path, monkeypatch):
+    """Ranges are cut with qpdf (pikepdf); a file qpdf will not open is cut with pypdf instead,
+    into a part that parses to the same elements (pages numbered as in the whole file)."""
+    import pikepdf
+
+    from ingest.partition import partition_file
+
+    _pdf(tmp_path / "manual.pdf", 60)
+
+    def parse():
+        res = partition_file(tmp_path / "manual.pdf", "manual.pdf", pdf_strategy="fast", pages=(31, 60), n_pages=60)
+        return [(e["type"], e["text"], e["page"]) for e in res.elements]
+
+    by_qpdf = parse()
+
+    def refuse(*args, **kwargs):
+        raise pikepdf.PdfError("not for qpdf")
+
+    monkeypatch.setattr(pikepdf.Pdf, "open", refuse)
+    assert parse() == by_qpdf and {p for _, _, p in by_qpdf} == set(range(31, 61))
 
 
 def test_a_page_tree_that_declares_too_few_pages_loses_no_page(project, tmp_path):
@@ -292,6 +322,10 @@ def test_several_workers_start_on_the_costliest_files_first(tmp_path):
     assert dealt == [(0, "note-3.txt"), (1, "note-1.txt"), (0, "note-0.txt"), (1, "note-2.txt")]
     assert [t.name for t in pending] == ["note-4.txt"]
     assert [(w, t.name) for w, t in deal(pending, [2, 1], 2)] == [(1, "note-4.txt")]  # only a free slot
+    # a costly task waits in no busy worker's pipe: whichever worker frees first takes it
+    scan = Task(9, str(tmp_path / "scan.png"), "scan.png", cost=parse_cost(pages=1, ocr=True))
+    assert deal([scan], [1, 1], 2) == []
+    assert deal([scan], [1, 0], 2) == [(1, scan)]
     for workers in (1, 2):
         results = list(parse_all(tasks, workers=workers))
         assert sorted(t.name for t, _ in results) == names and all(not hasattr(r, "kind") for _, r in results)

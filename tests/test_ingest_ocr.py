@@ -243,7 +243,8 @@ def _tesseract_log(tmp: Path, monkeypatch) -> Path:
     real = shutil.which("tesseract")
     log, shim = tmp / "tesseract-runs.log", tmp / "bin" / "tesseract"
     shim.parent.mkdir()
-    shim.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real}" "$@"\n')
+    # each line: the arguments and the input's PNM magic (P5: one gray channel, P6: RGB)
+    shim.write_text(f'#!/bin/sh\necho "$* $(head -c 2 "$1" 2>/dev/null | tr -cd P0-9)" >> "{log}"\nexec "{real}" "$@"\n')
     shim.chmod(0o755)
     monkeypatch.setenv("PATH", f"{shim.parent}:{Path(real).parent}:/usr/bin:/bin")  # type: ignore[arg-type]
     return log
@@ -255,11 +256,15 @@ def _runs(log: Path) -> int:
 
 
 @needs_tesseract
-@pytest.mark.parametrize("font_px,runs_before,runs_now", [(28, 2, 1), (9, 3, 2)], ids=["page", "small-print"])
+@pytest.mark.parametrize("font_px,runs_before,runs_now,ink,read_as", [
+    (28, 2, 1, "black", "P5"), (9, 3, 2, "black", "P5"), (28, 2, 1, "darkred", "P6")],
+    ids=["page", "small-print", "colour"])
 def test_a_page_is_read_by_one_tesseract_run_into_the_elements_unstructureds_agent_gives(
-        tmp_path, monkeypatch, font_px, runs_before, runs_now):
+        tmp_path, monkeypatch, font_px, runs_before, runs_now, ink, read_as):
     """unstructured's agent runs tesseract for boxes and again for text; ours once for both, and
-    again only for its zoomed boxes (small print: the text-height rule zooms). Same elements."""
+    again only for its zoomed boxes (small print: the text-height rule zooms). Same elements. An
+    RGB page whose channels are equal (black on white) reaches tesseract as one gray channel
+    (PNM ``P5``), a coloured one as RGB (``P6``): the elements are the same either way."""
     from PIL import Image, ImageDraw, ImageFont
 
     from ingest import offline
@@ -269,7 +274,7 @@ def test_a_page_is_read_by_one_tesseract_run_into_the_elements_unstructureds_age
     font = ImageFont.truetype(FONT, font_px)
     img = Image.new("RGB", (40 * font_px, 4 * font_px + 2 * font_px * len(MEMO)), "white")
     for i, line in enumerate(MEMO):
-        ImageDraw.Draw(img).text((font_px, font_px + 2 * font_px * i), line, fill="black", font=font)
+        ImageDraw.Draw(img).text((font_px, font_px + 2 * font_px * i), line, fill=ink, font=font)
     img.save(tmp_path / "memo.png")
     offline.configure()
     from unstructured.partition.image import partition_image
@@ -286,6 +291,25 @@ def test_a_page_is_read_by_one_tesseract_run_into_the_elements_unstructureds_age
     (theirs, their_runs), (ours, our_runs) = got.values()
     assert (their_runs, our_runs) == (runs_before, runs_now)
     assert ours == theirs and "lisbon warehouse" in " ".join(t for _, t, _ in ours).lower()
+    ours_first = [line for line in log.read_text().splitlines() if "pnm" in line]
+    assert ours_first and all(line.endswith(read_as) for line in ours_first), ours_first
+
+
+def test_a_page_goes_gray_only_when_its_colour_channels_are_equal_everywhere():
+    import numpy as np
+    from PIL import Image
+
+    from ingest.tesseract import gray_if_gray
+
+    px = np.random.default_rng(7).integers(0, 256, (40, 30), dtype=np.uint8)
+    gray = Image.fromarray(np.stack([px] * 3, axis=-1), "RGB")
+    out = gray_if_gray(gray)
+    assert out.mode == "L" and np.array_equal(np.asarray(out), px)  # lossless: the one channel itself
+    for ch in range(3):  # one pixel off in any one channel keeps the colour
+        rgb = np.stack([px] * 3, axis=-1)
+        rgb[5, 7, ch] ^= 1
+        assert gray_if_gray(Image.fromarray(rgb, "RGB")).mode == "RGB"
+    assert gray_if_gray(Image.fromarray(px, "L")).mode == "L"
 
 
 @needs_tesseract

@@ -67,9 +67,9 @@ def test_every_format_parses_the_same_without_torch(tmp_path):
 
 
 BATCHES = """
-import json, os, sys
+import json, os, select, sys
 from ingest.workers import Task, parse_all
-from ingest.parser_server import forkserver_warm
+from ingest.parser_server import forkserver_warm, warm_signal
 from ingest.partition import partition_file
 
 def run(paths):
@@ -96,7 +96,10 @@ def _preloaded():
 
 if __name__ == "__main__":
     first, second = sys.argv[1].split(","), sys.argv[2].split(",")
-    out = {"first": run(first), "warm": forkserver_warm(), "second": run(second), "pyplot": in_a_worker(_has_pyplot),
+    signalled = lambda: bool(select.select([warm_signal()], [], [], 0)[0])  # noqa: E731
+    before = signalled()  # no forkserver yet
+    out = {"first": run(first), "warm": forkserver_warm(), "signalled": [before, signalled()],
+           "second": run(second), "pyplot": in_a_worker(_has_pyplot),
            "preloaded": in_a_worker(_preloaded),
            "in_process": {os.path.basename(p): [[e["type"], e["text"]] for e in partition_file(p).elements]
                           for p in first + second}}
@@ -105,8 +108,9 @@ if __name__ == "__main__":
 
 
 def test_workers_fork_from_a_forkserver_that_preloaded_the_batch_formats(tmp_path):
-    """With no core to spare, the forkserver imports once what the PDFs need (and always the text
-    path), and the workers that parse PDFs fork from it warm (no worker loads a parser for them).
+    """With no core to spare, the forkserver imports once what the PDFs need (which brings the text
+    path's sentence model), and the workers that parse PDFs fork from it warm (no worker loads a
+    parser for them).
     While it warms, one cold worker, the scout, parses the light files (Markdown, CSV, DOCX): every
     file started before the forkserver was warm is a light one, and its worker loads its parser
     (it is cold). A later batch's other format (PPTX) loads in the worker that gets it, reported as
@@ -122,7 +126,8 @@ def test_workers_fork_from_a_forkserver_that_preloaded_the_batch_formats(tmp_pat
     out = json.loads(done.stdout.strip().splitlines()[-1])
     (seen1, got1), (seen2, got2) = out["first"], out["second"]
     assert out["warm"] is True
-    assert out["preloaded"] == ["md", "pdf"]  # the light formats are the scout's: not in the serial start
+    assert out["signalled"] == [False, True]  # a batch waiting on its workers' pipes wakes when it is warm
+    assert out["preloaded"] == ["pdf"]  # the light formats are the scout's: not in the serial start
     assert sorted(name for name, _, _ in seen1) == ["sample.docx", "sample.md", "sample.pdf", "second.pdf",
                                                     "table.csv", "table2.csv"]
     scouted: set[str] = set()

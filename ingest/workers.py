@@ -29,6 +29,10 @@ with one OCR thread (both below) 1.39x; forked from the batch's forkserver 1.32x
 shared out: the plain loop there is ~3.3 s of import and ~5.7 s of parsing; two workers still wait
 ~2.7 s for the forkserver's import, plus the parent's own ~0.8 s start, before ~5.7 / 2 s of
 parsing, so ~1.45x is the most this corpus allows on 2 cores (a longer corpus amortises it).
+Less work per file took it past that (session 18, 1.50x -> 1.70-1.74x): gray scans OCR'd as one
+channel (``ingest.tesseract.gray_if_gray``), page ranges that shrink (``split_pages``) cut by qpdf,
+no costly task queued behind a busy worker (``deal``), a writer that stops lingering once parsing is
+over, and workers forked the moment the forkserver is warm (``parser_server.warm_signal``).
 
 Parser processes keep torch out (``offline.keep_torch_out``; ``hi_res`` workers start cold and
 keep it) and use one thread each for tesseract and BLAS (``offline.one_thread_each``).

@@ -23,6 +23,7 @@ import re
 import shutil
 import tempfile
 import traceback
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -231,7 +232,8 @@ def _page_range(path: Path, pages: tuple[int, int] | None, to_end: bool = False)
         try:  # qpdf (pikepdf, which unstructured's PDF path brings): 4x faster than pypdf on a 320-page file
             import pikepdf
 
-            with pikepdf.Pdf.open(path) as src, pikepdf.Pdf.new() as dst:
+            with pikepdf.Pdf.open(path) as src, pikepdf.Pdf.new() as dst, warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "named destinations are not preserved": nor did pypdf's copy
                 dst.pages.extend(src.pages[first - 1:None if to_end else last])
                 dst.save(part)
         except Exception:  # noqa: BLE001 - what qpdf will not open, pypdf may (it repairs differently)

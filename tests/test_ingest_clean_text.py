@@ -244,16 +244,17 @@ def test_a_long_pdf_is_parsed_in_page_ranges_with_the_same_result(project, tmp_p
     ranges = split_pages(100, 2)
     assert ranges[0][0] == 1 and ranges[-1][1] == 100 and all(b - a + 1 >= PART_MIN_PAGES for a, b in ranges)
     assert all(nxt[0] == prev[1] + 1 for prev, nxt in zip(ranges, ranges[1:]))
-    assert split_pages(60, 2) == [(1, 30), (31, 60)]
-    # ranges shrink, so the workers end on small ones together (each 1/workers of what is left)
-    assert split_pages(320, 2) == [(1, 160), (161, 240), (241, 280), (281, 320)]
+    assert split_pages(60, 2) == [(1, 24), (25, 60)]
+    # ranges shrink, so the workers end on small ones together (each 1/(2 x workers) of what is left)
+    assert split_pages(320, 2) == [(1, 80), (81, 140), (141, 185), (186, 219), (220, 245), (246, 269),
+                                   (270, 293), (294, 320)]
     for n, w in ((619, 2), (619, 8), (1000, 4), (49, 3)):
         r = split_pages(n, w)
         sizes = [b - a + 1 for a, b in r]
         assert r[0][0] == 1 and r[-1][1] == n and all(nxt[0] == prev[1] + 1 for prev, nxt in zip(r, r[1:]))
-        assert min(sizes) >= PART_MIN_PAGES and sizes[0] == max(PART_MIN_PAGES, -(-n // w))
+        assert min(sizes) >= PART_MIN_PAGES and sizes[0] == max(PART_MIN_PAGES, -(-n // (2 * w)))
         assert all(b <= a or b < 2 * PART_MIN_PAGES for a, b in zip(sizes, sizes[1:])), (n, w, sizes)
-    _pdf(tmp_path / "manual.pdf", 60, chapter_head_from=36)  # the chapter head: 25 of the 2nd range's 30 pages
+    _pdf(tmp_path / "manual.pdf", 60, chapter_head_from=36)  # the chapter head: 25 of the 2nd range's 36 pages
     other = Project(tmp_path / "other").init()
     got = []
     for proj, workers in ((project, 1), (other, 2)):  # one piece, then two workers on page ranges

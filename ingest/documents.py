@@ -19,6 +19,7 @@ size (``ingest.workers.time_limit``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import queue
 import threading
@@ -576,12 +577,19 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
     def fail(r: FileResult, kind: str, message: str) -> None:
         r.status, r.error_kind, r.error = "failed", kind, message
 
-    with scratch_dir(project.cache_dir, "tuneloop-ingest-") as tmp:
+    with contextlib.ExitStack() as stack, scratch_dir(project.cache_dir, "tuneloop-ingest-") as tmp:
         items = collect(paths, tmp, cfg)
         report.files = [i.result for i in items]
         opts = ParseOptions(pdf_strategy=cfg.pdf_strategy, languages=cfg.languages)
-        if not cfg.engine.is_ray:
-            warm_early([i.path.name for i in items if i.result.status != "failed"], cfg.workers, opts)
+        names = [i.path.name for i in items if i.result.status != "failed"]
+        if cfg.engine.is_ray:  # connected for the whole batch: ``parse_all`` uses this runtime
+            from ingest.ray_parse import prestart
+            from scale.engine import runtime
+
+            if names:
+                prestart(stack.enter_context(runtime(cfg.engine)), names, opts)
+        else:
+            warm_early(names, cfg.workers, opts)
         gens = create_all(cfg.generators, cfg.generator_options, author=cfg.author)  # after: its imports overlap
         if planned:
             planned(len(items))

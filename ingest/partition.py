@@ -250,16 +250,35 @@ def _page_range(path: Path, pages: tuple[int, int] | None, to_end: bool = False)
 
 def pdf_needs_ocr(path: Path, probe_pages: int = 3) -> bool:
     """Whether ``auto`` will read this PDF with OCR: OCR is installed and none of its first pages has
-    a text layer (a scan). Its time limit is then sized for OCR (seconds a page, not one)."""
+    a text layer (a scan). Its time limit is then sized for OCR (seconds a page, not one).
+
+    PDFium reads the pages' text (pypdfium2, which unstructured's PDF path brings): ingest's main
+    process asks this of every PDF before parsing starts, and pypdf's text extraction took 5x as
+    long (126 PDFs on 2 cores: 0.47-0.60 s against 0.09-0.10 s, the same answers; also on
+    unstructured's example PDFs, OCR'd, copy-protected and damaged ones)."""
     if not ocr_available():
         return False
     try:
-        from pypdf import PdfReader
+        import pypdfium2 as pdfium
 
-        reader = PdfReader(str(path), strict=False)
-        return not any((page.extract_text() or "").strip() for page in reader.pages[:probe_pages])
+        doc = pdfium.PdfDocument(str(path))
     except Exception:  # the parse says what is wrong with the file
         return False
+    try:
+        for i in range(min(probe_pages, len(doc))):
+            page = doc[i]
+            text = page.get_textpage()
+            try:
+                if text.get_text_range().strip():
+                    return False
+            finally:
+                text.close()
+                page.close()
+        return True
+    except Exception:  # noqa: BLE001 - as above
+        return False
+    finally:
+        doc.close()
 
 
 def _pdf_strategy(requested: str) -> str:

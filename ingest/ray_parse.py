@@ -32,8 +32,8 @@ GROUP_COST = 0.5  # small files go to Ray in groups of about this much expected 
 GROUP_MAX = 16  # ... and at most this many: a round trip per file would cost more than a small parse
 
 
-def _parse_on_worker(tasks: list[Task], opts: ParseOptions) -> list[Parsed | tuple[str, str]]:
-    """Runs in a Ray worker: offline and quiet like a local parser process; an error as (kind, message)."""
+def _ready(opts: ParseOptions) -> None:
+    """A Ray parse worker set up like a local parser process: offline, quiet, one thread per pool."""
     from ingest import offline
 
     offline.one_thread_each()  # already set by the runtime environment, for a worker started before it
@@ -41,11 +41,49 @@ def _parse_on_worker(tasks: list[Task], opts: ParseOptions) -> list[Parsed | tup
         offline.keep_torch_out()  # safe: these workers parse only (``runtime_env``)
     offline.defer_plotting()
     offline.configure()
+
+
+def _parse_on_worker(tasks: list[Task], opts: ParseOptions) -> list[Parsed | tuple[str, str]]:
+    """Runs in a Ray worker: offline and quiet like a local parser process; an error as (kind, message)."""
+    _ready(opts)
     out: list[Parsed | tuple[str, str]] = []
     for task in tasks:
         res = _parse(task, opts)
         out.append((res.kind, res.message) if isinstance(res, IngestError) else res)
     return out
+
+
+def _warm_on_worker(formats: list[str], opts: ParseOptions) -> tuple[int, bool]:
+    """Runs in a Ray parse worker at a batch's start: loads the parsers of ``formats`` (what a
+    local worker gets from the parser forkserver, ``ingest.worker_boot``); (its process id,
+    whether it could). A failure here is left to the parse tasks, which report it per file."""
+    import os
+
+    from ingest import offline
+
+    try:
+        _ready(opts)
+        for ext in formats:
+            offline.warm(ext)
+    except Exception:  # noqa: BLE001 - see above
+        return os.getpid(), False
+    return os.getpid(), True
+
+
+def prestart(ray: Any, names: Sequence[str], opts: ParseOptions) -> list[Any]:
+    """Start the batch's Ray parse workers now, one per CPU slot, each loading the parsers of the
+    batch's formats (``ingest.parser_server.preload_formats``), so that their start (a Ray worker
+    process, then ~3 s of imports on 2 cores) overlaps the caller's own preparation of the files
+    (page counts, OCR checks) instead of following it. The parse tasks go to these workers (Ray
+    reuses a job's idle workers of one runtime environment); the first of them on each slot waits
+    for its warm-up inside its boot allowance (``BOOT_TIMEOUT_S``). The references it returns need
+    not be awaited."""
+    from ingest.parser_server import preload_formats
+
+    n = slots(ray)
+    warm = ray.remote(num_cpus=1, max_retries=0, runtime_env=runtime_env(opts))(_warm_on_worker)
+    formats = sorted(preload_formats(names, n))
+    return [warm.remote(formats, opts) for _ in range(n)]
 
 
 def runtime_env(opts: ParseOptions) -> dict[str, Any]:

@@ -106,8 +106,29 @@ def test_scanned_pdf_page_falls_back_to_ocr(project, tmp_path):
 
 @needs_tesseract
 def test_only_pdfs_without_a_text_layer_are_sized_for_ocr(tmp_path):
-    assert pdf_needs_ocr(_scanned_pdf(tmp_path))
-    assert not pdf_needs_ocr(make(tmp_path, "pdf", "manual"))
+    from pypdf import PdfReader, PdfWriter
+
+    scan = _scanned_pdf(tmp_path)
+    manual = make(tmp_path, "pdf", "manual")
+    assert pdf_needs_ocr(scan)
+    assert not pdf_needs_ocr(manual)
+    # a blank first page (a cover, a separator) before the text: the first pages are probed, not one
+    writer = PdfWriter()
+    writer.add_blank_page(612, 792)
+    writer.append(str(manual))
+    writer.write(blank_first := tmp_path / "blank-first.pdf")
+    assert not pdf_needs_ocr(blank_first)
+    # text from the fourth page on only: the probe reads the first three pages and no more
+    writer = PdfWriter()
+    for _ in range(3):
+        writer.append(str(scan))
+    writer.append(str(manual))
+    writer.write(late := tmp_path / "late-text.pdf")
+    assert len(PdfReader(str(late)).pages) > 3 and pdf_needs_ocr(late)
+    # what cannot be opened is not judged a scan: its parse says what is wrong
+    (broken := tmp_path / "broken.pdf").write_bytes(manual.read_bytes()[:400])
+    (junk := tmp_path / "not-a-pdf.pdf").write_bytes(b"%PDF-1.7\n" + b"\x00" * 64)
+    assert not pdf_needs_ocr(broken) and not pdf_needs_ocr(junk)
 
 
 @needs_tesseract

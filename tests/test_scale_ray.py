@@ -500,3 +500,47 @@ def test_ray_parse_workers_keep_torch_out_in_a_pool_of_their_own(ray_runtime):
     assert blocked and threads == env["env_vars"]["OPENBLAS_NUM_THREADS"]
     for _ in range(3):  # whichever worker Ray picks for them
         assert ray_runtime.get(ray_runtime.remote(num_cpus=1)(other_stage).remote())
+
+
+
+def test_a_batch_warms_its_ray_parse_workers_and_parses_on_them(tmp_path_factory, tmp_path):
+    """``ingest.ray_parse.prestart``: one worker per CPU slot loads the batch's parsers (the PDF
+    path here) while the caller prepares the files; the parse tasks then run in those workers,
+    which have the parsers loaded (a cold one would import them inside the first file's time).
+    A fresh 2-CPU runtime of its own: the shared one has parse workers of earlier tests."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_ingest_files import make
+
+    pdf = make(tmp_path, "pdf", "manual")
+    code = f"""
+import os, sys, ray
+from ingest.ray_parse import _parse_on_worker, parse_all_ray, prestart, runtime_env
+from ingest.workers import ParseOptions, Task
+from scale.engine import Engine
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level='ERROR',
+         _temp_dir={_ray_tmp(tmp_path_factory)!r})
+opts = ParseOptions()
+warmed = ray.get(prestart(ray, ["manual.pdf", "a.md", "b.md"], opts))
+assert len(warmed) == 2 and all(ok for _, ok in warmed), warmed
+pids = {{pid for pid, _ in warmed}}
+assert len(pids) == 2, warmed  # one per slot, at once
+
+def loaded():
+    _parse_on_worker([], opts)  # sets the worker up; parses nothing
+    return os.getpid(), "unstructured.partition.pdf" in sys.modules
+
+probe = ray.remote(num_cpus=1, runtime_env=runtime_env(opts))(loaded)
+seen = ray.get([probe.remote() for _ in range(4)])
+assert {{pid for pid, _ in seen}} <= pids and all(pdf for _, pdf in seen), (seen, pids)
+got = list(parse_all_ray([Task(1, {str(pdf)!r}, "manual.pdf", cost=1.0)], Engine("ray"), timeout_s=120, opts=opts))
+assert [type(r).__name__ for _, r in got] == ["Parsed"], got
+print("warm workers parsed")
+ray.shutdown()
+"""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "warm workers parsed" in out.stdout

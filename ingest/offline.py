@@ -17,6 +17,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+from collections.abc import Iterator
 
 OFFLINE_ENV = {
     "DO_NOT_TRACK": "true",
@@ -129,6 +130,24 @@ def keep_torch_out() -> None:
 
     if "torch" not in sys.modules:
         sys.modules["torch"] = None  # type: ignore[assignment]  # the documented way to block an import
+
+
+@contextlib.contextmanager
+def torch_kept_out() -> Iterator[None]:
+    """``keep_torch_out`` for the length of a block, in a process that does other work too (a Ray
+    worker that other stages' tasks may reuse): what imports inside it sees no torch (spaCy loads
+    without it), and ``import torch`` works again after it. Nothing is undone where torch was
+    imported before the block (spaCy then loads with it: slower, the same results)."""
+    import sys
+
+    blocked = "torch" not in sys.modules
+    if blocked:
+        sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if blocked and "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
 
 
 _VISUALIZE = "unstructured_inference.visualize"

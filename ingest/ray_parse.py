@@ -8,17 +8,21 @@ the parsers. A task over its limit is cancelled (its worker process killed, as a
 is) and the file fails with the same "timed out" message. A task whose worker dies is parsed
 again, each of its files on its own on a fresh worker: Ray may hand a task to a worker that a
 cancellation is killing at that moment, so a file fails with "crash" only when its worker dies
-under it twice. Parse tasks run in Ray workers of their own (a runtime environment of their own:
-Ray keeps a worker pool per environment), started with one thread per BLAS and OCR pool and, unless
-they run ``hi_res``, without torch (``offline.keep_torch_out``: spaCy imports it only to offer it;
-a worker's first load of the parsers took 4.5 s with it and 2.4 s without, measured side by side
-on 2 cores), which a worker shared with other stages could not do.
+under it twice. Parse tasks run with one thread per BLAS and OCR pool and, unless they run
+``hi_res``, with torch kept out while they parse (``offline.torch_kept_out``: spaCy imports it
+only to offer it; a worker's first load of the parsers took 4.5 s with it and 2.4 s without,
+measured side by side on 2 cores). They run in the cluster's ordinary worker pool, whose workers
+Ray starts before any job needs them: a pool of their own (a runtime environment) made every
+batch start its workers cold, ~1 s of CPU each (2-core cluster, 504 documents: 1.08x faster in
+the default pool, 4 alternating rounds). ``hi_res`` parsing, which needs torch, keeps a pool of
+its own. A batch warms its workers first (``prestart``).
 Everything after parsing (layout, chunks, pairs, the store) runs in the calling
 process exactly as with the local engine, so the results are the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -32,24 +36,27 @@ GROUP_COST = 0.5  # small files go to Ray in groups of about this much expected 
 GROUP_MAX = 16  # ... and at most this many: a round trip per file would cost more than a small parse
 
 
-def _ready(opts: ParseOptions) -> None:
-    """A Ray parse worker set up like a local parser process: offline, quiet, one thread per pool."""
+@contextlib.contextmanager
+def _parser(opts: ParseOptions) -> Iterator[None]:
+    """A Ray worker set up like a local parser process while a parse task runs: offline, quiet, one
+    thread per pool and, unless it runs ``hi_res`` (its layout model may need it), torch kept out
+    (``offline.torch_kept_out``: unstructured's tokenizer imports spaCy, which imports torch)."""
     from ingest import offline
 
-    offline.one_thread_each()  # already set by the runtime environment, for a worker started before it
-    if opts.pdf_strategy != "hi_res":
-        offline.keep_torch_out()  # safe: these workers parse only (``runtime_env``)
+    offline.one_thread_each()  # before the parsers' imports: numpy's and tesseract's pools read it once
     offline.defer_plotting()
-    offline.configure()
+    with contextlib.nullcontext() if opts.pdf_strategy == "hi_res" else offline.torch_kept_out():
+        offline.configure()
+        yield
 
 
 def _parse_on_worker(tasks: list[Task], opts: ParseOptions) -> list[Parsed | tuple[str, str]]:
     """Runs in a Ray worker: offline and quiet like a local parser process; an error as (kind, message)."""
-    _ready(opts)
     out: list[Parsed | tuple[str, str]] = []
-    for task in tasks:
-        res = _parse(task, opts)
-        out.append((res.kind, res.message) if isinstance(res, IngestError) else res)
+    with _parser(opts):
+        for task in tasks:
+            res = _parse(task, opts)
+            out.append((res.kind, res.message) if isinstance(res, IngestError) else res)
     return out
 
 
@@ -62,9 +69,9 @@ def _warm_on_worker(formats: list[str], opts: ParseOptions) -> tuple[int, bool]:
     from ingest import offline
 
     try:
-        _ready(opts)
-        for ext in formats:
-            offline.warm(ext)
+        with _parser(opts):
+            for ext in formats:
+                offline.warm(ext)
     except Exception:  # noqa: BLE001 - see above
         return os.getpid(), False
     return os.getpid(), True
@@ -87,12 +94,14 @@ def prestart(ray: Any, names: Sequence[str], opts: ParseOptions) -> list[Any]:
 
 
 def runtime_env(opts: ParseOptions) -> dict[str, Any]:
-    """The runtime environment of parse tasks: their own worker pool, one per kind (``hi_res``
-    workers keep torch, the others do not), started with one thread per pool."""
+    """The runtime environment of parse tasks: the cluster's own (its idle workers are started
+    already), except for ``hi_res``: a pool of its own, started with one thread per pool, whose
+    workers load torch for the layout model."""
     from ingest import offline
 
-    kind = "hi_res" if opts.pdf_strategy == "hi_res" else "no_torch"
-    return {"env_vars": {**offline.one_thread_env(), "TUNELOOP_RAY_PARSER": kind}}
+    if opts.pdf_strategy != "hi_res":
+        return {}
+    return {"env_vars": {**offline.one_thread_env(), "TUNELOOP_RAY_PARSER": "hi_res"}}
 
 
 def groups(tasks: Sequence[Task]) -> list[list[Task]]:

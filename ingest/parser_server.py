@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 _ctx: Any = None
 _warm = threading.Event()  # set once a process forked from the forkserver came up: it has preloaded
-_signal_r, _signal_w = os.pipe()  # a byte is written once it is warm: a waiting batch wakes at once (``warm_signal``)
+_signal: tuple[int, int] | None = None  # a pipe, made when first asked for: a byte is written once it is warm
+_signal_lock = threading.Lock()
 _probe_lock = threading.Lock()
 _probe: threading.Thread | None = None
 
@@ -60,7 +61,17 @@ def _wait_warm() -> None:
         return
     _warm.set()
     with contextlib.suppress(OSError):
-        os.write(_signal_w, b"w")
+        os.write(_signal_pipe()[1], b"w")
+
+
+def _signal_pipe() -> tuple[int, int]:
+    """The warm signal's pipe (read end, write end), made on first use: a process that only imports
+    this module (the app, a command that parses nothing) holds no descriptors for it."""
+    global _signal
+    with _signal_lock:
+        if _signal is None:
+            _signal = os.pipe()
+        return _signal
 
 
 def _stop_if_warming() -> None:
@@ -114,7 +125,7 @@ def warm_signal() -> int:
     """A file descriptor that becomes readable once the forkserver is warm, for a batch that waits
     on its workers' pipes meanwhile (``multiprocessing.connection.wait``): it forks the rest of its
     workers the moment it can, instead of at its next look (measured on 2 cores: up to 0.25 s later)."""
-    return _signal_r
+    return _signal_pipe()[0]
 
 
 def forkserver_warm() -> bool:

@@ -163,3 +163,21 @@ def test_deferred_plotting_still_draws_on_first_call():
     done = subprocess.run([sys.executable, "-c", DRAW], cwd=REPO, capture_output=True, text=True,
                           timeout=300, check=True)
     assert done.stdout.split() == ["(255,", "0,", "0)", "(255,", "255,", "255)", "True"]
+
+
+def test_importing_the_parser_server_opens_nothing():
+    """Every process that imports ``ingest`` (the app, commands that parse nothing) imports the
+    parser server module; its warm signal's pipe is made when a batch first asks for it."""
+    code = (
+        "import os\n"
+        "fds = lambda: len(os.listdir('/proc/self/fd'))\n"
+        "before = fds()\n"
+        "import ingest.parser_server as s\n"
+        "after = fds()\n"
+        "r = s.warm_signal()\n"
+        "print(before, after, fds(), r == s.warm_signal())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    before, after, asked, same = out.stdout.split()
+    assert int(after) == int(before) and int(asked) == int(before) + 2 and same == "True"

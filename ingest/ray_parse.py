@@ -127,7 +127,8 @@ def parse_all_ray(tasks: Sequence[Task], engine: Engine, *, timeout_s: float, op
 
     Small files travel in groups; a group over its time limit (the sum of its files' limits) is
     stopped and its files are parsed again one per task, so only a file that is slow on its own
-    fails with "timed out"."""
+    fails with "timed out". A slot that comes free gets its next task before the caller sees the
+    results (it builds pairs from each document in between, and the worker idled meanwhile)."""
     with runtime(engine) as ray:
         remote = ray.remote(num_cpus=1, max_retries=0, runtime_env=runtime_env(opts))(_parse_on_worker)
         n = slots(ray)
@@ -135,20 +136,25 @@ def parse_all_ray(tasks: Sequence[Task], engine: Engine, *, timeout_s: float, op
         running: dict[Any, tuple[list[Task], float, float]] = {}  # ref -> (tasks, submitted, limit)
         booting = n  # groups still to start on a fresh worker (the parsers' first import)
         crashed: set[int] = set()  # files whose worker died under them once
+        def fill() -> None:
+            nonlocal booting
+            while pending and len(running) < n:
+                group = pending.pop()
+                fresh = booting > 0
+                booting -= 1
+                limit = sum(t.limit_s or timeout_s for t in group) + (BOOT_TIMEOUT_S if fresh else 0.0)
+                running[remote.remote(group, opts)] = (group, time.monotonic(), limit)
+                if on_start:
+                    for t in group:
+                        on_start(t, fresh)
+
         try:
             while pending or running:
-                while pending and len(running) < n:
-                    group = pending.pop()
-                    fresh = booting > 0
-                    booting -= 1
-                    limit = sum(t.limit_s or timeout_s for t in group) + (BOOT_TIMEOUT_S if fresh else 0.0)
-                    running[remote.remote(group, opts)] = (group, time.monotonic(), limit)
-                    if on_start:
-                        for t in group:
-                            on_start(t, fresh)
+                fill()
                 next_deadline = min(started + limit for _, started, limit in running.values())
                 ready, _ = ray.wait(list(running), num_returns=1,
                                     timeout=max(0.0, min(1.0, next_deadline - time.monotonic())))
+                done: list[tuple[Task, Parsed | IngestError]] = []
                 for ref in ready:
                     group, _, _ = running.pop(ref)
                     try:
@@ -158,11 +164,9 @@ def parse_all_ray(tasks: Sequence[Task], engine: Engine, *, timeout_s: float, op
                         again = [t for t in group if t.key not in crashed]
                         crashed.update(t.key for t in group if len(group) == 1)
                         pending.extend([t] for t in reversed(again))
-                        for t in group:
-                            if t not in again:
-                                yield t, IngestError("crash", CRASH)
+                        done += [(t, IngestError("crash", CRASH)) for t in group if t not in again]
                         continue
-                    yield from zip(group, out, strict=True)
+                    done += zip(group, out, strict=True)
                 now = time.monotonic()
                 for ref, (group, started, limit) in list(running.items()):
                     if now >= started + limit:
@@ -173,7 +177,9 @@ def parse_all_ray(tasks: Sequence[Task], engine: Engine, *, timeout_s: float, op
                             pending.extend([t] for t in reversed(group))
                             continue
                         task = group[0]
-                        yield task, timed_out(now - started, task.limit_s or timeout_s, task.limit_for)
+                        done.append((task, timed_out(now - started, task.limit_s or timeout_s, task.limit_for)))
+                fill()  # the freed slots get their next tasks before the caller handles these results
+                yield from done
         finally:
             for ref in running:
                 ray.cancel(ref, force=True)

@@ -236,6 +236,28 @@ def test_a_file_over_its_time_limit_on_ray_fails_alone(tmp_path, ray_runtime):
     assert not isinstance(got[4], Exception) and not isinstance(got[5], Exception) and got[4].elements
 
 
+def test_a_freed_ray_slot_gets_its_next_file_before_the_caller_handles_a_result(tmp_path, ray_runtime):
+    """The caller builds pairs from each parsed document before it asks for the next one; the slot
+    that document came from must have its next file by then, not idle meanwhile."""
+    from ingest.ray_parse import parse_all_ray
+    from ingest.workers import ParseOptions, Task
+    from scale.engine import slots
+    from tests.test_ingest_files import make
+
+    doc = make(tmp_path, "md")
+    n = slots(ray_runtime)
+    tasks = [Task(k, str(doc), doc.name, cost=1.0) for k in range(n + 2)]  # one task each (cost over GROUP_COST)
+    started: list[int] = []
+    seen_at_first: int | None = None
+    for _task, res in parse_all_ray(tasks, LOCAL_RAY, timeout_s=120, opts=ParseOptions(),
+                                    on_start=lambda t, _loading: started.append(t.key)):
+        assert not isinstance(res, Exception)
+        if seen_at_first is None:
+            seen_at_first = len(started)
+    assert seen_at_first == n + 1  # every slot busy, the freed one included
+    assert sorted(started) == list(range(n + 2))
+
+
 def _blocked_parsers() -> list[int]:
     """Ray workers parsing (their title) that wait in ``open`` on a FIFO with no writer: the kernel's
     wait channel says so, or (where it hides wait channels) the system call they are blocked in."""

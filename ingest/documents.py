@@ -55,7 +55,7 @@ from ingest.workers import (
     parse_cost,
     time_limit,
 )
-from scale.engine import Engine
+from scale.engine import Engine, ray_connected
 from store import documents as docs_store
 from store import pairs as pairs_store
 from store import settings as settings_store
@@ -582,11 +582,14 @@ def ingest(project: Project, paths: Sequence[str | Path], cfg: IngestConfig | No
         report.files = [i.result for i in items]
         opts = ParseOptions(pdf_strategy=cfg.pdf_strategy, languages=cfg.languages)
         names = [i.path.name for i in items if i.result.status != "failed"]
-        if cfg.engine.is_ray:  # connected for the whole batch: ``parse_all`` uses this runtime
-            from ingest.ray_parse import prestart
-            from scale.engine import runtime
+        if cfg.engine.is_ray:
+            if names and (cfg.engine.address or ray_connected()):
+                # A running cluster (connecting is cheap): its parse workers warm while the files
+                # are prepared; connected for the whole batch (``parse_all`` uses this runtime). A
+                # runtime of the command's own starts only once there is something to parse.
+                from ingest.ray_parse import prestart
+                from scale.engine import runtime
 
-            if names:
                 prestart(stack.enter_context(runtime(cfg.engine)), names, opts)
         else:
             warm_early(names, cfg.workers, opts)

@@ -404,7 +404,7 @@ def parse_all(tasks: Iterable[Task], *, workers: int = 1, timeout_s: float = 300
     (``split_pages``); its result comes back once, merged (``merge_parts``)."""
     tasks = list(tasks)
     on_ray = engine is not None and engine.is_ray
-    if on_ray:
+    if on_ray and tasks:  # nothing to parse (a re-run of a stored batch) starts no Ray runtime
         from scale.engine import runtime, slots
 
         with runtime(engine) as ray:  # connected once: the parse below reuses the runtime

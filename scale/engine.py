@@ -132,6 +132,14 @@ def runtime(engine: Engine) -> Iterator[Any]:
         ray.shutdown()
 
 
+def ray_connected() -> bool:
+    """Whether this process is connected to a Ray runtime already (without importing Ray)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(ray.is_initialized())
+
+
 def slots(ray: Any) -> int:
     """CPU slots of the connected cluster (one actor or task per slot)."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -565,3 +565,30 @@ ray.shutdown()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "warm workers parsed" in out.stdout
+
+
+def test_a_rerun_with_nothing_to_parse_starts_no_ray_runtime(tmp_path):
+    """Re-running an ingest whose files are all stored parses nothing: with ``--engine ray`` and no
+    cluster it must not start a local Ray runtime (~4 s) for it, nor import Ray."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_ingest_files import make
+
+    doc = make(tmp_path, "md")
+    code = f"""
+import sys
+from pathlib import Path
+from ingest.documents import IngestConfig, ingest
+from scale.engine import Engine
+from store.db import Project
+project = Project(Path({str(tmp_path / "proj")!r})).init()
+first = ingest(project, [Path({str(doc)!r})], IngestConfig(workers=0))
+again = ingest(project, [Path({str(doc)!r})], IngestConfig(workers=0, engine=Engine("ray")))
+print([f.status for f in first.files], [f.status for f in again.files], "ray" in sys.modules)
+"""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[-2] == "['new'] ['unchanged'] False"

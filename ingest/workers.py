@@ -359,17 +359,25 @@ def merge_parts(parts: list[Parsed | IngestError], ranges: list[tuple[int, int]]
 QUEUE_MAX_COST = 0.5
 
 
+def _may_queue(task: Task) -> bool:
+    """Whether ``task`` may wait behind another in a busy worker's pipe: a cheap file, not a page
+    range (ranges are cut to run beside each other, and a range's estimate can be far off: 24 pages
+    of unstructured's ``failure-after-repair.pdf`` are estimated at 0.5 s and take ~30 s)."""
+    return task.cost <= QUEUE_MAX_COST and task.pages is None
+
+
 def deal(pending: list[Task], queued: list[int], depth: int) -> list[tuple[int, Task]]:
     """Hand ``pending`` (next task last) to workers that hold ``queued`` tasks each, up to
     ``depth`` per worker, one round at a time: every idle worker gets a head task before any
     gets a second, so the costliest tasks (first in line) go to different workers; a task goes
-    behind another only when it costs at most ``QUEUE_MAX_COST``. Pops what it hands out;
+    behind another only when it costs at most ``QUEUE_MAX_COST`` and is no page range
+    (``_may_queue``). Pops what it hands out;
     returns (worker index, task) in order."""
     out: list[tuple[int, Task]] = []
     held = list(queued)
     for level in range(1, depth + 1):
         for i in range(len(held)):
-            if pending and held[i] < level and (held[i] == 0 or pending[-1].cost <= QUEUE_MAX_COST):
+            if pending and held[i] < level and (held[i] == 0 or _may_queue(pending[-1])):
                 out.append((i, pending.pop()))
                 held[i] += 1
     return out

@@ -308,7 +308,7 @@ def test_several_workers_start_on_the_costliest_files_first(tmp_path):
     """Longest-first scheduling: a scan or a long PDF must not start last and keep one worker busy
     alone at the end; each idle worker gets a head task before any gets a second. Then real
     files through real parser processes, in that order."""
-    from ingest.workers import Task, deal, order, parse_all, parse_cost
+    from ingest.workers import QUEUE_MAX_COST, Task, deal, order, parse_all, parse_cost
 
     assert parse_cost(pages=1, ocr=True) > parse_cost(pages=80) > parse_cost(size_bytes=1000)
     names = [f"note-{i}.txt" for i in range(5)]
@@ -327,6 +327,10 @@ def test_several_workers_start_on_the_costliest_files_first(tmp_path):
     scan = Task(9, str(tmp_path / "scan.png"), "scan.png", cost=parse_cost(pages=1, ocr=True))
     assert deal([scan], [1, 1], 2) == []
     assert deal([scan], [1, 0], 2) == [(1, scan)]
+    # nor does a page range, however cheap its estimate: ranges are cut to run side by side
+    part = Task(10, str(tmp_path / "long.pdf"), "long.pdf", pages=(25, 48), cost=parse_cost(pages=24))
+    assert part.cost <= QUEUE_MAX_COST and deal([part], [1, 1], 2) == []
+    assert deal([part], [0, 1], 2) == [(0, part)]
     for workers in (1, 2):
         results = list(parse_all(tasks, workers=workers))
         assert sorted(t.name for t, _ in results) == names and all(not hasattr(r, "kind") for _, r in results)

@@ -231,6 +231,9 @@ def test_a_file_over_its_time_limit_on_ray_fails_alone(tmp_path, ray_runtime):
     small = [Task(3, str(slow), slow.name, limit_s=-1.0 - 120 - BOOT_TIMEOUT_S, limit_for="test", cost=0.1),
              Task(4, str(ok), ok.name, limit_s=60, cost=0.1), Task(5, str(ok), ok.name, limit_s=60, cost=0.1)]
     assert [len(g) for g in groups(small)] == [3]
+    # page ranges of a PDF run side by side, never in one group, however cheap their estimate
+    ranges = [Task(6 + k, str(ok), ok.name, pages=(1 + 24 * k, 24 * (k + 1)), cost=0.48) for k in range(2)]
+    assert [[t.key for t in g] for g in groups([*ranges, *small])] == [[6], [7], [3, 4, 5]]
     got = dict((t.key, r) for t, r in parse_all_ray(small, LOCAL_RAY, timeout_s=60, opts=ParseOptions()))
     assert got[3].kind == "timeout"
     assert not isinstance(got[4], Exception) and not isinstance(got[5], Exception) and got[4].elements
